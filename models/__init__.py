@@ -1,0 +1,53 @@
+"""Trained example ConvNets, weights committed beside their training scripts.
+
+>>> import striate
+>>> sorted(striate.models.names())
+['lenet-digits']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..sw.errors import StriateError
+
+HERE = Path(__file__).parent
+
+
+def _registry() -> dict:
+    from . import lenet_digits
+    return {"lenet-digits": lenet_digits}
+
+
+def names() -> list[str]:
+    return list(_registry())
+
+
+def build(name: str) -> torch.nn.Module:
+    """A freshly initialised (untrained) instance of model ``name``."""
+    return _module(name).build()
+
+
+def weights_path(name: str) -> Path:
+    return HERE / f"{name.replace('-', '_')}.pt"
+
+
+def load(name: str) -> torch.nn.Module:
+    """Model ``name`` with its committed trained weights, in eval mode."""
+    module = _module(name)
+    path = weights_path(name)
+    if not path.exists():
+        raise StriateError(f"weights of model {name!r} are missing: {path} (train them with "
+                           f"`python -m striate.models.{module.__name__.rsplit('.', 1)[-1]}`)")
+    model = module.build()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _module(name: str):
+    registry = _registry()
+    if name not in registry:
+        raise StriateError(f"model name must be one of {sorted(registry)}, not {name!r}")
+    return registry[name]

@@ -1,0 +1,85 @@
+"""`AcceleratorConfig`: the one description of an accelerator instance.
+
+The hardware generator, the compiler's mapper, the golden model's cycle model and the driver's
+memory map all derive from it; a change of configuration never needs an edit elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Parameters of one accelerator instance.
+
+    Parameters
+    ----------
+    pe_out : int
+        Output channels computed in parallel (rows of the PE array).
+    pe_in : int
+        Reduction lanes per output channel (columns of the PE array): input values multiplied and
+        summed into each accumulator per cycle.
+    max_width : int
+        Widest input map a layer may read (line buffer depth), in pixels.
+    max_kernel : int
+        Largest convolution kernel side.
+    max_stride : int
+        Largest convolution and pooling stride.
+    act_bank_bytes : int
+        Bytes in each of the two ping-pong activation banks. A layer reads one bank and writes
+        the other; a map occupies ``ceil(C / pe_in) * pe_in * H * W`` bytes.
+    weight_bytes : int
+        Bytes of weight memory for the whole program (weights of all layers stay resident).
+    param_entries : int
+        Output channel entries of the bias / requantization parameter memory, for all layers.
+    program_depth : int
+        Layer descriptors the program memory holds.
+    bus_width : int
+        Host bus data width in bits.
+    """
+
+    pe_out: int = 8
+    pe_in: int = 8
+    max_width: int = 64
+    max_kernel: int = 7
+    max_stride: int = 4
+    act_bank_bytes: int = 32 * 1024
+    weight_bytes: int = 128 * 1024
+    param_entries: int = 1024
+    program_depth: int = 32
+    bus_width: int = 32
+
+    def __post_init__(self):
+        limits = {
+            "pe_out": (1, 256), "pe_in": (1, 256), "max_width": (1, 1023),
+            "max_kernel": (1, 15), "max_stride": (1, 7), "act_bank_bytes": (1, 1 << 24),
+            "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
+            "program_depth": (1, 1 << 10), "bus_width": (32, 32),
+        }
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            lo, hi = limits[field.name]
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ConfigError(
+                    f"AcceleratorConfig.{field.name} must be an integer in [{lo}, {hi}], "
+                    f"not {value!r}")
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Peak int8 multiply-accumulates per clock cycle of the PE array."""
+        return self.pe_out * self.pe_in
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AcceleratorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"AcceleratorConfig has no parameters {sorted(unknown)!r}")
+        return cls(**values)

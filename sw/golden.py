@@ -1,0 +1,56 @@
+"""The NumPy golden model: exact integer execution of a `QGraph` (see `graph` for the semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import numerics
+from .errors import StriateError
+from .graph import QGraph, QLayer
+from .kernels import conv2d, max_pool, sum_pool
+
+
+def run_layer(layer: QLayer, x: np.ndarray) -> np.ndarray:
+    """Run one layer on int8 ``N x ...`` input; return int8 ``N x out_shape``."""
+    n = x.shape[0]
+    x = x.reshape(n, *layer.in_shape)
+    if layer.op == "flatten":
+        return x.reshape(n, *layer.out_shape)
+    if layer.op == "conv":
+        acc = np.rint(conv2d(x, layer.weight, layer.stride, layer.padding)).astype(np.int64)
+        acc += layer.bias.astype(np.int64)[None, :, None, None]
+        t = numerics.requantize(acc, layer.mult[:, None, None], layer.shift[:, None, None],
+                                layer.lo, layer.hi)
+    else:
+        t = np.clip(x, layer.lo, layer.hi).astype(np.int8)
+    if layer.pool == "max":
+        t = max_pool(t, layer.pool_kernel, layer.pool_stride, layer.pool_padding,
+                     numerics.INT8_MIN)
+    elif layer.pool == "avg":
+        sums = sum_pool(t.astype(np.int64), layer.pool_kernel, layer.pool_stride,
+                        layer.pool_padding)
+        t = numerics.requantize(sums, layer.pool_mult, layer.pool_shift, layer.lo, layer.hi)
+    return np.ascontiguousarray(t, dtype=np.int8).reshape(n, *layer.out_shape)
+
+
+def run_graph(graph: QGraph, xq, return_all: bool = False):
+    """Run the whole graph on int8 ``N x C x H x W`` input.
+
+    Returns the int8 output shaped ``N x graph.output_shape``, or with ``return_all`` the list of
+    every layer's int8 output (the last one shaped like the plain return value).
+    """
+    xq = np.asarray(xq)
+    if xq.dtype != np.int8:
+        raise StriateError(f"golden model input must be int8, not {xq.dtype}")
+    if tuple(xq.shape[1:]) != tuple(graph.input_shape):
+        raise StriateError(f"golden model input must be N x {' x '.join(map(str, graph.input_shape))}"
+                           f", not {' x '.join(map(str, xq.shape))}")
+    outputs, x = [], xq
+    for layer in graph.layers:
+        x = run_layer(layer, x)
+        outputs.append(x)
+    final = x.reshape(x.shape[0], *graph.output_shape)
+    if return_all:
+        outputs[-1] = final
+        return outputs
+    return final

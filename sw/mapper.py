@@ -1,0 +1,160 @@
+"""Map a fused integer graph onto an `AcceleratorConfig`: memory plan and descriptors.
+
+Memory plan (documented contract with the hardware):
+
+* Activations live in two ping-pong banks of ``act_bank_bytes``. The input image is written to
+  bank 0 at address 0; layer ``i`` reads bank ``i % 2`` at 0 and writes bank ``(i + 1) % 2`` at 0.
+  A ``C x H x W`` map occupies `act_bytes` = ``ceil(C / pe_in) * pe_in * H * W`` bytes (channels
+  padded to the PE array's input lanes).
+* Weights of all layers stay resident, layer after layer, each block starting on a multiple of
+  ``pe_out * pe_in`` bytes and occupying `weight_bytes` of its layer.
+* Bias and requantization parameters take one entry per output channel, layer after layer.
+
+A layer that does not fit raises `MappingError` naming the layer, its PyTorch module path, the
+limit and the configuration field that sets it. Tiling of large layers is not done yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import AcceleratorConfig
+from .descriptor import OP_CONV, OP_POOL, POOL_CODES, DescriptorError, LayerDescriptor
+from .errors import MappingError
+from .graph import QGraph, QLayer
+
+
+def _ceil_to(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def act_bytes(shape: tuple, config: AcceleratorConfig) -> int:
+    """Bytes a ``C x H x W`` map occupies in an activation bank."""
+    c, h, w = shape
+    return _ceil_to(c, config.pe_in) * h * w
+
+
+def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Bytes of a convolution layer's weight block (zero for pooling layers)."""
+    if layer.op != "conv":
+        return 0
+    o, c, kh, kw = layer.weight.shape
+    return _ceil_to(o, config.pe_out) * _ceil_to(c, config.pe_in) * kh * kw
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where every tensor and parameter block lives. Lists are per layer."""
+
+    act_in: tuple        # (bank, addr, bytes) of each layer's input
+    act_out: tuple       # (bank, addr, bytes) of each layer's output
+    weight: tuple        # (addr, bytes) of each layer's weights
+    param: tuple         # (first entry, entries) of each layer's channel parameters
+    weight_total: int
+    param_total: int
+    act_peak: int        # largest map in bytes
+
+
+def _where(layer: QLayer) -> str:
+    src = ", ".join(layer.sources) if layer.sources else layer.name
+    return f"layer '{layer.name}' (module {src})"
+
+
+def _check_geometry(layer: QLayer, config: AcceleratorConfig):
+    def need(ok, what, value, limit, field):
+        if not ok:
+            raise MappingError(f"{_where(layer)}: {what} must be <= {limit} "
+                               f"(AcceleratorConfig.{field}), not {value}")
+    if layer.op == "conv":
+        kh, kw = layer.kernel
+        need(max(kh, kw) <= config.max_kernel, "kernel size", f"{kh}x{kw}", config.max_kernel,
+             "max_kernel")
+        need(max(layer.stride) <= config.max_stride, "stride", layer.stride, config.max_stride,
+             "max_stride")
+        need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],
+             config.max_width, "max_width")
+    _, ch, cw = layer.conv_shape
+    need(cw <= config.max_width, "map width", cw, config.max_width, "max_width")
+    if layer.pool != "none" and tuple(layer.pool_kernel) != (ch, cw):  # global pools are exempt
+        pk = layer.pool_kernel
+        need(max(pk) <= config.max_kernel, "pool window", f"{pk[0]}x{pk[1]}", config.max_kernel,
+             "max_kernel")
+        need(max(layer.pool_stride) <= config.max_stride, "pool stride", layer.pool_stride,
+             config.max_stride, "max_stride")
+
+
+def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
+    """Place every layer of a fused graph; raise `MappingError` for what does not fit."""
+    if len(graph.layers) > config.program_depth:
+        raise MappingError(f"program must have <= {config.program_depth} layers "
+                           f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
+    act_in, act_out, weight, param = [], [], [], []
+    w_addr = p_addr = peak = 0
+    for i, layer in enumerate(graph.layers):
+        if layer.op not in ("conv", "pool"):
+            raise MappingError(f"{_where(layer)}: op {layer.op!r} has no descriptor; run the "
+                               "integer passes first")
+        _check_geometry(layer, config)
+        for shape, what in ((layer.in_shape, "input"), (layer.out_shape, "output")):
+            size = act_bytes(shape, config)
+            peak = max(peak, size)
+            if size > config.act_bank_bytes:
+                raise MappingError(
+                    f"{_where(layer)}: {what} map {'x'.join(map(str, shape))} needs {size} bytes, "
+                    f"must fit an activation bank of {config.act_bank_bytes} bytes "
+                    "(AcceleratorConfig.act_bank_bytes)")
+        act_in.append((i % 2, 0, act_bytes(layer.in_shape, config)))
+        act_out.append(((i + 1) % 2, 0, act_bytes(layer.out_shape, config)))
+        w_addr = _ceil_to(w_addr, config.pe_out * config.pe_in)
+        size = weight_bytes(layer, config)
+        weight.append((w_addr if size else 0, size))
+        w_addr += size
+        entries = layer.out_shape[0] if layer.op == "conv" else 0
+        param.append((p_addr if entries else 0, entries))
+        p_addr += entries
+    if w_addr > config.weight_bytes:
+        raise MappingError(f"weights need {w_addr} bytes, must fit the weight memory of "
+                           f"{config.weight_bytes} bytes (AcceleratorConfig.weight_bytes)")
+    if p_addr > config.param_entries:
+        raise MappingError(f"channel parameters need {p_addr} entries, must fit "
+                           f"{config.param_entries} (AcceleratorConfig.param_entries)")
+    return MemoryPlan(tuple(act_in), tuple(act_out), tuple(weight), tuple(param), w_addr, p_addr,
+                      peak)
+
+
+def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
+    """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
+    in_c, in_h, in_w = layer.in_shape
+    out_c, conv_h, conv_w = layer.conv_shape
+    kh, kw = layer.kernel
+    try:
+        return LayerDescriptor(
+            op=OP_CONV if layer.op == "conv" else OP_POOL, pool=POOL_CODES[layer.pool],
+            in_bank=plan.act_in[index][0], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
+            conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
+            k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
+            pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
+            pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
+            pool_stride_h=layer.pool_stride[0], pool_stride_w=layer.pool_stride[1],
+            pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
+            pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift),
+            in_addr=plan.act_in[index][1], out_addr=plan.act_out[index][1],
+            weight_addr=plan.weight[index][0], param_addr=plan.param[index][0])
+    except DescriptorError as exc:
+        raise MappingError(f"{_where(layer)}: {exc}") from None
+
+
+def geometry(desc: LayerDescriptor) -> dict:
+    """The `QLayer` geometry fields a descriptor encodes (inverse of `describe`)."""
+    pools = {code: name for name, code in POOL_CODES.items()}
+    if desc.op not in (OP_CONV, OP_POOL) or desc.pool not in pools:
+        raise DescriptorError(f"descriptor op {desc.op} / pool {desc.pool} is not a known code")
+    return dict(
+        op="conv" if desc.op == OP_CONV else "pool", pool=pools[desc.pool],
+        in_shape=(desc.in_c, desc.in_h, desc.in_w),
+        out_shape=(desc.out_c, desc.out_h, desc.out_w),
+        stride=(desc.stride_h, desc.stride_w), padding=(desc.pad_h, desc.pad_w),
+        lo=desc.act_lo, hi=desc.act_hi, pool_kernel=(desc.pool_k_h, desc.pool_k_w),
+        pool_stride=(desc.pool_stride_h, desc.pool_stride_w),
+        pool_padding=(desc.pool_pad_h, desc.pool_pad_w), pool_mult=desc.pool_mult,
+        pool_shift=desc.pool_shift)

@@ -1,0 +1,77 @@
+"""`Program`: a compiled network for one `AcceleratorConfig` (descriptors, integer parameters,
+memory plan) and the host-side scales that connect it to floats."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import golden, numerics
+from .config import AcceleratorConfig
+from .graph import QGraph
+from .mapper import MemoryPlan, describe, plan_memory
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class Program:
+    """A network compiled for ``config``.
+
+    Attributes
+    ----------
+    config : AcceleratorConfig
+        The configuration the program was compiled and mapped for.
+    graph : QGraph
+        The fused integer graph; ``graph.layers[i]`` is executed by ``descriptors[i]``.
+    descriptors : tuple of LayerDescriptor
+    plan : MemoryPlan
+    """
+
+    def __init__(self, graph: QGraph, config: AcceleratorConfig):
+        self.graph = graph
+        self.config = config
+        self.plan: MemoryPlan = plan_memory(graph, config)
+        self.descriptors = tuple(describe(layer, i, self.plan)
+                                 for i, layer in enumerate(graph.layers))
+
+    @property
+    def layers(self) -> tuple:
+        return self.graph.layers
+
+    @property
+    def input_scale(self) -> float:
+        return self.graph.input_scale
+
+    @property
+    def output_scale(self) -> float:
+        return self.graph.output_scale
+
+    def quantize_input(self, x) -> np.ndarray:
+        """Float ``N x C x H x W`` (torch or NumPy) -> int8 at the input scale."""
+        return numerics.quantize(_as_numpy(x), self.input_scale)
+
+    def run_reference(self, xq, return_all: bool = False):
+        """Run the golden model; see `golden.run_graph`."""
+        return golden.run_graph(self.graph, _as_numpy(xq), return_all=return_all)
+
+    def dequantize_output(self, yq) -> np.ndarray:
+        """int8 output -> float32 at the output scale."""
+        return (_as_numpy(yq).astype(np.float64) * self.output_scale).astype(np.float32)
+
+    def save(self, path) -> None:
+        """Write the program file atomically (see `fileformat`)."""
+        from .fileformat import save_program
+        save_program(self, path)
+
+    def summary(self) -> str:
+        """One line per layer: name, op, shapes, MACs."""
+        rows = []
+        for layer in self.layers:
+            pool = f"+{layer.pool}pool" if layer.pool != "none" else ""
+            rows.append(f"{layer.name:<16} {layer.op}{pool:<9} {'x'.join(map(str, layer.in_shape)):>10}"
+                        f" -> {'x'.join(map(str, layer.out_shape)):<10} clamp [{layer.lo}, "
+                        f"{layer.hi}]  {layer.macs:>9,} MACs")
+        return "\n".join(rows)
