@@ -70,18 +70,20 @@ def fuse_activation(graph: QGraph) -> QGraph:
 def fuse_pool(graph: QGraph) -> QGraph:
     """Merge a max or average pooling layer into the convolution before it.
 
-    Exact when the pooling layer's clamp admits every value the convolution can produce, so that
-    clamp is a no-op; the fused layer clamps with the convolution's range.
+    Max pooling commutes with clamps, so the two clamps merge into their intersection. Average
+    pooling is merged only when its own clamp admits every value the convolution can produce (so
+    it is a no-op); the fused layer clamps with the convolution's range.
     """
     def merge(a, b):
         if a.op != "conv" or a.pool != "none" or b.op != "pool" or b.pool == "none":
             return None
-        if not (b.lo <= a.lo and a.hi <= b.hi):
+        lo, hi = max(a.lo, b.lo), min(a.hi, b.hi)
+        if b.pool == "avg" and (lo, hi) != (a.lo, a.hi) or lo > hi:
             return None
         return a.replace(pool=b.pool, pool_kernel=b.pool_kernel, pool_stride=b.pool_stride,
                          pool_padding=b.pool_padding, pool_mult=b.pool_mult,
                          pool_shift=b.pool_shift, out_shape=b.out_shape, out_scale=b.out_scale,
-                         sources=a.sources + b.sources)
+                         lo=lo, hi=hi, sources=a.sources + b.sources)
     return _merge_chain(graph, merge)
 
 

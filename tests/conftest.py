@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import torch
+
+import striate
+
+
+@pytest.fixture(scope="session")
+def digits_train():
+    return striate.datasets.digits("train")
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    return striate.datasets.digits("test")
+
+
+@pytest.fixture(scope="session")
+def lenet():
+    return striate.models.load("lenet-digits")
+
+
+@pytest.fixture(scope="session")
+def calibration(digits_train):
+    return digits_train[0][:512]
+
+
+@pytest.fixture(scope="session")
+def lenet_program(lenet, calibration):
+    return striate.compile(lenet, calibration)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(0)
+    torch.manual_seed(0)

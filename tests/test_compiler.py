@@ -1,0 +1,236 @@
+"""Compiler: accuracy gates, pass equivalence, lowering coverage and pinned errors."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import striate
+from striate import MappingError, QuantizationError, StriateError, UnsupportedLayerError
+from striate.sw import compiler, golden, passes
+from striate.sw.float_ref import run_float
+from striate.sw.quantize import quantize_graph
+
+
+def torch_out(model, x):
+    with torch.no_grad():
+        return model.eval()(torch.as_tensor(x)).double().numpy()
+
+
+def test_lenet_int8_accuracy_gate(lenet, lenet_program, digits_test):
+    x, y = digits_test
+    float_acc = float(np.mean(torch_out(lenet, x).argmax(1) == y))
+    yq = lenet_program.run_reference(lenet_program.quantize_input(x))
+    int8_acc = float(np.mean(yq.argmax(1) == y))
+    print(f"digits test split: float {float_acc:.4f}, int8 golden {int8_acc:.4f}")
+    assert int8_acc >= 0.97
+    assert int8_acc >= float_acc - 0.01
+
+
+def test_lenet_compiles_to_four_fused_layers(lenet_program):
+    got = [(l.op, l.pool, l.lo, l.hi, l.in_shape, l.out_shape) for l in lenet_program.layers]
+    assert got == [("conv", "max", 0, 127, (1, 16, 16), (16, 8, 8)),
+                   ("conv", "max", 0, 127, (16, 8, 8), (32, 4, 4)),
+                   ("conv", "none", 0, 127, (512, 1, 1), (64, 1, 1)),
+                   ("conv", "none", -128, 127, (64, 1, 1), (10, 1, 1))]
+    assert lenet_program.layers[0].sources == ("features.0", "features.1", "features.2",
+                                               "features.3")
+
+
+class Zoo(nn.Module):
+    """Every supported functional form and module in one chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 8, 3, padding="same")
+        self.bn1 = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 8, (3, 2), stride=(2, 1), padding=(1, 0))
+        self.pool = nn.AvgPool2d(2, stride=1, padding=1)
+        self.c3 = nn.Conv2d(8, 16, 1)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, 5)
+        self.idn = nn.Identity()
+
+    def forward(self, x):
+        x = F.max_pool2d(self.bn1(self.c1(x)), 3, stride=2, padding=1)
+        x = F.relu6(x)
+        x = torch.relu(self.pool(self.c2(x)))
+        x = F.relu(self.bn3(self.c3(x)))
+        x = self.idn(self.gap(x))
+        x = x.view(x.size(0), -1)
+        return self.fc(F.dropout(self.drop(x), training=self.training))
+
+
+def _randomize_bn(model):
+    gen = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    torch.manual_seed(1)
+    return _randomize_bn(Zoo()), torch.rand(64, 2, 14, 13).numpy()
+
+
+@pytest.mark.parametrize("name", ["zoo", "lenet"])
+def test_float_passes_keep_the_float_reference(name, zoo, lenet, calibration):
+    model, x = zoo if name == "zoo" else (lenet, calibration[:64])
+    from striate.sw.trace import trace
+    nodes = trace(model, x.shape[1:])
+    before = run_float(nodes, x)
+    np.testing.assert_allclose(before, torch_out(model, x), rtol=1e-4, atol=1e-5)
+    for float_pass in compiler.FLOAT_PASSES:
+        after_nodes = float_pass(nodes)
+        assert len(after_nodes) < len(nodes)
+        np.testing.assert_allclose(run_float(after_nodes, x), before, rtol=1e-9, atol=1e-9)
+        nodes = after_nodes
+
+
+@pytest.mark.parametrize("name", ["zoo", "lenet"])
+def test_integer_passes_keep_the_golden_model_bit_exact(name, zoo, lenet, calibration,
+                                                        digits_test):
+    model, x = zoo if name == "zoo" else (lenet, calibration)
+    nodes, x = compiler.lower(model, x)
+    graph = quantize_graph(nodes, x, x.shape[1:])
+    images = x if name == "zoo" else digits_test[0]
+    xq = striate.sw.numerics.quantize(images, graph.input_scale)
+    reference = golden.run_graph(graph, xq)
+    for integer_pass in passes.INTEGER_PASSES:
+        after = integer_pass(graph)
+        assert len(after.layers) < len(graph.layers), integer_pass.__name__
+        np.testing.assert_array_equal(golden.run_graph(after, xq), reference)
+        graph = after
+
+
+def _sqnr_db(ref, got):
+    return 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2))
+
+
+def test_zoo_int8_tracks_float(zoo):
+    model, x = zoo
+    prog = striate.compile(model, x)
+    got = [(l.op, l.pool, l.lo) for l in prog.layers]
+    assert got == [("conv", "max", 0), ("conv", "avg", -128), ("pool", "none", 0),
+                   ("conv", "avg", 0), ("conv", "none", -128)]
+    y = prog.dequantize_output(prog.run_reference(prog.quantize_input(x)))
+    assert y.shape == (64, 5)
+    assert _sqnr_db(torch_out(model, x), y) > 25
+
+
+def test_compile_restores_training_mode(zoo):
+    model, x = zoo
+    model.train()
+    striate.compile(model, x)
+    assert model.training
+    model.eval()
+
+
+class Wrap(nn.Module):
+    def __init__(self, *mods, forward=None):
+        super().__init__()
+        self.body = nn.Sequential(*mods)
+        self._fwd = forward
+
+    def forward(self, x):
+        return self._fwd(self, x) if self._fwd else self.body(x)
+
+
+def _residual(self, x):
+    y = self.body(x)
+    return y + x
+
+
+def _bare_linear(self, x):
+    return self.body(x)
+
+
+CASES = [
+    (Wrap(nn.Conv2d(1, 4, 3), nn.Sigmoid()), UnsupportedLayerError,
+     "Sigmoid at 'body.1' is not supported"),
+    (Wrap(nn.Conv2d(2, 4, 3, groups=2)), UnsupportedLayerError,
+     "Conv2d at 'body.0' is not supported: groups must be 1, not 2"),
+    (Wrap(nn.Conv2d(1, 4, 3, dilation=2)), UnsupportedLayerError,
+     r"Conv2d at 'body.0' is not supported: dilation must be 1, not \(2, 2\)"),
+    (Wrap(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")), UnsupportedLayerError,
+     "padding_mode must be 'zeros', not 'reflect'"),
+    (Wrap(nn.ReLU(), nn.BatchNorm2d(1)), UnsupportedLayerError,
+     "BatchNorm2d at 'body.1' is not supported: it must directly follow a Conv2d"),
+    (Wrap(nn.MaxPool2d(2, ceil_mode=True)), UnsupportedLayerError,
+     "MaxPool2d at 'body.0' is not supported: ceil_mode=True"),
+    (Wrap(nn.AdaptiveAvgPool2d(2)), UnsupportedLayerError,
+     "AdaptiveAvgPool2d at 'body.0' is not supported: output_size must be 1, not 2"),
+    (Wrap(nn.AvgPool2d(3, padding=1, count_include_pad=False)), UnsupportedLayerError,
+     "count_include_pad=False with padding"),
+    (Wrap(nn.Linear(8, 2), forward=_bare_linear), UnsupportedLayerError,
+     r"Linear at 'body.0' is not supported: expects a flat input of 8 features, not shape "
+     r"\(1, 8, 8\)"),
+    (Wrap(nn.Conv2d(1, 1, 3, padding=1), forward=_residual), UnsupportedLayerError,
+     "add at 'add' is not supported: only a single chain of ops"),
+    (Wrap(nn.Conv2d(1, 4, 3), nn.Flatten(0)), UnsupportedLayerError,
+     r"only flatten\(start_dim=1, end_dim=-1\)"),
+    (Wrap(nn.Conv2d(3, 4, 3)), UnsupportedLayerError,
+     r"Conv2d at 'body.0' is not supported: expects 3 x H x W input, not \(1, 8, 8\)"),
+]
+
+
+@pytest.mark.parametrize("model, error, message", CASES)
+def test_refusals_name_the_op_and_module_path(model, error, message):
+    with pytest.raises(error, match=message):
+        striate.compile(model, np.random.rand(4, 1, 8, 8).astype(np.float32))
+
+
+def test_refuses_a_layer_whose_accumulator_could_overflow():
+    model = Wrap(nn.Flatten(), nn.Linear(133_000, 2))
+    with pytest.raises(QuantizationError, match=r"layer 'body.1': int32 accumulator may overflow "
+                                                r"on channel \d: K \* max\|w\| \* max\|x\| \+ "
+                                                r"\|bias\| = \d+ must be < 2\*\*31"):
+        striate.compile(model, np.random.rand(2, 1, 1, 133_000).astype(np.float32))
+
+
+def test_refuses_bad_calibration():
+    model = Wrap(nn.Conv2d(1, 1, 3))
+    with pytest.raises(StriateError, match=r"must be a non-empty N x C x H x W array, not shape "
+                                           r"\(8, 8\)"):
+        striate.compile(model, np.zeros((8, 8), np.float32))
+    with pytest.raises(StriateError, match="must be finite"):
+        striate.compile(model, np.full((1, 1, 8, 8), np.nan, np.float32))
+
+
+WHERE = "layer 'features.0' (module features.0, features.1, features.2, features.3): "
+MAPPING_CASES = [
+    (dict(max_width=8), WHERE + "input width must be <= 8 (AcceleratorConfig.max_width), not 16"),
+    (dict(max_kernel=3), WHERE + "kernel size must be <= 3 (AcceleratorConfig.max_kernel), not 5x5"),
+    (dict(act_bank_bytes=1024), WHERE + "input map 1x16x16 needs 2048 bytes, must fit an "
+                                        "activation bank of 1024 bytes"),
+    (dict(weight_bytes=4096), "weights need 49792 bytes, must fit the weight memory of 4096 bytes"),
+    (dict(param_entries=100), "channel parameters need 122 entries, must fit 100"),
+    (dict(program_depth=3), "program must have <= 3 layers (AcceleratorConfig.program_depth), "
+                            "not 4"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", MAPPING_CASES)
+def test_mapping_refusals_name_the_layer_and_limit(overrides, message, lenet, calibration):
+    with pytest.raises(MappingError, match=re.escape(message)):
+        striate.compile(lenet, calibration[:16], striate.AcceleratorConfig(**overrides))
+
+
+def test_mapping_on_a_tiny_config(lenet, calibration, digits_test):
+    """A 1-MAC config maps the same network with the same numerics."""
+    small = striate.AcceleratorConfig(pe_out=1, pe_in=1)
+    prog = striate.compile(lenet, calibration, small)
+    default = striate.compile(lenet, calibration)
+    assert prog.config.macs_per_cycle == 1 and prog.plan.weight_total < default.plan.weight_total
+    xq = prog.quantize_input(digits_test[0][:50])
+    np.testing.assert_array_equal(prog.run_reference(xq), default.run_reference(xq))

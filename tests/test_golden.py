@@ -1,0 +1,140 @@
+"""The golden model equals an independent integer reference on generated layers and graphs."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import intref
+from striate import StriateError
+from striate.sw import golden, numerics
+from striate.sw.graph import QGraph, QLayer
+from striate.sw.kernels import out_size
+
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@st.composite
+def pools(draw, c, h, w):
+    """A pooling stage that fits a c x h x w map: (kind, kernel, stride, padding, mult, shift)."""
+    kind = draw(st.sampled_from(["none", "max", "avg"]))
+    if kind == "none":
+        return dict(pool="none"), (c, h, w)
+    kh = draw(st.integers(1, min(h, 4)))
+    kw = draw(st.integers(1, min(w, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
+    oh, ow = out_size(h, kh, stride[0], padding[0]), out_size(w, kw, stride[1], padding[1])
+    mult, shift = 0, 0
+    if kind == "avg":
+        mult, shift = numerics.quantize_multiplier(1.0 / (kh * kw))
+    return dict(pool=kind, pool_kernel=(kh, kw), pool_stride=stride, pool_padding=padding,
+                pool_mult=mult, pool_shift=shift), (c, oh, ow)
+
+
+@st.composite
+def clamps(draw):
+    lo = draw(st.one_of(st.just(-128), st.just(0), st.integers(-128, 127)))
+    hi = draw(st.one_of(st.just(127), st.integers(lo, 127)))
+    return lo, hi
+
+
+@st.composite
+def layers(draw, in_shape=None):
+    """A random conv or pool QLayer, and its input shape."""
+    if in_shape is None:
+        in_shape = (draw(st.integers(1, 6)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    c, h, w = in_shape
+    lo, hi = draw(clamps())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        o = draw(st.integers(1, 6))
+        ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+        kh = draw(st.integers(1, min(7, h + 2 * ph)))
+        kw = draw(st.integers(1, min(7, w + 2 * pw)))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        ch, cw = out_size(h, kh, stride[0], ph), out_size(w, kw, stride[1], pw)
+        pool, out_shape = draw(pools(o, ch, cw))
+        low_shift = draw(st.integers(numerics.SHIFT_MIN, numerics.SHIFT_MAX))
+        shift = np.where(rng.random(o) < 0.8, rng.integers(31, 46, o), low_shift)
+        layer = QLayer(
+            name="conv", op="conv", in_shape=in_shape, out_shape=out_shape, out_scale=1.0,
+            weight=rng.integers(-127, 128, (o, c, kh, kw)).astype(np.int8),
+            bias=rng.integers(-(1 << 16), 1 << 16, o).astype(np.int32),
+            mult=rng.integers(1, 1 << 31, o).astype(np.int64), shift=shift.astype(np.int64),
+            stride=stride, padding=(ph, pw), lo=lo, hi=hi, **pool)
+    else:
+        pool, out_shape = draw(pools(c, h, w))
+        layer = QLayer(name="pool", op="pool", in_shape=in_shape, out_shape=out_shape,
+                       out_scale=1.0, lo=lo, hi=hi, **pool)
+    return layer
+
+
+def _input(seed, n, shape):
+    """Uniform int8 with a third of the values at the extremes -128, 0 and 127 (the corners of
+    clamping, saturation and padding)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (n, *shape))
+    extremes = rng.choice(np.array([-128, 0, 127]), x.shape)
+    return np.where(rng.random(x.shape) < 1 / 3, extremes, x).astype(np.int8)
+
+
+@SETTINGS
+@given(layer=layers(), seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3))
+def test_layer_matches_integer_reference(layer, seed, n):
+    x = _input(seed, n, layer.in_shape)
+    got = golden.run_layer(layer, x)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, intref.layer(layer, x).numpy())
+
+
+@st.composite
+def chains(draw):
+    first = draw(layers())
+    chain = [first]
+    for _ in range(draw(st.integers(0, 2))):
+        chain.append(draw(layers(in_shape=chain[-1].out_shape)))
+    if draw(st.booleans()):   # a classifier on the flattened map, as lowered by the compiler
+        c, h, w = chain[-1].out_shape
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        o = draw(st.integers(1, 5))
+        chain.append(QLayer(
+            name="fc", op="conv", in_shape=(c * h * w, 1, 1), out_shape=(o, 1, 1), out_scale=1.0,
+            weight=rng.integers(-127, 128, (o, c * h * w, 1, 1)).astype(np.int8),
+            bias=rng.integers(-1000, 1000, o).astype(np.int32),
+            mult=rng.integers(1 << 30, 1 << 31, o).astype(np.int64),
+            shift=rng.integers(33, 42, o).astype(np.int64)))
+    return chain
+
+
+@SETTINGS
+@given(chain=chains(), seed=st.integers(0, 2**32 - 1))
+def test_graph_matches_integer_reference_layer_by_layer(chain, seed):
+    graph = QGraph(layers=tuple(chain), input_shape=chain[0].in_shape, input_scale=1.0,
+                   output_shape=chain[-1].out_shape)
+    x = _input(seed, 2, graph.input_shape)
+    outs = golden.run_graph(graph, x, return_all=True)
+    ref = x
+    for layer, got in zip(chain, outs):
+        ref = intref.layer(layer, ref).numpy().astype(np.int8)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_graph_rejects_float_and_misshapen_input(lenet_program):
+    x = np.zeros((1, 1, 16, 16), np.float32)
+    with pytest.raises(StriateError, match="must be int8, not float32"):
+        lenet_program.run_reference(x)
+    with pytest.raises(StriateError,
+                       match=r"must be N x 1 x 16 x 16, not 1 x 1 x 8 x 8"):
+        lenet_program.run_reference(np.zeros((1, 1, 8, 8), np.int8))
+
+
+def test_max_pool_padding_reads_minus_128():
+    """Windows hanging over the edge of an all -128 map must still give -128: padding never wins
+    and never raises the result."""
+    layer = QLayer(name="pool", op="pool", in_shape=(2, 3, 3), out_shape=(2, 3, 3), out_scale=1.0,
+                   pool="max", pool_kernel=(3, 3), pool_stride=(1, 1), pool_padding=(1, 1))
+    x = np.full((1, 2, 3, 3), -128, np.int8)
+    np.testing.assert_array_equal(golden.run_layer(layer, x), x)
+    np.testing.assert_array_equal(intref.layer(layer, x).numpy(), x)
