@@ -76,7 +76,7 @@ def train(epochs: int = EPOCHS, log=print) -> nn.Module:
                 loss = loss_fn(model(_augment(x[idx], gen)), y[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             sched.step()
             log(f"epoch {epoch + 1:>3}/{epochs}  loss {total / len(x):.4f}")
     finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AcceleratorConfig
-from .descriptor import LayerDescriptor
+from .descriptor import OP_CONV, LayerDescriptor
 from .errors import ProgramFormatError, StriateError
 from .graph import QGraph, QLayer
 from .mapper import geometry
@@ -89,7 +89,14 @@ def _decode_layer(entry: dict, blob: bytes) -> tuple[QLayer, LayerDescriptor]:
     if set(arrays) - set(_ARRAYS):
         raise ProgramFormatError(f"unknown arrays {sorted(set(arrays) - set(_ARRAYS))}")
     params = {}
-    if "weight" in arrays:
+    if desc.op == OP_CONV:
+        want = {"weight": (desc.out_c, desc.in_c, desc.k_h, desc.k_w), "bias": (desc.out_c,),
+                "mult": (desc.out_c,), "shift": (desc.out_c,)}
+        for name, shape in want.items():
+            if name not in arrays or arrays[name].shape != shape:
+                got = arrays[name].shape if name in arrays else "missing"
+                raise ProgramFormatError(f"layer '{entry['name']}': {name} must have shape "
+                                         f"{shape} as its descriptor says, not {got}")
         params = {"weight": arrays["weight"].astype(np.int8),
                   "bias": arrays["bias"].astype(np.int32),
                   "mult": arrays["mult"].astype(np.int64),
@@ -111,9 +118,11 @@ def load_program(path):
     where = f"program file {str(path)!r}"
     if len(data) < _HEADER.size or data[:8] != MAGIC:
         raise ProgramFormatError(f"{where} is not a striate program (bad magic)")
-    _, version, _, length, digest = _HEADER.unpack_from(data)
+    _, version, reserved, length, digest = _HEADER.unpack_from(data)
     if version != FORMAT_VERSION:
         raise ProgramFormatError(f"{where}: format version must be {FORMAT_VERSION}, not {version}")
+    if reserved != 0:
+        raise ProgramFormatError(f"{where}: reserved header field must be 0, not {reserved}")
     payload = data[_HEADER.size:]
     if len(payload) != length:
         raise ProgramFormatError(f"{where} is truncated or padded: payload must be {length} "

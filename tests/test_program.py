@@ -1,0 +1,162 @@
+"""Program file format and layer descriptors."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import striate
+from striate import ConfigError, ProgramFormatError
+from striate.sw import fileformat
+from striate.sw.descriptor import DescriptorError, LayerDescriptor
+
+
+def test_save_load_roundtrip_is_exact(lenet_program, digits_test, tmp_path):
+    path = tmp_path / "lenet.stp"
+    lenet_program.save(path)
+    loaded = striate.load_program(path)
+    assert loaded.config == lenet_program.config
+    assert loaded.descriptors == lenet_program.descriptors
+    assert loaded.input_scale == lenet_program.input_scale
+    xq = lenet_program.quantize_input(digits_test[0])
+    for a, b in zip(loaded.run_reference(xq, return_all=True),
+                    lenet_program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(loaded.layers, lenet_program.layers):
+        for name in ("weight", "bias", "mult", "shift"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert (a.name, a.sources, a.out_scale) == (b.name, b.sources, b.out_scale)
+
+
+@pytest.fixture
+def saved(lenet_program, tmp_path):
+    path = tmp_path / "p.stp"
+    lenet_program.save(path)
+    return path, path.read_bytes()
+
+
+def test_truncated_file_is_refused(saved):
+    path, data = saved
+    for cut in (10, fileformat._HEADER.size + 5, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ProgramFormatError, match="bad magic|truncated"):
+            striate.load_program(path)
+
+
+def test_every_corrupted_byte_is_refused(saved):
+    path, data = saved
+    rng = np.random.default_rng(0)
+    positions = list(range(fileformat._HEADER.size)) + list(rng.integers(
+        fileformat._HEADER.size, len(data), 200))
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(bad))
+        with pytest.raises(ProgramFormatError):
+            striate.load_program(path)
+
+
+def test_foreign_and_future_files_are_refused(saved, tmp_path):
+    path, data = saved
+    foreign = tmp_path / "model.pt"
+    foreign.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ProgramFormatError, match="is not a striate program"):
+        striate.load_program(foreign)
+    future = bytearray(data)
+    future[8:10] = (2).to_bytes(2, "little")
+    path.write_bytes(bytes(future))
+    with pytest.raises(ProgramFormatError, match="format version must be 1, not 2"):
+        striate.load_program(path)
+    with pytest.raises(ProgramFormatError, match="cannot read program file"):
+        striate.load_program(tmp_path / "missing.stp")
+
+
+def _resign(payload: bytes) -> bytes:
+    import hashlib
+    return fileformat._HEADER.pack(fileformat.MAGIC, 1, 0, len(payload),
+                                   hashlib.sha256(payload).digest()) + payload
+
+
+def test_consistent_checksum_but_inconsistent_content_is_refused(lenet_program, saved):
+    """A file written by something else with a valid checksum still gets checked."""
+    path, _ = saved
+    payload = fileformat._encode(lenet_program)
+    text_len = int.from_bytes(payload[:4], "little")
+    text = payload[4:4 + text_len].decode()
+    # Claim a 3x3 kernel for the first layer: its weights no longer match its descriptor.
+    import json
+    header = json.loads(text)
+    words = header["layers"][0]["descriptor"]
+    desc = LayerDescriptor.from_words(words)
+    header["layers"][0]["descriptor"] = LayerDescriptor(
+        **{**desc.__dict__, "k_h": 3, "k_w": 3}).to_words()
+    text = json.dumps(header).encode()
+    path.write_bytes(_resign(len(text).to_bytes(4, "little") + text + payload[4 + text_len:]))
+    with pytest.raises(ProgramFormatError, match="weight must have shape"):
+        striate.load_program(path)
+
+
+def test_save_is_atomic(lenet_program, saved, monkeypatch):
+    path, original = saved
+
+    def fail(*args):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        lenet_program.save(path)
+    assert path.read_bytes() == original
+    assert os.listdir(path.parent) == [path.name]
+
+
+DESCRIPTOR_FIELDS = LayerDescriptor.fields_layout()
+
+
+@st.composite
+def descriptors(draw):
+    values = {}
+    for name, bits, signed in DESCRIPTOR_FIELDS:
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        values[name] = draw(st.integers(lo, hi))
+    return LayerDescriptor(**values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(descriptors())
+def test_descriptor_words_roundtrip(desc):
+    words = desc.to_words()
+    assert all(0 <= w < 2**32 for w in words)
+    assert LayerDescriptor.from_words(words) == desc
+
+
+def test_descriptor_packing_order_is_lsb_first():
+    words = LayerDescriptor(op=1, pool=2, in_bank=1).to_words()
+    assert words[0] == 0b1_10_01
+    assert LayerDescriptor(act_lo=-1).to_int() >> sum(
+        b for n, b, _ in DESCRIPTOR_FIELDS[:[n for n, *_ in DESCRIPTOR_FIELDS].index("act_lo")]
+    ) & 0xFF == 0xFF
+
+
+def test_descriptor_field_out_of_range():
+    with pytest.raises(DescriptorError, match=re.escape(
+            "descriptor field k_h must be an integer in [0, 15], not 16")):
+        LayerDescriptor(k_h=16)
+    with pytest.raises(DescriptorError, match=r"must be 11 words, not 3|must be \d+ words, not 3"):
+        LayerDescriptor.from_words([0, 0, 0])
+
+
+def test_config_validation_and_peak():
+    assert striate.AcceleratorConfig(pe_out=4, pe_in=2).macs_per_cycle == 8
+    with pytest.raises(ConfigError, match=re.escape(
+            "AcceleratorConfig.pe_in must be an integer in [1, 256], not 0")):
+        striate.AcceleratorConfig(pe_in=0)
+    with pytest.raises(ConfigError, match="has no parameters"):
+        striate.AcceleratorConfig.from_dict({"pe_rows": 4})
+
+
+def test_program_for_other_config_differs_only_in_plan(lenet, calibration):
+    small = striate.compile(lenet, calibration, striate.AcceleratorConfig(pe_out=2, pe_in=4))
+    assert small.config.macs_per_cycle == 8
+    assert small.plan.act_in[0][2] == 4 * 16 * 16     # 1 channel padded to 4 lanes
