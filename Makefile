@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench clean
+.PHONY: install test test-all demo clean
 
 install: $(STAMP)
 
@@ -12,14 +12,14 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(PYTHON) $(VENV)
 	touch $@
 
-test: install
+test: install              ## the CI suite (everything not marked slow)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: install
+test-all: install          ## every tier, slow ones included
 	$(PY) -m pytest -q
 
-demo: install
+demo: install              ## compile the committed LeNet and check it on the test split
 	$(PY) -m striate.cli demo
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache .hypothesis

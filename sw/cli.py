@@ -1,0 +1,98 @@
+"""The ``striate`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StriateError
+
+
+def _load_model(name: str):
+    from .. import models
+    return models.load(name)
+
+
+def cmd_compile(args) -> int:
+    from .compiler import compile as compile_model
+    from .datasets import digits
+    model = _load_model(args.model)
+    calibration = digits("train")[0][:args.calibration]
+    program = compile_model(model, calibration)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    program.save(args.output)
+    print(program.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Compile the committed LeNet and check the int8 golden model on the whole test split."""
+    import torch
+    from .compiler import compile as compile_model
+    from .datasets import digits
+    model = _load_model("lenet-digits")
+    (xtr, _), (xte, yte) = digits("train"), digits("test")
+    start = time.perf_counter()
+    program = compile_model(model, xtr[:args.calibration])
+    compile_s = time.perf_counter() - start
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    program.save(out)
+    with torch.no_grad():
+        float_pred = model(torch.from_numpy(xte)).argmax(1).numpy()
+    yq = program.run_reference(program.quantize_input(xte))
+    cfg = program.config
+    print(f"striate demo: lenet-digits on the {len(yte)}-image digits test split")
+    print(f"accelerator config: {cfg.pe_out}x{cfg.pe_in} PE array ({cfg.macs_per_cycle} MACs/cycle)")
+    print(program.summary())
+    print(f"program: {out} ({out.stat().st_size:,} bytes), compiled in {compile_s:.2f} s")
+    print(f"float accuracy:        {np.mean(float_pred == yte):.4f}")
+    print(f"int8 golden accuracy:  {np.mean(yq.argmax(1) == yte):.4f}")
+    print(f"float/int8 agreement:  {np.mean(float_pred == yq.argmax(1)):.4f}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+    from .. import models
+    from ..models import lenet_digits
+    if args.model != "lenet-digits":
+        raise StriateError(f"model must be 'lenet-digits', not {args.model!r}")
+    model = lenet_digits.train(log=print)
+    out = args.output or models.weights_path(args.model)
+    torch.save(model.state_dict(), out)
+    print(f"float test accuracy {lenet_digits.accuracy(model):.4f}; weights written to {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="striate", description="int8 ConvNet accelerator toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="compile the committed LeNet and check it on the test split")
+    p.add_argument("-o", "--output", default="build/lenet-digits.stp")
+    p.add_argument("--calibration", type=int, default=512, help="calibration images")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("compile", help="compile a registered model to a program file")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--calibration", type=int, default=512, help="calibration images")
+    p.set_defaults(func=cmd_compile)
+    p = sub.add_parser("train", help="retrain a registered model (reproduces committed weights)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_train)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except StriateError as exc:
+        print(f"striate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
