@@ -2,7 +2,8 @@
 
 Pipeline: trace (torch.fx) -> fold BatchNorm (float pass) -> calibrate and quantize (per-channel
 int8 weights, per-tensor int8 activations, int32 bias, integer requantization) -> integer passes
-(fuse activation, fuse pooling, lower flatten) -> map onto the `AcceleratorConfig`.
+(fuse activation, fuse pooling, lower flatten, lower remaining pools) -> configuration-dependent
+passes (unfold a thin first layer on the host) -> map onto the `AcceleratorConfig`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 
 from .config import AcceleratorConfig
 from .errors import StriateError
-from .passes import INTEGER_PASSES, fold_batchnorm
+from .passes import INTEGER_PASSES, fold_batchnorm, im2col_input
 from .program import Program, _as_numpy
 from .quantize import quantize_graph
 from .trace import trace
@@ -50,4 +51,5 @@ def compile(model, calibration, config: AcceleratorConfig | None = None) -> Prog
     graph = quantize_graph(nodes, x, tuple(x.shape[1:]))
     for integer_pass in INTEGER_PASSES:
         graph = integer_pass(graph)
+    graph = im2col_input(graph, config.pe_in)
     return Program(graph, config)

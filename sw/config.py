@@ -19,10 +19,11 @@ class AcceleratorConfig:
     Parameters
     ----------
     pe_out : int
-        Output channels computed in parallel (rows of the PE array).
+        Output channels computed in parallel (rows of the PE array). A power of two.
     pe_in : int
-        Reduction lanes per output channel (columns of the PE array): input values multiplied and
-        summed into each accumulator per cycle.
+        Reduction lanes per output channel (columns of the PE array): input channels multiplied
+        and summed into each accumulator per cycle; also the channels in one activation word.
+        A power of two.
     max_width : int
         Widest input map a layer may read (line buffer depth), in pixels.
     max_kernel : int
@@ -42,8 +43,8 @@ class AcceleratorConfig:
         Host bus data width in bits.
     """
 
-    pe_out: int = 8
-    pe_in: int = 8
+    pe_out: int = 16
+    pe_in: int = 4
     max_width: int = 64
     max_kernel: int = 7
     max_stride: int = 4
@@ -67,6 +68,16 @@ class AcceleratorConfig:
                 raise ConfigError(
                     f"AcceleratorConfig.{field.name} must be an integer in [{lo}, {hi}], "
                     f"not {value!r}")
+        for name in ("pe_out", "pe_in", "act_bank_bytes", "weight_bytes", "param_entries"):
+            value = getattr(self, name)
+            if value & (value - 1):
+                raise ConfigError(f"AcceleratorConfig.{name} must be a power of two, not {value}")
+        for name, unit in (("act_bank_bytes", self.pe_in),
+                           ("weight_bytes", self.pe_out * self.pe_in),
+                           ("param_entries", self.pe_out)):
+            if getattr(self, name) < unit:
+                raise ConfigError(f"AcceleratorConfig.{name} must hold at least one word of "
+                                  f"{unit}, not {getattr(self, name)}")
 
     @property
     def macs_per_cycle(self) -> int:

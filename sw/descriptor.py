@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .errors import StriateError
 
-OP_CONV, OP_POOL = 1, 2
+OP_CONV = 1       # every layer runs on the convolution datapath; other codes are illegal
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
 POOL_CODES = {"none": POOL_NONE, "max": POOL_MAX, "avg": POOL_AVG}
 WORD_BITS = 32
@@ -42,7 +42,7 @@ class LayerDescriptor:
     convolves (``op == OP_CONV``) with ``k_h x k_w`` weights at ``weight_addr`` and bias/requant
     parameters from entry ``param_addr`` on, producing ``out_c x conv_h x conv_w``, clamps to
     ``[act_lo, act_hi]``, pools (``pool``) to ``out_c x out_h x out_w`` and writes the other bank
-    at ``out_addr``. ``op == OP_POOL`` skips the convolution (``out_c == in_c``).
+    at ``out_addr``.
     """
 
     op: int = _bits(2)
@@ -56,8 +56,8 @@ class LayerDescriptor:
     conv_w: int = _bits(10)
     out_h: int = _bits(10)
     out_w: int = _bits(10)
-    k_h: int = _bits(4)
-    k_w: int = _bits(4)
+    k_h: int = _bits(10)
+    k_w: int = _bits(10)
     stride_h: int = _bits(3)
     stride_w: int = _bits(3)
     pad_h: int = _bits(3)

@@ -4,7 +4,7 @@ Layout: 8-byte magic ``b"STRIATE\\0"``, format version (uint16 LE), reserved uin
 length (uint64 LE), SHA-256 of the payload (32 bytes), then the payload: a uint32 LE length, a
 UTF-8 JSON header and a binary blob of little-endian arrays the header indexes.
 
-The header stores the config, the scales, and per layer its name, module paths, output scale,
+The header stores the config, the scales, the host-side input unfold (if any), and per layer its name, module paths, output scale,
 its descriptor as 32-bit words and its arrays. Loading rebuilds every layer's geometry from its
 descriptor, re-runs the mapper and checks it reproduces the stored descriptors, so a file either
 loads as exactly the program that was saved or raises `ProgramFormatError`.
@@ -51,7 +51,7 @@ def _encode(program) -> bytes:
     g = program.graph
     header = {"config": program.config.to_dict(), "input_shape": list(g.input_shape),
               "input_scale": g.input_scale, "output_shape": list(g.output_shape),
-              "layers": layers}
+              "input_im2col": list(g.input_im2col), "layers": layers}
     text = json.dumps(header, sort_keys=True).encode()
     return struct.pack("<I", len(text)) + text + bytes(blob)
 
@@ -138,7 +138,8 @@ def load_program(path):
         graph = QGraph(layers=tuple(layer for layer, _ in decoded),
                        input_shape=tuple(header["input_shape"]),
                        input_scale=float(header["input_scale"]),
-                       output_shape=tuple(header["output_shape"]))
+                       output_shape=tuple(header["output_shape"]),
+                       input_im2col=tuple(int(v) for v in header["input_im2col"]))
         program = Program(graph, config)
     except ProgramFormatError:
         raise

@@ -7,7 +7,7 @@ import numpy as np
 from . import numerics
 from .errors import StriateError
 from .graph import QGraph, QLayer
-from .kernels import conv2d, max_pool, sum_pool
+from .kernels import conv2d, max_pool, sum_pool, windows
 
 
 def run_layer(layer: QLayer, x: np.ndarray) -> np.ndarray:
@@ -33,6 +33,20 @@ def run_layer(layer: QLayer, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(t, dtype=np.int8).reshape(n, *layer.out_shape)
 
 
+def im2col(xq: np.ndarray, spec: tuple) -> np.ndarray:
+    """Unfold ``N x C x H x W`` into ``N x C*KH*KW x OH x OW`` (channel order ``c, ky, kx``;
+    padding reads 0) for ``spec = (kh, kw, sh, sw, ph, pw)``."""
+    kh, kw, sh, sw, ph, pw = spec
+    cols = windows(xq, (kh, kw), (sh, sw), (ph, pw), 0)        # N C OH OW KH KW
+    n, c, oh, ow = cols.shape[:4]
+    return np.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, oh, ow)
+
+
+def layer_inputs(graph: QGraph, xq: np.ndarray) -> np.ndarray:
+    """What the first layer reads for the int8 network input ``xq`` (after any host unfold)."""
+    return im2col(xq, graph.input_im2col) if graph.input_im2col else xq
+
+
 def run_graph(graph: QGraph, xq, return_all: bool = False):
     """Run the whole graph on int8 ``N x C x H x W`` input.
 
@@ -45,7 +59,7 @@ def run_graph(graph: QGraph, xq, return_all: bool = False):
     if tuple(xq.shape[1:]) != tuple(graph.input_shape):
         raise StriateError(f"golden model input must be N x {' x '.join(map(str, graph.input_shape))}"
                            f", not {' x '.join(map(str, xq.shape))}")
-    outputs, x = [], xq
+    outputs, x = [], layer_inputs(graph, xq)
     for layer in graph.layers:
         x = run_layer(layer, x)
         outputs.append(x)

@@ -17,7 +17,7 @@ and ``pool`` layers, each of which maps onto one hardware descriptor.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class QGraph:
     input_shape: tuple          # C x H x W of one image
     input_scale: float
     output_shape: tuple         # logical shape of one output (e.g. (10,) after a classifier)
-    sources: dict = field(default_factory=dict)
+    input_im2col: tuple = ()    # (kh, kw, sh, sw, ph, pw): the host unfolds input windows
 
     def replace(self, **changes) -> "QGraph":
         return dataclasses.replace(self, **changes)

@@ -3,12 +3,16 @@
 Memory plan (documented contract with the hardware):
 
 * Activations live in two ping-pong banks of ``act_bank_bytes``. The input image is written to
-  bank 0 at address 0; layer ``i`` reads bank ``i % 2`` at 0 and writes bank ``(i + 1) % 2`` at 0.
-  A ``C x H x W`` map occupies `act_bytes` = ``ceil(C / pe_in) * pe_in * H * W`` bytes (channels
-  padded to the PE array's input lanes).
-* Weights of all layers stay resident, layer after layer, each block starting on a multiple of
-  ``pe_out * pe_in`` bytes and occupying `weight_bytes` of its layer.
-* Bias and requantization parameters take one entry per output channel, layer after layer.
+  bank 0 at address 0; layer ``i`` reads bank ``i % 2`` and writes bank ``(i + 1) % 2``. Each
+  output is placed after the earlier maps of its bank while they fit, so every layer's output
+  stays readable after the run (``MemoryPlan.preserved``); one that does not fit goes to address
+  0, over maps no later layer reads. A ``C x H x W`` map occupies `act_bytes` =
+  ``ceil(C / pe_in) * pe_in * H * W`` bytes (channels padded to the PE array's input lanes), laid
+  out as words of ``pe_in`` channels in ``[channel group][row][column]`` order (`layout`).
+* Weights of all layers stay resident, layer after layer, in words of ``pe_out * pe_in`` bytes
+  (`weight_bytes` of a layer; `layout.pack_weights` gives the order).
+* Bias and requantization parameters take one entry per output channel; each layer's block
+  starts on a multiple of ``pe_out`` entries and spans ``ceil(O / pe_out) * pe_out`` of them.
 
 A layer that does not fit raises `MappingError` naming the layer, its PyTorch module path, the
 limit and the configuration field that sets it. Tiling of large layers is not done yet.
@@ -19,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import AcceleratorConfig
-from .descriptor import OP_CONV, OP_POOL, POOL_CODES, DescriptorError, LayerDescriptor
+from .descriptor import OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from .errors import MappingError
 from .graph import QGraph, QLayer
 
@@ -53,6 +57,7 @@ class MemoryPlan:
     weight_total: int
     param_total: int
     act_peak: int        # largest map in bytes
+    preserved: tuple     # per layer: its output is still intact after the last layer
 
 
 def _where(layer: QLayer) -> str:
@@ -60,21 +65,28 @@ def _where(layer: QLayer) -> str:
     return f"layer '{layer.name}' (module {src})"
 
 
+def is_dense(layer: QLayer) -> bool:
+    """A convolution whose kernel covers its whole unpadded input (a lowered linear layer)."""
+    return layer.op == "conv" and layer.padding == (0, 0) and layer.kernel == layer.in_shape[1:]
+
+
 def _check_geometry(layer: QLayer, config: AcceleratorConfig):
     def need(ok, what, value, limit, field):
         if not ok:
             raise MappingError(f"{_where(layer)}: {what} must be <= {limit} "
                                f"(AcceleratorConfig.{field}), not {value}")
-    if layer.op == "conv":
-        kh, kw = layer.kernel
+    if layer.op != "conv":
+        raise MappingError(f"{_where(layer)}: op {layer.op!r} has no descriptor; run the "
+                           "integer passes first")
+    kh, kw = layer.kernel
+    if not is_dense(layer):
         need(max(kh, kw) <= config.max_kernel, "kernel size", f"{kh}x{kw}", config.max_kernel,
              "max_kernel")
-        need(max(layer.stride) <= config.max_stride, "stride", layer.stride, config.max_stride,
-             "max_stride")
-        need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],
-             config.max_width, "max_width")
+    need(max(layer.stride) <= config.max_stride, "stride", layer.stride, config.max_stride,
+         "max_stride")
+    need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],
+         config.max_width, "max_width")
     _, ch, cw = layer.conv_shape
-    need(cw <= config.max_width, "map width", cw, config.max_width, "max_width")
     if layer.pool != "none" and tuple(layer.pool_kernel) != (ch, cw):  # global pools are exempt
         pk = layer.pool_kernel
         need(max(pk) <= config.max_kernel, "pool window", f"{pk[0]}x{pk[1]}", config.max_kernel,
@@ -83,17 +95,33 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
              config.max_stride, "max_stride")
 
 
-def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
-    """Place every layer of a fused graph; raise `MappingError` for what does not fit."""
-    if len(graph.layers) > config.program_depth:
-        raise MappingError(f"program must have <= {config.program_depth} layers "
-                           f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
-    act_in, act_out, weight, param = [], [], [], []
-    w_addr = p_addr = peak = 0
+def _place_activations(graph: QGraph, config: AcceleratorConfig):
+    """(bank, addr, bytes) of every layer's input and output, and which outputs survive."""
+    first = act_bytes(graph.layers[0].in_shape, config)
+    used, owner = [first, 0], [[], []]      # bytes used per bank; (layer, start, end) per bank
+    act_in, act_out = [(0, 0, first)], []
     for i, layer in enumerate(graph.layers):
-        if layer.op not in ("conv", "pool"):
-            raise MappingError(f"{_where(layer)}: op {layer.op!r} has no descriptor; run the "
-                               "integer passes first")
+        size = act_bytes(layer.out_shape, config)
+        bank = (i + 1) % 2
+        addr = used[bank] if used[bank] + size <= config.act_bank_bytes else 0
+        owner[bank] = [(j, a, e) for j, a, e in owner[bank] if e <= addr or a >= addr + size]
+        owner[bank].append((i, addr, addr + size))
+        used[bank] = addr + size
+        act_out.append((bank, addr, size))
+        if i + 1 < len(graph.layers):
+            act_in.append((bank, addr, size))
+    alive = {j for bank in owner for j, _, _ in bank}
+    return tuple(act_in), tuple(act_out), tuple(i in alive for i in range(len(graph.layers)))
+
+
+def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
+    """Place every layer of a lowered graph; raise `MappingError` for what does not fit."""
+    if not 1 <= len(graph.layers) <= config.program_depth:
+        raise MappingError(f"program must have 1 to {config.program_depth} layers "
+                           f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
+    weight, param = [], []
+    w_addr = p_addr = peak = 0
+    for layer in graph.layers:
         _check_geometry(layer, config)
         for shape, what in ((layer.in_shape, "input"), (layer.out_shape, "output")):
             size = act_bytes(shape, config)
@@ -103,14 +131,11 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
                     f"{_where(layer)}: {what} map {'x'.join(map(str, shape))} needs {size} bytes, "
                     f"must fit an activation bank of {config.act_bank_bytes} bytes "
                     "(AcceleratorConfig.act_bank_bytes)")
-        act_in.append((i % 2, 0, act_bytes(layer.in_shape, config)))
-        act_out.append(((i + 1) % 2, 0, act_bytes(layer.out_shape, config)))
-        w_addr = _ceil_to(w_addr, config.pe_out * config.pe_in)
         size = weight_bytes(layer, config)
-        weight.append((w_addr if size else 0, size))
+        weight.append((w_addr, size))
         w_addr += size
-        entries = layer.out_shape[0] if layer.op == "conv" else 0
-        param.append((p_addr if entries else 0, entries))
+        entries = _ceil_to(layer.out_shape[0], config.pe_out)
+        param.append((p_addr, entries))
         p_addr += entries
     if w_addr > config.weight_bytes:
         raise MappingError(f"weights need {w_addr} bytes, must fit the weight memory of "
@@ -118,8 +143,9 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     if p_addr > config.param_entries:
         raise MappingError(f"channel parameters need {p_addr} entries, must fit "
                            f"{config.param_entries} (AcceleratorConfig.param_entries)")
-    return MemoryPlan(tuple(act_in), tuple(act_out), tuple(weight), tuple(param), w_addr, p_addr,
-                      peak)
+    act_in, act_out, preserved = _place_activations(graph, config)
+    return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
+                      preserved)
 
 
 def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
@@ -129,7 +155,7 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
     kh, kw = layer.kernel
     try:
         return LayerDescriptor(
-            op=OP_CONV if layer.op == "conv" else OP_POOL, pool=POOL_CODES[layer.pool],
+            op=OP_CONV, pool=POOL_CODES[layer.pool],
             in_bank=plan.act_in[index][0], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
             conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
             k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
@@ -147,10 +173,10 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
 def geometry(desc: LayerDescriptor) -> dict:
     """The `QLayer` geometry fields a descriptor encodes (inverse of `describe`)."""
     pools = {code: name for name, code in POOL_CODES.items()}
-    if desc.op not in (OP_CONV, OP_POOL) or desc.pool not in pools:
+    if desc.op != OP_CONV or desc.pool not in pools:
         raise DescriptorError(f"descriptor op {desc.op} / pool {desc.pool} is not a known code")
     return dict(
-        op="conv" if desc.op == OP_CONV else "pool", pool=pools[desc.pool],
+        op="conv", pool=pools[desc.pool],
         in_shape=(desc.in_c, desc.in_h, desc.in_w),
         out_shape=(desc.out_c, desc.out_h, desc.out_w),
         stride=(desc.stride_h, desc.stride_w), padding=(desc.pad_h, desc.pad_w),

@@ -88,11 +88,70 @@ def fuse_pool(graph: QGraph) -> QGraph:
 
 
 def lower_flatten(graph: QGraph) -> QGraph:
-    """Drop flatten layers: every layer reshapes its input to ``in_shape`` in PyTorch's order."""
-    layers = tuple(layer for layer in graph.layers if layer.op != "flatten")
-    if not layers:
+    """Remove flatten layers: a linear layer on a flattened ``C x H x W`` map becomes a
+    convolution with an ``H x W`` kernel and no padding over the map itself (the same sums in
+    PyTorch's flatten order); clamp layers in between keep the map's shape (they are elementwise).
+    """
+    layers, pending = [], None
+    for layer in graph.layers:
+        if layer.op == "flatten":
+            pending = pending or layer.in_shape
+            continue
+        if pending is not None and layer.in_shape != pending:
+            if _is_clamp(layer):
+                layer = layer.replace(in_shape=pending, out_shape=pending)
+            elif layer.op == "conv" and layer.kernel == (1, 1) and \
+                    layer.in_shape == (int(np.prod(pending)), 1, 1):
+                o = layer.weight.shape[0]
+                layer = layer.replace(in_shape=pending, weight=layer.weight.reshape(o, *pending))
+                pending = None
+            else:
+                raise UnsupportedLayerError(
+                    f"layer '{layer.name}' is not supported after a flatten: only clamps and "
+                    "linear layers may follow one")
+        layers.append(layer)
+    return graph.replace(layers=tuple(layers))
+
+
+IDENTITY_MULT, IDENTITY_SHIFT = 1 << 30, 30   # (x * 2**30 + 2**29) >> 30 == x for integers
+
+
+def lower_pool_layers(graph: QGraph) -> QGraph:
+    """Turn each remaining pooling or clamp layer into a 1x1 convolution with identity weights,
+    zero bias and a unit multiplier, so every layer runs on the convolution datapath."""
+    layers = []
+    for layer in graph.layers:
+        if layer.op == "pool":
+            c = layer.in_shape[0]
+            layer = layer.replace(
+                op="conv", weight=np.eye(c, dtype=np.int8).reshape(c, c, 1, 1),
+                bias=np.zeros(c, np.int32), mult=np.full(c, IDENTITY_MULT, np.int64),
+                shift=np.full(c, IDENTITY_SHIFT, np.int64), stride=(1, 1), padding=(0, 0))
+        layers.append(layer)
+    return graph.replace(layers=tuple(layers))
+
+
+INTEGER_PASSES = (fuse_activation, fuse_pool, lower_flatten, lower_pool_layers)
+
+
+def im2col_input(graph: QGraph, lanes: int) -> QGraph:
+    """Unfold the first convolution's windows on the host when its input has fewer channels
+    than the PE array has input lanes.
+
+    The first layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
+    ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
+    the same way (`golden.im2col`). With one input channel and 4 lanes a 5x5 layer then needs
+    7 cycles per pixel instead of 25.
+    """
+    if not graph.layers or graph.input_im2col:
         return graph
-    return graph.replace(layers=layers)
-
-
-INTEGER_PASSES = (fuse_activation, fuse_pool, lower_flatten)
+    first = graph.layers[0]
+    c = first.in_shape[0]
+    if first.op != "conv" or c >= lanes or first.kernel == (1, 1):
+        return graph
+    o, _, kh, kw = first.weight.shape
+    _, oh, ow = first.conv_shape
+    unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
+                             weight=first.weight.reshape(o, c * kh * kw, 1, 1))
+    return graph.replace(layers=(unfolded,) + graph.layers[1:],
+                         input_im2col=(kh, kw) + tuple(first.stride) + tuple(first.padding))

@@ -32,10 +32,12 @@ def test_lenet_int8_accuracy_gate(lenet, lenet_program, digits_test):
 
 def test_lenet_compiles_to_four_fused_layers(lenet_program):
     got = [(l.op, l.pool, l.lo, l.hi, l.in_shape, l.out_shape) for l in lenet_program.layers]
-    assert got == [("conv", "max", 0, 127, (1, 16, 16), (16, 8, 8)),
+    assert got == [("conv", "max", 0, 127, (25, 16, 16), (16, 8, 8)),   # host-unfolded 5x5
                    ("conv", "max", 0, 127, (16, 8, 8), (32, 4, 4)),
-                   ("conv", "none", 0, 127, (512, 1, 1), (64, 1, 1)),
+                   ("conv", "none", 0, 127, (32, 4, 4), (64, 1, 1)),    # linear: 4x4 kernel
                    ("conv", "none", -128, 127, (64, 1, 1), (10, 1, 1))]
+    assert lenet_program.graph.input_im2col == (5, 5, 1, 1, 2, 2)
+    assert [l.kernel for l in lenet_program.layers] == [(1, 1), (5, 5), (4, 4), (1, 1)]
     assert lenet_program.layers[0].sources == ("features.0", "features.1", "features.2",
                                                "features.3")
 
@@ -106,11 +108,19 @@ def test_integer_passes_keep_the_golden_model_bit_exact(name, zoo, lenet, calibr
     images = x if name == "zoo" else digits_test[0]
     xq = striate.sw.numerics.quantize(images, graph.input_scale)
     reference = golden.run_graph(graph, xq)
-    for integer_pass in passes.INTEGER_PASSES:
+    config_passes = (lambda g: passes.im2col_input(g, lanes=4),)
+    for integer_pass in passes.INTEGER_PASSES + config_passes:
         after = integer_pass(graph)
-        assert len(after.layers) < len(graph.layers), integer_pass.__name__
+        if name == "zoo":   # the zoo exercises every pass
+            assert _structure(after) != _structure(graph), integer_pass
         np.testing.assert_array_equal(golden.run_graph(after, xq), reference)
         graph = after
+    assert {l.op for l in graph.layers} == {"conv"}
+
+
+def _structure(graph):
+    return [(l.op, l.pool, l.lo, l.hi, l.in_shape, l.out_shape) for l in graph.layers], \
+        graph.input_im2col
 
 
 def _sqnr_db(ref, got):
@@ -121,7 +131,7 @@ def test_zoo_int8_tracks_float(zoo):
     model, x = zoo
     prog = striate.compile(model, x)
     got = [(l.op, l.pool, l.lo) for l in prog.layers]
-    assert got == [("conv", "max", 0), ("conv", "avg", -128), ("pool", "none", 0),
+    assert got == [("conv", "max", 0), ("conv", "avg", -128), ("conv", "none", 0),
                    ("conv", "avg", 0), ("conv", "none", -128)]
     y = prog.dequantize_output(prog.run_reference(prog.quantize_input(x)))
     assert y.shape == (64, 5)
@@ -207,15 +217,19 @@ def test_refuses_bad_calibration():
         striate.compile(model, np.full((1, 1, 8, 8), np.nan, np.float32))
 
 
-WHERE = "layer 'features.0' (module features.0, features.1, features.2, features.3): "
+WHERE = "layer 'features.{0}' (module features.{0}, features.{1}, features.{2}, features.{3}): "
 MAPPING_CASES = [
-    (dict(max_width=8), WHERE + "input width must be <= 8 (AcceleratorConfig.max_width), not 16"),
-    (dict(max_kernel=3), WHERE + "kernel size must be <= 3 (AcceleratorConfig.max_kernel), not 5x5"),
-    (dict(act_bank_bytes=1024), WHERE + "input map 1x16x16 needs 2048 bytes, must fit an "
-                                        "activation bank of 1024 bytes"),
-    (dict(weight_bytes=4096), "weights need 49792 bytes, must fit the weight memory of 4096 bytes"),
-    (dict(param_entries=100), "channel parameters need 122 entries, must fit 100"),
-    (dict(program_depth=3), "program must have <= 3 layers (AcceleratorConfig.program_depth), "
+    (dict(max_width=8), WHERE.format(0, 1, 2, 3) +
+     "input width must be <= 8 (AcceleratorConfig.max_width), not 16"),
+    (dict(max_kernel=3), WHERE.format(4, 5, 6, 7) +
+     "kernel size must be <= 3 (AcceleratorConfig.max_kernel), not 5x5"),
+    (dict(act_bank_bytes=4096), WHERE.format(0, 1, 2, 3) +
+     "input map 25x16x16 needs 7168 bytes, must fit an activation bank of 4096 bytes"),
+    # 16x28 (conv1, unfolded) + 32x16x25 (conv2) + 64x32x16 (fc1) + 16x64 (fc2, 10 rows padded)
+    (dict(weight_bytes=4096), "weights need 47040 bytes, must fit the weight memory of 4096 "
+                              "bytes"),
+    (dict(param_entries=64), "channel parameters need 128 entries, must fit 64"),
+    (dict(program_depth=3), "program must have 1 to 3 layers (AcceleratorConfig.program_depth), "
                             "not 4"),
 ]
 

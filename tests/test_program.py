@@ -141,8 +141,8 @@ def test_descriptor_packing_order_is_lsb_first():
 
 def test_descriptor_field_out_of_range():
     with pytest.raises(DescriptorError, match=re.escape(
-            "descriptor field k_h must be an integer in [0, 15], not 16")):
-        LayerDescriptor(k_h=16)
+            "descriptor field stride_h must be an integer in [0, 7], not 8")):
+        LayerDescriptor(stride_h=8)
     with pytest.raises(DescriptorError, match=r"must be 11 words, not 3|must be \d+ words, not 3"):
         LayerDescriptor.from_words([0, 0, 0])
 
@@ -152,6 +152,8 @@ def test_config_validation_and_peak():
     with pytest.raises(ConfigError, match=re.escape(
             "AcceleratorConfig.pe_in must be an integer in [1, 256], not 0")):
         striate.AcceleratorConfig(pe_in=0)
+    with pytest.raises(ConfigError, match="pe_out must be a power of two, not 12"):
+        striate.AcceleratorConfig(pe_out=12)
     with pytest.raises(ConfigError, match="has no parameters"):
         striate.AcceleratorConfig.from_dict({"pe_rows": 4})
 
@@ -159,4 +161,4 @@ def test_config_validation_and_peak():
 def test_program_for_other_config_differs_only_in_plan(lenet, calibration):
     small = striate.compile(lenet, calibration, striate.AcceleratorConfig(pe_out=2, pe_in=4))
     assert small.config.macs_per_cycle == 8
-    assert small.plan.act_in[0][2] == 4 * 16 * 16     # 1 channel padded to 4 lanes
+    assert small.plan.act_in[0][2] == 28 * 16 * 16    # 25 unfolded channels padded to 4 lanes
