@@ -8,8 +8,8 @@ All words are little-endian byte vectors; lane ``i`` of a word is byte ``i``.
 * Weight word (``pe_out * pe_in`` bytes): byte ``o * pe_in + i`` is
   ``W[og*pe_out + o, g*pe_in + i, ky, kx]`` (0 outside the layer). A layer's words run
   ``[og][ky][kx][g]``, the order the window generator consumes them.
-* Parameter entry (three 32-bit words): bias (int32), multiplier (uint32), shift (uint32). A
-  parameter memory word holds ``pe_out`` entries, one output channel group; entries past ``O``
+* Parameter entry (four 32-bit words): bias (int32), multiplier (uint32), shift (uint32), 0. A
+  parameter memory row holds ``pe_out`` entries, one output channel group; entries past ``O``
   are 0.
 """
 
@@ -56,9 +56,9 @@ def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
 
 
 def pack_params(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
-    """A layer's channel parameters as uint32 words: (bias, mult, shift) per channel."""
+    """A layer's channel parameters as uint32 words: (bias, mult, shift, 0) per channel."""
     o = layer.out_shape[0]
-    entries = np.zeros((_groups(o, config.pe_out) * config.pe_out, 3), np.uint32)
+    entries = np.zeros((_groups(o, config.pe_out) * config.pe_out, 4), np.uint32)
     entries[:o, 0] = layer.bias.astype(np.int32).view(np.uint32)
     entries[:o, 1] = layer.mult
     entries[:o, 2] = layer.shift

@@ -1,0 +1,48 @@
+"""Struct layouts of the datapath streams and the descriptor, derived from the configuration and
+`striate.sw.descriptor.LayerDescriptor` (never restated by hand)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from ..sw.config import AcceleratorConfig
+from ..sw.descriptor import LayerDescriptor
+from ..sw.memmap import memories, BANK0, WEIGHTS, PARAMS
+
+ACC = signed(32)
+
+
+def bits_for(n: int) -> int:
+    """Address bits for ``n`` rows."""
+    return max(1, (n - 1).bit_length())
+
+
+def descriptor_layout() -> data.StructLayout:
+    return data.StructLayout({name: signed(bits) if is_signed else unsigned(bits)
+                              for name, bits, is_signed in LayerDescriptor.fields_layout()})
+
+
+class Layouts:
+    """Every stream payload and address width of one configuration."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        po, pi = config.pe_out, config.pe_in
+        mems = memories(config)
+        self.act_addr = bits_for(mems[BANK0].depth)
+        self.w_addr = bits_for(mems[WEIGHTS].depth)
+        self.p_addr = bits_for(mems[PARAMS].depth)
+        # Position of an output pixel, carried with the work so later stages need no counters.
+        self.tag = data.StructLayout({"og": 16, "py": 10, "px": 10, "pool_first": 1,
+                                      "pool_last": 1})
+        self.window = data.StructLayout({       # window generator -> fetch
+            "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,
+            "tag": self.tag})
+        self.operands = data.StructLayout({     # fetch -> PE array
+            "x": data.ArrayLayout(signed(8), pi), "w": data.ArrayLayout(signed(8), po * pi),
+            "first": 1, "last": 1, "tag": self.tag})
+        self.sums = data.StructLayout({         # PE array -> requantizer
+            "acc": data.ArrayLayout(ACC, po), "tag": self.tag})
+        self.pixels = data.StructLayout({       # requantizer -> pool -> writer
+            "y": data.ArrayLayout(signed(8), po), "tag": self.tag})

@@ -1,0 +1,92 @@
+"""Operand fetch and the PE array.
+
+Both are single-enable pipelines: every register advances when the output is free
+(``~o.valid | o.ready``), so backpressure freezes them in place; synchronous memory read ports
+share that enable and therefore hold their data while frozen.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import ACC, Layouts
+
+
+class Fetch(wiring.Component):
+    """Turns window addresses into operands: reads one activation word and one weight word per
+    item; padding positions read as zero."""
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        cfg = layouts.config
+        super().__init__({
+            "i": In(stream.Signature(layouts.window)),
+            "o": Out(stream.Signature(layouts.operands)),
+            "act_addr": Out(layouts.act_addr), "act_en": Out(1), "act_data": In(8 * cfg.pe_in),
+            "w_addr": Out(layouts.w_addr), "w_en": Out(1),
+            "w_data": In(8 * cfg.pe_out * cfg.pe_in),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = ~self.o.valid | self.o.ready
+        pad = Signal()
+        first, last = Signal(), Signal()
+        tag = Signal(self._l.tag)
+        m.d.comb += [
+            self.i.ready.eq(advance),
+            self.act_addr.eq(self.i.payload.act_addr), self.act_en.eq(advance),
+            self.w_addr.eq(self.i.payload.w_addr), self.w_en.eq(advance),
+            self.o.payload.x.eq(Mux(pad, 0, self.act_data)),
+            self.o.payload.w.eq(self.w_data),
+            self.o.payload.first.eq(first), self.o.payload.last.eq(last),
+            self.o.payload.tag.eq(tag),
+        ]
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(self.i.valid), pad.eq(self.i.payload.pad),
+                         first.eq(self.i.payload.first), last.eq(self.i.payload.last),
+                         tag.eq(self.i.payload.tag)]
+        return m
+
+
+class MacArray(wiring.Component):
+    """``pe_out x pe_in`` int8 multipliers with one int32 accumulator per row.
+
+    Each accepted item adds ``sum_i w[o * pe_in + i] * x[i]`` to accumulator ``o`` (replacing it
+    when ``first``); the item with ``last`` emits the finished accumulators. ``busy`` is high in
+    every cycle the array does a chunk of work.
+    """
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        super().__init__({
+            "i": In(stream.Signature(layouts.operands)),
+            "o": Out(stream.Signature(layouts.sums)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        po, pi = self._l.config.pe_out, self._l.config.pe_in
+        advance = ~self.o.valid | self.o.ready
+        a_valid, a_first, a_last = Signal(), Signal(), Signal()
+        a_tag = Signal(self._l.tag)
+        psum = [Signal(ACC, name=f"psum{r}") for r in range(po)]
+        acc = [Signal(ACC, name=f"acc{r}") for r in range(po)]
+        x, w = self.i.payload.x, self.i.payload.w
+        m.d.comb += [self.i.ready.eq(advance), self.busy.eq(advance & a_valid)]
+        with m.If(advance):
+            m.d.sync += [a_valid.eq(self.i.valid), a_first.eq(self.i.payload.first),
+                         a_last.eq(self.i.payload.last), a_tag.eq(self.i.payload.tag)]
+            for r in range(po):
+                m.d.sync += psum[r].eq(sum(x[c] * w[r * pi + c] for c in range(pi)))
+            with m.If(a_valid):
+                m.d.sync += [self.o.valid.eq(a_last), self.o.payload.tag.eq(a_tag)]
+                for r in range(po):
+                    total = Mux(a_first, psum[r], acc[r] + psum[r])
+                    m.d.sync += [acc[r].eq(total), self.o.payload.acc[r].eq(total)]
+            with m.Else():
+                m.d.sync += self.o.valid.eq(0)
+        return m

@@ -1,0 +1,179 @@
+"""The accelerator top: memories, host bus, sequencer and the streaming datapath.
+
+Datapath: `WindowGen` -> `Fetch` (activation bank + weight memory) -> `MacArray` -> `Requant`
+(parameter memory) -> `Pool` -> `Writer` (the other activation bank). The register map and
+memory windows are defined in `striate.sw.memmap`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+
+from ..sw import memmap
+from ..sw.config import AcceleratorConfig
+from .layouts import Layouts, bits_for
+from .pe import Fetch, MacArray
+from .post import Pool, Requant
+from .sequencer import DERIVED, Sequencer
+from .window import GEOMETRY, WindowGen
+from .writer import Writer
+
+BUS = {"addr": 24, "w_en": 1, "w_data": 32, "r_en": 1}
+
+
+class Accelerator(wiring.Component):
+    """One accelerator instance for ``config``.
+
+    Host bus (word addressed, see `striate.sw.memmap`): drive ``addr`` with ``w_en`` and
+    ``w_data`` for one cycle to write; drive ``r_en`` for one cycle to read, and ``r_data`` is
+    valid in the cycle ``r_valid`` is high (the next one).
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        self._l = Layouts(config)
+        ports = {name: In(width) for name, width in BUS.items()}
+        ports.update({"r_data": Out(32), "r_valid": Out(1), "busy": Out(1), "done": Out(1)})
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.seq = seq = Sequencer(self._l)
+        m.submodules.win = win = WindowGen(self._l)
+        m.submodules.fetch = fetch = Fetch(self._l)
+        m.submodules.mac = mac = MacArray(self._l)
+        m.submodules.requant = requant = Requant(self._l)
+        m.submodules.pool = pool = Pool(self._l)
+        m.submodules.writer = writer = Writer(self._l)
+        connect(m, win.o, fetch.i)
+        connect(m, fetch.o, mac.i)
+        connect(m, mac.o, requant.i)
+        connect(m, requant.o, pool.i)
+        connect(m, pool.o, writer.i)
+        self._configure(m, seq, win, requant, pool, writer)
+
+        outstanding = Signal(32)
+        m.d.sync += outstanding.eq(outstanding + win.writes - writer.written)
+        m.d.comb += [seq.layer_done.eq(win.done & (outstanding == 0)), seq.pe_busy.eq(mac.busy),
+                     win.start.eq(seq.run), self.busy.eq(seq.busy), self.done.eq(seq.done)]
+        self._memories(m, seq, fetch, requant, writer)
+        return m
+
+    def _configure(self, m, seq, win, requant, pool, writer):
+        """Wire descriptor fields and derived sizes to the blocks."""
+        d = seq.desc
+        fields = {"in_h": d.in_h, "in_w": d.in_w, "k_h": d.k_h, "k_w": d.k_w,
+                  "s_h": d.stride_h, "s_w": d.stride_w, "p_h": d.pad_h, "p_w": d.pad_w,
+                  "conv_h": d.conv_h, "conv_w": d.conv_w, "pk_h": d.pool_k_h, "pk_w": d.pool_k_w,
+                  "ps_h": d.pool_stride_h, "ps_w": d.pool_stride_w, "pp_h": d.pool_pad_h,
+                  "pp_w": d.pool_pad_w, "out_h": d.out_h, "out_w": d.out_w}
+        fields.update({name: getattr(seq, name) for name in ("cg_n", "og_n", "hw_in", "kk")})
+        assert set(fields) == set(GEOMETRY)
+        m.d.comb += [getattr(win, name).eq(value) for name, value in fields.items()]
+        m.d.comb += [
+            win.in_base.eq(seq.in_base), win.w_base.eq(seq.w_base),
+            requant.p_base.eq(seq.p_base), requant.lo.eq(d.act_lo), requant.hi.eq(d.act_hi),
+            pool.mode.eq(d.pool), pool.mult.eq(d.pool_mult), pool.shift.eq(d.pool_shift),
+            pool.lo.eq(d.act_lo), pool.hi.eq(d.act_hi),
+            writer.out_base.eq(seq.out_base), writer.out_c.eq(d.out_c),
+            writer.out_h.eq(d.out_h), writer.out_w.eq(d.out_w),
+        ]
+
+    def _memories(self, m, seq, fetch, requant, writer):
+        cfg = self.config
+        shapes = memmap.memories(cfg)
+        region = self.addr[memmap.REGION_SHIFT:]
+        offset = self.addr[:memmap.REGION_SHIFT]
+        host = ~seq.busy
+        r_region = Signal.like(region)
+        r_sub = Signal(8)
+        m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region)]
+        reads = {}
+
+        def window(key, mem_shape, engine_read=None, engine_write=None):
+            """Host access to one memory, shared with the engine while busy."""
+            width, rw = mem_shape.width, mem_shape.row_words
+            sub_bits = rw.bit_length() - 1
+            mem = Memory(shape=width, depth=mem_shape.depth, init=[])
+            m.submodules[f"mem{key}"] = mem
+            rp = mem.read_port()
+            wp = mem.write_port(granularity=min(32, width))
+            row = offset >> sub_bits
+            sel = (region == key)
+            m.d.comb += [rp.addr.eq(row), rp.en.eq(self.r_en & sel),
+                         wp.addr.eq(row), wp.data.eq(Cat(*([self.w_data] * rw))[:width]),
+                         wp.en.eq(Mux(self.w_en & sel & host,
+                                      (1 << (offset[:sub_bits] if sub_bits else 0)), 0))]
+            if engine_read is not None:
+                addr, en, data_in = engine_read
+                with m.If(~host):
+                    m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+                m.d.comb += data_in.eq(rp.data)
+            if engine_write is not None:
+                addr, data, en = engine_write
+                with m.If(~host):
+                    m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
+            if sub_bits:
+                m.d.sync += r_sub.eq(offset[:sub_bits])
+                reads[key] = Mux(host, rp.data.word_select(r_sub[:sub_bits], 32), 0)
+            else:
+                reads[key] = Mux(host, rp.data, 0)
+            return rp, wp
+
+        window(memmap.PROGRAM, shapes[memmap.PROGRAM],
+               engine_read=(seq.prog_addr, seq.prog_en, seq.prog_data))
+        window(memmap.PARAMS, shapes[memmap.PARAMS],
+               engine_read=(requant.p_addr, requant.p_en, requant.p_data))
+        window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
+               engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data))
+        self._banks(m, seq, fetch, writer, shapes, window)
+        self._registers(m, seq, reads, region, offset, host)
+        m.d.comb += self.r_data.eq(0)
+        with m.Switch(r_region):
+            for key, value in reads.items():
+                with m.Case(key):
+                    m.d.comb += self.r_data.eq(value)
+
+    def _banks(self, m, seq, fetch, writer, shapes, window):
+        """The two activation banks: the layer reads ``in_bank`` and writes the other."""
+        in_bank = seq.desc.in_bank
+        data0, data1 = Signal(8 * self.config.pe_in), Signal(8 * self.config.pe_in)
+        for key, bank_index, data in ((memmap.BANK0, 0, data0), (memmap.BANK1, 1, data1)):
+            reading = in_bank == bank_index
+            window(key, shapes[key],
+                   engine_read=(fetch.act_addr, fetch.act_en & reading, data),
+                   engine_write=(writer.wr_addr, writer.wr_data,
+                                 Mux(reading, 0, writer.wr_en)))
+        m.d.comb += fetch.act_data.eq(Mux(in_bank, data1, data0))
+
+    def _registers(self, m, seq, reads, region, offset, host):
+        cfg = self.config
+        layers = Signal(16)
+        m.d.comb += [seq.layers.eq(layers)]
+        is_reg = (region == memmap.REG)
+        with m.If(self.w_en & is_reg):
+            with m.If(offset == memmap.CTRL):
+                m.d.comb += seq.start.eq(self.w_data[0] & host)
+            with m.If((offset == memmap.LAYERS) & host):
+                m.d.sync += layers.eq(self.w_data)
+        lc = Memory(shape=32, depth=cfg.program_depth, init=[])
+        m.submodules.layer_cycles = lc
+        lc_w, lc_r = lc.write_port(), lc.read_port()
+        m.d.comb += [lc_w.addr.eq(seq.lc_addr), lc_w.data.eq(seq.lc_data), lc_w.en.eq(seq.lc_en),
+                     lc_r.addr.eq(offset - memmap.LAYER_CYCLES), lc_r.en.eq(self.r_en & is_reg)]
+        value = Signal(32)
+        regs = {memmap.STATUS: Cat(seq.busy, seq.done, seq.failed), memmap.ERROR: seq.error,
+                memmap.LAYER: seq.layer, memmap.LAYERS: layers, memmap.CYCLES: seq.cycles,
+                memmap.PE_BUSY: seq.busy_cycles,
+                memmap.CONFIG_ID: Const(memmap.config_id(cfg), 32)}
+        is_lc = Signal()
+        with m.If(self.r_en):
+            m.d.sync += [value.eq(0), is_lc.eq(offset >= memmap.LAYER_CYCLES)]
+            with m.Switch(offset):
+                for index, reg in regs.items():
+                    with m.Case(index):
+                        m.d.sync += value.eq(reg)
+        reads[memmap.REG] = Mux(is_lc, lc_r.data, value)

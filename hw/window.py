@@ -1,0 +1,135 @@
+"""The window generator: walks a layer's loop nest and emits one item of work per cycle.
+
+Loop order (outermost first): output channel group ``og``, pooled output pixel ``(py, px)``, the
+conv pixels ``(cy, cx)`` of its pooling window that lie inside the conv map, kernel offsets
+``(ky, kx)``, input channel group ``g``. Each item names the activation word at input pixel
+``(cy*s - p + ky, cx*s - p + kx)`` of group ``g`` (``pad`` when that lies outside the map, which
+reads as zero) and the weight word ``[og][ky][kx][g]``. The whole map sits in the activation
+bank, so windows are read from it directly, one word per cycle, instead of through line buffers
+that would duplicate rows the bank already holds.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import Layouts
+
+GEOMETRY = {  # port: width, all unsigned; set by the sequencer, stable while a layer runs
+    "cg_n": 16, "in_h": 10, "in_w": 10, "hw_in": 20, "k_h": 10, "k_w": 10, "s_h": 3, "s_w": 3,
+    "p_h": 3, "p_w": 3, "conv_h": 10, "conv_w": 10, "pk_h": 10, "pk_w": 10, "ps_h": 10,
+    "ps_w": 10, "pp_h": 3, "pp_w": 3, "out_h": 10, "out_w": 10, "og_n": 16, "kk": 26,
+}
+
+
+def _s(value):
+    """Zero-extend an unsigned value by one bit and treat it as signed."""
+    return Cat(value, Const(0, 1)).as_signed()
+
+
+def _max(a, b):
+    return Mux(a > b, a, b)
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+class WindowGen(wiring.Component):
+    """Emits the layer's work items on ``o`` after a ``start`` pulse; ``done`` rises once the
+    last item has been accepted. ``writes`` pulses for each accepted item that completes an
+    output pixel (``last`` and ``pool_last``)."""
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        ports = {name: In(width) for name, width in GEOMETRY.items()}
+        ports.update({
+            "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
+            "start": In(1), "done": Out(1), "writes": Out(1),
+            "o": Out(stream.Signature(layouts.window)),
+        })
+        super().__init__(ports)
+
+    def _bounds(self, m, pix, stride, pad, kernel, limit, name):
+        """First and last conv row (or column) of pooled pixel ``pix``'s window in the map."""
+        lo, hi = Signal(signed(24), name=f"{name}_lo"), Signal(signed(24), name=f"{name}_hi")
+        start = _s(pix) * _s(stride) - _s(pad)
+        m.d.comb += [lo.eq(_max(start, 0)), hi.eq(_min(_s(limit), start + _s(kernel)) - 1)]
+        return lo, hi
+
+    def elaborate(self, platform):
+        m = Module()
+        og, py, px = Signal(16), Signal(10), Signal(10)
+        cy, cx = Signal(signed(24)), Signal(signed(24))
+        ky, kx, g = Signal(10), Signal(10), Signal(16)
+        k, wog = Signal(26), Signal(self._l.w_addr)
+        running = Signal()
+        advance = ~self.o.valid | self.o.ready
+
+        cy_lo, cy_hi = self._bounds(m, py, self.ps_h, self.pp_h, self.pk_h, self.conv_h, "cy")
+        cx_lo, cx_hi = self._bounds(m, px, self.ps_w, self.pp_w, self.pk_w, self.conv_w, "cx")
+        last_chunk = (g == self.cg_n - 1) & (kx == self.k_w - 1) & (ky == self.k_h - 1)
+        pool_last = (cy == cy_hi) & (cx == cx_hi)
+        self._emit(m, advance, running, og, py, px, cy, cx, ky, kx, g, k, wog, last_chunk,
+                   (cy == cy_lo) & (cx == cx_lo), pool_last)
+
+        # Next pooled pixel, and its window's first conv pixel.
+        px_end, py_end, og_end = px == self.out_w - 1, py == self.out_h - 1, og == self.og_n - 1
+        py_next, px_next = Signal(10), Signal(10)
+        m.d.comb += [px_next.eq(Mux(px_end, 0, px + 1)),
+                     py_next.eq(Mux(px_end, Mux(py_end, 0, py + 1), py))]
+        ny_lo, _ = self._bounds(m, py_next, self.ps_h, self.pp_h, self.pk_h, self.conv_h, "ny")
+        nx_lo, _ = self._bounds(m, px_next, self.ps_w, self.pp_w, self.pk_w, self.conv_w, "nx")
+        m.d.comb += self.done.eq(~running & ~self.o.valid)
+
+        with m.If(self.start):
+            m.d.sync += [og.eq(0), py.eq(0), px.eq(0), ky.eq(0), kx.eq(0), g.eq(0), k.eq(0),
+                         wog.eq(0), running.eq(1)]
+            ly, _ = self._bounds(m, Const(0, 10), self.ps_h, self.pp_h, self.pk_h, self.conv_h,
+                                 "y0")
+            lx, _ = self._bounds(m, Const(0, 10), self.ps_w, self.pp_w, self.pk_w, self.conv_w,
+                                 "x0")
+            m.d.sync += [cy.eq(ly), cx.eq(lx)]
+        with m.Elif(running & advance):
+            with m.If(~last_chunk):
+                m.d.sync += k.eq(k + 1)
+                with m.If(g != self.cg_n - 1):
+                    m.d.sync += g.eq(g + 1)
+                with m.Elif(kx != self.k_w - 1):
+                    m.d.sync += [g.eq(0), kx.eq(kx + 1)]
+                with m.Else():
+                    m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1)]
+            with m.Else():
+                m.d.sync += [k.eq(0), g.eq(0), kx.eq(0), ky.eq(0)]
+                with m.If(cx != cx_hi):
+                    m.d.sync += cx.eq(cx + 1)
+                with m.Elif(cy != cy_hi):
+                    m.d.sync += [cx.eq(cx_lo), cy.eq(cy + 1)]
+                with m.Else():
+                    m.d.sync += [px.eq(px_next), py.eq(py_next), cy.eq(ny_lo), cx.eq(nx_lo)]
+                    with m.If(px_end & py_end):
+                        with m.If(og_end):
+                            m.d.sync += running.eq(0)
+                        with m.Else():
+                            m.d.sync += [og.eq(og + 1), wog.eq(wog + self.kk)]
+        return m
+
+    def _emit(self, m, advance, running, og, py, px, cy, cx, ky, kx, g, k, wog, last_chunk,
+              pool_first, pool_last):
+        """Register the current item into ``o`` whenever the output is free."""
+        iy = cy * _s(self.s_h) + _s(ky) - _s(self.p_h)
+        ix = cx * _s(self.s_w) + _s(kx) - _s(self.p_w)
+        pad = (iy < 0) | (iy >= _s(self.in_h)) | (ix < 0) | (ix >= _s(self.in_w))
+        addr = self.in_base + g * self.hw_in + iy.as_unsigned() * self.in_w + ix.as_unsigned()
+        p = self.o.payload
+        m.d.comb += self.writes.eq(self.o.valid & self.o.ready & p.last & p.tag.pool_last)
+        with m.If(advance):
+            m.d.sync += [
+                self.o.valid.eq(running & ~self.start),
+                p.act_addr.eq(Mux(pad, 0, addr)), p.pad.eq(pad),
+                p.w_addr.eq(self.w_base + wog + k), p.first.eq(k == 0), p.last.eq(last_chunk),
+                p.tag.og.eq(og), p.tag.py.eq(py), p.tag.px.eq(px),
+                p.tag.pool_first.eq(pool_first), p.tag.pool_last.eq(pool_last),
+            ]

