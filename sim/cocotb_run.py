@@ -48,7 +48,8 @@ def _runner(config, simulator):
         kwargs["build_args"] = VERILATOR_ARGS
     else:   # Icarus under -g2012 never evaluates Amaranth's constant always @* blocks at time 0
         kwargs.update(build_args=["-g2005"], timescale=("1ns", "1ps"))
-    runner.build(sources=[source], hdl_toplevel=build.TOP, build_dir=build_dir, **kwargs)
+    runner.build(sources=[source], hdl_toplevel=build.TOP, build_dir=build_dir,
+                 log_file=build_dir.parent / f"build-{simulator}.log", **kwargs)
     return runner, build_dir
 
 
@@ -67,11 +68,13 @@ def run_job(config, load, runs, simulator="verilator", stall_prob=0.0, seed=0,
         xml = runner.test(test_module="striate.sim.tb_accel", hdl_toplevel=build.TOP,
                           build_dir=build_dir, test_dir=tmp,
                           timescale=None if simulator == "verilator" else ("1ns", "1ps"),
+                          log_file=Path(tmp) / "sim.log",
                           extra_env={"STRIATE_JOB": str(job_path),
                                      "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
         total, failed = get_results(xml)
         if failed or not total or not Path(job["result"]).exists():
-            raise SimulationError(f"cocotb testbench failed on {simulator} ({xml})")
+            log = (Path(tmp) / "sim.log").read_text()[-4000:]
+            raise SimulationError(f"cocotb testbench failed on {simulator}:\n{log}")
         saved = dict(np.load(job["result"]))
     if int(saved["config_id"][0]) != memmap.config_id(config):
         raise SimulationError("hardware CONFIG_ID does not match the configuration")

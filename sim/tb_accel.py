@@ -16,7 +16,7 @@ import numpy as np
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Edge, ReadOnly, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
 from striate.sw import memmap
 
@@ -69,7 +69,7 @@ async def _run_one(dut, bus, run, layers, timeout_cycles):
     await bus.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
     await RisingEdge(dut.clk)
     if int(dut.busy.value):
-        await with_timeout(Edge(dut.busy), timeout_cycles * 10, "ns")
+        await with_timeout(dut.busy.value_change, timeout_cycles * 10, "ns")
     status = await bus.reg(memmap.STATUS)
     result = {"status": status, "error": await bus.reg(memmap.ERROR),
               "layer": await bus.reg(memmap.LAYER), "cycles": await bus.reg(memmap.CYCLES),
