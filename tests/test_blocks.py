@@ -1,0 +1,296 @@
+"""Datapath blocks in the Amaranth simulator, with random valid/ready stalls on both sides,
+each against the `striate.sw` function it implements."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from striate.hw.layouts import Layouts
+from striate.hw.pe import MacArray
+from striate.hw.post import Pool, Requant
+from striate.hw.window import WindowGen
+from striate.hw.writer import Writer
+from striate.sw import layout, numerics
+from striate.sw.config import AcceleratorConfig
+from striate.sw.kernels import out_size
+
+CONFIGS = [AcceleratorConfig(pe_out=4, pe_in=2), AcceleratorConfig(pe_out=2, pe_in=4),
+           AcceleratorConfig(pe_out=1, pe_in=1)]
+IDS = ["4x2", "2x4", "1x1"]
+
+
+def simulate(top, dut, inputs, expect_outputs, stall=0.4, seed=0, setup=None, max_ticks=20000):
+    """Push ``inputs`` (payload consts) into ``dut.i`` and collect ``expect_outputs`` payloads
+    from ``dut.o``, each side stalling at random."""
+    rng = random.Random(seed)
+    outputs = []
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+
+    async def source(ctx):
+        if setup:
+            setup(ctx)
+        for payload in inputs:
+            while rng.random() < stall:
+                await ctx.tick()
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, payload)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        sink_rng = random.Random(seed + 1)
+        while len(outputs) < expect_outputs:
+            ctx.set(dut.o.ready, 0)
+            while sink_rng.random() < stall:
+                await ctx.tick()
+            ctx.set(dut.o.ready, 1)
+            payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+            outputs.append(payload)
+        ctx.set(dut.o.ready, 0)
+
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return outputs
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_mac_array_accumulates_chunks(config):
+    rng = np.random.default_rng(1)
+    dut = MacArray(Layouts(config))
+    po, pi = config.pe_out, config.pe_in
+    items, expected = [], []
+    for pixel in range(12):
+        chunks = int(rng.integers(1, 5))
+        acc = np.zeros(po, np.int64)
+        for k in range(chunks):
+            x = rng.integers(-128, 128, pi)
+            w = rng.integers(-127, 128, (po, pi))
+            acc += w @ x
+            items.append(dut.i.payload.shape().const(
+                {"x": x.tolist(), "w": w.reshape(-1).tolist(), "first": k == 0,
+                 "last": k == chunks - 1, "tag": {"og": pixel}}))
+        expected.append(acc)
+    outs = simulate(dut, dut, items, len(expected))
+    for pixel, (out, want) in enumerate(zip(outs, expected)):
+        assert list(out.acc) == want.tolist() and out.tag.og == pixel
+
+
+class _WithMemory(Elaboratable):
+    """Wrap a block with a real synchronous-read memory on one of its read interfaces."""
+
+    def __init__(self, dut, init, width, addr, en, data):
+        self.dut, self.init, self.width = dut, init, width
+        self.ports = (addr, en, data)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        m.submodules.mem = mem = Memory(shape=self.width, depth=len(self.init), init=self.init)
+        rp = mem.read_port()
+        addr, en, data = self.ports
+        m.d.comb += [rp.addr.eq(addr), rp.en.eq(en), data.eq(rp.data)]
+        return m
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_requant_matches_the_contract(config):
+    rng = np.random.default_rng(2)
+    po = config.pe_out
+    groups = 3
+    bias = rng.integers(-50000, 50000, groups * po)
+    mult = rng.integers(1 << 30, 1 << 31, groups * po)
+    shift = rng.integers(28, 45, groups * po)
+    rows = []
+    for g in range(groups):
+        row = 0
+        for lane in range(po):
+            c = g * po + lane
+            entry = (int(bias[c]) & 0xFFFFFFFF) | int(mult[c]) << 32 | int(shift[c]) << 64
+            row |= entry << (128 * lane)
+        rows.append(row)
+    dut = Requant(Layouts(config))
+    top = _WithMemory(dut, rows, 128 * po, dut.p_addr, dut.p_en, dut.p_data)
+    lo, hi = -100, 90
+    items, expected = [], []
+    for n in range(40):
+        g = int(rng.integers(0, groups))
+        acc = rng.integers(-(1 << 24), 1 << 24, po)
+        acc[0] = int(rng.choice([-(1 << 31) + 60000, (1 << 31) - 60000, acc[0]]))
+        ch = slice(g * po, (g + 1) * po)
+        expected.append(numerics.requantize(acc + bias[ch], mult[ch], shift[ch], lo, hi))
+        items.append(dut.i.payload.shape().const({"acc": acc.tolist(), "tag": {"og": g}}))
+
+    def setup(ctx):
+        ctx.set(dut.p_base, 0)
+        ctx.set(dut.lo, lo)
+        ctx.set(dut.hi, hi)
+    outs = simulate(top, dut, items, len(items), setup=setup)
+    for out, want in zip(outs, expected):
+        assert list(out.y) == want.tolist()
+
+
+@pytest.mark.parametrize("mode", ["none", "max", "avg"])
+def test_pool_matches_the_contract(mode):
+    config = CONFIGS[0]
+    rng = np.random.default_rng(3)
+    po = config.pe_out
+    dut = Pool(Layouts(config))
+    window = 6 if mode != "none" else 1
+    mult, shift = numerics.quantize_multiplier(1 / window) if mode == "avg" else (0, 0)
+    lo, hi = -20, 100
+    items, expected = [], []
+    for n in range(15):
+        ys = rng.integers(lo, hi + 1, (window, po))
+        for k in range(window):
+            items.append(dut.i.payload.shape().const(
+                {"y": ys[k].tolist(), "tag": {"pool_first": k == 0, "pool_last": k == window - 1,
+                                              "px": n}}))
+        if mode == "avg":
+            expected.append(numerics.requantize(ys.sum(0), mult, shift, lo, hi))
+        else:
+            expected.append(ys.max(0))
+
+    def setup(ctx):
+        ctx.set(dut.mode, {"none": 0, "max": 1, "avg": 2}[mode])
+        ctx.set(dut.mult, mult)
+        ctx.set(dut.shift, shift)
+        ctx.set(dut.lo, lo)
+        ctx.set(dut.hi, hi)
+    outs = simulate(dut, dut, items, len(expected), setup=setup)
+    for n, (out, want) in enumerate(zip(outs, expected)):
+        assert list(out.y) == want.tolist() and out.tag.px == n
+
+
+def window_reference(g):
+    """The window generator's item sequence, as a plain Python loop nest."""
+    items = []
+    for og in range(g["og_n"]):
+        for py in range(g["out_h"]):
+            for px in range(g["out_w"]):
+                y0, x0 = py * g["ps_h"] - g["pp_h"], px * g["ps_w"] - g["pp_w"]
+                cys = range(max(0, y0), min(g["conv_h"], y0 + g["pk_h"]))
+                cxs = range(max(0, x0), min(g["conv_w"], x0 + g["pk_w"]))
+                for cy in cys:
+                    for cx in cxs:
+                        k = 0
+                        for ky in range(g["k_h"]):
+                            for kx in range(g["k_w"]):
+                                for cg in range(g["cg_n"]):
+                                    iy = cy * g["s_h"] + ky - g["p_h"]
+                                    ix = cx * g["s_w"] + kx - g["p_w"]
+                                    pad = not (0 <= iy < g["in_h"] and 0 <= ix < g["in_w"])
+                                    addr = 0 if pad else g["in_base"] + cg * g["in_h"] * \
+                                        g["in_w"] + iy * g["in_w"] + ix
+                                    last = k == g["k_h"] * g["k_w"] * g["cg_n"] - 1
+                                    items.append((addr, pad, og * g["kk"] + k, k == 0, last, og,
+                                                  py, px, (cy, cx) == (cys[0], cxs[0]),
+                                                  (cy, cx) == (cys[-1], cxs[-1])))
+                                    k += 1
+    return items
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_generator_walks_the_loop_nest(seed):
+    rng = np.random.default_rng(seed)
+    dut = WindowGen(Layouts(CONFIGS[0]))
+    in_h, in_w = int(rng.integers(2, 7)), int(rng.integers(2, 7))
+    k_h, k_w = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    p_h, p_w = int(rng.integers(0, k_h)), int(rng.integers(0, k_w))
+    s_h, s_w = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    conv_h, conv_w = out_size(in_h, k_h, s_h, p_h), out_size(in_w, k_w, s_w, p_w)
+    pk_h, pk_w = int(rng.integers(1, min(conv_h, 3) + 1)), int(rng.integers(1, min(conv_w, 3) + 1))
+    pp_h, pp_w = int(rng.integers(0, pk_h // 2 + 1)), int(rng.integers(0, pk_w // 2 + 1))
+    ps_h, ps_w = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    g = dict(cg_n=int(rng.integers(1, 3)), in_h=in_h, in_w=in_w, k_h=k_h, k_w=k_w, s_h=s_h,
+             s_w=s_w, p_h=p_h, p_w=p_w, conv_h=conv_h, conv_w=conv_w, pk_h=pk_h, pk_w=pk_w,
+             ps_h=ps_h, ps_w=ps_w, pp_h=pp_h, pp_w=pp_w, og_n=int(rng.integers(1, 3)),
+             out_h=out_size(conv_h, pk_h, ps_h, pp_h), out_w=out_size(conv_w, pk_w, ps_w, pp_w),
+             in_base=5)
+    g["kk"], g["hw_in"] = k_h * k_w * g["cg_n"], in_h * in_w
+    want = window_reference(g)
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    srng = random.Random(seed)
+
+    async def bench(ctx):
+        for name, value in g.items():
+            ctx.set(getattr(dut, name), value)
+        ctx.set(dut.w_base, 0)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        while len(got) < len(want):
+            ctx.set(dut.o.ready, srng.random() > 0.3)
+            *_, valid, ready, p = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            if valid and ready:
+                t = p.tag
+                got.append((p.act_addr, p.pad, p.w_addr, p.first, p.last, t.og, t.py, t.px,
+                            t.pool_first, t.pool_last))
+        ctx.set(dut.o.ready, 1)
+        for _ in range(3):
+            await ctx.tick()
+        assert ctx.get(dut.done) and not ctx.get(dut.o.valid)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [tuple(int(v) for v in item) for item in got] == \
+        [tuple(int(v) for v in item) for item in want]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_writer_stores_the_bank_layout(config):
+    rng = np.random.default_rng(4)
+    po, pi = config.pe_out, config.pe_in
+    out_c, out_h, out_w = int(rng.integers(1, 3 * po + 1)), 3, 2
+    og_n = -(-out_c // po)
+    full = rng.integers(-128, 128, (og_n * po, out_h, out_w)).astype(np.int8)
+    dut = Writer(Layouts(config))
+    groups = -(-out_c // pi)
+    depth = groups * out_h * out_w + 4
+    mem = Memory(shape=8 * pi, depth=depth, init=[])
+
+    class Top(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dut = dut
+            m.submodules.mem = mem
+            wp = mem.write_port(granularity=8)
+            m.d.comb += [wp.addr.eq(dut.wr_addr), wp.data.eq(dut.wr_data), wp.en.eq(dut.wr_en)]
+            return m
+    items = [dut.i.payload.shape().const({"y": full[og * po:(og + 1) * po, py, px].tolist(),
+                                          "tag": {"og": og, "py": py, "px": px}})
+             for og in range(og_n) for py in range(out_h) for px in range(out_w)]
+    rng_order = random.Random(5)
+    rng_order.shuffle(items)
+    sim = Simulator(Top())
+    sim.add_clock(1e-6)
+    srng = random.Random(6)
+
+    async def bench(ctx):
+        ctx.set(dut.out_base, 2)
+        ctx.set(dut.out_c, out_c)
+        ctx.set(dut.out_h, out_h)
+        ctx.set(dut.out_w, out_w)
+        for payload in items:
+            while srng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, payload)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+        await ctx.tick()
+        words = [ctx.get(mem.data[a]) for a in range(depth)]
+        got = b"".join(w.to_bytes(pi, "little") for w in words[2:2 + groups * out_h * out_w])
+        expected = full.copy()
+        expected[out_c:] = 0
+        np.testing.assert_array_equal(
+            layout.unpack_activation(got, (out_c, out_h, out_w), config), expected[:out_c])
+        assert bytes(layout.pack_activation(expected[:out_c], config)) == got
+    sim.add_testbench(bench)
+    sim.run()
