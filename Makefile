@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo clean
+.PHONY: install test test-all demo verilog clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ test-all: install          ## every tier, slow ones included
 
 demo: install              ## compile the committed LeNet and check it on the test split
 	$(PY) -m striate.cli demo
+
+verilog: install           ## Verilog of the default config in build/, lint, synthesis report
+	$(PY) -m striate.cli verilog -o build --lint --synth
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -70,6 +70,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_verilog(args) -> int:
+    """Write the accelerator's Verilog, lint it and print a generic synthesis report."""
+    from ..hw import export
+    from .config import AcceleratorConfig
+    config = AcceleratorConfig()
+    path = export.write_verilog(config, Path(args.output) / f"{export.TOP}.v")
+    print(f"wrote {path} ({path.stat().st_size:,} bytes) for {config}")
+    if args.lint:
+        left = export.lint(path)
+        waived = ", ".join(export.LINT_WAIVERS)
+        print(f"verilator --lint-only -Wall: {len(left)} warnings (waived: {waived})")
+        for line in left[:20]:
+            print("  " + line)
+        if left:
+            return 1
+    if args.synth:
+        report = export.synth_report(path)
+        cells = report["cells"]
+        print(f"yosys generic synthesis ({report['report']}):")
+        print(f"  cells: {sum(cells.values()):,} ({', '.join(f'{n} {k}' for k, n in sorted(cells.items(), key=lambda kv: -kv[1])[:8])}, ...)")
+        print("  multipliers: " + ", ".join(f"{n} x {w}" for w, n in report["multipliers"].items()))
+        print(f"  memory bits: {report['memory_bits']:,}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="striate", description="int8 ConvNet accelerator toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +111,11 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("-o", "--output")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("verilog", help="write, lint and synthesize the default accelerator")
+    p.add_argument("-o", "--output", default="build")
+    p.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
+    p.add_argument("--synth", action="store_true", help="print a yosys synthesis report")
+    p.set_defaults(func=cmd_verilog)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
