@@ -44,7 +44,7 @@ class Sequencer(wiring.Component):
         m.d.comb += self.desc.eq(raw)
         j = Signal(range(words + 2))
         layer_cycles = Signal(32)
-        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(layer_cycles)]
+        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(layer_cycles + 1)]  # + this cycle
         with m.If(self.busy):
             m.d.sync += [self.cycles.eq(self.cycles + 1), layer_cycles.eq(layer_cycles + 1),
                          self.busy_cycles.eq(self.busy_cycles + self.pe_busy)]

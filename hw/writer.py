@@ -15,7 +15,9 @@ class Writer(wiring.Component):
 
     With ``pe_out >= pe_in`` a pixel takes ``pe_out / pe_in`` write cycles; with fewer output
     than input lanes it fills part of a word through byte enables. Channels at or past ``out_c``
-    are written as zero. ``written`` pulses when a pixel is complete.
+    are written as zero. ``written`` pulses when a pixel is complete. The pixel being written is
+    held in a register and the next one is accepted in its last write cycle, so pixels arriving
+    at least ``pe_out / pe_in`` cycles apart never stall the pipeline.
     """
 
     def __init__(self, layouts: Layouts):
@@ -33,10 +35,12 @@ class Writer(wiring.Component):
         po, pi = self._l.config.pe_out, self._l.config.pe_in
         words = max(1, po // pi)                 # write cycles per pixel
         share = max(1, pi // po)                 # pixels sharing one word
-        tag = self.i.payload.tag
+        held = Signal.like(self.i.payload)
+        busy = Signal()
+        tag = held.tag
         sub = Signal(range(max(2, words)))
         group = Signal.like(tag.og)
-        ybits = self.i.payload.y.as_value()
+        ybits = held.y.as_value()
         if po >= pi:
             m.d.comb += group.eq(tag.og * words + sub)
             values = [Mux(tag.og * po + sub * pi + l < self.out_c,
@@ -51,10 +55,12 @@ class Writer(wiring.Component):
         m.d.comb += [
             self.wr_addr.eq(self.out_base + (group * self.out_h + tag.py) * self.out_w + tag.px),
             self.wr_data.eq(Cat(*[v[:8] for v in values])),
-            self.wr_en.eq(Mux(self.i.valid, enables, 0)),
+            self.wr_en.eq(Mux(busy, enables, 0)),
         ]
         last = sub == words - 1
-        m.d.comb += [self.i.ready.eq(last), self.written.eq(self.i.valid & last)]
-        with m.If(self.i.valid):
+        m.d.comb += [self.i.ready.eq(~busy | last), self.written.eq(busy & last)]
+        with m.If(busy):
             m.d.sync += sub.eq(Mux(last, 0, sub + 1))
+        with m.If(self.i.ready):
+            m.d.sync += [busy.eq(self.i.valid), held.eq(self.i.payload)]
         return m

@@ -16,6 +16,8 @@ from ..sw.config import AcceleratorConfig
 
 TOP = "striate_top"
 _SOURCES = Path(__file__).resolve().parents[1]
+# What the generator reads: all of hw/ and the definitions it imports from sw/.
+_SW_INPUTS = ("config.py", "descriptor.py", "memmap.py", "numerics.py", "errors.py")
 
 
 def cache_root() -> Path:
@@ -24,10 +26,10 @@ def cache_root() -> Path:
 
 def design_hash(config: AcceleratorConfig) -> str:
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for folder in ("hw", "sw"):
-        for path in sorted((_SOURCES / folder).glob("*.py")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
+    paths = sorted((_SOURCES / "hw").glob("*.py")) + [_SOURCES / "sw" / n for n in _SW_INPUTS]
+    for path in paths:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -7,6 +7,7 @@ import striate
 from striate.sim.cocotb_run import run_job, run_program
 from striate.sw import image, memmap
 from striate.sw.graph import QGraph
+from striate.sw.cycles import layer_cycles, layer_items, program_cycles, writer_bound
 from striate.sw.program import Program
 
 import rtl_cases
@@ -46,6 +47,10 @@ def test_lenet_on_test_images_every_layer_bit_exact(name, count, lenet, calibrat
     check_bit_exact(program, xq, results)
     cycles = {int(r["cycles"]) for r in results}
     assert len(cycles) == 1, "cycle counts must not depend on the data"
+    assert results[0]["layer_cycles"].tolist() == program_cycles(program)
+    assert int(results[0]["cycles"]) == sum(program_cycles(program))
+    assert int(results[0]["pe_busy"]) == sum(layer_items(l, program.config)
+                                             for l in program.layers)
     rows, whole = utilization_table(program, results[0])
     print(f"\nLeNet on {name} config ({program.config.macs_per_cycle} MACs/cycle):")
     for layer, cyc, ideal, util in rows:
@@ -68,6 +73,11 @@ def test_random_layer_chains_bit_exact(config_name, seed):
     results = run_program(program, xq, stall_prob=0.3, seed=seed)
     check_bit_exact(program, xq, results)
     assert all(out is not None for out in results[0]["outputs"])
+    for layer, cycles in zip(program.layers, results[0]["layer_cycles"]):
+        if writer_bound(layer, config):
+            assert cycles >= layer_cycles(layer, config)
+        else:
+            assert cycles == layer_cycles(layer, config)
 
 
 def _with(desc, **changes):

@@ -1,0 +1,79 @@
+"""Cycle model of the accelerator: what the hardware counters will read for a program.
+
+The window generator issues one item of work per cycle (`layer_items`). Around the items each
+layer spends a fixed ``LayerDescriptor.WORDS + 14`` cycles (descriptor fetch and checks:
+``WORDS + 4``; pipeline fill and drain and the done handshake: 10) plus ``writes_per_pixel`` cycles to store the last output pixel. The
+model is exact when no output pixel completes in fewer items than the writer needs cycles to
+store the previous one (`writer_bound` is False); otherwise backpressure adds cycles the model
+does not count, and it is a lower bound.
+"""
+
+from __future__ import annotations
+
+from .config import AcceleratorConfig
+from .descriptor import LayerDescriptor
+from .graph import QLayer
+
+FIXED = LayerDescriptor.WORDS + 14
+
+
+def _groups(n: int, lanes: int) -> int:
+    return -(-n // lanes)
+
+
+def _window_spans(out: int, kernel: int, stride: int, pad: int, size: int) -> list[int]:
+    """Number of conv rows (or columns) inside each pooling window along one axis."""
+    spans = []
+    for p in range(out):
+        start = p * stride - pad
+        spans.append(min(size, start + kernel) - max(0, start))
+    return spans
+
+
+def writes_per_pixel(config: AcceleratorConfig) -> int:
+    return max(1, config.pe_out // config.pe_in)
+
+
+def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Items per conv pixel: kernel positions times input channel groups."""
+    kh, kw = layer.kernel
+    return kh * kw * _groups(layer.in_shape[0], config.pe_in)
+
+
+def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Items (cycles of PE array work) the window generator issues for ``layer``."""
+    _, ch, cw = layer.conv_shape
+    _, oh, ow = layer.out_shape
+    if layer.pool == "none":
+        rows, cols = [1] * oh, [1] * ow
+    else:
+        rows = _window_spans(oh, layer.pool_kernel[0], layer.pool_stride[0],
+                             layer.pool_padding[0], ch)
+        cols = _window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
+                             layer.pool_padding[1], cw)
+    conv_pixels = sum(rows) * sum(cols)
+    return _groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
+        chunks_per_pixel(layer, config)
+
+
+def writer_bound(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """True when some output pixel takes fewer items than the writer needs cycles."""
+    if layer.pool == "none":
+        fewest = 1
+    else:
+        _, ch, cw = layer.conv_shape
+        _, oh, ow = layer.out_shape
+        fewest = min(_window_spans(oh, layer.pool_kernel[0], layer.pool_stride[0],
+                                   layer.pool_padding[0], ch)) * \
+            min(_window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
+                              layer.pool_padding[1], cw))
+    return fewest * chunks_per_pixel(layer, config) < writes_per_pixel(config)
+
+
+def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Predicted LAYER_CYCLES counter value (exact unless `writer_bound`)."""
+    return layer_items(layer, config) + FIXED + writes_per_pixel(config)
+
+
+def program_cycles(program) -> list[int]:
+    return [layer_cycles(layer, program.config) for layer in program.layers]
