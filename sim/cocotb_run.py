@@ -65,13 +65,16 @@ def run_job(config, load, runs, simulator="verilator", stall_prob=0.0, seed=0,
                "result": str(Path(tmp) / "result.npz")}
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job))
-        xml = runner.test(test_module="striate.sim.tb_accel", hdl_toplevel=build.TOP,
-                          build_dir=build_dir, test_dir=tmp,
-                          timescale=None if simulator == "verilator" else ("1ns", "1ps"),
-                          log_file=Path(tmp) / "sim.log",
-                          extra_env={"STRIATE_JOB": str(job_path),
-                                     "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
-        total, failed = get_results(xml)
+        try:
+            xml = runner.test(test_module="striate.sim.tb_accel", hdl_toplevel=build.TOP,
+                              build_dir=build_dir, test_dir=tmp,
+                              timescale=None if simulator == "verilator" else ("1ns", "1ps"),
+                              log_file=Path(tmp) / "sim.log",
+                              extra_env={"STRIATE_JOB": str(job_path),
+                                         "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
+            total, failed = get_results(xml)
+        except (SystemExit, RuntimeError):      # the runner exits when the testbench fails
+            total, failed = 0, 1
         if failed or not total or not Path(job["result"]).exists():
             log = (Path(tmp) / "sim.log").read_text()[-4000:]
             raise SimulationError(f"cocotb testbench failed on {simulator}:\n{log}")

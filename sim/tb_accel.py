@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 
 import numpy as np
 
@@ -68,12 +69,14 @@ async def _run_one(dut, bus, run, layers, timeout_cycles):
     await bus.write(memmap.address(memmap.REG, memmap.LAYERS), [layers])
     await bus.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
     await RisingEdge(dut.clk)
+    started = time.perf_counter()
     if int(dut.busy.value):
         await with_timeout(dut.busy.value_change, timeout_cycles * 10, "ns")
+    run_ns = int((time.perf_counter() - started) * 1e9)
     status = await bus.reg(memmap.STATUS)
     result = {"status": status, "error": await bus.reg(memmap.ERROR),
               "layer": await bus.reg(memmap.LAYER), "cycles": await bus.reg(memmap.CYCLES),
-              "pe_busy": await bus.reg(memmap.PE_BUSY),
+              "pe_busy": await bus.reg(memmap.PE_BUSY), "wall_ns": run_ns,
               "layer_cycles": await bus.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES),
                                              layers)}
     for k, (addr, count) in enumerate(run["outputs"]):
@@ -97,5 +100,5 @@ async def run_job(dut):
     for r, run in enumerate(job["runs"]):
         result = await _run_one(dut, bus, run, run["layers"], job["timeout_cycles"])
         for key, value in result.items():
-            saved[f"run{r}_{key}"] = np.asarray(value, np.uint32)
+            saved[f"run{r}_{key}"] = np.asarray(value, np.int64)
     np.savez(job["result"], **saved)
