@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo verilog clean
+.PHONY: install test test-all demo verilog cycles clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: install              ## compile the committed LeNet and check it on the te
 
 verilog: install           ## Verilog of the default config in build/, lint, synthesis report
 	$(PY) -m striate.cli verilog -o build --lint --synth
+
+cycles: install            ## LeNet per-layer cycles and utilization from the RTL
+	$(PY) -m pytest -q -s tests/test_rtl.py -k lenet
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

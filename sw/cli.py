@@ -54,7 +54,36 @@ def cmd_demo(args) -> int:
     print(f"float accuracy:        {np.mean(float_pred == yte):.4f}")
     print(f"int8 golden accuracy:  {np.mean(yq.argmax(1) == yte):.4f}")
     print(f"float/int8 agreement:  {np.mean(float_pred == yq.argmax(1)):.4f}")
+    if args.rtl_images:
+        _demo_rtl(program, program.quantize_input(xte[:args.rtl_images]), yte[:args.rtl_images])
     return 0
+
+
+def _demo_rtl(program, xq, labels) -> None:
+    """Run images on the accelerator RTL (Verilator under cocotb) and compare every layer."""
+    from ..sim.cocotb_run import run_program
+    from .cycles import program_cycles
+    print(f"running {len(xq)} images on the RTL (Verilator; the first run builds it) ...",
+          flush=True)
+    start = time.perf_counter()
+    results = run_program(program, xq)
+    wall = time.perf_counter() - start
+    acts = program.run_reference(xq, return_all=True)
+    exact = sum(all(np.array_equal(out, acts[i][n].reshape(out.shape))
+                    for i, out in enumerate(r["outputs"]) if out is not None)
+                for n, r in enumerate(results))
+    rtl_pred = np.array([r["outputs"][-1].reshape(-1).argmax() for r in results])
+    cycles = int(results[0]["cycles"])
+    macs = sum(layer.macs for layer in program.layers)
+    print(f"RTL accuracy:          {np.mean(rtl_pred == labels):.4f} ({len(labels)} images)")
+    print(f"bit-exact:             {exact}/{len(results)} images, every layer")
+    print(f"cycles/image:          {cycles:,} (model {sum(program_cycles(program)):,}); "
+          f"utilization {macs / program.config.macs_per_cycle / cycles:.1%}")
+    for layer, c in zip(program.layers, results[0]["layer_cycles"]):
+        ideal = layer.macs / program.config.macs_per_cycle
+        print(f"  {layer.name:<14} {int(c):>7,} cycles  ideal {ideal:>8,.0f}  "
+              f"utilization {ideal / int(c):6.1%}")
+    print(f"simulation: {wall:.1f} s for {len(results)} images")
 
 
 def cmd_train(args) -> int:
@@ -101,6 +130,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="compile the committed LeNet and check it on the test split")
     p.add_argument("-o", "--output", default="build/lenet-digits.stp")
     p.add_argument("--calibration", type=int, default=512, help="calibration images")
+    p.add_argument("--rtl-images", type=int, default=100,
+                   help="test images to run on the RTL (0: golden model only)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("compile", help="compile a registered model to a program file")
     p.add_argument("model")

@@ -24,3 +24,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr == ("striate: error: model name must be one of ['lenet-digits'], "
                              "not 'resnet'\n")
+
+
+def test_demo_checks_the_rtl_bit_exact(tmp_path):
+    result = run("demo", "-o", str(tmp_path / "lenet.stp"), "--rtl-images", "3")
+    assert result.returncode == 0, result.stderr
+    assert "bit-exact:             3/3 images, every layer" in result.stdout
+    assert "int8 golden accuracy:  0.9944" in result.stdout
