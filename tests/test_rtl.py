@@ -6,7 +6,8 @@ import pytest
 import striate
 from striate.sim.cocotb_run import run_job, run_program
 from striate.sw import image, memmap
-from striate.sw.graph import QGraph
+from striate.sw.graph import QGraph, QLayer
+from striate.sw.kernels import out_size
 from striate.sw.cycles import layer_cycles, layer_items, program_cycles, writer_bound
 from striate.sw.program import Program
 
@@ -145,3 +146,25 @@ def test_icarus_subset_lenet_and_random_chain(lenet_program, digits_test):
     program = Program(graph, SMALL)
     xr = rtl_cases.random_inputs(rng, 1, graph.input_shape)
     check_bit_exact(program, xr, run_program(program, xr, simulator="icarus", stall_prob=0.3))
+
+
+@pytest.mark.parametrize("config_name", ["default", "small"])
+def test_map_as_wide_as_the_configuration_allows(config_name):
+    """A map of ``max_width`` columns with a non-square kernel, stride 2 and padding."""
+    config = CONFIGS[config_name]
+    rng = np.random.default_rng(5)
+    c, h, w = 3, 4, config.max_width
+    kh, kw, sh, sw, ph, pw = 3, 7, 1, 2, 1, 3
+    ch, cw = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    layer = QLayer(
+        name="wide", op="conv", in_shape=(c, h, w), out_shape=(5, ch // 2, cw // 2), out_scale=1.0,
+        weight=rng.integers(-127, 128, (5, c, kh, kw)).astype(np.int8),
+        bias=rng.integers(-1000, 1000, 5).astype(np.int32),
+        mult=rng.integers(1 << 30, 1 << 31, 5).astype(np.int64),
+        shift=np.full(5, 40, np.int64), stride=(sh, sw), padding=(ph, pw), lo=0,
+        pool="max", pool_kernel=(2, 2), pool_stride=(2, 2))
+    graph = QGraph(layers=(layer,), input_shape=(c, h, w), input_scale=1.0,
+                   output_shape=layer.out_shape)
+    program = Program(graph, config)
+    xq = rtl_cases.random_inputs(rng, 1, graph.input_shape)
+    check_bit_exact(program, xq, run_program(program, xq))
