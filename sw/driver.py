@@ -1,0 +1,206 @@
+"""The host driver: one API for the accelerator on any transport.
+
+>>> dev = striate.open("verilator", config)          # doctest: +SKIP
+>>> dev.load(program)
+>>> yq = dev.run(program, xq)                         # same values as program.run_reference(xq)
+>>> dev.last_run.cycles, dev.last_run.utilization
+
+The driver speaks to the hardware only through a `Transport`: 32-bit bus reads and writes
+(`striate.sw.memmap`) and ``wait`` to let it run. Simulated hardware and a board over a serial
+line are transports; the driver does not know which one it has.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cycles as cycle_model
+from . import image, memmap
+from .config import AcceleratorConfig
+from .errors import StriateError
+
+
+class DeviceError(StriateError):
+    """The accelerator reported ERROR (the message decodes the code and names the layer)."""
+
+
+class DeviceTimeout(StriateError):
+    """The accelerator did not report DONE in time (the message names the layer it was on)."""
+
+
+class Transport(abc.ABC):
+    """Access to one accelerator's host bus."""
+
+    @abc.abstractmethod
+    def write(self, addr: int, words) -> None:
+        """Write consecutive 32-bit words from bus address ``addr`` on."""
+
+    @abc.abstractmethod
+    def read(self, addr: int, count: int = 1) -> np.ndarray:
+        """Read ``count`` consecutive 32-bit words (uint32) from ``addr`` on."""
+
+    @abc.abstractmethod
+    def wait(self, cycles: int) -> None:
+        """Let the accelerator run for about ``cycles`` clock cycles without bus traffic."""
+
+    def close(self) -> None:
+        """Release the simulator or port."""
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Hardware counters of one image: START to DONE, per layer, PE busy; with the ideal cycles
+    (MACs / peak MACs per cycle) they give utilization."""
+
+    cycles: int
+    layer_cycles: tuple
+    pe_busy: int
+    ideal_cycles: tuple
+    layer_names: tuple
+
+    @property
+    def utilization(self) -> dict:
+        """Per layer name and ``"network"``: ideal cycles / measured cycles."""
+        util = {name: ideal / measured for name, ideal, measured in
+                zip(self.layer_names, self.ideal_cycles, self.layer_cycles)}
+        util["network"] = sum(self.ideal_cycles) / self.cycles
+        return util
+
+
+class Device:
+    """An accelerator reached through ``transport``, generated for ``config``."""
+
+    def __init__(self, transport: Transport, config: AcceleratorConfig, name: str = "device"):
+        self.transport, self.config, self.name = transport, config, name
+        self.last_run: RunStats | None = None
+        self._loaded = None
+        found = self._reg(memmap.CONFIG_ID)
+        if found != memmap.config_id(config):
+            raise StriateError(f"{name} was generated for configuration id {found:#010x}, "
+                               f"not {memmap.config_id(config):#010x} ({config})")
+
+    def _reg(self, index: int) -> int:
+        return int(self.transport.read(memmap.address(memmap.REG, index))[0])
+
+    def load(self, program) -> None:
+        """Write the program's descriptors, parameters and weights (once per program)."""
+        if program.config != self.config:
+            raise StriateError(f"program was compiled for {program.config}, but the {self.name} "
+                               f"is {self.config}; recompile it for this configuration")
+        if self._reg(memmap.STATUS) & memmap.BUSY:
+            raise StriateError(f"{self.name} is busy; cannot load a program")
+        for addr, words in image.program_image(program):
+            self.transport.write(addr, words)
+        self._loaded = program
+
+    def run(self, program, xq, return_all: bool = False, timeout_cycles: int | None = None,
+            progress=None):
+        """Run int8 ``N x C x H x W`` images; return the output like `Program.run_reference`.
+
+        With ``return_all``, the list of every layer's output (``N x ...``; a layer whose output a
+        later layer overwrote in the activation banks is ``None``). ``timeout_cycles`` bounds
+        each image (default: four times the cycle model's prediction plus 10,000).
+        ``progress``, if given, is called with the number of images done.
+        """
+        if program is not self._loaded:
+            self.load(program)
+        xq = np.asarray(xq)
+        if xq.dtype != np.int8 or tuple(xq.shape[1:]) != tuple(program.graph.input_shape):
+            raise StriateError(f"input must be int8 N x {' x '.join(map(str, program.graph.input_shape))},"
+                               f" not {xq.dtype} {' x '.join(map(str, xq.shape))}")
+        predicted = sum(cycle_model.program_cycles(program))
+        budget = timeout_cycles if timeout_cycles is not None else 4 * predicted + 10_000
+        n_layers = len(program.layers)
+        keep = [i for i in range(n_layers) if return_all and program.plan.preserved[i]]
+        keep = sorted(set(keep) | {n_layers - 1})
+        outs = {i: [] for i in keep}
+        for k, x in enumerate(xq):
+            self._start(program, x)
+            self._wait_done(program, min(predicted, budget), budget)
+            for i in keep:
+                addr, count = image.output_location(program, i)
+                outs[i].append(image.decode_output(program, i, self.transport.read(addr, count)))
+            self.last_run = self._stats(program)
+            if progress:
+                progress(k + 1)
+        stacked = {i: np.stack(v) for i, v in outs.items()}
+        final = stacked[n_layers - 1].reshape(len(xq), *program.graph.output_shape)
+        if not return_all:
+            return final
+        result = [stacked.get(i) for i in range(n_layers)]
+        result[-1] = final
+        return result
+
+    def _start(self, program, x) -> None:
+        addr, words = image.input_image(program, x)
+        self.transport.write(addr, words)
+        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [len(program.layers)])
+        self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
+
+    def _wait_done(self, program, first_wait: int, budget: int) -> None:
+        waited = 0
+        step = max(64, first_wait)
+        while True:
+            status = self._reg(memmap.STATUS)
+            if status & memmap.FAILED:
+                code, layer = self._reg(memmap.ERROR), self._reg(memmap.LAYER)
+                raise DeviceError(
+                    f"{self.name} stopped with error {code} "
+                    f"({memmap.ERRORS.get(code, 'unknown code')}) at layer {layer}"
+                    f"{self._layer_name(program, layer)}")
+            if status & memmap.DONE and not status & memmap.BUSY:
+                return
+            if waited >= budget:
+                layer = self._reg(memmap.LAYER)
+                raise DeviceTimeout(f"{self.name} did not finish within {budget:,} cycles; it was "
+                                    f"on layer {layer}{self._layer_name(program, layer)}")
+            self.transport.wait(min(step, budget - waited))
+            waited += min(step, budget - waited)
+            step = max(64, first_wait // 8)
+
+    @staticmethod
+    def _layer_name(program, index: int) -> str:
+        if 0 <= index < len(program.layers):
+            return f" ('{program.layers[index].name}')"
+        return ""
+
+    def _stats(self, program) -> RunStats:
+        n = len(program.layers)
+        layer_cycles = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES), n)
+        return RunStats(cycles=self._reg(memmap.CYCLES),
+                        layer_cycles=tuple(int(c) for c in layer_cycles),
+                        pe_busy=self._reg(memmap.PE_BUSY),
+                        ideal_cycles=tuple(l.macs / self.config.macs_per_cycle
+                                           for l in program.layers),
+                        layer_names=tuple(l.name for l in program.layers))
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+BACKENDS = ("verilator", "pysim", "cocotb")
+
+
+def open(backend: str = "verilator", config: AcceleratorConfig | None = None) -> Device:
+    """Open an accelerator: a simulated one (``"verilator"``, ``"pysim"``, ``"cocotb"``) built
+    for ``config`` (default `AcceleratorConfig()`)."""
+    config = AcceleratorConfig() if config is None else config
+    if backend == "verilator":
+        from ..sim.fastsim import VerilatorTransport
+        return Device(VerilatorTransport(config), config, "verilator simulation")
+    if backend == "pysim":
+        from ..sim.pysim import PysimTransport
+        return Device(PysimTransport(config), config, "Amaranth simulation")
+    if backend == "cocotb":
+        from ..sim.cocotb_transport import CocotbTransport
+        return Device(CocotbTransport(config), config, "cocotb simulation")
+    raise StriateError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
