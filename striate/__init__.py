@@ -18,9 +18,9 @@ from .sw.fileformat import load_program
 from .sw.program import Program
 
 _LAZY = {"compile": ("striate.sw.compiler", "compile"), "datasets": ("striate.sw.datasets", None),
-         "models": ("striate.models", None)}
+         "models": ("striate.models", None), "open": ("striate.sw.driver", "open")}
 
-__all__ = ["compile", "load_program", "Program", "AcceleratorConfig", "datasets", "models",
+__all__ = ["compile", "open", "load_program", "Program", "AcceleratorConfig", "datasets", "models",
            "StriateError", "UnsupportedLayerError", "ProgramFormatError", "QuantizationError",
            "MappingError", "ConfigError"]
 

@@ -135,6 +135,8 @@ class Device:
         return result
 
     def _start(self, program, x) -> None:
+        if self._reg(memmap.STATUS) & memmap.BUSY:
+            raise StriateError(f"{self.name} is busy (still running an earlier start)")
         addr, words = image.input_image(program, x)
         self.transport.write(addr, words)
         self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [len(program.layers)])

@@ -1,0 +1,101 @@
+"""The host driver on the three simulated backends."""
+
+import re
+
+import numpy as np
+import pytest
+
+import striate
+from striate.sw import memmap
+from striate.sw.driver import Device, DeviceError, DeviceTimeout
+from striate.sw.program import Program
+
+import rtl_cases
+from test_rtl import SMALL
+
+
+@pytest.fixture(scope="module")
+def verilator_default():
+    with striate.open("verilator") as dev:
+        yield dev
+
+
+def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default, lenet_program,
+                                                               digits_test):
+    xq = lenet_program.quantize_input(digits_test[0])
+    yq = verilator_default.run(lenet_program, xq)
+    np.testing.assert_array_equal(yq, lenet_program.run_reference(xq))
+    run = verilator_default.last_run
+    assert run.layer_cycles == (1820, 12828, 540, 44) and run.cycles == 15232
+    assert run.utilization["network"] == pytest.approx(14922 / 15232)
+    assert run.utilization["features.4"] > 0.99
+
+
+def test_return_all_gives_every_layer(verilator_default, lenet_program, digits_test):
+    xq = lenet_program.quantize_input(digits_test[0][:5])
+    got = verilator_default.run(lenet_program, xq, return_all=True)
+    for a, b in zip(got, lenet_program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape))
+
+
+def test_three_backends_agree_with_each_other_and_the_golden_model():
+    graph, rng = rtl_cases.random_chain(21, layers=3, max_channels=6, max_width=7)
+    program = Program(graph, SMALL)
+    xq = rtl_cases.random_inputs(rng, 2, graph.input_shape)
+    reference = program.run_reference(xq, return_all=True)
+    stats = {}
+    for backend in ("verilator", "pysim", "cocotb"):
+        with striate.open(backend, SMALL) as dev:
+            outs = dev.run(program, xq, return_all=True)
+            stats[backend] = dev.last_run
+        for got, want in zip(outs, reference):
+            np.testing.assert_array_equal(got, want)
+    assert stats["verilator"] == stats["pysim"] == stats["cocotb"]
+
+
+def test_program_for_another_config_is_refused(verilator_default, lenet, calibration):
+    other = striate.compile(lenet, calibration[:32], SMALL)
+    with pytest.raises(striate.StriateError, match=re.escape(
+            "program was compiled for AcceleratorConfig(pe_out=4, pe_in=2")):
+        verilator_default.load(other)
+
+
+def test_device_of_another_config_is_refused(verilator_default):
+    with pytest.raises(striate.StriateError, match="was generated for configuration id 0x"):
+        Device(verilator_default.transport, SMALL)
+
+
+def test_device_error_is_decoded(verilator_default, lenet_program, digits_test):
+    dev = verilator_default
+    dev.load(lenet_program)
+    bad = type(lenet_program.descriptors[1])(**{**lenet_program.descriptors[1].__dict__,
+                                                "pool": 3})
+    words = bad.to_words()
+    dev.transport.write(memmap.address(memmap.PROGRAM, len(words)), words)
+    xq = lenet_program.quantize_input(digits_test[0][:1])
+    with pytest.raises(DeviceError, match=re.escape(
+            "stopped with error 1 (unknown op or pool code) at layer 1 ('features.4')")):
+        dev.run(lenet_program, xq)
+    dev.load(lenet_program)     # reloading repairs the program memory
+    np.testing.assert_array_equal(dev.run(lenet_program, xq), lenet_program.run_reference(xq))
+
+
+def test_timeout_names_the_layer(verilator_default, lenet_program, digits_test):
+    dev = verilator_default
+    xq = lenet_program.quantize_input(digits_test[0][:1])
+    with pytest.raises(DeviceTimeout, match=re.escape(
+            "did not finish within 5,000 cycles; it was on layer 1 ('features.4')")):
+        dev.run(lenet_program, xq, timeout_cycles=5000)
+    with pytest.raises(striate.StriateError, match="is busy"):
+        dev.run(lenet_program, xq)
+    dev.transport.wait(20_000)
+    np.testing.assert_array_equal(dev.run(lenet_program, xq), lenet_program.run_reference(xq))
+
+
+def test_bad_input_and_backend_names(verilator_default, lenet_program):
+    with pytest.raises(striate.StriateError, match=re.escape(
+            "input must be int8 N x 1 x 16 x 16, not float32 2 x 1 x 16 x 16")):
+        verilator_default.run(lenet_program, np.zeros((2, 1, 16, 16), np.float32))
+    with pytest.raises(striate.StriateError, match="backend must be one of verilator, pysim, "
+                                                   "cocotb, not 'fpga'"):
+        striate.open("fpga")
