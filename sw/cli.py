@@ -1,4 +1,4 @@
-"""The ``striate`` command line."""
+"""The ``striate`` command line. User errors print one line and exit with status 2."""
 
 from __future__ import annotations
 
@@ -12,17 +12,98 @@ import numpy as np
 from .errors import StriateError
 
 
-def _load_model(name: str):
-    from .. import models
-    return models.load(name)
+def _progress(total: int, what: str):
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=what, unit="img", leave=False, file=sys.stderr,
+               disable=not sys.stderr.isatty())
+    return bar
+
+
+def simulate(program, backend: str = "verilator", images: int | None = None, log=print) -> dict:
+    """Run the program's data set test split (or its first ``images``) on ``backend`` and
+    compare with the golden model, every layer. Returns a summary dict."""
+    import torch
+    from .datasets import digits
+    from .driver import open as open_device
+    from .modelspec import float_model
+    if program.metadata.get("dataset", "digits") != "digits":
+        raise StriateError("simulate needs a program compiled for the digits data set")
+    x, y = digits("test")
+    x, y = x[:images], y[:images]
+    xq = program.quantize_input(x)
+    start = time.perf_counter()
+    device = open_device(backend, program.config)
+    open_s = time.perf_counter() - start
+    bar = _progress(len(xq), f"{backend} simulation")
+    start = time.perf_counter()
+    with device:
+        outs = device.run(program, xq, return_all=True, progress=lambda n: bar.update(1))
+        stats = device.last_run
+        cycles_simulated = getattr(device.transport, "cycles", None)
+    run_s = time.perf_counter() - start
+    bar.close()
+    golden = program.run_reference(xq, return_all=True)
+    exact = np.ones(len(xq), bool)
+    for got, want in zip(outs, golden):
+        if got is not None:
+            exact &= np.array([np.array_equal(g, w.reshape(g.shape)) for g, w in zip(got, want)])
+    summary = {"images": len(xq), "backend": backend, "bit_exact": int(exact.sum()),
+               "golden_accuracy": float(np.mean(golden[-1].reshape(len(xq), -1).argmax(1) == y)),
+               "rtl_accuracy": float(np.mean(outs[-1].reshape(len(xq), -1).argmax(1) == y)),
+               "stats": stats, "open_s": open_s, "run_s": run_s,
+               "cycles_per_s": (cycles_simulated / run_s) if cycles_simulated else None,
+               "layer_outputs": outs, "x": x, "y": y}
+    model = float_model(program)
+    if model is not None:
+        with torch.no_grad():
+            pred = model(torch.from_numpy(x)).argmax(1).numpy()
+        summary["float_accuracy"] = float(np.mean(pred == y))
+    return summary
+
+
+def print_summary(program, s: dict) -> None:
+    stats = s["stats"]
+    if "float_accuracy" in s:
+        print(f"float accuracy:        {s['float_accuracy']:.4f}")
+    print(f"int8 golden accuracy:  {s['golden_accuracy']:.4f}")
+    print(f"RTL accuracy:          {s['rtl_accuracy']:.4f} ({s['backend']} backend)")
+    print(f"bit-exact:             {s['bit_exact']}/{s['images']} images, every layer")
+    util = stats.utilization
+    print(f"cycles/image:          {stats.cycles:,}; utilization {util['network']:.1%} of "
+          f"{program.config.macs_per_cycle} MACs/cycle")
+    for name, ideal, cyc in zip(stats.layer_names, stats.ideal_cycles, stats.layer_cycles):
+        print(f"  {name:<14} {cyc:>8,} cycles  ideal {ideal:>9,.0f}  utilization {util[name]:6.1%}")
+    speed = f", {s['cycles_per_s']:,.0f} simulated cycles/s" if s.get("cycles_per_s") else ""
+    print(f"simulation:            {s['run_s']:.1f} s for {s['images']} images{speed}")
+
+
+def report(program, summary: dict, out_dir: Path, sqnr_images: int = 100) -> tuple:
+    """Write the per-layer report and feature-map pictures of the first simulated image."""
+    from . import report as rep
+    from .modelspec import float_model
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = float_model(program)
+    sqnr = rep.sqnr_db(program, model, summary["x"][:sqnr_images]) if model is not None else None
+    rows = rep.layer_rows(program, summary["stats"], sqnr)
+    first = [None if o is None else o[0].reshape(layer.out_shape)
+             for o, layer in zip(summary["layer_outputs"], program.layers)]
+    pictures = rep.feature_map_figures(program, summary["x"][0], first, out_dir,
+                                       label=int(summary["y"][0]))
+    text = (f"{summary['images']} test images on the {summary['backend']} backend: "
+            f"bit-exact {summary['bit_exact']}/{summary['images']}, "
+            f"{summary['stats'].cycles:,} cycles/image, utilization "
+            f"{summary['stats'].utilization['network']:.1%}; SQNR on {sqnr_images} images")
+    return rep.write_report(program, rows, pictures, out_dir, text)
 
 
 def cmd_compile(args) -> int:
     from .compiler import compile as compile_model
-    from .datasets import digits
-    model = _load_model(args.model)
-    calibration = digits("train")[0][:args.calibration]
-    program = compile_model(model, calibration)
+    from .modelspec import resolve
+    spec = resolve(args.model, args.calibration)
+    program = compile_model(spec.module, spec.calibration)
+    program.metadata.update({"model": spec.name, **({"dataset": spec.dataset}
+                                                    if spec.dataset else {})})
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     program.save(args.output)
     print(program.summary())
@@ -30,60 +111,49 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Compile the committed LeNet and check the int8 golden model on the whole test split."""
-    import torch
-    from .compiler import compile as compile_model
-    from .datasets import digits
-    model = _load_model("lenet-digits")
-    (xtr, _), (xte, yte) = digits("train"), digits("test")
-    start = time.perf_counter()
-    program = compile_model(model, xtr[:args.calibration])
-    compile_s = time.perf_counter() - start
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    program.save(out)
-    with torch.no_grad():
-        float_pred = model(torch.from_numpy(xte)).argmax(1).numpy()
-    yq = program.run_reference(program.quantize_input(xte))
-    cfg = program.config
-    print(f"striate demo: lenet-digits on the {len(yte)}-image digits test split")
-    print(f"accelerator config: {cfg.pe_out}x{cfg.pe_in} PE array ({cfg.macs_per_cycle} MACs/cycle)")
-    print(program.summary())
-    print(f"program: {out} ({out.stat().st_size:,} bytes), compiled in {compile_s:.2f} s")
-    print(f"float accuracy:        {np.mean(float_pred == yte):.4f}")
-    print(f"int8 golden accuracy:  {np.mean(yq.argmax(1) == yte):.4f}")
-    print(f"float/int8 agreement:  {np.mean(float_pred == yq.argmax(1)):.4f}")
-    if args.rtl_images:
-        _demo_rtl(program, program.quantize_input(xte[:args.rtl_images]), yte[:args.rtl_images])
+def _load(path):
+    from .fileformat import load_program
+    return load_program(path)
+
+
+def cmd_simulate(args) -> int:
+    program = _load(args.program)
+    print_summary(program, simulate(program, args.backend, args.images))
     return 0
 
 
-def _demo_rtl(program, xq, labels) -> None:
-    """Run images on the accelerator RTL (Verilator under cocotb) and compare every layer."""
-    from ..sim.cocotb_run import run_program
-    from .cycles import program_cycles
-    print(f"running {len(xq)} images on the RTL (Verilator; the first run builds it) ...",
-          flush=True)
+def cmd_report(args) -> int:
+    program = _load(args.program)
+    summary = simulate(program, args.backend, args.images)
+    md, page = report(program, summary, Path(args.output))
+    print(f"wrote {md} and {page} with the feature maps of digit {int(summary['y'][0])}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Compile the committed LeNet, run the whole test split on the RTL, write the report."""
+    from .compiler import compile as compile_model
+    from .modelspec import resolve
+    spec = resolve("lenet-digits", args.calibration)
     start = time.perf_counter()
-    results = run_program(program, xq)
-    wall = time.perf_counter() - start
-    acts = program.run_reference(xq, return_all=True)
-    exact = sum(all(np.array_equal(out, acts[i][n].reshape(out.shape))
-                    for i, out in enumerate(r["outputs"]) if out is not None)
-                for n, r in enumerate(results))
-    rtl_pred = np.array([r["outputs"][-1].reshape(-1).argmax() for r in results])
-    cycles = int(results[0]["cycles"])
-    macs = sum(layer.macs for layer in program.layers)
-    print(f"RTL accuracy:          {np.mean(rtl_pred == labels):.4f} ({len(labels)} images)")
-    print(f"bit-exact:             {exact}/{len(results)} images, every layer")
-    print(f"cycles/image:          {cycles:,} (model {sum(program_cycles(program)):,}); "
-          f"utilization {macs / program.config.macs_per_cycle / cycles:.1%}")
-    for layer, c in zip(program.layers, results[0]["layer_cycles"]):
-        ideal = layer.macs / program.config.macs_per_cycle
-        print(f"  {layer.name:<14} {int(c):>7,} cycles  ideal {ideal:>8,.0f}  "
-              f"utilization {ideal / int(c):6.1%}")
-    print(f"simulation: {wall:.1f} s for {len(results)} images")
+    program = compile_model(spec.module, spec.calibration)
+    compile_s = time.perf_counter() - start
+    program.metadata.update({"model": spec.name, "dataset": "digits"})
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    program.save(out)
+    cfg = program.config
+    print(f"striate demo: lenet-digits, {cfg.pe_out}x{cfg.pe_in} PE array "
+          f"({cfg.macs_per_cycle} MACs/cycle)")
+    print(program.summary())
+    print(f"program: {out} ({out.stat().st_size:,} bytes), compiled in {compile_s:.2f} s")
+    print(f"running {args.images or 'all'} test images on the RTL ({args.backend}; the first run "
+          "builds the model) ...", flush=True)
+    summary = simulate(program, args.backend, args.images)
+    print_summary(program, summary)
+    md, page = report(program, summary, Path(args.report))
+    print(f"report: {page} (and {md}), feature maps in {Path(args.report) / 'feature_maps.png'}")
+    return 0 if summary["bit_exact"] == summary["images"] else 1
 
 
 def cmd_train(args) -> int:
@@ -108,36 +178,54 @@ def cmd_verilog(args) -> int:
     print(f"wrote {path} ({path.stat().st_size:,} bytes) for {config}")
     if args.lint:
         left = export.lint(path)
-        waived = ", ".join(export.LINT_WAIVERS)
-        print(f"verilator --lint-only -Wall: {len(left)} warnings (waived: {waived})")
+        print(f"verilator --lint-only -Wall: {len(left)} warnings (waived: "
+              f"{', '.join(export.LINT_WAIVERS)})")
         for line in left[:20]:
             print("  " + line)
         if left:
             return 1
     if args.synth:
-        report = export.synth_report(path)
-        cells = report["cells"]
-        print(f"yosys generic synthesis ({report['report']}):")
-        print(f"  cells: {sum(cells.values()):,} ({', '.join(f'{n} {k}' for k, n in sorted(cells.items(), key=lambda kv: -kv[1])[:8])}, ...)")
-        print("  multipliers: " + ", ".join(f"{n} x {w}" for w, n in report["multipliers"].items()))
-        print(f"  memory bits: {report['memory_bits']:,}")
+        rep = export.synth_report(path)
+        top = sorted(rep["cells"].items(), key=lambda kv: -kv[1])[:8]
+        print(f"yosys generic synthesis ({rep['report']}):")
+        print(f"  cells: {sum(rep['cells'].values()):,} ("
+              + ", ".join(f"{n} {k}" for k, n in top) + ", ...)")
+        print("  multipliers: " + ", ".join(f"{n} x {w}" for w, n in rep["multipliers"].items()))
+        print(f"  memory bits: {rep['memory_bits']:,}")
     return 0
 
 
-def main(argv=None) -> int:
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    run_bench(Path(args.output), images=args.images)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="striate", description="int8 ConvNet accelerator toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="compile the committed LeNet and check it on the test split")
+    backends = ["verilator", "pysim", "cocotb"]
+    p = sub.add_parser("demo", help="compile the committed LeNet and run the test split on the RTL")
     p.add_argument("-o", "--output", default="build/lenet-digits.stp")
+    p.add_argument("--report", default="build/report")
     p.add_argument("--calibration", type=int, default=512, help="calibration images")
-    p.add_argument("--rtl-images", type=int, default=100,
-                   help="test images to run on the RTL (0: golden model only)")
+    p.add_argument("--images", type=int, default=None, help="test images (default: all 360)")
+    p.add_argument("--backend", choices=backends, default="verilator")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("compile", help="compile a registered model to a program file")
+    p = sub.add_parser("compile", help="compile a model (registered name or .py file)")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--calibration", type=int, default=512, help="calibration images")
     p.set_defaults(func=cmd_compile)
+    for name, func, text in (("simulate", cmd_simulate, "accuracy, bit-exactness and cycles"),
+                             ("report", cmd_report, "per-layer report with feature maps")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("program")
+        p.add_argument("--backend", choices=backends, default="verilator")
+        p.add_argument("--images", type=int, default=None, help="test images (default: all)")
+        if name == "report":
+            p.add_argument("-o", "--output", default="report")
+        p.set_defaults(func=func)
     p = sub.add_parser("train", help="retrain a registered model (reproduces committed weights)")
     p.add_argument("model")
     p.add_argument("-o", "--output")
@@ -147,7 +235,15 @@ def main(argv=None) -> int:
     p.add_argument("--lint", action="store_true", help="run verilator --lint-only -Wall")
     p.add_argument("--synth", action="store_true", help="print a yosys synthesis report")
     p.set_defaults(func=cmd_verilog)
-    args = parser.parse_args(argv)
+    p = sub.add_parser("bench", help="benchmarks: cycles, simulator speeds, golden model speed")
+    p.add_argument("-o", "--output", default="build/bench.json")
+    p.add_argument("--images", type=int, default=360)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except StriateError as exc:

@@ -51,7 +51,8 @@ def _encode(program) -> bytes:
     g = program.graph
     header = {"config": program.config.to_dict(), "input_shape": list(g.input_shape),
               "input_scale": g.input_scale, "output_shape": list(g.output_shape),
-              "input_im2col": list(g.input_im2col), "layers": layers}
+              "input_im2col": list(g.input_im2col), "metadata": program.metadata,
+              "layers": layers}
     text = json.dumps(header, sort_keys=True).encode()
     return struct.pack("<I", len(text)) + text + bytes(blob)
 
@@ -140,7 +141,7 @@ def load_program(path):
                        input_scale=float(header["input_scale"]),
                        output_shape=tuple(header["output_shape"]),
                        input_im2col=tuple(int(v) for v in header["input_im2col"]))
-        program = Program(graph, config)
+        program = Program(graph, config, header.get("metadata", {}))
     except ProgramFormatError:
         raise
     except (StriateError, KeyError, TypeError, ValueError, struct.error) as exc:

@@ -30,9 +30,10 @@ class Program:
     plan : MemoryPlan
     """
 
-    def __init__(self, graph: QGraph, config: AcceleratorConfig):
+    def __init__(self, graph: QGraph, config: AcceleratorConfig, metadata: dict | None = None):
         self.graph = graph
         self.config = config
+        self.metadata = dict(metadata or {})   # e.g. {"model": "lenet-digits"}; saved with it
         self.plan: MemoryPlan = plan_memory(graph, config)
         self.descriptors = tuple(describe(layer, i, self.plan)
                                  for i, layer in enumerate(graph.layers))
