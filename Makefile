@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo verilog cycles clean
+.PHONY: install test test-all demo bench verilog cycles clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ test-all: install          ## every tier, slow ones included
 
 demo: install              ## compile the committed LeNet and check it on the test split
 	$(PY) -m striate.cli demo
+
+bench: install             ## cycles, simulator speeds, golden vs PyTorch speed -> build/bench.json
+	$(PY) -m striate.cli bench -o build/bench.json
 
 verilog: install           ## Verilog of the default config in build/, lint, synthesis report
 	$(PY) -m striate.cli verilog -o build --lint --synth

@@ -35,9 +35,13 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
     rows, plan, cfg = [], program.plan, program.config
     for i, layer in enumerate(program.layers):
         (kh, kw), pool = layer.kernel, layer.pool
-        op = f"conv {kh}x{kw}/{layer.stride[0]}" + (f" + {pool} pool {layer.pool_kernel[0]}x"
-                                                    f"{layer.pool_kernel[1]}" if pool != "none"
-                                                    else "")
+        if i == 0 and program.graph.input_im2col:     # unfolded on the host
+            kh, kw, sh = program.graph.input_im2col[:3]
+            op = f"conv {kh}x{kw}/{sh} (unfolded on the host)"
+        else:
+            op = f"conv {kh}x{kw}/{layer.stride[0]}"
+        if pool != "none":
+            op += f" + {pool} pool {layer.pool_kernel[0]}x{layer.pool_kernel[1]}"
         measured = stats.layer_cycles[i] if stats else None
         ideal = layer.macs / cfg.macs_per_cycle
         rows.append({

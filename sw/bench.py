@@ -1,0 +1,85 @@
+"""``make bench``: cycles, simulator speeds and software speeds on the committed LeNet.
+
+Wall-clock figures are reported as ratios or rates measured in one run on a shared machine;
+hardware cycle counts are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _best_of(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run_bench(out: Path, images: int = 360, log=print) -> dict:
+    import torch
+    from .compiler import compile as compile_model
+    from .datasets import digits
+    from .driver import open as open_device
+    from .modelspec import resolve
+    spec = resolve("lenet-digits")
+    compile_s = _best_of(lambda: compile_model(spec.module, spec.calibration))
+    program = compile_model(spec.module, spec.calibration)
+    x, _ = digits("test")
+    x = x[:images]
+    xq = program.quantize_input(x)
+    golden_s = _best_of(lambda: program.run_reference(xq))
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        torch_s = _best_of(lambda: spec.module(xt))
+
+    speeds, stats = {}, None
+    for backend, n in (("verilator", len(xq)), ("cocotb", 2), ("pysim", 1)):
+        with open_device(backend, program.config) as dev:
+            dev.load(program)
+            start = time.perf_counter()
+            dev.run(program, xq[:n])
+            wall = time.perf_counter() - start
+            stats = stats or dev.last_run
+            speeds[backend] = {"images": n, "wall_s": wall,
+                               "cycles_per_s": dev.last_run.cycles * n / wall}
+    fastest = max(v["cycles_per_s"] for v in speeds.values())
+    result = {
+        "model": "lenet-digits", "config": program.config.to_dict(),
+        "layers": [{"name": name, "ideal_cycles": ideal, "measured_cycles": measured,
+                    "utilization": ideal / measured}
+                   for name, ideal, measured in zip(stats.layer_names, stats.ideal_cycles,
+                                                    stats.layer_cycles)],
+        "cycles_per_image": stats.cycles, "utilization": stats.utilization["network"],
+        "simulators": {k: {**v, "ratio_to_fastest": v["cycles_per_s"] / fastest}
+                       for k, v in speeds.items()},
+        "test_split_on_verilator_s": speeds["verilator"]["wall_s"],
+        "golden_images_per_s": len(xq) / golden_s, "torch_float_images_per_s": len(xq) / torch_s,
+        "compile_s": compile_s,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    log(f"striate bench: lenet-digits on {program.config.pe_out}x{program.config.pe_in} "
+        f"({program.config.macs_per_cycle} MACs/cycle)")
+    log(f"{'layer':<14} {'ideal':>8} {'measured':>9} {'utilization':>12}")
+    for row in result["layers"]:
+        log(f"{row['name']:<14} {row['ideal_cycles']:>8,.0f} {row['measured_cycles']:>9,} "
+            f"{row['utilization']:>12.1%}")
+    log(f"{'network':<14} {sum(r['ideal_cycles'] for r in result['layers']):>8,.0f} "
+        f"{stats.cycles:>9,} {stats.utilization['network']:>12.1%}")
+    log(f"{'simulator':<10} {'cycles/s':>12} {'vs fastest':>11}")
+    for name, v in result["simulators"].items():
+        log(f"{name:<10} {v['cycles_per_s']:>12,.0f} {v['ratio_to_fastest']:>11.4f}")
+    log(f"whole test split ({len(xq)} images) on verilator: {result['test_split_on_verilator_s']:.1f} s")
+    log(f"golden model {result['golden_images_per_s']:,.0f} images/s, PyTorch float "
+        f"{result['torch_float_images_per_s']:,.0f} images/s "
+        f"(ratio {result['golden_images_per_s'] / result['torch_float_images_per_s']:.2f})")
+    log(f"compile: {compile_s:.2f} s; written to {out}")
+    return result

@@ -1,0 +1,16 @@
+"""`make bench` still runs (slow tier: it times every simulator)."""
+
+import json
+
+import pytest
+
+from striate.sw.bench import run_bench
+
+
+@pytest.mark.slow
+def test_bench_writes_its_table(tmp_path):
+    result = run_bench(tmp_path / "bench.json", images=4, log=lambda line: None)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["cycles_per_image"] == result["cycles_per_image"] == 15232
+    assert set(saved["simulators"]) == {"verilator", "cocotb", "pysim"}
+    assert max(v["ratio_to_fastest"] for v in saved["simulators"].values()) == 1.0
