@@ -1,9 +1,9 @@
-"""The host driver: one API for the accelerator on any transport.
+"""The host driver: one API for the accelerator on any transport::
 
->>> dev = striate.open("verilator", config)          # doctest: +SKIP
->>> dev.load(program)
->>> yq = dev.run(program, xq)                         # same values as program.run_reference(xq)
->>> dev.last_run.cycles, dev.last_run.utilization
+    dev = striate.open("verilator", config)
+    dev.load(program)
+    yq = dev.run(program, xq)                 # same values as program.run_reference(xq)
+    dev.last_run.cycles, dev.last_run.utilization
 
 The driver speaks to the hardware only through a `Transport`: 32-bit bus reads and writes
 (`striate.sw.memmap`) and ``wait`` to let it run. Simulated hardware and a board over a serial
