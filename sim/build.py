@@ -37,15 +37,22 @@ def design_dir(config: AcceleratorConfig) -> Path:
     return cache_root() / f"rtl-{design_hash(config)}"
 
 
-def verilog(config: AcceleratorConfig) -> Path:
-    """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed."""
-    folder = design_dir(config)
+def verilog(config: AcceleratorConfig, uart_divisor: int | None = None) -> Path:
+    """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
+    accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
+    bridge (ports ``rx`` and ``tx``)."""
+    folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
-        from ..hw.top import Accelerator
+        if uart_divisor:
+            from ..hw.uart_top import UartAccelerator
+            design = UartAccelerator(config, uart_divisor)
+        else:
+            from ..hw.top import Accelerator
+            design = Accelerator(config)
         folder.mkdir(parents=True, exist_ok=True)
-        text = amaranth_verilog.convert(Accelerator(config), name=TOP, emit_src=False)
+        text = amaranth_verilog.convert(design, name=TOP, emit_src=False)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)

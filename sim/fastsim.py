@@ -42,16 +42,18 @@ def _run(cmd, cwd, what):
         raise StriateError(f"{what} failed:\n{(result.stdout + result.stderr)[-3000:]}")
 
 
-def build_library(config, log=None) -> Path:
-    """Path of the compiled simulator for ``config``, building it on first use (about a minute)."""
-    folder = build.design_dir(config) / "fast"
+def build_library(config, log=None, uart_divisor=None) -> Path:
+    """Path of the compiled simulator for ``config`` (with ``uart_divisor``: the accelerator
+    behind its UART bridge, driven by `harness_uart.cpp`), building it on first use."""
+    folder = build.design_dir(config) / (f"uart-{uart_divisor}-fast" if uart_divisor else "fast")
+    harness = HARNESS.with_name("harness_uart.cpp") if uart_divisor else HARNESS
     lib = folder / LIBRARY
     if lib.exists():
         return lib
-    source = build.verilog(config)
+    source = build.verilog(config, uart_divisor)
     if log:
         log(f"building the Verilator model in {folder} (once per configuration) ...")
-    tmp = folder.with_name("fast.tmp")
+    tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     obj = tmp / "obj"
     obj.mkdir(parents=True)
@@ -60,7 +62,7 @@ def build_library(config, log=None) -> Path:
           "-CFLAGS", "-fPIC -O2", *VERILATOR_FLAGS], tmp, "verilator")
     inc = _verilator_root() / "include"
     _run(["g++", "-O2", "-shared", "-fPIC", "-std=c++17", f"-I{obj}", f"-I{inc}",
-          f"-I{inc / 'vltstd'}", str(HARNESS), str(obj / "Vtop__ALL.a"),
+          f"-I{inc / 'vltstd'}", str(harness), str(obj / "Vtop__ALL.a"),
           str(obj / "libverilated.a"), "-o", str(tmp / LIBRARY), "-pthread"], tmp, "linking")
     (tmp / LIBRARY).replace(tmp / (LIBRARY + ".ok"))
     shutil.rmtree(folder, ignore_errors=True)

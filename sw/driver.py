@@ -192,10 +192,21 @@ class Device:
 BACKENDS = ("verilator", "pysim", "cocotb")
 
 
-def open(backend: str = "verilator", config: AcceleratorConfig | None = None) -> Device:
+def open(backend: str = "verilator", config: AcceleratorConfig | None = None,
+         baudrate: int = 115200, clock_hz: float = 12e6) -> Device:
     """Open an accelerator: a simulated one (``"verilator"``, ``"pysim"``, ``"cocotb"``) built
-    for ``config`` (default `AcceleratorConfig()`)."""
+    for ``config`` (default `AcceleratorConfig()`), or one behind the UART bridge on a serial
+    port (``"serial:/dev/ttyUSB1"``; ``clock_hz`` is the accelerator's clock, for waits)."""
     config = AcceleratorConfig() if config is None else config
+    if backend.startswith("serial:"):
+        import serial
+        from .serial_link import SerialTransport
+        path = backend[len("serial:"):]
+        try:
+            port = serial.Serial(path, baudrate=baudrate, timeout=0.5)
+        except (serial.SerialException, OSError) as exc:
+            raise StriateError(f"cannot open serial port {path!r}: {exc}") from None
+        return Device(SerialTransport(port, clock_hz=clock_hz), config, f"board on {path}")
     if backend == "verilator":
         from ..sim.fastsim import VerilatorTransport
         return Device(VerilatorTransport(config), config, "verilator simulation")
@@ -205,4 +216,5 @@ def open(backend: str = "verilator", config: AcceleratorConfig | None = None) ->
     if backend == "cocotb":
         from ..sim.cocotb_transport import CocotbTransport
         return Device(CocotbTransport(config), config, "cocotb simulation")
-    raise StriateError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
+                       f"not {backend!r}")

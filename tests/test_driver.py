@@ -97,5 +97,7 @@ def test_bad_input_and_backend_names(verilator_default, lenet_program):
             "input must be int8 N x 1 x 16 x 16, not float32 2 x 1 x 16 x 16")):
         verilator_default.run(lenet_program, np.zeros((2, 1, 16, 16), np.float32))
     with pytest.raises(striate.StriateError, match="backend must be one of verilator, pysim, "
-                                                   "cocotb, not 'fpga'"):
+                                                   "cocotb or serial:PORT, not 'fpga'"):
         striate.open("fpga")
+    with pytest.raises(striate.StriateError, match="cannot open serial port '/dev/nonexistent"):
+        striate.open("serial:/dev/nonexistent")
