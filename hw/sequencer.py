@@ -106,7 +106,8 @@ class Sequencer(wiring.Component):
             self.hw_in.eq(d.in_h * d.in_w),
             self.kk.eq(d.k_h * d.k_w * ((d.in_c + cfg.pe_in - 1) >> lpi)),
             self.in_base.eq(d.in_addr >> lpi), self.out_base.eq(d.out_addr >> lpi),
-            self.w_base.eq(d.weight_addr >> (lpi + lpo)), self.p_base.eq(d.param_addr >> lpo),
+            self.w_base.eq(d.weight_addr >> (lpi + lpo)),
+            self.p_base.eq(d.param_addr >> (cfg.requant_parallel.bit_length() - 1)),
             sizes["in_words"].eq(self.cg_n * self.hw_in),
             sizes["out_words"].eq(out_cg * d.out_h * d.out_w),
             sizes["w_words"].eq(self.og_n * self.kk),
@@ -143,7 +144,8 @@ class Sequencer(wiring.Component):
             ((self.in_base + sizes["in_words"] > bank)
              | (self.out_base + sizes["out_words"] > bank), memmap.E_ACT),
             (self.w_base + sizes["w_words"] > wdepth, memmap.E_WEIGHT),
-            (self.p_base + self.og_n > pdepth, memmap.E_PARAM),
+            (self.p_base + self.og_n * (cfg.pe_out // cfg.requant_parallel) > pdepth,
+             memmap.E_PARAM),
         ]
         code = 0
         for cond, value in reversed(checks):

@@ -41,6 +41,10 @@ class AcceleratorConfig:
         Layer descriptors the program memory holds.
     bus_width : int
         Host bus data width in bits.
+    requant_lanes : int or None
+        Output channels the requantizer handles per cycle (a power of two dividing ``pe_out``;
+        None: all ``pe_out``). Fewer lanes save the wide multipliers and shifters; a conv pixel
+        then needs ``pe_out / requant_lanes`` cycles there.
     """
 
     pe_out: int = 16
@@ -53,6 +57,7 @@ class AcceleratorConfig:
     param_entries: int = 1024
     program_depth: int = 32
     bus_width: int = 32
+    requant_lanes: int | None = None
 
     def __post_init__(self):
         limits = {
@@ -60,14 +65,21 @@ class AcceleratorConfig:
             "max_kernel": (1, 15), "max_stride": (1, 7), "act_bank_bytes": (1, 1 << 24),
             "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
+            "requant_lanes": (1, 256),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.name == "requant_lanes" and value is None:
+                continue
             lo, hi = limits[field.name]
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ConfigError(
                     f"AcceleratorConfig.{field.name} must be an integer in [{lo}, {hi}], "
                     f"not {value!r}")
+        if self.requant_lanes is not None and (self.pe_out % self.requant_lanes
+                                               or self.requant_lanes & (self.requant_lanes - 1)):
+            raise ConfigError(f"AcceleratorConfig.requant_lanes must be a power of two dividing "
+                              f"pe_out ({self.pe_out}), not {self.requant_lanes}")
         for name in ("pe_out", "pe_in", "act_bank_bytes", "weight_bytes", "param_entries"):
             value = getattr(self, name)
             if value & (value - 1):
@@ -78,6 +90,11 @@ class AcceleratorConfig:
             if getattr(self, name) < unit:
                 raise ConfigError(f"AcceleratorConfig.{name} must hold at least one word of "
                                   f"{unit}, not {getattr(self, name)}")
+
+    @property
+    def requant_parallel(self) -> int:
+        """Output channels requantized per cycle."""
+        return self.requant_lanes or self.pe_out
 
     @property
     def macs_per_cycle(self) -> int:

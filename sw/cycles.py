@@ -2,10 +2,13 @@
 
 The window generator issues one item of work per cycle (`layer_items`). Around the items each
 layer spends a fixed ``LayerDescriptor.WORDS + 14`` cycles (descriptor fetch and checks:
-``WORDS + 4``; pipeline fill and drain and the done handshake: 10) plus ``writes_per_pixel`` cycles to store the last output pixel. The
-model is exact when no output pixel completes in fewer items than the writer needs cycles to
-store the previous one (`writer_bound` is False); otherwise backpressure adds cycles the model
-does not count, and it is a lower bound.
+``WORDS + 4``; pipeline fill and drain and the done handshake: 10), plus, when the
+requantizer works in ``requant_steps`` > 1 lane groups, that many cycles (its holding
+register and the later groups), and ``writes_per_pixel`` cycles
+to store the last output pixel. The model is exact unless some stage gets work faster than it
+takes it (`may_stall`: a conv pixel in fewer items than the requantizer's steps, or an output
+pixel in fewer items than the writer's cycles); then backpressure adds cycles the model does
+not count, and it is a lower bound.
 """
 
 from __future__ import annotations
@@ -56,8 +59,15 @@ def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
         chunks_per_pixel(layer, config)
 
 
-def writer_bound(layer: QLayer, config: AcceleratorConfig) -> bool:
-    """True when some output pixel takes fewer items than the writer needs cycles."""
+def requant_steps(config: AcceleratorConfig) -> int:
+    return config.pe_out // config.requant_parallel
+
+
+def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
+    pixel fewer items than the writer needs cycles."""
+    if chunks_per_pixel(layer, config) < requant_steps(config):
+        return True
     if layer.pool == "none":
         fewest = 1
     else:
@@ -71,8 +81,10 @@ def writer_bound(layer: QLayer, config: AcceleratorConfig) -> bool:
 
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
-    """Predicted LAYER_CYCLES counter value (exact unless `writer_bound`)."""
-    return layer_items(layer, config) + FIXED + writes_per_pixel(config)
+    """Predicted LAYER_CYCLES counter value (exact unless `may_stall`)."""
+    steps = requant_steps(config)
+    return layer_items(layer, config) + FIXED + (steps if steps > 1 else 0) + \
+        writes_per_pixel(config)
 
 
 def program_cycles(program) -> list[int]:

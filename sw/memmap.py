@@ -80,7 +80,8 @@ def memories(config: AcceleratorConfig) -> dict:
     bank = MemoryShape(config.act_bank_bytes // pi, 8 * pi)
     return {
         PROGRAM: MemoryShape(config.program_depth * LayerDescriptor.WORDS, 32),
-        PARAMS: MemoryShape(config.param_entries // po, 32 * PARAM_ENTRY_WORDS * po),
+        PARAMS: MemoryShape(config.param_entries // config.requant_parallel,
+                            32 * PARAM_ENTRY_WORDS * config.requant_parallel),
         WEIGHTS: MemoryShape(config.weight_bytes // (po * pi), 8 * po * pi),
         BANK0: bank,
         BANK1: bank,

@@ -98,24 +98,26 @@ class _WithMemory(Elaboratable):
         return m
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("config", CONFIGS + [AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1),
+                                    AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=2)],
+                         ids=IDS + ["4x2-lanes1", "4x2-lanes2"])
 def test_requant_matches_the_contract(config):
     rng = np.random.default_rng(2)
-    po = config.pe_out
+    po, lanes = config.pe_out, config.requant_parallel
     groups = 3
     bias = rng.integers(-50000, 50000, groups * po)
     mult = rng.integers(1 << 30, 1 << 31, groups * po)
     shift = rng.integers(28, 45, groups * po)
     rows = []
-    for g in range(groups):
+    for row_index in range(groups * po // lanes):     # parameter memory rows of `lanes` entries
         row = 0
-        for lane in range(po):
-            c = g * po + lane
+        for lane in range(lanes):
+            c = row_index * lanes + lane
             entry = (int(bias[c]) & 0xFFFFFFFF) | int(mult[c]) << 32 | int(shift[c]) << 64
             row |= entry << (128 * lane)
         rows.append(row)
     dut = Requant(Layouts(config))
-    top = _WithMemory(dut, rows, 128 * po, dut.p_addr, dut.p_en, dut.p_data)
+    top = _WithMemory(dut, rows, 128 * lanes, dut.p_addr, dut.p_en, dut.p_data)
     lo, hi = -100, 90
     items, expected = [], []
     for n in range(40):
