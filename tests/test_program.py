@@ -154,6 +154,11 @@ def test_config_validation_and_peak():
         striate.AcceleratorConfig(pe_in=0)
     with pytest.raises(ConfigError, match="pe_out must be a power of two, not 12"):
         striate.AcceleratorConfig(pe_out=12)
+    with pytest.raises(ConfigError, match=re.escape(
+            "requant_lanes must be a power of two dividing pe_out (16), not 32")):
+        striate.AcceleratorConfig(requant_lanes=32)
+    assert striate.AcceleratorConfig(requant_lanes=4).requant_parallel == 4
+    assert striate.AcceleratorConfig().requant_parallel == 16
     with pytest.raises(ConfigError, match="has no parameters"):
         striate.AcceleratorConfig.from_dict({"pe_rows": 4})
 
