@@ -37,6 +37,16 @@ def _min(a, b):
     return Mux(a < b, a, b)
 
 
+def _shift_add(value, factor):
+    """``value * factor`` as a sum of shifted copies of ``value``, one per bit of ``factor``:
+    plain adders, so synthesis spends no multiplier block on these per-layer constants."""
+    terms = [Mux(factor[i], value << i, 0) for i in range(len(factor))]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
 class WindowGen(wiring.Component):
     """Emits the layer's work items on ``o`` after a ``start`` pulse; ``done`` rises once the
     last item has been accepted. ``writes`` pulses for each accepted item that completes an
@@ -52,10 +62,9 @@ class WindowGen(wiring.Component):
         })
         super().__init__(ports)
 
-    def _bounds(self, m, pix, stride, pad, kernel, limit, name):
-        """First and last conv row (or column) of pooled pixel ``pix``'s window in the map."""
+    def _bounds(self, m, start, kernel, limit, name):
+        """First and last conv row (or column) of the pooling window starting at ``start``."""
         lo, hi = Signal(signed(24), name=f"{name}_lo"), Signal(signed(24), name=f"{name}_hi")
-        start = _s(pix) * _s(stride) - _s(pad)
         m.d.comb += [lo.eq(_max(start, 0)), hi.eq(_min(_s(limit), start + _s(kernel)) - 1)]
         return lo, hi
 
@@ -67,48 +76,80 @@ class WindowGen(wiring.Component):
         k, wog = Signal(26), Signal(self._l.w_addr)
         running = Signal()
         advance = ~self.o.valid | self.o.ready
+        # Running products, so the walk needs no multipliers: ry/rx = window start
+        # (py * ps - pp), rys/rxs = start * s, rysw = start * s * in_w, cys/cxs = cy/cx * s,
+        # rowbase = (cy * s - p) * in_w, kyw = ky * in_w, goff = g * hw_in.
+        wide = signed(40)
+        ry, rx, rys, rxs, rysw = (Signal(wide, name=n) for n in ("ry", "rx", "rys", "rxs", "rysw"))
+        cys, cxs, rowbase = (Signal(wide, name=n) for n in ("cys", "cxs", "rowbase"))
+        kyw, goff = Signal(30), Signal(40)
+        s_w_in = _shift_add(self.in_w, self.s_h)                 # s_h * in_w
+        step_y = _shift_add(self.ps_h, self.s_h)                 # ps_h * s_h
+        step_x = _shift_add(self.ps_w, self.s_w)
+        step_yw = _shift_add(s_w_in, self.ps_h)                  # ps_h * s_h * in_w
+        ry0, rx0 = -_s(self.pp_h), -_s(self.pp_w)
+        rys0, rxs0 = -_s(_shift_add(self.pp_h, self.s_h)), -_s(_shift_add(self.pp_w, self.s_w))
+        rysw0 = -_s(_shift_add(s_w_in, self.pp_h))
+        p_row = _s(_shift_add(self.in_w, self.p_h))              # p_h * in_w
 
-        cy_lo, cy_hi = self._bounds(m, py, self.ps_h, self.pp_h, self.pk_h, self.conv_h, "cy")
-        cx_lo, cx_hi = self._bounds(m, px, self.ps_w, self.pp_w, self.pk_w, self.conv_w, "cx")
+        cy_lo, cy_hi = self._bounds(m, ry, self.pk_h, self.conv_h, "cy")
+        cx_lo, cx_hi = self._bounds(m, rx, self.pk_w, self.conv_w, "cx")
         last_chunk = (g == self.cg_n - 1) & (kx == self.k_w - 1) & (ky == self.k_h - 1)
         pool_last = (cy == cy_hi) & (cx == cx_hi)
-        self._emit(m, advance, running, og, py, px, cy, cx, ky, kx, g, k, wog, last_chunk,
+        iy = cys + _s(ky) - _s(self.p_h)
+        ix = cxs + _s(kx) - _s(self.p_w)
+        addr = self.in_base + goff + (rowbase + _s(kyw) + ix).as_unsigned()
+        self._emit(m, advance, running, og, py, px, iy, ix, addr, k, wog, last_chunk,
                    (cy == cy_lo) & (cx == cx_lo), pool_last)
 
-        # Next pooled pixel, and its window's first conv pixel.
+        # Next pooled pixel and its window.
         px_end, py_end, og_end = px == self.out_w - 1, py == self.out_h - 1, og == self.og_n - 1
-        py_next, px_next = Signal(10), Signal(10)
-        m.d.comb += [px_next.eq(Mux(px_end, 0, px + 1)),
-                     py_next.eq(Mux(px_end, Mux(py_end, 0, py + 1), py))]
-        ny_lo, _ = self._bounds(m, py_next, self.ps_h, self.pp_h, self.pk_h, self.conv_h, "ny")
-        nx_lo, _ = self._bounds(m, px_next, self.ps_w, self.pp_w, self.pk_w, self.conv_w, "nx")
+        n_ry, n_rx, n_rys, n_rxs, n_rysw = (Signal(wide, name=n) for n in
+                                            ("n_ry", "n_rx", "n_rys", "n_rxs", "n_rysw"))
+        m.d.comb += [
+            n_rx.eq(Mux(px_end, rx0, rx + _s(self.ps_w))),
+            n_rxs.eq(Mux(px_end, rxs0, rxs + _s(step_x))),
+            n_ry.eq(Mux(px_end, Mux(py_end, ry0, ry + _s(self.ps_h)), ry)),
+            n_rys.eq(Mux(px_end, Mux(py_end, rys0, rys + _s(step_y)), rys)),
+            n_rysw.eq(Mux(px_end, Mux(py_end, rysw0, rysw + _s(step_yw)), rysw)),
+        ]
         m.d.comb += self.done.eq(~running & ~self.o.valid)
 
+        def enter_window(y, ys, ysw, x, xs):
+            """Start at the first conv pixel inside the window starting at (y, x)."""
+            m.d.sync += [ry.eq(y), rx.eq(x), rys.eq(ys), rxs.eq(xs), rysw.eq(ysw),
+                         cy.eq(_max(y, 0)), cx.eq(_max(x, 0)),
+                         cys.eq(Mux(y < 0, 0, ys)), cxs.eq(Mux(x < 0, 0, xs)),
+                         rowbase.eq(Mux(y < 0, 0, ysw) - p_row)]
+
+        def restart_kernel():
+            m.d.sync += [k.eq(0), g.eq(0), kx.eq(0), ky.eq(0), kyw.eq(0), goff.eq(0)]
+
         with m.If(self.start):
-            m.d.sync += [og.eq(0), py.eq(0), px.eq(0), ky.eq(0), kx.eq(0), g.eq(0), k.eq(0),
-                         wog.eq(0), running.eq(1)]
-            ly, _ = self._bounds(m, Const(0, 10), self.ps_h, self.pp_h, self.pk_h, self.conv_h,
-                                 "y0")
-            lx, _ = self._bounds(m, Const(0, 10), self.ps_w, self.pp_w, self.pk_w, self.conv_w,
-                                 "x0")
-            m.d.sync += [cy.eq(ly), cx.eq(lx)]
+            m.d.sync += [og.eq(0), py.eq(0), px.eq(0), wog.eq(0), running.eq(1)]
+            restart_kernel()
+            enter_window(ry0, rys0, rysw0, rx0, rxs0)
         with m.Elif(running & advance):
             with m.If(~last_chunk):
                 m.d.sync += k.eq(k + 1)
                 with m.If(g != self.cg_n - 1):
-                    m.d.sync += g.eq(g + 1)
+                    m.d.sync += [g.eq(g + 1), goff.eq(goff + self.hw_in)]
                 with m.Elif(kx != self.k_w - 1):
-                    m.d.sync += [g.eq(0), kx.eq(kx + 1)]
+                    m.d.sync += [g.eq(0), goff.eq(0), kx.eq(kx + 1)]
                 with m.Else():
-                    m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1)]
+                    m.d.sync += [g.eq(0), goff.eq(0), kx.eq(0), ky.eq(ky + 1),
+                                 kyw.eq(kyw + self.in_w)]
             with m.Else():
-                m.d.sync += [k.eq(0), g.eq(0), kx.eq(0), ky.eq(0)]
+                restart_kernel()
                 with m.If(cx != cx_hi):
-                    m.d.sync += cx.eq(cx + 1)
+                    m.d.sync += [cx.eq(cx + 1), cxs.eq(cxs + _s(self.s_w))]
                 with m.Elif(cy != cy_hi):
-                    m.d.sync += [cx.eq(cx_lo), cy.eq(cy + 1)]
+                    m.d.sync += [cx.eq(cx_lo), cxs.eq(Mux(rx < 0, 0, rxs)), cy.eq(cy + 1),
+                                 cys.eq(cys + _s(self.s_h)), rowbase.eq(rowbase + _s(s_w_in))]
                 with m.Else():
-                    m.d.sync += [px.eq(px_next), py.eq(py_next), cy.eq(ny_lo), cx.eq(nx_lo)]
+                    m.d.sync += [px.eq(Mux(px_end, 0, px + 1)),
+                                 py.eq(Mux(px_end, Mux(py_end, 0, py + 1), py))]
+                    enter_window(n_ry, n_rys, n_rysw, n_rx, n_rxs)
                     with m.If(px_end & py_end):
                         with m.If(og_end):
                             m.d.sync += running.eq(0)
@@ -116,13 +157,10 @@ class WindowGen(wiring.Component):
                             m.d.sync += [og.eq(og + 1), wog.eq(wog + self.kk)]
         return m
 
-    def _emit(self, m, advance, running, og, py, px, cy, cx, ky, kx, g, k, wog, last_chunk,
+    def _emit(self, m, advance, running, og, py, px, iy, ix, addr, k, wog, last_chunk,
               pool_first, pool_last):
         """Register the current item into ``o`` whenever the output is free."""
-        iy = cy * _s(self.s_h) + _s(ky) - _s(self.p_h)
-        ix = cx * _s(self.s_w) + _s(kx) - _s(self.p_w)
         pad = (iy < 0) | (iy >= _s(self.in_h)) | (ix < 0) | (ix >= _s(self.in_w))
-        addr = self.in_base + g * self.hw_in + iy.as_unsigned() * self.in_w + ix.as_unsigned()
         p = self.o.payload
         m.d.comb += self.writes.eq(self.o.valid & self.o.ready & p.last & p.tag.pool_last)
         with m.If(advance):

@@ -197,7 +197,7 @@ def window_reference(g):
     return items
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(12))
 def test_window_generator_walks_the_loop_nest(seed):
     rng = np.random.default_rng(seed)
     dut = WindowGen(Layouts(CONFIGS[0]))
