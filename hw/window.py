@@ -79,10 +79,10 @@ class WindowGen(wiring.Component):
         # Running products, so the walk needs no multipliers: ry/rx = window start
         # (py * ps - pp), rys/rxs = start * s, rysw = start * s * in_w, cys/cxs = cy/cx * s,
         # rowbase = (cy * s - p) * in_w, kyw = ky * in_w, goff = g * hw_in.
-        wide = signed(40)
+        wide = signed(26)          # window and address terms stay inside a bank (< 2**24)
         ry, rx, rys, rxs, rysw = (Signal(wide, name=n) for n in ("ry", "rx", "rys", "rxs", "rysw"))
         cys, cxs, rowbase = (Signal(wide, name=n) for n in ("cys", "cxs", "rowbase"))
-        kyw, goff = Signal(30), Signal(40)
+        kyw, goff = Signal(20), Signal(25)
         s_w_in = _shift_add(self.in_w, self.s_h)                 # s_h * in_w
         step_y = _shift_add(self.ps_h, self.s_h)                 # ps_h * s_h
         step_x = _shift_add(self.ps_w, self.s_w)
