@@ -28,7 +28,7 @@ verilog: install           ## Verilog of the default config in build/, lint, syn
 	$(PY) -m striate.cli verilog -o build --lint --synth
 
 cycles: install            ## LeNet per-layer cycles and utilization from the RTL
-	$(PY) -m pytest -q -s tests/test_rtl.py -k lenet
+	$(PY) -m pytest -q -s tests/test_rtl.py -k lenet_on_test_images
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -7,12 +7,12 @@ idle cycles.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw import framing
+from ..sw import framing, memmap
 
 
 def _crc16_terms():
@@ -50,7 +50,7 @@ class Bridge(wiring.Component):
         self.timeout, self.max_words = timeout, max_words
         super().__init__({
             "i": In(stream.Signature(8)), "o": Out(stream.Signature(8)),
-            "addr": Out(24), "w_en": Out(1), "w_data": Out(32), "r_en": Out(1),
+            "addr": Out(memmap.ADDR_BITS), "w_en": Out(1), "w_data": Out(32), "r_en": Out(1),
             "r_data": In(32), "r_valid": In(1),
         })
 
@@ -59,7 +59,7 @@ class Bridge(wiring.Component):
         m.submodules.buf = buf = Memory(shape=32, depth=self.max_words, init=[])
         bw, br = buf.write_port(), buf.read_port(transparent_for=())
         cmd, seq, status = Signal(8), Signal(8), Signal(8)
-        addr, count = Signal(24), Signal(16)
+        addr, count = Signal(memmap.ADDR_BITS), Signal(16)
         crc, rx_crc = Signal(16, init=0xFFFF), Signal(16)
         pos = Signal(range(4 * self.max_words + 8))      # byte index within a frame section
         word = Signal(32)
@@ -76,7 +76,7 @@ class Bridge(wiring.Component):
         with m.Elif(idle != self.timeout):
             m.d.sync += idle.eq(idle + 1)
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("SYNC"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(take & (byte == framing.REQ_SYNC)):

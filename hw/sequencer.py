@@ -7,6 +7,9 @@ the window generator, wait until the last output pixel is written, record the la
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -136,7 +139,7 @@ class Sequencer(wiring.Component):
                       | (d.param_addr & (cfg.pe_out - 1))) != 0
         checks = [  # first failing check wins
             ((d.op != OP_CONV) | (d.pool > 2), memmap.E_OP),
-            (sum_any(z == 0 for z in zero), memmap.E_ZERO),
+            (reduce(operator.or_, [z == 0 for z in zero]), memmap.E_ZERO),
             ((d.in_w > cfg.max_width) | (d.stride_h > cfg.max_stride)
              | (d.stride_w > cfg.max_stride), memmap.E_LIMIT),
             (~shape_ok, memmap.E_SHAPE),
@@ -152,9 +155,3 @@ class Sequencer(wiring.Component):
             code = Mux(cond, value, code)
         return code
 
-
-def sum_any(conds):
-    result = 0
-    for c in conds:
-        result = result | c
-    return result

@@ -14,14 +14,14 @@ from amaranth.lib.wiring import In, Out, connect
 
 from ..sw import memmap
 from ..sw.config import AcceleratorConfig
-from .layouts import Layouts, bits_for
+from .layouts import Layouts
 from .pe import Fetch, MacArray
 from .post import Pool, Requant
-from .sequencer import DERIVED, Sequencer
+from .sequencer import Sequencer
 from .window import GEOMETRY, WindowGen
 from .writer import Writer
 
-BUS = {"addr": 24, "w_en": 1, "w_data": 32, "r_en": 1}
+BUS = {"addr": memmap.ADDR_BITS, "w_en": 1, "w_data": 32, "r_en": 1}
 
 
 class Accelerator(wiring.Component):
@@ -89,8 +89,8 @@ class Accelerator(wiring.Component):
         offset = self.addr[:memmap.REGION_SHIFT]
         host = ~seq.busy
         r_region = Signal.like(region)
-        r_sub = Signal(8)
-        m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region)]
+        r_offset = Signal.like(offset)      # the read's offset, for picking the bus word of a row
+        m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region), r_offset.eq(offset)]
         reads = {}
 
         def window(key, mem_shape, engine_read=None, engine_write=None):
@@ -117,8 +117,7 @@ class Accelerator(wiring.Component):
                 with m.If(~host):
                     m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
             if sub_bits:
-                m.d.sync += r_sub.eq(offset[:sub_bits])
-                reads[key] = Mux(host, rp.data.word_select(r_sub[:sub_bits], 32), 0)
+                reads[key] = Mux(host, rp.data.word_select(r_offset[:sub_bits], 32), 0)
             else:
                 reads[key] = Mux(host, rp.data, 0)
             return rp, wp

@@ -6,6 +6,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 
+from ..sw import framing
 from ..sw.config import AcceleratorConfig
 from .bridge import Bridge
 from .top import Accelerator
@@ -14,7 +15,7 @@ from .uart import UartRx, UartTx
 
 class UartAccelerator(wiring.Component):
     """`Accelerator` reached through `Bridge` over an 8N1 UART of ``divisor`` clocks per bit.
-    The bridge drops a partial frame after 40 bit times of silence."""
+    The bridge drops a partial frame after `framing.FRAME_TIMEOUT_BITS` bit times of silence."""
 
     def __init__(self, config: AcceleratorConfig, divisor: int):
         self.config, self.divisor = config, divisor
@@ -25,7 +26,7 @@ class UartAccelerator(wiring.Component):
         m.submodules.acc = acc = Accelerator(self.config)
         m.submodules.rx = rx = UartRx(self.divisor)
         m.submodules.tx = tx = UartTx(self.divisor)
-        m.submodules.bridge = bridge = Bridge(timeout=40 * self.divisor)
+        m.submodules.bridge = bridge = Bridge(timeout=framing.FRAME_TIMEOUT_BITS * self.divisor)
         connect(m, rx.o, bridge.i)
         connect(m, bridge.o, tx.i)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.busy.eq(acc.busy),

@@ -6,6 +6,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..sw.layout import writes_per_pixel
 from .layouts import Layouts
 
 
@@ -33,7 +34,7 @@ class Writer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         po, pi = self._l.config.pe_out, self._l.config.pe_in
-        words = max(1, po // pi)                 # write cycles per pixel
+        words = writes_per_pixel(self._l.config)   # write cycles per pixel
         share = max(1, pi // po)                 # pixels sharing one word
         held = Signal.like(self.i.payload)
         busy = Signal()

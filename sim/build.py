@@ -10,14 +10,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from ..sw.config import AcceleratorConfig
 
 TOP = "striate_top"
 _SOURCES = Path(__file__).resolve().parents[1]
-# What the generator reads: all of hw/ and the definitions it imports from sw/.
-_SW_INPUTS = ("config.py", "descriptor.py", "memmap.py", "numerics.py", "errors.py")
+_SW_IMPORT = re.compile(r"^from \.\.sw(?:\.(\w+))? import ([\w, ()]+)|^from \.(\w+) import",
+                        re.M)
+
+
+def _design_sources() -> list[Path]:
+    """What a built model depends on: hw/, the sw/ modules hw/ imports (transitively) and the
+    C++ harnesses."""
+    hw = sorted((_SOURCES / "hw").glob("*.py"))
+    wanted, todo = set(), []
+    for path in hw:
+        for sub, names, _ in _SW_IMPORT.findall(path.read_text()):
+            todo += [sub] if sub else [n.strip() for n in names.strip("()").split(",")]
+    while todo:
+        name = todo.pop()
+        path = _SOURCES / "sw" / f"{name}.py"
+        if name in wanted or not path.exists():
+            continue
+        wanted.add(name)
+        todo += [rel for _, _, rel in _SW_IMPORT.findall(path.read_text()) if rel]
+    return hw + [_SOURCES / "sw" / f"{n}.py" for n in sorted(wanted)] + \
+        sorted((_SOURCES / "sim").glob("*.cpp"))
 
 
 def cache_root() -> Path:
@@ -26,8 +46,7 @@ def cache_root() -> Path:
 
 def design_hash(config: AcceleratorConfig) -> str:
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    paths = sorted((_SOURCES / "hw").glob("*.py")) + [_SOURCES / "sw" / n for n in _SW_INPUTS]
-    for path in paths:
+    for path in _design_sources():
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -37,7 +37,7 @@ def _env():
                                   "CFG_CXXFLAGS_STD=-std=c++17".strip()
 
 
-def _runner(config, simulator):
+def build_runner(config, simulator):
     from cocotb_tools.runner import get_runner
     _env()
     source = build.verilog(config)
@@ -58,7 +58,7 @@ def run_job(config, load, runs, simulator="verilator", stall_prob=0.0, seed=0,
     """Load ``load`` blocks, then do each run: ``{"inputs": [(addr, words)], "layers": n,
     "outputs": [(addr, count)]}``. Returns per run the registers and the words read."""
     from cocotb_tools.runner import get_results
-    runner, build_dir = _runner(config, simulator)
+    runner, build_dir = build_runner(config, simulator)
     with tempfile.TemporaryDirectory(prefix="striate-cocotb-") as tmp:
         job = {"load": _lists(load), "runs": [dict(r, inputs=_lists(r["inputs"])) for r in runs],
                "stall_prob": stall_prob, "seed": seed, "timeout_cycles": timeout_cycles,

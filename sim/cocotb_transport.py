@@ -15,12 +15,12 @@ import numpy as np
 from ..sw.driver import Transport
 from ..sw.errors import StriateError
 from . import build
-from .cocotb_run import _runner
+from .cocotb_run import build_runner
 
 
 class CocotbTransport(Transport):
     def __init__(self, config):
-        runner, build_dir = _runner(config, "verilator")
+        runner, build_dir = build_runner(config, "verilator")
         self._tmp = tempfile.TemporaryDirectory(prefix="striate-serve-")
         tmp = Path(self._tmp.name)
         req, resp = tmp / "requests", tmp / "responses"

@@ -71,46 +71,69 @@ def build_library(config, log=None, uart_divisor=None) -> Path:
     return lib
 
 
-class VerilatorTransport(Transport):
-    """Bus access to a Verilated accelerator in this process."""
+class CModel:
+    """A compiled simulator library: declares the C functions' ``signatures`` (name ->
+    (argument types, result type)), creates the model with ``new(*args)`` and frees it with
+    ``free`` on `close`. ``call(name, ...)`` passes the model handle first."""
 
-    def __init__(self, config, log=None):
-        lib = ctypes.CDLL(str(build_library(config, log)))
-        lib.sim_new.restype = ctypes.c_void_p
-        lib.sim_free.argtypes = [ctypes.c_void_p]
-        u32p = ctypes.POINTER(ctypes.c_uint32)
-        lib.sim_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, u32p, ctypes.c_uint32]
-        lib.sim_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32, u32p, ctypes.c_uint32]
-        lib.sim_step.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        lib.sim_cycles.argtypes = [ctypes.c_void_p]
-        lib.sim_cycles.restype = ctypes.c_uint64
-        self._lib, self._sim = lib, lib.sim_new()
-        self._u32p = u32p
+    def __init__(self, library: Path, prefix: str, signatures: dict, *new_args):
+        lib = ctypes.CDLL(str(library))
+        for name, (args, result) in signatures.items():
+            func = getattr(lib, f"{prefix}_{name}")
+            func.argtypes, func.restype = args, result
+        new = getattr(lib, f"{prefix}_new")
+        new.restype = ctypes.c_void_p
+        new.argtypes = [ctypes.c_int] * len(new_args)
+        free = getattr(lib, f"{prefix}_free")
+        free.argtypes = [ctypes.c_void_p]
+        self._lib, self._prefix, self._handle = lib, prefix, new(*new_args)
 
-    def write(self, addr, words):
-        data = np.ascontiguousarray(words, dtype=np.uint32)
-        self._lib.sim_write(self._sim, addr, data.ctypes.data_as(self._u32p), len(data))
-
-    def read(self, addr, count=1):
-        out = np.zeros(count, np.uint32)
-        self._lib.sim_read(self._sim, addr, out.ctypes.data_as(self._u32p), count)
-        return out
-
-    def wait(self, cycles):
-        self._lib.sim_step(self._sim, int(cycles))
-
-    @property
-    def cycles(self) -> int:
-        """Clock cycles simulated since the model was created."""
-        return int(self._lib.sim_cycles(self._sim))
+    def call(self, name, *args):
+        return getattr(self._lib, f"{self._prefix}_{name}")(self._handle, *args)
 
     def close(self):
-        if self._sim:
-            self._lib.sim_free(self._sim)
-            self._sim = None
+        if self._handle:
+            getattr(self._lib, f"{self._prefix}_free")(self._handle)
+            self._handle = None
 
     def __del__(self):
         try:
             self.close()
         except Exception:
             pass
+
+
+_VP, _U32P = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)
+_BUS_SIGNATURES = {
+    "write": ([_VP, ctypes.c_uint32, _U32P, ctypes.c_uint32], None),
+    "read": ([_VP, ctypes.c_uint32, _U32P, ctypes.c_uint32], None),
+    "step": ([_VP, ctypes.c_uint64], None),
+    "cycles": ([_VP], ctypes.c_uint64),
+}
+
+
+class VerilatorTransport(Transport):
+    """Bus access to a Verilated accelerator in this process."""
+
+    def __init__(self, config, log=None):
+        self._model = CModel(build_library(config, log), "sim", _BUS_SIGNATURES)
+
+    def write(self, addr, words):
+        data = np.ascontiguousarray(words, dtype=np.uint32)
+        self._model.call("write", addr, data.ctypes.data_as(_U32P), len(data))
+
+    def read(self, addr, count=1):
+        out = np.zeros(count, np.uint32)
+        self._model.call("read", addr, out.ctypes.data_as(_U32P), count)
+        return out
+
+    def wait(self, cycles):
+        self._model.call("step", int(cycles))
+
+    @property
+    def cycles(self) -> int:
+        """Clock cycles simulated since the model was created."""
+        return int(self._model.call("cycles"))
+
+    def close(self):
+        self._model.close()

@@ -6,7 +6,17 @@ from __future__ import annotations
 import ctypes
 import random
 
-from .fastsim import build_library
+from ..sw import framing
+from .fastsim import CModel, build_library
+
+_VP, _U8P = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8)
+_SIGNATURES = {
+    "send": ([_VP, _U8P, ctypes.c_uint32], None),
+    "run": ([_VP, ctypes.c_uint64, ctypes.c_uint32], ctypes.c_uint32),
+    "recv": ([_VP, _U8P, ctypes.c_uint32], ctypes.c_uint32),
+    "pending": ([_VP], ctypes.c_uint32),
+    "cycles": ([_VP], ctypes.c_uint64),
+}
 
 
 class SimSerialPort:
@@ -15,25 +25,12 @@ class SimSerialPort:
 
     def __init__(self, config, divisor: int = 4, flip_prob: float = 0.0, drop_prob: float = 0.0,
                  seed: int = 0, timeout_bytes: int = 64):
-        lib = ctypes.CDLL(str(build_library(config, uart_divisor=divisor)))
-        lib.usim_new.restype = ctypes.c_void_p
-        lib.usim_new.argtypes = [ctypes.c_int]
-        for name in ("usim_free",):
-            getattr(lib, name).argtypes = [ctypes.c_void_p]
-        u8p = ctypes.POINTER(ctypes.c_uint8)
-        lib.usim_send.argtypes = [ctypes.c_void_p, u8p, ctypes.c_uint32]
-        lib.usim_run.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32]
-        lib.usim_run.restype = ctypes.c_uint32
-        lib.usim_recv.argtypes = [ctypes.c_void_p, u8p, ctypes.c_uint32]
-        lib.usim_recv.restype = ctypes.c_uint32
-        lib.usim_pending.argtypes = [ctypes.c_void_p]
-        lib.usim_pending.restype = ctypes.c_uint32
-        lib.usim_cycles.argtypes = [ctypes.c_void_p]
-        lib.usim_cycles.restype = ctypes.c_uint64
-        self._lib, self._sim = lib, lib.usim_new(divisor)
+        self._model = CModel(build_library(config, uart_divisor=divisor), "usim", _SIGNATURES,
+                             divisor)
         self.byte_cycles = 10 * divisor
         self.timeout_cycles = timeout_bytes * self.byte_cycles
-        self.idle_cycles = 60 * divisor            # more than the bridge's 40-bit timeout
+        # Silence long enough for the bridge to drop a partial frame, with margin.
+        self.idle_cycles = (framing.FRAME_TIMEOUT_BITS + 20) * divisor
         self.flip_prob, self.drop_prob = flip_prob, drop_prob
         self.rng = random.Random(seed)
         self.flipped = self.dropped = 0
@@ -54,22 +51,22 @@ class SimSerialPort:
     def write(self, data: bytes) -> int:
         sent = self._faults(bytes(data))
         buf = (ctypes.c_uint8 * max(1, len(sent))).from_buffer_copy(sent or b"\0")
-        self._lib.usim_send(self._sim, buf, len(sent))
+        self._model.call("send", buf, len(sent))
         return len(data)
 
     def _pull(self):
         tmp = (ctypes.c_uint8 * 4096)()
-        n = self._lib.usim_recv(self._sim, tmp, 4096)
+        n = self._model.call("recv", tmp, 4096)
         self._buffer += self._faults(bytes(tmp[:n]))
 
     def read(self, n: int) -> bytes:
         while len(self._buffer) < n:
             # Wait while our own bytes are still going out, then up to the timeout.
-            pending = self._lib.usim_pending(self._sim) * self.byte_cycles
+            pending = self._model.call("pending") * self.byte_cycles
             before = len(self._buffer)
-            self._lib.usim_run(self._sim, pending + self.timeout_cycles, n - len(self._buffer))
+            self._model.call("run", pending + self.timeout_cycles, n - len(self._buffer))
             self._pull()
-            if len(self._buffer) == before and not self._lib.usim_pending(self._sim):
+            if len(self._buffer) == before and not self._model.call("pending"):
                 break
         out, self._buffer = bytes(self._buffer[:n]), self._buffer[n:]
         return out
@@ -80,17 +77,15 @@ class SimSerialPort:
 
     def drain(self):
         """Run until every byte written has gone out, then for the bridge's frame timeout."""
-        pending = self._lib.usim_pending(self._sim) * self.byte_cycles
+        pending = self._model.call("pending") * self.byte_cycles
         self.wait_cycles(pending + self.byte_cycles + self.idle_cycles)
 
     def wait_cycles(self, cycles: int):
-        self._lib.usim_run(self._sim, int(cycles), 1 << 31)
+        self._model.call("run", int(cycles), 1 << 31)
 
     @property
     def cycles(self) -> int:
-        return int(self._lib.usim_cycles(self._sim))
+        return int(self._model.call("cycles"))
 
     def close(self):
-        if self._sim:
-            self._lib.usim_free(self._sim)
-            self._sim = None
+        self._model.close()

@@ -7,11 +7,9 @@ hardware cycle counts are exact.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def _best_of(fn, repeat=3):

@@ -16,12 +16,9 @@ from __future__ import annotations
 from .config import AcceleratorConfig
 from .descriptor import LayerDescriptor
 from .graph import QLayer
+from .layout import groups, writes_per_pixel
 
 FIXED = LayerDescriptor.WORDS + 14
-
-
-def _groups(n: int, lanes: int) -> int:
-    return -(-n // lanes)
 
 
 def _window_spans(out: int, kernel: int, stride: int, pad: int, size: int) -> list[int]:
@@ -33,14 +30,10 @@ def _window_spans(out: int, kernel: int, stride: int, pad: int, size: int) -> li
     return spans
 
 
-def writes_per_pixel(config: AcceleratorConfig) -> int:
-    return max(1, config.pe_out // config.pe_in)
-
-
 def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig) -> int:
     """Items per conv pixel: kernel positions times input channel groups."""
     kh, kw = layer.kernel
-    return kh * kw * _groups(layer.in_shape[0], config.pe_in)
+    return kh * kw * groups(layer.in_shape[0], config.pe_in)
 
 
 def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
@@ -55,7 +48,7 @@ def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
         cols = _window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
                              layer.pool_padding[1], cw)
     conv_pixels = sum(rows) * sum(cols)
-    return _groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
+    return groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
         chunks_per_pixel(layer, config)
 
 
@@ -78,6 +71,11 @@ def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
             min(_window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
                               layer.pool_padding[1], cw))
     return fewest * chunks_per_pixel(layer, config) < writes_per_pixel(config)
+
+
+def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
+    """Cycles at full use of the PE array: the layer's MACs over the peak MACs per cycle."""
+    return layer.macs / config.macs_per_cycle
 
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:

@@ -61,6 +61,15 @@ class RunStats:
     ideal_cycles: tuple
     layer_names: tuple
 
+    @classmethod
+    def of(cls, program, cycles: int, layer_cycles, pe_busy: int) -> "RunStats":
+        """Counters read for ``program``, with its ideal cycles."""
+        return cls(cycles=int(cycles), layer_cycles=tuple(int(c) for c in layer_cycles),
+                   pe_busy=int(pe_busy),
+                   ideal_cycles=tuple(cycle_model.ideal_cycles(l, program.config)
+                                      for l in program.layers),
+                   layer_names=tuple(l.name for l in program.layers))
+
     @property
     def utilization(self) -> dict:
         """Per layer name and ``"network"``: ideal cycles / measured cycles."""
@@ -172,12 +181,8 @@ class Device:
     def _stats(self, program) -> RunStats:
         n = len(program.layers)
         layer_cycles = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES), n)
-        return RunStats(cycles=self._reg(memmap.CYCLES),
-                        layer_cycles=tuple(int(c) for c in layer_cycles),
-                        pe_busy=self._reg(memmap.PE_BUSY),
-                        ideal_cycles=tuple(l.macs / self.config.macs_per_cycle
-                                           for l in program.layers),
-                        layer_names=tuple(l.name for l in program.layers))
+        return RunStats.of(program, self._reg(memmap.CYCLES), layer_cycles,
+                           self._reg(memmap.PE_BUSY))
 
     def close(self) -> None:
         self.transport.close()

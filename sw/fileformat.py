@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AcceleratorConfig
-from .descriptor import OP_CONV, LayerDescriptor
+from .descriptor import LayerDescriptor
 from .errors import ProgramFormatError, StriateError
 from .graph import QGraph, QLayer
 from .mapper import geometry
@@ -86,24 +86,20 @@ def _array(blob: bytes, spec: dict) -> np.ndarray:
 
 def _decode_layer(entry: dict, blob: bytes) -> tuple[QLayer, LayerDescriptor]:
     desc = LayerDescriptor.from_words(entry["descriptor"])
+    fields = geometry(desc)
     arrays = {name: _array(blob, spec) for name, spec in entry["arrays"].items()}
-    if set(arrays) - set(_ARRAYS):
-        raise ProgramFormatError(f"unknown arrays {sorted(set(arrays) - set(_ARRAYS))}")
-    params = {}
-    if desc.op == OP_CONV:
-        want = {"weight": (desc.out_c, desc.in_c, desc.k_h, desc.k_w), "bias": (desc.out_c,),
-                "mult": (desc.out_c,), "shift": (desc.out_c,)}
-        for name, shape in want.items():
-            if name not in arrays or arrays[name].shape != shape:
-                got = arrays[name].shape if name in arrays else "missing"
-                raise ProgramFormatError(f"layer '{entry['name']}': {name} must have shape "
-                                         f"{shape} as its descriptor says, not {got}")
-        params = {"weight": arrays["weight"].astype(np.int8),
-                  "bias": arrays["bias"].astype(np.int32),
-                  "mult": arrays["mult"].astype(np.int64),
-                  "shift": arrays["shift"].astype(np.int64)}
+    if set(arrays) != set(_ARRAYS):
+        raise ProgramFormatError(f"layer '{entry['name']}' must have arrays {sorted(_ARRAYS)}, "
+                                 f"not {sorted(arrays)}")
+    # The kernel lives only in the weights' shape; the rest QLayer.check compares itself.
+    kernel = (desc.out_c, desc.in_c, desc.k_h, desc.k_w)
+    if arrays["weight"].shape != kernel:
+        raise ProgramFormatError(f"layer '{entry['name']}': weight must have shape {kernel} as "
+                                 f"its descriptor says, not {arrays['weight'].shape}")
     layer = QLayer(name=str(entry["name"]), sources=tuple(entry["sources"]),
-                   out_scale=float(entry["out_scale"]), **geometry(desc), **params)
+                   out_scale=float(entry["out_scale"]), **fields,
+                   weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
+                   mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64))
     layer.check()
     return layer, desc
 

@@ -9,7 +9,7 @@ Response: ``5A | status | seq | count (2 bytes LE) | data (4 * count bytes, succ
 CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF) over everything after the sync
 byte. The bridge executes a request only after its CRC checks; a bad request is answered with
 `E_CRC` or `E_FRAME` and not executed. A request cut short by lost bytes is dropped when the line
-stays idle for the bridge's timeout.
+stays idle for `FRAME_TIMEOUT_BITS` bit times.
 
 >>> hex(crc16(b"123456789"))
 '0x29b1'
@@ -23,6 +23,7 @@ REQ_SYNC, RESP_SYNC = 0xA5, 0x5A
 WRITE, READ = 1, 2
 OK, E_CRC, E_FRAME = 0, 1, 2
 MAX_WORDS = 64
+FRAME_TIMEOUT_BITS = 40     # bit times of silence after which the bridge drops a partial frame
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:

@@ -64,7 +64,7 @@ class QLayer:
                                f"not {self.op!r}/{self.pool!r}")
         if self.op != "conv":
             return
-        o, c, h, w = self.out_shape[0], *self.in_shape
+        o, c = self.out_shape[0], self.in_shape[0]
         want = {"weight": (o, c) + tuple(self.weight.shape[2:]), "bias": (o,), "mult": (o,),
                 "shift": (o,)}
         for name, shape in want.items():

@@ -21,14 +21,20 @@ from .config import AcceleratorConfig
 from .graph import QLayer
 
 
-def _groups(n: int, lanes: int) -> int:
+def groups(n: int, lanes: int) -> int:
+    """Lane groups (words) that ``n`` channels need: ``ceil(n / lanes)``."""
     return -(-n // lanes)
+
+
+def writes_per_pixel(config: AcceleratorConfig) -> int:
+    """Bank words the writer stores per output pixel of ``pe_out`` channels (at least one)."""
+    return max(1, config.pe_out // config.pe_in)
 
 
 def pack_activation(x: np.ndarray, config: AcceleratorConfig) -> np.ndarray:
     """int8 ``C x H x W`` -> uint8 bytes in bank order (``act_bytes`` long)."""
     c, h, w = x.shape
-    g = _groups(c, config.pe_in)
+    g = groups(c, config.pe_in)
     padded = np.zeros((g * config.pe_in, h, w), np.int8)
     padded[:c] = x
     words = padded.reshape(g, config.pe_in, h, w).transpose(0, 2, 3, 1)   # g y x lane
@@ -38,7 +44,7 @@ def pack_activation(x: np.ndarray, config: AcceleratorConfig) -> np.ndarray:
 def unpack_activation(data, shape: tuple, config: AcceleratorConfig) -> np.ndarray:
     """Bank bytes -> int8 ``C x H x W`` (inverse of `pack_activation`)."""
     c, h, w = shape
-    g = _groups(c, config.pe_in)
+    g = groups(c, config.pe_in)
     raw = np.frombuffer(bytes(data), np.int8, g * config.pe_in * h * w)
     return np.ascontiguousarray(raw.reshape(g, h, w, config.pe_in).transpose(0, 3, 1, 2)
                                 .reshape(g * config.pe_in, h, w)[:c])
@@ -48,7 +54,7 @@ def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
     """A convolution layer's weights as uint8 bytes in weight memory order."""
     po, pi = config.pe_out, config.pe_in
     o, c, kh, kw = layer.weight.shape
-    og, g = _groups(o, po), _groups(c, pi)
+    og, g = groups(o, po), groups(c, pi)
     padded = np.zeros((og * po, g * pi, kh, kw), np.int8)
     padded[:o, :c] = layer.weight
     blocks = padded.reshape(og, po, g, pi, kh, kw).transpose(0, 4, 5, 2, 1, 3)  # og ky kx g o i
@@ -58,7 +64,7 @@ def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
 def pack_params(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
     """A layer's channel parameters as uint32 words: (bias, mult, shift, 0) per channel."""
     o = layer.out_shape[0]
-    entries = np.zeros((_groups(o, config.pe_out) * config.pe_out, 4), np.uint32)
+    entries = np.zeros((groups(o, config.pe_out) * config.pe_out, 4), np.uint32)
     entries[:o, 0] = layer.bias.astype(np.int32).view(np.uint32)
     entries[:o, 1] = layer.mult
     entries[:o, 2] = layer.shift

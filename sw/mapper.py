@@ -26,16 +26,13 @@ from .config import AcceleratorConfig
 from .descriptor import OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from .errors import MappingError
 from .graph import QGraph, QLayer
-
-
-def _ceil_to(value: int, step: int) -> int:
-    return -(-value // step) * step
+from .layout import groups
 
 
 def act_bytes(shape: tuple, config: AcceleratorConfig) -> int:
     """Bytes a ``C x H x W`` map occupies in an activation bank."""
     c, h, w = shape
-    return _ceil_to(c, config.pe_in) * h * w
+    return groups(c, config.pe_in) * config.pe_in * h * w
 
 
 def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
@@ -43,7 +40,7 @@ def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
     if layer.op != "conv":
         return 0
     o, c, kh, kw = layer.weight.shape
-    return _ceil_to(o, config.pe_out) * _ceil_to(c, config.pe_in) * kh * kw
+    return groups(o, config.pe_out) * groups(c, config.pe_in) * config.macs_per_cycle * kh * kw
 
 
 @dataclass(frozen=True)
@@ -134,7 +131,7 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
         size = weight_bytes(layer, config)
         weight.append((w_addr, size))
         w_addr += size
-        entries = _ceil_to(layer.out_shape[0], config.pe_out)
+        entries = groups(layer.out_shape[0], config.pe_out) * config.pe_out
         param.append((p_addr, entries))
         p_addr += entries
     if w_addr > config.weight_bytes:

@@ -29,10 +29,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from .config import AcceleratorConfig
 from .descriptor import LayerDescriptor
 
 REGION_SHIFT = 20
+ADDR_BITS = 24              # bus word address width (4-bit region, 20-bit offset)
 REG, PROGRAM, PARAMS, WEIGHTS, BANK0, BANK1 = range(6)
 
 CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
@@ -72,6 +75,30 @@ class MemoryShape:
     @property
     def row_words(self) -> int:
         return max(1, self.width // 32)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width // 8
+
+    def bus_offset(self, byte_addr: int) -> int:
+        """Bus word offset, in the region, of the row-aligned byte address ``byte_addr``."""
+        return byte_addr // self.row_bytes * self.row_words
+
+    def to_bus(self, data) -> np.ndarray:
+        """Bytes stored from a row boundary on -> the uint32 bus words that write them."""
+        data = np.ascontiguousarray(data, np.uint8)
+        if self.row_bytes >= 4:
+            return data.view("<u4").astype(np.uint32)
+        rows = data.reshape(-1, self.row_bytes)
+        return sum(rows[:, b].astype(np.uint32) << (8 * b) for b in range(self.row_bytes))
+
+    def from_bus(self, words) -> np.ndarray:
+        """Inverse of `to_bus`: uint32 bus words read back -> the stored bytes."""
+        words = np.asarray(words, np.uint32)
+        if self.row_bytes >= 4:
+            return words.astype("<u4").view(np.uint8)
+        return np.stack([(words >> (8 * b)) & 0xFF for b in range(self.row_bytes)], 1) \
+            .astype(np.uint8).reshape(-1)
 
 
 def memories(config: AcceleratorConfig) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cycles import ideal_cycles
 from .float_ref import run_float
 
 
@@ -43,7 +44,7 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
         if pool != "none":
             op += f" + {pool} pool {layer.pool_kernel[0]}x{layer.pool_kernel[1]}"
         measured = stats.layer_cycles[i] if stats else None
-        ideal = layer.macs / cfg.macs_per_cycle
+        ideal = ideal_cycles(layer, cfg)
         rows.append({
             "layer": layer.name, "modules": ", ".join(layer.sources), "op": op,
             "clamp": f"[{layer.lo}, {layer.hi}]",

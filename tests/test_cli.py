@@ -1,6 +1,5 @@
 """The command line, run as a user would."""
 
-import json
 import subprocess
 import sys
 

@@ -6,7 +6,6 @@ import pkgutil
 
 import pytest
 
-import striate
 
 
 def _modules():

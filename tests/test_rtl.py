@@ -9,6 +9,7 @@ from striate.sw import image, memmap
 from striate.sw.graph import QGraph, QLayer
 from striate.sw.kernels import out_size
 from striate.sw.cycles import layer_cycles, layer_items, program_cycles, may_stall
+from striate.sw.driver import RunStats
 from striate.sw.program import Program
 
 import rtl_cases
@@ -32,12 +33,11 @@ def check_bit_exact(program, images, results):
 
 
 def utilization_table(program, res):
-    rows, total_ideal = [], 0
-    for layer, cycles in zip(program.layers, res["layer_cycles"]):
-        ideal = layer.macs / program.config.macs_per_cycle
-        total_ideal += ideal
-        rows.append((layer.name, int(cycles), ideal, ideal / int(cycles)))
-    return rows, total_ideal / int(res["cycles"])
+    stats = RunStats.of(program, res["cycles"], res["layer_cycles"], res["pe_busy"])
+    util = stats.utilization
+    rows = [(name, cyc, ideal, util[name]) for name, cyc, ideal in
+            zip(stats.layer_names, stats.layer_cycles, stats.ideal_cycles)]
+    return rows, util["network"]
 
 
 @pytest.mark.parametrize("name, count", [("default", 100), ("small", 12)])
