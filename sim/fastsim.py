@@ -42,15 +42,17 @@ def _run(cmd, cwd, what):
         raise StriateError(f"{what} failed:\n{(result.stdout + result.stderr)[-3000:]}")
 
 
-def build_library(config, log=None, uart_divisor=None) -> Path:
+def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
     """Path of the compiled simulator for ``config`` (with ``uart_divisor``: the accelerator
-    behind its UART bridge, driven by `harness_uart.cpp`), building it on first use."""
-    folder = build.design_dir(config) / (f"uart-{uart_divisor}-fast" if uart_divisor else "fast")
+    behind its UART bridge, driven by `harness_uart.cpp`; with ``spram``: weights in iCE40
+    SPRAM blocks, see `build.verilog`), building it on first use."""
+    folder = build.design_dir(config) / ((f"uart-{uart_divisor}-fast" if uart_divisor else "fast")
+                                         + ("-spram" if spram else ""))
     harness = HARNESS.with_name("harness_uart.cpp") if uart_divisor else HARNESS
     lib = folder / LIBRARY
     if lib.exists():
         return lib
-    source = build.verilog(config, uart_divisor)
+    source = build.verilog(config, uart_divisor, spram)
     if log:
         log(f"building the Verilator model in {folder} (once per configuration) ...")
     tmp = folder.with_name(folder.name + ".tmp")
@@ -115,8 +117,8 @@ _BUS_SIGNATURES = {
 class VerilatorTransport(Transport):
     """Bus access to a Verilated accelerator in this process."""
 
-    def __init__(self, config, log=None):
-        self._model = CModel(build_library(config, log), "sim", _BUS_SIGNATURES)
+    def __init__(self, config, log=None, spram=False):
+        self._model = CModel(build_library(config, log, spram=spram), "sim", _BUS_SIGNATURES)
 
     def write(self, addr, words):
         data = np.ascontiguousarray(words, dtype=np.uint32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,9 +20,11 @@ def _progress(total: int, what: str):
     return bar
 
 
-def simulate(program, backend: str = "verilator", images: int | None = None, log=print) -> dict:
-    """Run the program's data set test split (or its first ``images``) on ``backend`` and
-    compare with the golden model, every layer. Returns a summary dict."""
+def simulate(program, backend: str = "verilator", images: int | None = None, log=print,
+             **open_options) -> dict:
+    """Run the program's data set test split (or its first ``images``) on ``backend`` (opened
+    with ``open_options``) and compare with the golden model, every layer. Returns a summary
+    dict."""
     import torch
     from .datasets import digits
     from .driver import open as open_device
@@ -32,7 +35,7 @@ def simulate(program, backend: str = "verilator", images: int | None = None, log
     x, y = x[:images], y[:images]
     xq = program.quantize_input(x)
     start = time.perf_counter()
-    device = open_device(backend, program.config)
+    device = open_device(backend, program.config, **open_options)
     open_s = time.perf_counter() - start
     bar = _progress(len(xq), f"{backend} simulation")
     start = time.perf_counter()
@@ -101,7 +104,11 @@ def cmd_compile(args) -> int:
     from .compiler import compile as compile_model
     from .modelspec import resolve
     spec = resolve(args.model, args.calibration)
-    program = compile_model(spec.module, spec.calibration)
+    config = None
+    if args.board:
+        from ..hw.boards import BOARDS
+        config = BOARDS[args.board].config
+    program = compile_model(spec.module, spec.calibration, config)
     program.metadata.update({"model": spec.name, **({"dataset": spec.dataset}
                                                     if spec.dataset else {})})
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +126,38 @@ def _load(path):
 def cmd_simulate(args) -> int:
     program = _load(args.program)
     print_summary(program, simulate(program, args.backend, args.images))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Run a program on a board over its serial port (see docs/fpga.md)."""
+    from ..hw.boards import BAUD, BOARDS
+    program = _load(args.program)
+    clock_mhz = args.clock_mhz
+    if clock_mhz is None:
+        boards = [b for b in BOARDS.values() if b.config == program.config]
+        if not boards:
+            raise StriateError(f"{args.program} was compiled for no board's configuration; "
+                               "give the accelerator clock with --clock-mhz")
+        clock_mhz = boards[0].clock_mhz
+    summary = simulate(program, f"serial:{args.port}", args.images,
+                       baudrate=args.baud or BAUD, clock_hz=clock_mhz * 1e6)
+    print_summary(program, summary)
+    return 0
+
+
+def cmd_bitstream(args) -> int:
+    """Build a board's bitstream and report.json (see docs/fpga.md)."""
+    from ..hw.bitstream import BuildError, TimingError, build
+    try:
+        report = build(args.board, Path(args.build_dir))
+    except TimingError as exc:
+        print(f"striate: timing not met: {exc}", file=sys.stderr)
+        return 1
+    except BuildError as exc:
+        print(f"striate: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -216,6 +255,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--calibration", type=int, default=512, help="calibration images")
+    p.add_argument("--board", choices=["icebreaker", "ulx3s"],
+                   help="compile for that board's accelerator (default: the default config)")
     p.set_defaults(func=cmd_compile)
     for name, func, text in (("simulate", cmd_simulate, "accuracy, bit-exactness and cycles"),
                              ("report", cmd_report, "per-layer report with feature maps")):
@@ -226,6 +267,18 @@ def _parser() -> argparse.ArgumentParser:
         if name == "report":
             p.add_argument("-o", "--output", default="report")
         p.set_defaults(func=func)
+    p = sub.add_parser("run", help="run a program on a board over its serial port")
+    p.add_argument("program")
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
+    p.add_argument("--baud", type=int, default=None, help="baud rate (default: the boards')")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="accelerator clock (default: that of the board built for the program)")
+    p.add_argument("--images", type=int, default=None, help="test images (default: all)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("bitstream", help="build a board's bitstream and report.json")
+    p.add_argument("board", choices=["icebreaker", "ulx3s"])
+    p.add_argument("--build-dir", default="build")
+    p.set_defaults(func=cmd_bitstream)
     p = sub.add_parser("train", help="retrain a registered model (reproduces committed weights)")
     p.add_argument("model")
     p.add_argument("-o", "--output")

@@ -45,6 +45,11 @@ class AcceleratorConfig:
         Output channels the requantizer handles per cycle (a power of two dividing ``pe_out``;
         None: all ``pe_out``). Fewer lanes save the wide multipliers and shifters; a conv pixel
         then needs ``pe_out / requant_lanes`` cycles there.
+    serial_scale_bits : int or None
+        None: each requantizer lane and each average-pool lane multiplies in one cycle (a wide
+        multiplier each). An integer k: they use shift-add multipliers that take k bits of the
+        31-bit multiplier per cycle instead, and average pooling scales one channel at a time;
+        for parts whose DSP blocks all serve the PE array.
     """
 
     pe_out: int = 16
@@ -58,6 +63,7 @@ class AcceleratorConfig:
     program_depth: int = 32
     bus_width: int = 32
     requant_lanes: int | None = None
+    serial_scale_bits: int | None = None
 
     def __post_init__(self):
         limits = {
@@ -65,11 +71,11 @@ class AcceleratorConfig:
             "max_kernel": (1, 15), "max_stride": (1, 7), "act_bank_bytes": (1, 1 << 24),
             "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
-            "requant_lanes": (1, 256),
+            "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "requant_lanes" and value is None:
+            if field.name in ("requant_lanes", "serial_scale_bits") and value is None:
                 continue
             lo, hi = limits[field.name]
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:

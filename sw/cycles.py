@@ -1,22 +1,25 @@
 """Cycle model of the accelerator: what the hardware counters will read for a program.
 
 The window generator issues one item of work per cycle (`layer_items`). Around the items each
-layer spends a fixed ``LayerDescriptor.WORDS + 14`` cycles (descriptor fetch and checks:
-``WORDS + 4``; pipeline fill and drain and the done handshake: 10), plus, when the
-requantizer works in ``requant_steps`` > 1 lane groups, that many cycles (its holding
-register and the later groups), and ``writes_per_pixel`` cycles
-to store the last output pixel. The model is exact unless some stage gets work faster than it
-takes it (`may_stall`: a conv pixel in fewer items than the requantizer's steps, or an output
-pixel in fewer items than the writer's cycles); then backpressure adds cycles the model does
-not count, and it is a lower bound.
+layer spends ``LayerDescriptor.WORDS + 14`` cycles (descriptor fetch and checks: ``WORDS + 2``;
+pipeline fill and drain and the done handshake: 12), the sequencer's size products
+(`striate.sw.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
+``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
+beyond the parallel pipeline's) and ``writes_per_pixel`` cycles to store the last output pixel.
+The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
+in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
+writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
+the model does not count, and it is a lower bound.
 """
 
 from __future__ import annotations
 
 from .config import AcceleratorConfig
+from . import derive
 from .descriptor import LayerDescriptor
 from .graph import QLayer
 from .layout import groups, writes_per_pixel
+from .numerics import MULT_BITS
 
 FIXED = LayerDescriptor.WORDS + 14
 
@@ -56,10 +59,33 @@ def requant_steps(config: AcceleratorConfig) -> int:
     return config.pe_out // config.requant_parallel
 
 
+def serial_item_cycles(config: AcceleratorConfig, last: bool = True) -> int:
+    """Cycles the serial requantizer (``serial_scale_bits`` configs, `striate.hw.post.SerialPost`)
+    spends on one conv pixel: accept, per lane group a parameter read, a start and the
+    shift-add scaling (``ceil(31 / bits)`` steps and 3 more cycles; a cycle to move on when
+    there are several groups), the pooling merge and, for a window's ``last`` pixel, the hand-
+    over to the output register."""
+    steps = requant_steps(config)
+    digits = -(-MULT_BITS // config.serial_scale_bits)
+    return 2 + steps * (digits + 4 + (steps > 1)) + last
+
+
+def post_latency(config: AcceleratorConfig) -> int:
+    """Cycles the requantizer adds after the last item, beyond the 7 pipeline stages of the
+    parallel requantizer and pool counted in `FIXED`."""
+    if config.serial_scale_bits:
+        return serial_item_cycles(config) - 7
+    steps = requant_steps(config)
+    return steps if steps > 1 else 0
+
+
 def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles."""
     if chunks_per_pixel(layer, config) < requant_steps(config):
+        return True
+    if config.serial_scale_bits and (layer.pool == "avg" or chunks_per_pixel(layer, config)
+                                     < serial_item_cycles(config)):
         return True
     if layer.pool == "none":
         fewest = 1
@@ -80,9 +106,8 @@ def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`)."""
-    steps = requant_steps(config)
-    return layer_items(layer, config) + FIXED + (steps if steps > 1 else 0) + \
-        writes_per_pixel(config)
+    return layer_items(layer, config) + FIXED + derive.cycles(derive.layer_fields(layer), config) + \
+        post_latency(config) + writes_per_pixel(config)
 
 
 def program_cycles(program) -> list[int]:

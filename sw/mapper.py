@@ -145,6 +145,16 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
                       preserved)
 
 
+def pool_stride(layer: QLayer) -> tuple[int, int]:
+    """The descriptor's pool stride. Along an axis with one output the stride is never taken;
+    the smallest one that still yields one output (``size + 2 * pad - kernel < stride``) keeps
+    global pools within ``max_stride``."""
+    sizes = layer.conv_shape[1:]
+    return tuple(s if n > 1 else min(s, max(1, size + 2 * p - k + 1))
+                 for s, n, size, p, k in zip(layer.pool_stride, layer.out_shape[1:], sizes,
+                                             layer.pool_padding, layer.pool_kernel))
+
+
 def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
     """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
     in_c, in_h, in_w = layer.in_shape
@@ -158,7 +168,7 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
             k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
             pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
             pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
-            pool_stride_h=layer.pool_stride[0], pool_stride_w=layer.pool_stride[1],
+            pool_stride_h=pool_stride(layer)[0], pool_stride_w=pool_stride(layer)[1],
             pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
             pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift),
             in_addr=plan.act_in[index][1], out_addr=plan.act_out[index][1],

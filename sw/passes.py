@@ -134,9 +134,10 @@ def lower_pool_layers(graph: QGraph) -> QGraph:
 INTEGER_PASSES = (fuse_activation, fuse_pool, lower_flatten, lower_pool_layers)
 
 
-def im2col_input(graph: QGraph, lanes: int) -> QGraph:
+def im2col_input(graph: QGraph, lanes: int, bank_bytes: int | None = None) -> QGraph:
     """Unfold the first convolution's windows on the host when its input has fewer channels
-    than the PE array has input lanes.
+    than the PE array has input lanes (and, given ``bank_bytes``, the unfolded map fits an
+    activation bank: ``ceil(C*KH*KW / lanes) * lanes * OH * OW`` bytes).
 
     The first layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
     ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
@@ -151,6 +152,8 @@ def im2col_input(graph: QGraph, lanes: int) -> QGraph:
         return graph
     o, _, kh, kw = first.weight.shape
     _, oh, ow = first.conv_shape
+    if bank_bytes is not None and -(-c * kh * kw // lanes) * lanes * oh * ow > bank_bytes:
+        return graph
     unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
                              weight=first.weight.reshape(o, c * kh * kw, 1, 1))
     return graph.replace(layers=(unfolded,) + graph.layers[1:],

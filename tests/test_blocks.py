@@ -5,13 +5,14 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Signal, signed
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
+from striate.hw import scale
 from striate.hw.layouts import Layouts
 from striate.hw.pe import MacArray
-from striate.hw.post import Pool, Requant
+from striate.hw.post import Pool, Requant, SerialPost
 from striate.hw.window import WindowGen
 from striate.hw.writer import Writer
 from striate.sw import layout, numerics
@@ -98,9 +99,46 @@ class _WithMemory(Elaboratable):
         return m
 
 
+SERIAL = [AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, serial_scale_bits=2),
+          AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=2, serial_scale_bits=3),
+          AcceleratorConfig(pe_out=2, pe_in=4, serial_scale_bits=31)]
+SERIAL_IDS = ["4x2-serial2-lanes1", "4x2-serial3-lanes2", "2x4-serial31"]
+
+
+def test_round_clamp_matches_the_contract():
+    """Every shift, products across the whole 64-bit range and at the saturation edges."""
+    rng = random.Random(7)
+    product, shift = Signal(scale.PRODUCT), Signal(6)
+    lo, hi = Signal(signed(8)), Signal(signed(8))
+    m = Module()
+    y = Signal(signed(8))
+    m.d.comb += y.eq(scale.round_clamp(product, shift, lo, hi))
+    cases = []
+    for s in range(numerics.SHIFT_MIN, numerics.SHIFT_MAX + 1):
+        edges = [k << (s - 1) for k in (-259, -258, -257, -256, -255, 253, 254, 255, 256, 257)]
+        for p in edges + [rng.randrange(-(1 << 63), 1 << 63) >> rng.randrange(64)
+                          for _ in range(12)]:
+            p = max(-(1 << 63), min((1 << 63) - 1, p + rng.choice([-1, 0, 1])))
+            cases.append((p, s, rng.choice([-128, -100, 0]), rng.choice([127, 90, 5])))
+    sim = Simulator(m)
+    got = []
+
+    async def bench(ctx):
+        for p, s, l, h in cases:
+            ctx.set(product, p)
+            ctx.set(shift, s)
+            ctx.set(lo, l)
+            ctx.set(hi, h)
+            got.append(ctx.get(y))
+    sim.add_testbench(bench)
+    sim.run()
+    want = [min(h, max(l, (p + (1 << (s - 1))) >> s)) for p, s, l, h in cases]
+    assert got == want
+
+
 @pytest.mark.parametrize("config", CONFIGS + [AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1),
-                                    AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=2)],
-                         ids=IDS + ["4x2-lanes1", "4x2-lanes2"])
+                                    AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=2)]
+                         + SERIAL, ids=IDS + ["4x2-lanes1", "4x2-lanes2"] + SERIAL_IDS)
 def test_requant_matches_the_contract(config):
     rng = np.random.default_rng(2)
     po, lanes = config.pe_out, config.requant_parallel
@@ -108,6 +146,7 @@ def test_requant_matches_the_contract(config):
     bias = rng.integers(-50000, 50000, groups * po)
     mult = rng.integers(1 << 30, 1 << 31, groups * po)
     shift = rng.integers(28, 45, groups * po)
+    shift[::3] = rng.integers(numerics.SHIFT_MIN, numerics.SHIFT_MAX + 1, len(shift[::3]))
     rows = []
     for row_index in range(groups * po // lanes):     # parameter memory rows of `lanes` entries
         row = 0
@@ -116,8 +155,10 @@ def test_requant_matches_the_contract(config):
             entry = (int(bias[c]) & 0xFFFFFFFF) | int(mult[c]) << 32 | int(shift[c]) << 64
             row |= entry << (128 * lane)
         rows.append(row)
-    dut = Requant(Layouts(config))
+    serial = bool(config.serial_scale_bits)      # requant + pool in one block, pool mode none
+    dut = (SerialPost if serial else Requant)(Layouts(config))
     top = _WithMemory(dut, rows, 128 * lanes, dut.p_addr, dut.p_en, dut.p_data)
+    one_pixel = {"pool_first": 1, "pool_last": 1} if serial else {}
     lo, hi = -100, 90
     items, expected = [], []
     for n in range(40):
@@ -126,7 +167,8 @@ def test_requant_matches_the_contract(config):
         acc[0] = int(rng.choice([-(1 << 31) + 60000, (1 << 31) - 60000, acc[0]]))
         ch = slice(g * po, (g + 1) * po)
         expected.append(numerics.requantize(acc + bias[ch], mult[ch], shift[ch], lo, hi))
-        items.append(dut.i.payload.shape().const({"acc": acc.tolist(), "tag": {"og": g}}))
+        items.append(dut.i.payload.shape().const({"acc": acc.tolist(),
+                                                  "tag": {"og": g, **one_pixel}}))
 
     def setup(ctx):
         ctx.set(dut.p_base, 0)
@@ -137,12 +179,22 @@ def test_requant_matches_the_contract(config):
         assert list(out.y) == want.tolist()
 
 
+@pytest.mark.parametrize("config", [CONFIGS[0]] + SERIAL[:1] + SERIAL[2:],
+                         ids=["4x2", "4x2-serial", "2x4-serial31"])
 @pytest.mark.parametrize("mode", ["none", "max", "avg"])
-def test_pool_matches_the_contract(mode):
-    config = CONFIGS[0]
+def test_pool_matches_the_contract(mode, config):
+    """Pool alone; for serial configurations the combined block, with parameters that make its
+    requantization the identity (``y * 2**30 >> 30``)."""
     rng = np.random.default_rng(3)
     po = config.pe_out
-    dut = Pool(Layouts(config))
+    serial = bool(config.serial_scale_bits)
+    dut = (SerialPost if serial else Pool)(Layouts(config))
+    top = dut
+    if serial:
+        lanes = config.requant_parallel
+        identity = sum(((1 << 30) << 32 | 30 << 64) << (128 * lane) for lane in range(lanes))
+        top = _WithMemory(dut, [identity] * (po // lanes), 128 * lanes, dut.p_addr, dut.p_en,
+                          dut.p_data)
     window = 6 if mode != "none" else 1
     mult, shift = numerics.quantize_multiplier(1 / window) if mode == "avg" else (0, 0)
     lo, hi = -20, 100
@@ -150,9 +202,9 @@ def test_pool_matches_the_contract(mode):
     for n in range(15):
         ys = rng.integers(lo, hi + 1, (window, po))
         for k in range(window):
+            tag = {"pool_first": k == 0, "pool_last": k == window - 1, "pix": n}
             items.append(dut.i.payload.shape().const(
-                {"y": ys[k].tolist(), "tag": {"pool_first": k == 0, "pool_last": k == window - 1,
-                                              "px": n}}))
+                {"acc" if serial else "y": ys[k].tolist(), "tag": tag}))
         if mode == "avg":
             expected.append(numerics.requantize(ys.sum(0), mult, shift, lo, hi))
         else:
@@ -164,9 +216,16 @@ def test_pool_matches_the_contract(mode):
         ctx.set(dut.shift, shift)
         ctx.set(dut.lo, lo)
         ctx.set(dut.hi, hi)
-    outs = simulate(dut, dut, items, len(expected), setup=setup)
+        if serial:
+            ctx.set(dut.p_base, 0)
+    outs = simulate(top, dut, items, len(expected), setup=setup)
     for n, (out, want) in enumerate(zip(outs, expected)):
-        assert list(out.y) == want.tolist() and out.tag.px == n
+        assert list(out.y) == want.tolist() and out.tag.pix == n
+
+
+def first_word_group(og, config):
+    """The first activation word group output channel group ``og`` writes."""
+    return og * config.pe_out // config.pe_in
 
 
 def window_reference(g):
@@ -190,8 +249,10 @@ def window_reference(g):
                                     addr = 0 if pad else g["in_base"] + cg * g["in_h"] * \
                                         g["in_w"] + iy * g["in_w"] + ix
                                     last = k == g["k_h"] * g["k_w"] * g["cg_n"] - 1
+                                    pix = first_word_group(og, g["config"]) * g["out_h"] * \
+                                        g["out_w"] + py * g["out_w"] + px
                                     items.append((addr, pad, og * g["kk"] + k, k == 0, last, og,
-                                                  py, px, (cy, cx) == (cys[0], cxs[0]),
+                                                  pix, (cy, cx) == (cys[0], cxs[0]),
                                                   (cy, cx) == (cys[-1], cxs[-1])))
                                     k += 1
     return items
@@ -200,7 +261,8 @@ def window_reference(g):
 @pytest.mark.parametrize("seed", range(12))
 def test_window_generator_walks_the_loop_nest(seed):
     rng = np.random.default_rng(seed)
-    dut = WindowGen(Layouts(CONFIGS[0]))
+    config = CONFIGS[seed % len(CONFIGS)]
+    dut = WindowGen(Layouts(config))
     in_h, in_w = int(rng.integers(2, 7)), int(rng.integers(2, 7))
     k_h, k_w = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     p_h, p_w = int(rng.integers(0, k_h)), int(rng.integers(0, k_w))
@@ -215,7 +277,10 @@ def test_window_generator_walks_the_loop_nest(seed):
              out_h=out_size(conv_h, pk_h, ps_h, pp_h), out_w=out_size(conv_w, pk_w, ps_w, pp_w),
              in_base=5)
     g["kk"], g["hw_in"] = k_h * k_w * g["cg_n"], in_h * in_w
-    want = window_reference(g)
+    g.update(s_w_in=s_h * in_w, step_y=ps_h * s_h, step_x=ps_w * s_w, step_yw=ps_h * s_h * in_w,
+             rys0=pp_h * s_h, rxs0=pp_w * s_w, rysw0=pp_h * s_h * in_w, p_row=p_h * in_w,
+             out_hw=g["out_h"] * g["out_w"])
+    want = window_reference(dict(g, config=config))
     got = []
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -233,7 +298,7 @@ def test_window_generator_walks_the_loop_nest(seed):
             *_, valid, ready, p = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
             if valid and ready:
                 t = p.tag
-                got.append((p.act_addr, p.pad, p.w_addr, p.first, p.last, t.og, t.py, t.px,
+                got.append((p.act_addr, p.pad, p.w_addr, p.first, p.last, t.og, t.pix,
                             t.pool_first, t.pool_last))
         ctx.set(dut.o.ready, 1)
         for _ in range(3):
@@ -266,7 +331,8 @@ def test_writer_stores_the_bank_layout(config):
             m.d.comb += [wp.addr.eq(dut.wr_addr), wp.data.eq(dut.wr_data), wp.en.eq(dut.wr_en)]
             return m
     items = [dut.i.payload.shape().const({"y": full[og * po:(og + 1) * po, py, px].tolist(),
-                                          "tag": {"og": og, "py": py, "px": px}})
+                                          "tag": {"og": og, "pix": first_word_group(og, config)
+                                                  * out_h * out_w + py * out_w + px}})
              for og in range(og_n) for py in range(out_h) for px in range(out_w)]
     rng_order = random.Random(5)
     rng_order.shuffle(items)
@@ -277,8 +343,7 @@ def test_writer_stores_the_bank_layout(config):
     async def bench(ctx):
         ctx.set(dut.out_base, 2)
         ctx.set(dut.out_c, out_c)
-        ctx.set(dut.out_h, out_h)
-        ctx.set(dut.out_w, out_w)
+        ctx.set(dut.out_hw, out_h * out_w)
         for payload in items:
             while srng.random() < 0.3:
                 await ctx.tick()

@@ -26,7 +26,7 @@ def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default
     yq = verilator_default.run(lenet_program, xq)
     np.testing.assert_array_equal(yq, lenet_program.run_reference(xq))
     run = verilator_default.last_run
-    assert run.layer_cycles == (1820, 12828, 540, 44) and run.cycles == 15232
+    assert run.layer_cycles == (1966, 12977, 684, 181) and run.cycles == 15808
     assert run.utilization["network"] == pytest.approx(14922 / 15232)
     assert run.utilization["features.4"] > 0.99
 

@@ -167,3 +167,29 @@ def test_program_for_other_config_differs_only_in_plan(lenet, calibration):
     small = striate.compile(lenet, calibration, striate.AcceleratorConfig(pe_out=2, pe_in=4))
     assert small.config.macs_per_cycle == 8
     assert small.plan.act_in[0][2] == 28 * 16 * 16    # 25 unfolded channels padded to 4 lanes
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_sequencer_program_passes_every_legal_layer(seed):
+    """`derive.PROGRAM` (what the sequencer computes and checks) accepts every layer the compiler
+    describes, and its sizes are the plain products."""
+    import rtl_cases
+    from striate.sw import derive
+    from striate.sw.program import Program
+    config = [striate.AcceleratorConfig(pe_out=4, pe_in=2, max_width=32),
+              striate.AcceleratorConfig()][seed % 2]
+    graph, _ = rtl_cases.random_chain(seed, layers=3)
+    program = Program(graph, config)
+    for desc in program.descriptors:
+        fields = dict(desc.__dict__, in_base=desc.in_addr // config.pe_in,
+                      out_base=desc.out_addr // config.pe_in,
+                      w_base=desc.weight_addr // config.macs_per_cycle,
+                      p_base=desc.param_addr // config.requant_parallel)
+        values, failed = derive.run(fields, config)
+        assert failed == set(), desc
+        cg_n = -(-desc.in_c // config.pe_in)
+        assert values["kk"] == desc.k_h * desc.k_w * cg_n
+        assert values["hw_in"] == desc.in_h * desc.in_w
+        assert values["out_hw"] == desc.out_h * desc.out_w
+        assert values["step_yw"] == desc.pool_stride_h * desc.stride_h * desc.in_w
+        assert values["p_row"] == desc.pad_h * desc.in_w

@@ -1,0 +1,95 @@
+"""The contract's rounding shift and clamp, and a shift-add multiplier for parts without spare
+DSP blocks.
+
+`round_clamp` computes ``clamp((p + 2**(s-1)) >> s, lo, hi)`` for a 64-bit product without a
+full 64-bit barrel shifter: the result is clamped to int8, so only a 16-bit window of the
+product and whether the bits above it are sign bits matter.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw import numerics
+
+PRODUCT = signed(64)     # (33-bit acc + bias) * 31-bit multiplier, and pool sums * multiplier
+WINDOW = 16              # product bits kept after the coarse (multiple of 8) shift
+
+
+def _all_sign(value, j, sign):
+    """Bits ``j`` and up of ``value`` all equal ``sign`` (a balanced reduction, not a chain)."""
+    if j >= len(value):
+        return Const(1, 1)
+    return (value[j:] ^ sign.replicate(len(value) - j)) == 0
+
+
+def _saturate(value, sign, fits, bits):
+    """``value`` (low bits) if ``fits``, else the extreme of ``bits`` signed bits for ``sign``."""
+    extreme = Mux(sign, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    return Mux(fits, value[:bits].as_signed(), extreme)
+
+
+def round_clamp(product, shift, lo, hi):
+    """``clamp(round_shift(product, shift), lo, hi)`` with ``1 <= shift <= 62`` (see
+    `striate.sw.numerics.requantize`), as ``clamp(((product >> (shift-1)) + 1) >> 1)``.
+
+    ``q = product >> (shift - 1)`` is only needed saturated to 10 signed bits: a coarse shift by
+    ``8 * ((shift-1) >> 3)`` keeps 16 bits and whether the bits above are all sign bits (if not,
+    ``|q| >= 2**15 / 2**7``, which rounds to at least 128 in magnitude and clamps anyway), then
+    a fine shift by ``(shift-1) & 7``.
+    """
+    t = (shift - 1).as_unsigned()[:6]
+    coarse, fine = t[3:6], t[0:3]
+    sign = product[-1]
+    ext = Cat(product, *([sign] * (8 * 7 + WINDOW - len(product))))
+    window = Array([ext[8 * c:8 * c + WINDOW] for c in range(8)])[coarse]
+    fits = Array([_all_sign(product, 8 * c + WINDOW - 1, sign) for c in range(8)])[coarse]
+    shifted = window.as_signed() >> fine                 # 16 bits, arithmetic
+    q = _saturate(_saturate(shifted, sign, _all_sign(shifted, 9, sign), 10), sign, fits, 10)
+    y = (q + 1) >> 1                                     # 10-bit signed, in [-256, 255]
+    return Mux(y < lo, lo, Mux(y > hi, hi, y))
+
+
+class SerialScale(wiring.Component):
+    """``y = round_clamp(x * mult, shift, lo, hi)`` on a right-shifting shift-add multiplier.
+
+    A ``start`` pulse latches the operands; each cycle then adds ``x`` times the next ``bits``
+    bits of ``mult`` to the high half of the product and shifts the finished low bits out into
+    the low half, so the adders are only as wide as ``x``. ``y`` is valid with the ``done``
+    pulse `cycles` cycles after ``start``.
+    """
+
+    def __init__(self, bits: int, x_bits: int = 33):
+        self.bits, self.x_bits = bits, x_bits
+        self.digits = -(-numerics.MULT_BITS // bits)
+        self.cycles = self.digits + 1
+        super().__init__({
+            "start": In(1), "x": In(signed(x_bits)), "mult": In(numerics.MULT_BITS),
+            "shift": In(numerics.SHIFT_BITS), "lo": In(signed(8)), "hi": In(signed(8)),
+            "y": Out(signed(8)), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        k = self.bits
+        x = Signal(signed(self.x_bits))
+        mult = Signal(self.digits * k)
+        high = Signal(signed(self.x_bits + k + 1))   # product >> (k * digits done)
+        low = Signal(self.digits * k)                # the product's finished low bits
+        shift = Signal(numerics.SHIFT_BITS)
+        count = Signal(range(self.cycles + 1))
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += [x.eq(self.x), mult.eq(self.mult), shift.eq(self.shift), high.eq(0),
+                         low.eq(0), count.eq(1)]
+        with m.Elif(count == self.cycles):
+            product = Cat(low, high)[:PRODUCT.width].as_signed()
+            m.d.sync += [self.y.eq(round_clamp(product, shift, self.lo, self.hi)),
+                         self.done.eq(1), count.eq(0)]
+        with m.Elif(count != 0):
+            total = high + sum(Mux(mult[i], x << i, 0) for i in range(k))
+            m.d.sync += [high.eq(total >> k), low.eq(Cat(low[k:], total[:k])),
+                         mult.eq(mult >> k), count.eq(count + 1)]
+        return m

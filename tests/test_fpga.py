@@ -1,0 +1,91 @@
+"""Board tops: clock settings, report parsing, the iCEBreaker's SPRAM weight memory running the
+whole LeNet in simulation, and (slow tier) the bitstreams themselves; CI builds the
+iCEBreaker's with `make bitstream`."""
+
+import json
+
+import numpy as np
+import pytest
+
+import striate
+from striate.hw import bitstream
+from striate.hw.boards import BOARDS, ICEBREAKER, ecp5_pll, ice40_pll
+from striate.sim.fastsim import VerilatorTransport
+from striate.sw.cycles import may_stall, program_cycles
+from striate.sw.driver import Device
+
+
+@pytest.mark.parametrize("target", [24.0, 30.0, 48.0])
+def test_ice40_pll_settings_meet_the_pll_limits(target):
+    pll = ice40_pll(12.0, target)
+    pfd = 12.0 / (pll["DIVR"] + 1)
+    vco = pfd * (pll["DIVF"] + 1)
+    assert 10 <= pfd <= 133 and 533 <= vco <= 1066
+    assert vco / 2 ** pll["DIVQ"] == pytest.approx(pll["f_out"]) == pytest.approx(target)
+
+
+def test_ecp5_pll_settings_meet_the_pll_limits():
+    pll = ecp5_pll(25.0, 75.0)
+    out = 25.0 * pll["CLKFB_DIV"] / pll["CLKI_DIV"]
+    assert out == pytest.approx(pll["f_out"]) == pytest.approx(75.0)
+    assert 400 <= out * pll["CLKOP_DIV"] <= 800
+
+
+YOSYS_LOG = """
+   Number of cells:               24
+          2   SB_CARRY
+          3   SB_DFF
+          4   SB_DFFE
+          7   SB_LUT4
+          8   SB_MAC16
+"""
+
+
+@pytest.mark.parametrize("achieved, met", [(31.5, True), (20.2, False)])
+def test_reports_are_parsed_from_the_tools_output(achieved, met):
+    nextpnr = {"fmax": {"clk": {"achieved": achieved, "constraint": 24.0}},
+               "utilization": {"ICESTORM_LC": {"used": 4321, "available": 5280},
+                               "ICESTORM_DSP": {"used": 8, "available": 8},
+                               "ICESTORM_RAM": {"used": 20, "available": 30},
+                               "ICESTORM_SPRAM": {"used": 4, "available": 4}}}
+    figures = bitstream.parse_reports("ice40", nextpnr, "Number of cells: 3\n   1   SB_DFF\n" +
+                                      YOSYS_LOG)
+    assert figures["luts"] == 4321 and figures["dsps"] == 8 and figures["brams"] == 20
+    assert figures["ffs"] == 7 and figures["available"]["luts"] == 5280
+    assert figures["fmax_mhz"] == achieved and figures["clock_mhz"] == 24.0
+    assert figures["timing_met"] is met
+
+
+@pytest.fixture(scope="module")
+def icebreaker_program(lenet, calibration):
+    return striate.compile(lenet, calibration, ICEBREAKER.config)
+
+
+def test_icebreaker_design_runs_lenet_bit_exact_with_weights_in_spram(icebreaker_program,
+                                                                       digits_test):
+    """The board's accelerator, its weights in SB_SPRAM256KA blocks (Yosys' model of them),
+    equals the golden model on every layer."""
+    config = ICEBREAKER.config
+    xq = icebreaker_program.quantize_input(digits_test[0][:6])
+    with Device(VerilatorTransport(config, spram=True), config, "iCE40 SPRAM model") as device:
+        outs = device.run(icebreaker_program, xq, return_all=True)
+        stats = device.last_run
+    golden = icebreaker_program.run_reference(xq, return_all=True)
+    for got, want in zip(outs, golden):
+        assert np.array_equal(got, want.reshape(got.shape))
+    model = program_cycles(icebreaker_program)
+    for layer, got, want in zip(icebreaker_program.layers, stats.layer_cycles, model):
+        if may_stall(layer, config):        # conv pixels faster than the serial requantizer
+            assert got > want, layer.name
+        else:
+            assert got == want, layer.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_bitstream_meets_timing(board, tmp_path):
+    report = bitstream.build(board, tmp_path)
+    saved = json.loads((tmp_path / board / "report.json").read_text())
+    assert saved == report and report["timing_met"]
+    assert report["macs_per_cycle"] == BOARDS[board].config.macs_per_cycle
+    assert report["dsps"] >= (8 if board == "icebreaker" else 64)
