@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import (ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal,
+                          Signal)
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..sw.config import AcceleratorConfig
@@ -16,6 +17,7 @@ from .spram import Ice40Spram
 from .uart_top import UartAccelerator
 
 BAUD = 115200
+ACCEL = "striate_accel"      # the accelerator's Verilog module in a board build
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,11 @@ def ice40_pll(f_in: float, f_out: float) -> dict:
 
 def ecp5_pll(f_in: float, f_out: float) -> dict:
     """EHXPLLL settings closest to ``f_out`` MHz: ``f_in * CLKFB_DIV / CLKI_DIV``, the VCO
-    (``f_out * CLKOP_DIV``) at 400-800 MHz and the phase detector at >= 10 MHz."""
+    (``f_out * CLKOP_DIV``) at 400-800 MHz and the phase detector at >= 3.125 MHz (ECP5 sysCLOCK
+    PLL limits)."""
     best = None
     for clki in range(1, 129):
-        if f_in / clki < 10:
+        if f_in / clki < 3.125:
             break
         for clkfb in range(1, 81):
             out = f_in * clkfb / clki
@@ -116,14 +119,20 @@ class BoardTop(Elaboratable):
         return pll["f_out"]
 
     def elaborate(self, platform):
+        from amaranth.back import verilog
         m = Module()
         clock_mhz = self._clock(m, platform)
         ram = Ice40Spram if self.board.family == "ice40" else None
         divisor = round(clock_mhz * 1e6 / self.baud)
-        m.submodules.accel = accel = UartAccelerator(self.board.config, divisor, weight_ram=ram)
+        accel = UartAccelerator(self.board.config, divisor, weight_ram=ram)
+        # Yosys reads the accelerator as Verilog: this Yosys build's logic mapping (ABC9)
+        # fails an internal assertion on Amaranth's RTLIL of the requantizer (ECP5).
+        platform.add_file(f"{ACCEL}.v", verilog.convert(accel, name=ACCEL, emit_src=False))
         uart = platform.request("uart", 0)
         led = platform.request("led", 0)
-        m.d.comb += [accel.rx.eq(uart.rx.i), uart.tx.o.eq(accel.tx), led.o.eq(accel.busy)]
+        m.submodules.accel = Instance(ACCEL, i_clk=ClockSignal("sync"),
+                                      i_rst=ResetSignal("sync"), i_rx=uart.rx.i,
+                                      o_tx=uart.tx.o, o_busy=led.o)
         return m
 
 
@@ -137,10 +146,11 @@ ICEBREAKER = Board(
                              weight_bytes=128 * 1024, param_entries=128, program_depth=8))
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
-# MULT18X18D), four requantizer lanes, memories sized for models like LeNet.
+# MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what
+# the design meets today (placement estimates about 25 MHz; see docs/fpga.md).
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
-    clock_mhz=75.0,
+    clock_mhz=20.0,
     config=AcceleratorConfig(requant_lanes=4, act_bank_bytes=8192, weight_bytes=64 * 1024,
                              param_entries=256, program_depth=16))
 

@@ -24,11 +24,12 @@ def test_ice40_pll_settings_meet_the_pll_limits(target):
     assert vco / 2 ** pll["DIVQ"] == pytest.approx(pll["f_out"]) == pytest.approx(target)
 
 
-def test_ecp5_pll_settings_meet_the_pll_limits():
-    pll = ecp5_pll(25.0, 75.0)
+@pytest.mark.parametrize("target", [20.0, 75.0])
+def test_ecp5_pll_settings_meet_the_pll_limits(target):
+    pll = ecp5_pll(25.0, target)
     out = 25.0 * pll["CLKFB_DIV"] / pll["CLKI_DIV"]
-    assert out == pytest.approx(pll["f_out"]) == pytest.approx(75.0)
-    assert 400 <= out * pll["CLKOP_DIV"] <= 800
+    assert out == pytest.approx(pll["f_out"]) == pytest.approx(target)
+    assert 400 <= out * pll["CLKOP_DIV"] <= 800 and 25.0 / pll["CLKI_DIV"] >= 3.125
 
 
 YOSYS_LOG = """
