@@ -147,10 +147,10 @@ ICEBREAKER = Board(
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what
-# the design meets today (placement estimates about 25 MHz; see docs/fpga.md).
+# the design meets today (about 30 MHz after routing; see docs/fpga.md).
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
-    clock_mhz=20.0,
+    clock_mhz=25.0,
     config=AcceleratorConfig(requant_lanes=4, act_bank_bytes=8192, weight_bytes=64 * 1024,
                              param_entries=256, program_depth=16))
 
