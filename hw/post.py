@@ -17,6 +17,20 @@ ENTRY = data.StructLayout({"bias": signed(32), "mult": unsigned(32), "shift": un
                            "unused": 32})     # one parameter entry (`striate.sw.layout`)
 
 
+POOL_PORTS = {"mode": In(2), "mult": In(31), "shift": In(6)}   # pooling mode and average scale
+
+
+def requant_ports(layouts: Layouts) -> dict:
+    """Ports of a requantizer: sums in, pixels out, its parameter memory read port."""
+    return {
+        "i": In(stream.Signature(layouts.sums)),
+        "o": Out(stream.Signature(layouts.pixels)),
+        "p_base": In(layouts.p_addr), "lo": In(signed(8)), "hi": In(signed(8)),
+        "p_addr": Out(layouts.p_addr), "p_en": Out(1),
+        "p_data": In(32 * PARAM_ENTRY_WORDS * layouts.config.requant_parallel),
+    }
+
+
 def pool_merge(acc, y, first, mode):
     """Each lane's running max (mode 1) or sum (mode 2) with pixel ``y``; ``y`` itself when
     ``first``."""
@@ -29,8 +43,7 @@ class Requant(wiring.Component):
 
     ``requant_parallel`` (R) channels per cycle: each item is split into ``pe_out / R`` lane
     groups that flow through four stages (parameter read, bias add, multiply, shift and clamp)
-    and are
-    assembled into the output pixel. Group ``j`` of channel group ``og`` reads parameter memory
+    and are assembled into the output pixel. Group ``j`` of channel group ``og`` reads parameter memory
     row ``p_base + og * pe_out / R + j`` (`striate.sw.layout.pack_params`). With R < pe_out an
     accepted item waits in a holding register, so items arriving at least ``pe_out / R``
     cycles apart never stall the PE array.
@@ -38,14 +51,7 @@ class Requant(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        lanes = layouts.config.requant_parallel
-        super().__init__({
-            "i": In(stream.Signature(layouts.sums)),
-            "o": Out(stream.Signature(layouts.pixels)),
-            "p_base": In(layouts.p_addr), "lo": In(signed(8)), "hi": In(signed(8)),
-            "p_addr": Out(layouts.p_addr), "p_en": Out(1),
-            "p_data": In(32 * PARAM_ENTRY_WORDS * lanes),
-        })
+        super().__init__(requant_ports(layouts))
 
     def elaborate(self, platform):
         m = Module()
@@ -112,8 +118,7 @@ class Pool(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(layouts.pixels)),
             "o": Out(stream.Signature(layouts.pixels)),
-            "mode": In(2), "mult": In(31), "shift": In(6),
-            "lo": In(signed(8)), "hi": In(signed(8)),
+            "lo": In(signed(8)), "hi": In(signed(8)), **POOL_PORTS,
         })
 
     def elaborate(self, platform):
@@ -152,15 +157,7 @@ class SerialPost(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        lanes = layouts.config.requant_parallel
-        super().__init__({
-            "i": In(stream.Signature(layouts.sums)),
-            "o": Out(stream.Signature(layouts.pixels)),
-            "p_base": In(layouts.p_addr), "lo": In(signed(8)), "hi": In(signed(8)),
-            "p_addr": Out(layouts.p_addr), "p_en": Out(1),
-            "p_data": In(32 * PARAM_ENTRY_WORDS * lanes),
-            "mode": In(2), "mult": In(31), "shift": In(6),
-        })
+        super().__init__({**requant_ports(layouts), **POOL_PORTS})
 
     def elaborate(self, platform):
         m = Module()
