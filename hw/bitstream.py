@@ -69,8 +69,9 @@ def _tool_env(cache: Path) -> dict:
 
 
 def _flip_flops(yosys_log: str) -> int:
-    """Flip-flops in the last cell statistics Yosys printed."""
-    blocks = yosys_log.split("Number of cells")
+    """Flip-flops in the last cell statistics Yosys printed (headed "Number of cells: N" in
+    older Yosys, "N cells" in newer)."""
+    blocks = re.split(r"^\s*(?:Number of cells:?\s*\d+|\d+\s+cells)\s*$", yosys_log, flags=re.M)
     return sum(int(n) for n, cell in re.findall(r"^\s+(\d+)\s+(\S+)\s*$", blocks[-1], re.M)
                if re.match(r"(SB_DFF|TRELLIS_FF)", cell))
 
@@ -85,7 +86,9 @@ def parse_reports(family: str, nextpnr_report: dict, yosys_log: str) -> dict:
                             for key, field in RESOURCES[family].items()}
     if "ffs" not in figures:
         figures["ffs"] = _flip_flops(yosys_log)
-    clocks = nextpnr_report["fmax"]
+    # nextpnr also times its own constant net when a PLL takes the clock pin ($PACKER_*).
+    clocks = {name: fmax for name, fmax in nextpnr_report["fmax"].items()
+              if not name.startswith("$PACKER")}
     if len(clocks) != 1:
         raise ValueError(f"expected one clock in the nextpnr report, found {sorted(clocks)}")
     (clock, fmax), = clocks.items()

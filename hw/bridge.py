@@ -60,13 +60,19 @@ class Bridge(wiring.Component):
         bw, br = buf.write_port(), buf.read_port(transparent_for=())
         cmd, seq, status = Signal(8), Signal(8), Signal(8)
         addr, count = Signal(memmap.ADDR_BITS), Signal(16)
+        # One CRC register and update for both directions (a response follows its request):
+        # ``crc_next`` is the CRC after ``crc_byte``, the received byte unless a state sending
+        # a byte says otherwise.
         crc, rx_crc = Signal(16, init=0xFFFF), Signal(16)
+        crc_byte = Signal(8)
+        crc_next = crc16_byte(crc, crc_byte)
         pos = Signal(range(4 * self.max_words + 8))      # byte index within a frame section
         word = Signal(32)
         idle = Signal(range(self.timeout + 1))
         k = Signal(range(self.max_words + 1))
         byte = self.i.payload
         take = self.i.valid & self.i.ready
+        m.d.comb += crc_byte.eq(byte)
         # tx: the byte to send and a strobe
         send, send_byte = Signal(), Signal(8)
         m.d.comb += [self.o.valid.eq(send), self.o.payload.eq(send_byte)]
@@ -85,7 +91,7 @@ class Bridge(wiring.Component):
             with m.State("HEADER"):                     # cmd seq addr0 addr1 addr2 cnt0 cnt1
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [crc.eq(crc16_byte(crc, byte)), pos.eq(pos + 1)]
+                    m.d.sync += [crc.eq(crc_next), pos.eq(pos + 1)]
                     with m.Switch(pos):
                         with m.Case(0):
                             m.d.sync += cmd.eq(byte)
@@ -113,7 +119,7 @@ class Bridge(wiring.Component):
             with m.State("DATA"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [crc.eq(crc16_byte(crc, byte)), pos.eq(pos + 1),
+                    m.d.sync += [crc.eq(crc_next), pos.eq(pos + 1),
                                  word.eq(Cat(word[8:], byte))]
                     m.d.comb += [bw.addr.eq(pos >> 2), bw.data.eq(Cat(word[8:], byte)),
                                  bw.en.eq(pos[:2] == 3)]
@@ -148,19 +154,20 @@ class Bridge(wiring.Component):
                 with m.If(k == count - 1):
                     m.d.sync += [status.eq(framing.OK), count.eq(0)]
                     m.next = "RESPOND"
-            self._respond(m, status, seq, count, cmd, addr, k, word, pos, send, send_byte)
+            self._respond(m, status, seq, count, cmd, addr, k, word, pos, send, send_byte,
+                          crc, crc_byte, crc_next)
         return m
 
-    def _respond(self, m, status, seq, count, cmd, addr, k, word, pos, send, send_byte):
+    def _respond(self, m, status, seq, count, cmd, addr, k, word, pos, send, send_byte,
+                 tx_crc, crc_byte, crc_next):
         """Send ``5A status seq count [data] crc``; reads fetch each word just before sending."""
-        tx_crc = Signal(16, init=0xFFFF)
         sent = self.o.valid & self.o.ready
 
         def emit(value, then, update_crc=True):
-            m.d.comb += [send.eq(1), send_byte.eq(value)]
+            m.d.comb += [send.eq(1), send_byte.eq(value), crc_byte.eq(value)]
             with m.If(sent):
                 if update_crc:
-                    m.d.sync += tx_crc.eq(crc16_byte(tx_crc, value))
+                    m.d.sync += tx_crc.eq(crc_next)
                 m.next = then
 
         with m.State("RESPOND"):
@@ -175,9 +182,9 @@ class Bridge(wiring.Component):
         with m.State("R_CNT0"):
             emit(count[:8], "R_CNT1")
         with m.State("R_CNT1"):
-            m.d.comb += [send.eq(1), send_byte.eq(count[8:])]
+            m.d.comb += [send.eq(1), send_byte.eq(count[8:]), crc_byte.eq(count[8:])]
             with m.If(sent):
-                m.d.sync += tx_crc.eq(crc16_byte(tx_crc, count[8:]))
+                m.d.sync += tx_crc.eq(crc_next)
                 with m.If((status == framing.OK) & (cmd == framing.READ)):
                     m.next = "R_FETCH"
                 with m.Else():
@@ -190,9 +197,9 @@ class Bridge(wiring.Component):
                 m.d.sync += [word.eq(self.r_data), pos.eq(0)]
                 m.next = "R_DATA"
         with m.State("R_DATA"):
-            m.d.comb += [send.eq(1), send_byte.eq(word[:8])]
+            m.d.comb += [send.eq(1), send_byte.eq(word[:8]), crc_byte.eq(word[:8])]
             with m.If(sent):
-                m.d.sync += [tx_crc.eq(crc16_byte(tx_crc, word[:8])), word.eq(word >> 8),
+                m.d.sync += [tx_crc.eq(crc_next), word.eq(word >> 8),
                              pos.eq(pos + 1)]
                 with m.If(pos == 3):
                     m.d.sync += k.eq(k + 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
+from ..sw import derive
 from ..sw.config import AcceleratorConfig
 from ..sw.descriptor import LayerDescriptor
 from ..sw.memmap import memories, BANK0, WEIGHTS, PARAMS
@@ -37,6 +38,19 @@ class Layouts:
         # are below 64 * bank depth (window terms: strides and pads <= 7 times an input row)
         # or 2 * weight depth (weight words).
         self.size = max(self.act_addr + 7, self.w_addr + 2)
+        bounded = derive.limits(config)
+        self.derived = {name: min(self.size, bounded[name].bit_length()) if name in bounded
+                        else self.size for name in derive.RESULTS}     # result register widths
+        # Widths of the window generator's geometry (`striate.hw.window`) for layers that pass
+        # the sequencer's checks: strides are at most max_stride; an input map is at most
+        # max_width by max_height, and conv and pooled maps, kernels and window starts exceed
+        # it by at most four 3-bit paddings (and stay within the 10-bit descriptor fields).
+        self.stride = config.max_stride.bit_length()
+        self.cols = min(10, (config.max_width + 4 * 7).bit_length())
+        self.rows = min(10, (config.max_height + 4 * 7).bit_length())
+        # An average pool's running sum: int8 pixels over at most the whole conv map, which
+        # is under 2**rows by 2**cols pixels.
+        self.pool_sum = signed(8 + self.rows + self.cols)
         # Position of an output pixel, carried with the work so later stages need no counters.
         self.tag = data.StructLayout({"og": self.p_addr + 1, "pix": self.act_addr, "pool_first": 1,
                                       "pool_last": 1})

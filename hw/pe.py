@@ -74,7 +74,9 @@ class MacArray(wiring.Component):
         a_valid, a_first, a_last = Signal(), Signal(), Signal()
         a_tag = Signal(self._l.tag)
         psum = [Signal(ACC, name=f"psum{r}") for r in range(po)]
-        acc = [Signal(ACC, name=f"acc{r}") for r in range(po)]
+        # The accumulators are the output: the array stalls while its output waits, so they
+        # hold the finished sums until they are taken.
+        acc = [self.o.payload.acc[r] for r in range(po)]
         x, w = self.i.payload.x, self.i.payload.w
         m.d.comb += [self.i.ready.eq(advance), self.busy.eq(advance & a_valid)]
         with m.If(advance):
@@ -86,7 +88,7 @@ class MacArray(wiring.Component):
                 m.d.sync += [self.o.valid.eq(a_last), self.o.payload.tag.eq(a_tag)]
                 for r in range(po):
                     total = Mux(a_first, psum[r], acc[r] + psum[r])
-                    m.d.sync += [acc[r].eq(total), self.o.payload.acc[r].eq(total)]
+                    m.d.sync += acc[r].eq(total)
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)
         return m

@@ -5,7 +5,7 @@ Both are single-enable pipelines like `pe`: every stage advances when the output
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,10 +31,17 @@ def requant_ports(layouts: Layouts) -> dict:
     }
 
 
-def pool_merge(acc, y, first, mode):
-    """Each lane's running max (mode 1) or sum (mode 2) with pixel ``y``; ``y`` itself when
-    ``first``."""
-    return [Mux(first, y[r], Mux(mode == 2, acc[r] + y[r], Mux(y[r] > acc[r], y[r], acc[r])))
+def averaging(layouts: Layouts, mode):
+    """Whether pooling ``mode`` averages: never in a configuration without ``avg_pool``,
+    whose pooling logic then reduces to max pooling."""
+    return mode == 2 if layouts.config.avg_pool else Const(0, 1)
+
+
+def pool_merge(acc, y, first, average):
+    """Each lane's running max or (``average``) sum with pixel ``y``; ``y`` itself when
+    ``first``. A running max is an int8, so only its low byte is compared."""
+    return [Mux(first, y[r], Mux(average, acc[r] + y[r],
+                                 Mux(y[r] > acc[r][:8].as_signed(), y[r], acc[r])))
             for r in range(len(acc))]
 
 
@@ -125,8 +132,8 @@ class Pool(wiring.Component):
         m = Module()
         po = self._l.config.pe_out
         advance = ~self.o.valid | self.o.ready
-        acc = [Signal(ACC, name=f"pacc{r}") for r in range(po)]
-        out1 = [Signal(ACC, name=f"pout{r}") for r in range(po)]    # the window's result
+        acc = [Signal(self._l.pool_sum, name=f"pacc{r}") for r in range(po)]
+        out1 = [Signal(self._l.pool_sum, name=f"pout{r}") for r in range(po)]  # window result
         out2 = [Signal(signed(8), name=f"pmax{r}") for r in range(po)]
         prod = [Signal(PRODUCT, name=f"pprod{r}") for r in range(po)]  # average: sum * mult
         v1, v2 = Signal(), Signal()
@@ -136,12 +143,13 @@ class Pool(wiring.Component):
         with m.If(advance):
             m.d.sync += [v1.eq(self.i.valid & p.tag.pool_last), tag1.eq(p.tag), v2.eq(v1),
                          tag2.eq(tag1), self.o.valid.eq(v2), self.o.payload.tag.eq(tag2)]
-            for r, merged in enumerate(pool_merge(acc, p.y, p.tag.pool_first, self.mode)):
+            average = averaging(self._l, self.mode)
+            for r, merged in enumerate(pool_merge(acc, p.y, p.tag.pool_first, average)):
                 with m.If(self.i.valid):
                     m.d.sync += [acc[r].eq(merged), out1[r].eq(merged)]
                 m.d.sync += [prod[r].eq(out1[r] * self.mult), out2[r].eq(out1[r])]
                 avg = round_clamp(prod[r], self.shift, self.lo, self.hi)
-                m.d.sync += self.o.payload.y[r].eq(Mux(self.mode == 2, avg, out2[r]))
+                m.d.sync += self.o.payload.y[r].eq(Mux(average, avg, out2[r]))
         return m
 
 
@@ -168,7 +176,7 @@ class SerialPost(wiring.Component):
         held = Signal.like(self.i.payload)
         ys = Signal(data.ArrayLayout(signed(8), po))        # the requantized pixel
         out = Signal(data.ArrayLayout(signed(8), po))       # the pooled pixel
-        pacc = [Signal(ACC, name=f"pacc{r}") for r in range(po)]
+        pacc = [Signal(self._l.pool_sum, name=f"pacc{r}") for r in range(po)]
         j = Signal(range(max(2, steps)))
         c = Signal(range(max(2, po)))
         pooling = Signal()                                  # unit 0 scales pool sums
@@ -212,14 +220,15 @@ class SerialPost(wiring.Component):
                     with m.If(j == 0):
                         m.next = "MERGE"
             with m.State("MERGE"):
-                merged = pool_merge(pacc, ys, held.tag.pool_first, self.mode)
+                average = averaging(self._l, self.mode)
+                merged = pool_merge(pacc, ys, held.tag.pool_first, average)
                 m.d.sync += [a.eq(v) for a, v in zip(pacc, merged)]
                 m.d.sync += [out[r].eq(v[:8]) for r, v in enumerate(merged)]
                 m.d.sync += c.eq(0)
                 m.next = "IDLE"
                 with m.If(held.tag.pool_last):
                     m.next = "EMIT"
-                    with m.If(self.mode == 2):
+                    with m.If(average):
                         m.d.sync += pooling.eq(1)
                         m.next = "PSTART"
             with m.State("PSTART"):

@@ -13,6 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import numerics
+from ..sw.cycles import serial_scale_cycles
 
 PRODUCT = signed(64)     # (33-bit acc + bias) * 31-bit multiplier, and pool sums * multiplier
 WINDOW = 16              # product bits kept after the coarse (multiple of 8) shift
@@ -38,14 +39,26 @@ def round_clamp(product, shift, lo, hi):
     ``q = product >> (shift - 1)`` is only needed saturated to 10 signed bits: a coarse shift by
     ``8 * ((shift-1) >> 3)`` keeps 16 bits and whether the bits above are all sign bits (if not,
     ``|q| >= 2**15 / 2**7``, which rounds to at least 128 in magnitude and clamps anyway), then
-    a fine shift by ``(shift-1) & 7``.
+    a fine shift by ``(shift-1) & 7``. `coarse_shift` and `fine_clamp` are the two halves, for
+    a register between them.
     """
+    return fine_clamp(*coarse_shift(product, shift), lo, hi)
+
+
+def coarse_shift(product, shift):
+    """The first half of `round_clamp`: (16-bit window, its bits above are sign bits, sign,
+    fine shift)."""
     t = (shift - 1).as_unsigned()[:6]
     coarse, fine = t[3:6], t[0:3]
     sign = product[-1]
     ext = Cat(product, *([sign] * (8 * 7 + WINDOW - len(product))))
     window = Array([ext[8 * c:8 * c + WINDOW] for c in range(8)])[coarse]
     fits = Array([_all_sign(product, 8 * c + WINDOW - 1, sign) for c in range(8)])[coarse]
+    return window, fits, sign, fine
+
+
+def fine_clamp(window, fits, sign, fine, lo, hi):
+    """The second half of `round_clamp`."""
     shifted = window.as_signed() >> fine                 # 16 bits, arithmetic
     q = _saturate(_saturate(shifted, sign, _all_sign(shifted, 9, sign), 10), sign, fits, 10)
     y = (q + 1) >> 1                                     # 10-bit signed, in [-256, 255]
@@ -57,14 +70,15 @@ class SerialScale(wiring.Component):
 
     A ``start`` pulse latches the operands; each cycle then adds ``x`` times the next ``bits``
     bits of ``mult`` to the high half of the product and shifts the finished low bits out into
-    the low half, so the adders are only as wide as ``x``. ``y`` is valid with the ``done``
+    the low half, so the adders are only as wide as ``x``. The rounding shift and clamp take
+    two more cycles (`coarse_shift`, then `fine_clamp`). ``y`` is valid with the ``done``
     pulse `cycles` cycles after ``start``.
     """
 
     def __init__(self, bits: int, x_bits: int = 33):
         self.bits, self.x_bits = bits, x_bits
         self.digits = -(-numerics.MULT_BITS // bits)
-        self.cycles = self.digits + 1
+        self.cycles = serial_scale_cycles(bits)
         super().__init__({
             "start": In(1), "x": In(signed(x_bits)), "mult": In(numerics.MULT_BITS),
             "shift": In(numerics.SHIFT_BITS), "lo": In(signed(8)), "hi": In(signed(8)),
@@ -80,13 +94,17 @@ class SerialScale(wiring.Component):
         low = Signal(self.digits * k)                # the product's finished low bits
         shift = Signal(numerics.SHIFT_BITS)
         count = Signal(range(self.cycles + 1))
+        window, fits, sign, fine = Signal(WINDOW), Signal(), Signal(), Signal(3)
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
             m.d.sync += [x.eq(self.x), mult.eq(self.mult), shift.eq(self.shift), high.eq(0),
                          low.eq(0), count.eq(1)]
-        with m.Elif(count == self.cycles):
+        with m.Elif(count == self.cycles - 1):
             product = Cat(low, high)[:PRODUCT.width].as_signed()
-            m.d.sync += [self.y.eq(round_clamp(product, shift, self.lo, self.hi)),
+            m.d.sync += [Cat(window, fits, sign, fine).eq(Cat(*coarse_shift(product, shift))),
+                         count.eq(count + 1)]
+        with m.Elif(count == self.cycles):
+            m.d.sync += [self.y.eq(fine_clamp(window, fits, sign, fine, self.lo, self.hi)),
                          self.done.eq(1), count.eq(0)]
         with m.Elif(count != 0):
             total = high + sum(Mux(mult[i], x << i, 0) for i in range(k))

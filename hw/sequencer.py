@@ -19,8 +19,16 @@ from ..sw import derive, memmap
 from ..sw.descriptor import OP_CONV, LayerDescriptor
 from .layouts import Layouts, bits_for, descriptor_layout
 
-BASES = {"cg_n": 16, "og_n": 16, "out_cg": 16, "in_base": 24, "out_base": 24, "w_base": 26,
-         "p_base": 16}
+
+
+def base_widths(layouts: Layouts) -> dict:
+    """Widths of the channel group counts and word addresses the sequencer hands on: what a
+    legal layer needs (a count never exceeds the depth of the memory it indexes). Larger values
+    fail their memory's check before they are narrowed (`Sequencer._registered`)."""
+    lay = layouts
+    return {"cg_n": lay.act_addr + 1, "og_n": lay.p_addr + 1, "out_cg": lay.act_addr + 1,
+            "in_base": lay.act_addr, "out_base": lay.act_addr, "w_base": lay.w_addr,
+            "p_base": lay.p_addr}
 
 
 class Sequencer(wiring.Component):
@@ -38,8 +46,8 @@ class Sequencer(wiring.Component):
             "cycles": Out(32), "busy_cycles": Out(32),
             "lc_addr": Out(bits_for(cfg.program_depth)), "lc_data": Out(32), "lc_en": Out(1),
         }
-        ports.update({name: Out(width) for name, width in BASES.items()})
-        ports.update({name: Out(layouts.size) for name in derive.RESULTS})
+        ports.update({name: Out(width) for name, width in base_widths(layouts).items()})
+        ports.update({name: Out(width) for name, width in layouts.derived.items()})
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -48,10 +56,11 @@ class Sequencer(wiring.Component):
         raw = Signal(32 * words)
         m.d.comb += self.desc.eq(raw)
         j = Signal(range(words + 2))
-        layer_cycles = Signal(32)
-        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(layer_cycles + 1)]  # + this cycle
+        # A finished layer stamps the cycle count (this cycle included); the host takes
+        # differences (`memmap.layer_cycles`), so no per-layer counter is needed.
+        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(self.cycles + 1)]
         with m.If(self.busy):
-            m.d.sync += [self.cycles.eq(self.cycles + 1), layer_cycles.eq(layer_cycles + 1),
+            m.d.sync += [self.cycles.eq(self.cycles + 1),
                          self.busy_cycles.eq(self.busy_cycles + self.pe_busy)]
         self._registered(m)
         derive_start, derive_done = self._multiply(m)
@@ -62,7 +71,7 @@ class Sequencer(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.done.eq(0), self.failed.eq(0),
                                  self.error.eq(0), self.layer.eq(0), self.cycles.eq(0),
-                                 self.busy_cycles.eq(0), layer_cycles.eq(0), j.eq(0)]
+                                 self.busy_cycles.eq(0), j.eq(0)]
                     with m.If((self.layers == 0) | (self.layers > cfg.program_depth)):
                         m.d.sync += self.error.eq(memmap.E_COUNT)
                         m.next = "FAIL"
@@ -89,7 +98,7 @@ class Sequencer(wiring.Component):
             with m.State("RUN"):
                 with m.If(self.layer_done):
                     m.d.comb += self.lc_en.eq(1)
-                    m.d.sync += [layer_cycles.eq(0), j.eq(0), self.layer.eq(self.layer + 1)]
+                    m.d.sync += [j.eq(0), self.layer.eq(self.layer + 1)]
                     with m.If(self.layer + 1 == self.layers):
                         m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
@@ -102,33 +111,44 @@ class Sequencer(wiring.Component):
 
     def _registered(self, m):
         """Channel group counts (registered) and word addresses (shifts of the descriptor's
-        byte addresses: wiring)."""
+        byte addresses: wiring), narrowed to `base_widths`. ``self._too_big`` flags, per
+        memory check (`derive.ERRORS`), a value whose narrowed bits would lose a one."""
         cfg, d = self._l.config, self.desc
         lpi, lpo = cfg.pe_in.bit_length() - 1, cfg.pe_out.bit_length() - 1
-        m.d.sync += [
-            self.cg_n.eq((d.in_c + cfg.pe_in - 1) >> lpi),
-            self.og_n.eq((d.out_c + cfg.pe_out - 1) >> lpo),
-            self.out_cg.eq((d.out_c + cfg.pe_in - 1) >> lpi),
-        ]
-        m.d.comb += [
-            self.in_base.eq(d.in_addr >> lpi), self.out_base.eq(d.out_addr >> lpi),
-            self.w_base.eq(d.weight_addr >> (lpi + lpo)),
-            self.p_base.eq(d.param_addr >> (cfg.requant_parallel.bit_length() - 1)),
-        ]
+        values = {
+            "cg_n": ((d.in_c + cfg.pe_in - 1) >> lpi, "act"),
+            "og_n": ((d.out_c + cfg.pe_out - 1) >> lpo, "param"),
+            "out_cg": ((d.out_c + cfg.pe_in - 1) >> lpi, "act"),
+            "in_base": (d.in_addr >> lpi, "act"), "out_base": (d.out_addr >> lpi, "act"),
+            "w_base": (d.weight_addr >> (lpi + lpo), "weight"),
+            "p_base": (d.param_addr >> (cfg.requant_parallel.bit_length() - 1), "param"),
+        }
+        self._too_big = {error: Signal(name=f"too_big_{error}") for error in derive.ERRORS}
+        lost = {error: [] for error in derive.ERRORS}
+        for name, (value, error) in values.items():
+            port = getattr(self, name)
+            domain = m.d.sync if name in ("cg_n", "og_n", "out_cg") else m.d.comb
+            domain += port.eq(value)
+            if len(value) > len(port):
+                lost[error].append(value[len(port):] != 0)
+        for error, flags in lost.items():
+            m.d.sync += self._too_big[error].eq(reduce(operator.or_, flags, Const(0)))
 
     def _multiply(self, m):
         """Run `derive.PROGRAM` on one shift-add unit. Each term loads ``+-a`` and ``b`` (clearing
         the accumulator at a step's first term), then adds ``a << i`` for each set bit ``i`` of
         ``b`` until no bit is left; a step's last term stores the result or records a failed
-        check. A result that does not fit `Layouts.size` bits sets ``saturated``. Returns
+        check. A result that does not fit its register (`Layouts.derived`) sets ``saturated``. Returns
         (start, done) strobes."""
-        cfg, bits = self._l.config, self._l.size
+        cfg = self._l.config
         start, done = Signal(), Signal()
         sources = {name: getattr(self.desc, name)
                    for name, _, _ in LayerDescriptor.fields_layout()}
-        sources.update({name: getattr(self, name) for name in BASES})
+        sources.update({name: getattr(self, name) for name in base_widths(self._l)})
         sources.update({name: getattr(self, name) for name in derive.RESULTS})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
+        if not cfg.pool_padding:    # nonzero pool pads fail the limit check
+            sources.update(pool_pad_h=Const(0, 3), pool_pad_w=Const(0, 3))
 
         def source(name):
             return Const(name) if isinstance(name, int) else sources[name]
@@ -173,10 +193,13 @@ class Sequencer(wiring.Component):
                         continue
                     with m.If(index == i):
                         if isinstance(step, derive.Size):
+                            width = self._l.derived[step.dest]
                             m.d.sync += [sources[step.dest].eq(total),
-                                         saturated.eq(saturated | (total >= (1 << bits)))]
+                                         # a Size's total is a product, never negative
+                                         saturated.eq(saturated | (total[width:] != 0))]
                         else:
-                            fails = total >= 0 if step.strict else total > 0
+                            # sign tests: no comparator chain
+                            fails = ~total[-1] & (Const(1) if step.strict else total.any())
                             flag = self._failed[step.error]
                             m.d.sync += flag.eq(flag | fails)
                 with m.If(index == len(terms) - 1):
@@ -190,28 +213,38 @@ class Sequencer(wiring.Component):
 
     def _check(self, m):
         """The error code of the current descriptor (0 when legal), from its fields and the
-        checks `_multiply` ran."""
+        checks `_multiply` ran. The checks of the fields alone are registered: they settle
+        while `_multiply` runs, which keeps them off the path from CHECK into the datapath."""
         cfg, d = self._l.config, self.desc
         zero = [d.in_c, d.in_h, d.in_w, d.out_c, d.conv_h, d.conv_w, d.out_h, d.out_w, d.k_h,
                 d.k_w, d.stride_h, d.stride_w, d.pool_k_h, d.pool_k_w, d.pool_stride_h,
                 d.pool_stride_w]
 
-        shape_ok = ~self._failed["shape"] & (2 * d.pool_pad_h <= d.pool_k_h) & \
-            (2 * d.pool_pad_w <= d.pool_k_w)
+        def registered(cond, name):
+            flag = Signal(name=name)
+            m.d.sync += flag.eq(cond)
+            return flag
+        pool_pads_fit = registered((2 * d.pool_pad_h <= d.pool_k_h)
+                                   & (2 * d.pool_pad_w <= d.pool_k_w), "pool_pads_fit")
+        shape_ok = ~self._failed["shape"] & pool_pads_fit
         misaligned = ((d.in_addr & (cfg.pe_in - 1)) | (d.out_addr & (cfg.pe_in - 1))
                       | (d.weight_addr & (cfg.pe_in * cfg.pe_out - 1))
                       | (d.param_addr & (cfg.pe_out - 1))) != 0
+        no_avg = Const(not cfg.avg_pool) & (d.pool == 2)
+        pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
         checks = [  # first failing check wins
-            ((d.op != OP_CONV) | (d.pool > 2), memmap.E_OP),
-            (reduce(operator.or_, [z == 0 for z in zero]), memmap.E_ZERO),
-            ((d.in_w > cfg.max_width) | (d.stride_h > cfg.max_stride)
-             | (d.stride_w > cfg.max_stride) | (d.pool_stride_h > cfg.max_stride)
-             | (d.pool_stride_w > cfg.max_stride), memmap.E_LIMIT),
+            (registered((d.op != OP_CONV) | (d.pool > 2) | no_avg, "bad_op"), memmap.E_OP),
+            (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
+            (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
+                        | (d.stride_h > cfg.max_stride)
+                        | (d.stride_w > cfg.max_stride) | (d.pool_stride_h > cfg.max_stride)
+                        | (d.pool_stride_w > cfg.max_stride) | pool_pad, "over_limit"),
+             memmap.E_LIMIT),
             (~shape_ok, memmap.E_SHAPE),
-            (misaligned, memmap.E_ALIGN),
-            (self._failed["act"], memmap.E_ACT),
-            (self._failed["weight"], memmap.E_WEIGHT),
-            (self._failed["param"], memmap.E_PARAM),
+            (registered(misaligned, "misaligned"), memmap.E_ALIGN),
+            (self._failed["act"] | self._too_big["act"], memmap.E_ACT),
+            (self._failed["weight"] | self._too_big["weight"], memmap.E_WEIGHT),
+            (self._failed["param"] | self._too_big["param"], memmap.E_PARAM),
             (self._saturated, memmap.E_LIMIT),
         ]
         code = 0

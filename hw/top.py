@@ -65,7 +65,9 @@ class Accelerator(wiring.Component):
         connect(m, pool.o, writer.i)
         self._configure(m, seq, win, requant, pool, writer)
 
-        outstanding = Signal(32)
+        # Output pixels the window generator has issued and the writer not yet written: at
+        # most one per pipeline register between them (about twenty).
+        outstanding = Signal(8)
         m.d.sync += outstanding.eq(outstanding + win.writes - writer.written)
         m.d.comb += [seq.layer_done.eq(win.done & (outstanding == 0)), seq.pe_busy.eq(mac.busy),
                      win.start.eq(seq.run), self.busy.eq(seq.busy), self.done.eq(seq.done)]
@@ -139,10 +141,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
             elif ram is None:   # one address for both ports, as in a single-port RAM
                 m.d.comb += wp.addr.eq(rp.addr)
-            if sub_bits:
-                reads[key] = Mux(host, rp.data.word_select(r_offset[:sub_bits], 32), 0)
-            else:
-                reads[key] = Mux(host, rp.data, 0)
+            reads[key] = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
             return rp, wp
 
         window(memmap.PROGRAM, shapes[memmap.PROGRAM],
@@ -152,12 +151,14 @@ class Accelerator(wiring.Component):
         window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
                engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
         self._banks(m, seq, fetch, writer, shapes, window)
-        self._registers(m, seq, reads, region, offset, host)
-        m.d.comb += self.r_data.eq(0)
+        memory_data = Signal(32)    # the memory read, valid unless the engine owns the ports
         with m.Switch(r_region):
             for key, value in reads.items():
                 with m.Case(key):
-                    m.d.comb += self.r_data.eq(value)
+                    m.d.comb += memory_data.eq(value)
+        registers = self._registers(m, seq, region, offset, host)
+        m.d.comb += self.r_data.eq(Mux(r_region == memmap.REG, registers,
+                                       Mux(host, memory_data, 0)))
 
     def _banks(self, m, seq, fetch, writer, shapes, window):
         """The two activation banks: the layer reads ``in_bank`` and writes the other."""
@@ -171,7 +172,8 @@ class Accelerator(wiring.Component):
                                  Mux(reading, 0, writer.wr_en)))
         m.d.comb += fetch.act_data.eq(Mux(in_bank, data1, data0))
 
-    def _registers(self, m, seq, reads, region, offset, host):
+    def _registers(self, m, seq, region, offset, host):
+        """The register file; returns the read data of the register region."""
         cfg = self.config
         layers = Signal(16)
         m.d.comb += [seq.layers.eq(layers)]
@@ -198,4 +200,4 @@ class Accelerator(wiring.Component):
                 for index, reg in regs.items():
                     with m.Case(index):
                         m.d.sync += value.eq(reg)
-        reads[memmap.REG] = Mux(is_lc, lc_r.data, value)
+        return Mux(is_lc, lc_r.data, value)

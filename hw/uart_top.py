@@ -30,7 +30,10 @@ class UartAccelerator(wiring.Component):
         connect(m, rx.o, bridge.i)
         connect(m, bridge.o, tx.i)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.busy.eq(acc.busy),
-                     acc.addr.eq(bridge.addr), acc.w_en.eq(bridge.w_en),
-                     acc.w_data.eq(bridge.w_data), acc.r_en.eq(bridge.r_en),
                      bridge.r_data.eq(acc.r_data), bridge.r_valid.eq(acc.r_valid)]
+        # The bus requests are registered: the bridge's decoding stays out of the
+        # accelerator's paths (the bridge waits for ``r_valid``, so reads just take a cycle
+        # longer).
+        m.d.sync += [acc.addr.eq(bridge.addr), acc.w_en.eq(bridge.w_en),
+                     acc.w_data.eq(bridge.w_data), acc.r_en.eq(bridge.r_en)]
         return m

@@ -16,15 +16,18 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import Layouts
+from .sequencer import base_widths
 
-FIELDS = {  # port: width, all unsigned; descriptor fields, stable while a layer runs
-    "in_h": 10, "in_w": 10, "k_h": 10, "k_w": 10, "s_h": 3, "s_w": 3, "p_h": 3, "p_w": 3,
-    "conv_h": 10, "conv_w": 10, "pk_h": 10, "pk_w": 10, "ps_h": 10, "ps_w": 10, "pp_h": 3,
-    "pp_w": 3, "out_h": 10, "out_w": 10,
+FIELDS = {  # port: its width (a `Layouts` attribute or bits); descriptor fields, unsigned,
+    # stable while a layer runs, narrowed to what a layer that passed the checks needs
+    "in_h": "rows", "in_w": "cols", "k_h": "rows", "k_w": "cols", "s_h": "stride",
+    "s_w": "stride", "p_h": 3, "p_w": 3, "conv_h": "rows", "conv_w": "cols", "pk_h": "rows",
+    "pk_w": "cols", "ps_h": "stride", "ps_w": "stride", "pp_h": 3, "pp_w": 3, "out_h": "rows",
+    "out_w": "cols",
 }
-GROUPS = ("cg_n", "og_n")     # channel groups (16 bits), from the sequencer
+GROUPS = ("cg_n", "og_n")     # channel groups, from the sequencer (`base_widths`)
 DERIVED = ("hw_in", "kk", "s_w_in", "step_y", "step_x", "step_yw", "rys0", "rxs0", "rysw0",
-           "p_row", "out_hw")  # products from the sequencer (`striate.sw.derive`), Layouts.size
+           "p_row", "out_hw")  # from the sequencer (`striate.sw.derive`), `Layouts.derived` wide
 
 
 def _s(value):
@@ -32,8 +35,10 @@ def _s(value):
     return Cat(value, Const(0, 1)).as_signed()
 
 
-def _max(a, b):
-    return Mux(a > b, a, b)
+def _clip(start, value, padded):
+    """``value`` at a window start, or 0 where the window starts above or left of the map
+    (only with pool padding: otherwise starts are never negative)."""
+    return Mux(start < 0, 0, value) if padded else value
 
 
 def _min(a, b):
@@ -51,9 +56,10 @@ class WindowGen(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        ports = {name: In(width) for name, width in FIELDS.items()}
-        ports.update({name: In(16) for name in GROUPS})
-        ports.update({name: In(layouts.size) for name in DERIVED})
+        ports = {name: In(getattr(layouts, width) if isinstance(width, str) else width)
+                 for name, width in FIELDS.items()}
+        ports.update({name: In(base_widths(layouts)[name]) for name in GROUPS})
+        ports.update({name: In(layouts.derived[name]) for name in DERIVED})
         ports.update({
             "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
             "start": In(1), "done": Out(1), "writes": Out(1),
@@ -62,40 +68,56 @@ class WindowGen(wiring.Component):
         super().__init__(ports)
 
     def _bounds(self, m, start, kernel, limit, name):
-        """First and last conv row (or column) of the pooling window starting at ``start``."""
-        lo, hi = Signal.like(start, name=f"{name}_lo"), Signal.like(start, name=f"{name}_hi")
-        m.d.comb += [lo.eq(_max(start, 0)), hi.eq(_min(_s(limit), start + _s(kernel)) - 1)]
-        return lo, hi
+        """First conv row (or column) of the pooling window starting at ``start``, and the one
+        after its last."""
+        lo, end = Signal.like(start, name=f"{name}_lo"), Signal.like(start, name=f"{name}_end")
+        padded = self._l.config.pool_padding
+        m.d.comb += [lo.eq(_clip(start, start, padded)),
+                     end.eq(_min(_s(limit), start + _s(kernel)))]
+        return lo, end
 
     def elaborate(self, platform):
         m = Module()
         lay = self._l
-        og, py, px = Signal(lay.p_addr + 1), Signal(10), Signal(10)
+        padded = lay.config.pool_padding
+        og, py, px = Signal(lay.p_addr + 1), Signal(lay.rows), Signal(lay.cols)
         pix, obase = Signal(lay.act_addr), Signal(lay.act_addr)
-        # Widths a legal layer fits: conv coordinates (descriptor sizes are 10 bits, pads and
-        # strides 3), coordinates times a stride, and address terms (`Layouts.size`).
-        coord, scaled, wide = signed(12), signed(15), signed(lay.size + 2)
-        cy, cx = Signal(coord), Signal(coord)
-        ky, kx, g = Signal(10), Signal(10), Signal(lay.act_addr + 1)
+        # Widths a legal layer fits: conv coordinates (sizes of `Layouts.rows` / `cols` bits
+        # plus a sign; pads are 3 bits), coordinates times a stride, and address terms
+        # (`Layouts.size`).
+        coord, scaled = signed(lay.rows + 2), signed(lay.rows + 2 + lay.stride)
+        hcoord, hscaled = signed(lay.cols + 2), signed(lay.cols + 2 + lay.stride)
+        wide = signed(lay.size + 2)
+        cy, cx = Signal(coord), Signal(hcoord)
+        ky, kx, g = Signal(lay.rows), Signal(lay.cols), Signal(lay.act_addr + 1)
         k, wog = Signal(lay.w_addr + 1), Signal(lay.w_addr)
         running = Signal()
         advance = ~self.o.valid | self.o.ready
         # Running products, so the walk needs no multipliers: ry/rx = window start
-        # (py * ps - pp), rys/rxs = start * s, rysw = start * s * in_w, cys/cxs = cy/cx * s,
-        # rowbase = (cy * s - p) * in_w, kyw = ky * in_w, goff = g * hw_in.
-        ry, rx = Signal(coord), Signal(coord)
-        rys, rxs, cys, cxs = (Signal(scaled, name=n) for n in ("rys", "rxs", "cys", "cxs"))
+        # (py * ps - pp), rys/rxs = start * s, rysw = (start * s - p) * in_w, cys/cxs =
+        # cy/cx * s, rowbase = (cy * s - p) * in_w, kyw = ky * in_w, goff = g * hw_in.
+        ry, rx = Signal(coord), Signal(hcoord)
+        rys, cys = Signal(scaled), Signal(scaled)
+        rxs, cxs = Signal(hscaled), Signal(hscaled)
         rysw, rowbase = Signal(wide), Signal(wide)
         kyw, goff = Signal(lay.size), Signal(lay.act_addr + 1)
         s_w_in, step_y, step_x, step_yw = self.s_w_in, self.step_y, self.step_x, self.step_yw
-        ry0, rx0 = -_s(self.pp_h), -_s(self.pp_w)
-        rys0, rxs0, rysw0 = -_s(self.rys0), -_s(self.rxs0), -_s(self.rysw0)
         p_row = _s(self.p_row)
+        if padded:
+            ry0, rx0 = -_s(self.pp_h), -_s(self.pp_w)
+            rys0, rxs0, rysw0 = -_s(self.rys0), -_s(self.rxs0), -_s(self.rysw0) - p_row
+        else:   # every pooling window starts inside the conv map
+            ry0 = rx0 = rys0 = rxs0 = Const(0, 2)
+            rysw0 = -p_row
 
-        cy_lo, cy_hi = self._bounds(m, ry, self.pk_h, self.conv_h, "cy")
-        cx_lo, cx_hi = self._bounds(m, rx, self.pk_w, self.conv_w, "cx")
-        last_chunk = (g == self.cg_n - 1) & (kx == self.k_w - 1) & (ky == self.k_h - 1)
-        pool_last = (cy == cy_hi) & (cx == cx_hi)
+        cy_lo, cy_end = self._bounds(m, ry, self.pk_h, self.conv_h, "cy")
+        cx_lo, cx_end = self._bounds(m, rx, self.pk_w, self.conv_w, "cx")
+        cy_last, cx_last = cy + 1 == cy_end, cx + 1 == cx_end
+        # "Is the last" tests compare the incremented counter (an adder the walk has anyway)
+        # rather than subtract one from the limit.
+        g_last, kx_last, ky_last = g + 1 == self.cg_n, kx + 1 == self.k_w, ky + 1 == self.k_h
+        last_chunk = g_last & kx_last & ky_last
+        pool_last = cy_last & cx_last
         iy = cys + _s(ky) - _s(self.p_h)
         ix = cxs + _s(kx) - _s(self.p_w)
         addr = self.in_base + goff + (rowbase + _s(kyw) + ix).as_unsigned()
@@ -103,7 +125,7 @@ class WindowGen(wiring.Component):
                    (cy == cy_lo) & (cx == cx_lo), pool_last)
 
         # Next pooled pixel and its window.
-        px_end, py_end, og_end = px == self.out_w - 1, py == self.out_h - 1, og == self.og_n - 1
+        px_end, py_end, og_end = px + 1 == self.out_w, py + 1 == self.out_h, og + 1 == self.og_n
         n_ry, n_rx = Signal.like(ry, name="n_ry"), Signal.like(rx, name="n_rx")
         n_rys, n_rxs = Signal.like(rys, name="n_rys"), Signal.like(rxs, name="n_rxs")
         n_rysw = Signal.like(rysw, name="n_rysw")
@@ -119,9 +141,9 @@ class WindowGen(wiring.Component):
         def enter_window(y, ys, ysw, x, xs):
             """Start at the first conv pixel inside the window starting at (y, x)."""
             m.d.sync += [ry.eq(y), rx.eq(x), rys.eq(ys), rxs.eq(xs), rysw.eq(ysw),
-                         cy.eq(_max(y, 0)), cx.eq(_max(x, 0)),
-                         cys.eq(Mux(y < 0, 0, ys)), cxs.eq(Mux(x < 0, 0, xs)),
-                         rowbase.eq(Mux(y < 0, 0, ysw) - p_row)]
+                         cy.eq(_clip(y, y, padded)), cx.eq(_clip(x, x, padded)),
+                         cys.eq(_clip(y, ys, padded)), cxs.eq(_clip(x, xs, padded)),
+                         rowbase.eq(Mux(y < 0, -p_row, ysw) if padded else ysw)]
 
         def restart_kernel():
             m.d.sync += [k.eq(0), g.eq(0), kx.eq(0), ky.eq(0), kyw.eq(0), goff.eq(0)]
@@ -141,19 +163,19 @@ class WindowGen(wiring.Component):
         with m.Elif(running & advance):
             with m.If(~last_chunk):
                 m.d.sync += k.eq(k + 1)
-                with m.If(g != self.cg_n - 1):
+                with m.If(~g_last):
                     m.d.sync += [g.eq(g + 1), goff.eq(goff + self.hw_in)]
-                with m.Elif(kx != self.k_w - 1):
+                with m.Elif(~kx_last):
                     m.d.sync += [g.eq(0), goff.eq(0), kx.eq(kx + 1)]
                 with m.Else():
                     m.d.sync += [g.eq(0), goff.eq(0), kx.eq(0), ky.eq(ky + 1),
                                  kyw.eq(kyw + self.in_w)]
             with m.Else():
                 restart_kernel()
-                with m.If(cx != cx_hi):
+                with m.If(~cx_last):
                     m.d.sync += [cx.eq(cx + 1), cxs.eq(cxs + _s(self.s_w))]
-                with m.Elif(cy != cy_hi):
-                    m.d.sync += [cx.eq(cx_lo), cxs.eq(Mux(rx < 0, 0, rxs)), cy.eq(cy + 1),
+                with m.Elif(~cy_last):
+                    m.d.sync += [cx.eq(cx_lo), cxs.eq(_clip(rx, rxs, padded)), cy.eq(cy + 1),
                                  cys.eq(cys + _s(self.s_h)), rowbase.eq(rowbase + _s(s_w_in))]
                 with m.Else():
                     m.d.sync += [px.eq(Mux(px_end, 0, px + 1)),

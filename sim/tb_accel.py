@@ -77,8 +77,8 @@ async def _run_one(dut, bus, run, layers, timeout_cycles):
     result = {"status": status, "error": await bus.reg(memmap.ERROR),
               "layer": await bus.reg(memmap.LAYER), "cycles": await bus.reg(memmap.CYCLES),
               "pe_busy": await bus.reg(memmap.PE_BUSY), "wall_ns": run_ns,
-              "layer_cycles": await bus.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES),
-                                             layers)}
+              "layer_cycles": memmap.layer_cycles(await bus.read(
+                  memmap.address(memmap.REG, memmap.LAYER_CYCLES), layers))}
     for k, (addr, count) in enumerate(run["outputs"]):
         result[f"out{k}"] = await bus.read(addr, count)
     return result

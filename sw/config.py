@@ -26,6 +26,9 @@ class AcceleratorConfig:
         A power of two.
     max_width : int
         Widest input map a layer may read (line buffer depth), in pixels.
+    max_height : int
+        Tallest input map a layer may read, in rows (at most 1023, the descriptor's limit).
+        With ``max_width`` it sizes the window generator's counters and coordinates.
     max_kernel : int
         Largest convolution kernel side.
     max_stride : int
@@ -50,11 +53,18 @@ class AcceleratorConfig:
         multiplier each). An integer k: they use shift-add multipliers that take k bits of the
         31-bit multiplier per cycle instead, and average pooling scales one channel at a time;
         for parts whose DSP blocks all serve the PE array.
+    avg_pool : bool
+        Average pooling in hardware. False leaves out the pooling scaler's adders and operand
+        paths (max pooling stays); the mapper refuses average-pooled layers. For small parts.
+    pool_padding : bool
+        Pooling windows that start outside the conv map (pool padding). False leaves out the
+        window generator's negative window starts; the mapper refuses pool-padded layers.
     """
 
     pe_out: int = 16
     pe_in: int = 4
     max_width: int = 64
+    max_height: int = 64
     max_kernel: int = 7
     max_stride: int = 4
     act_bank_bytes: int = 32 * 1024
@@ -64,10 +74,12 @@ class AcceleratorConfig:
     bus_width: int = 32
     requant_lanes: int | None = None
     serial_scale_bits: int | None = None
+    avg_pool: bool = True
+    pool_padding: bool = True
 
     def __post_init__(self):
         limits = {
-            "pe_out": (1, 256), "pe_in": (1, 256), "max_width": (1, 1023),
+            "pe_out": (1, 256), "pe_in": (1, 256), "max_width": (1, 1023), "max_height": (1, 1023),
             "max_kernel": (1, 15), "max_stride": (1, 7), "act_bank_bytes": (1, 1 << 24),
             "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
@@ -75,6 +87,11 @@ class AcceleratorConfig:
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.type == "bool":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"AcceleratorConfig.{field.name} must be True or False, "
+                                      f"not {value!r}")
+                continue
             if field.name in ("requant_lanes", "serial_scale_bits") and value is None:
                 continue
             lo, hi = limits[field.name]

@@ -59,15 +59,22 @@ def requant_steps(config: AcceleratorConfig) -> int:
     return config.pe_out // config.requant_parallel
 
 
+def serial_scale_cycles(bits: int) -> int:
+    """Cycles of one shift-add scaling (`striate.hw.scale.SerialScale`) from its start pulse to
+    its result: ``ceil(31 / bits)`` multiplier steps, then the rounding shift and clamp in
+    two."""
+    return -(-MULT_BITS // bits) + 2
+
+
 def serial_item_cycles(config: AcceleratorConfig, last: bool = True) -> int:
     """Cycles the serial requantizer (``serial_scale_bits`` configs, `striate.hw.post.SerialPost`)
-    spends on one conv pixel: accept, per lane group a parameter read, a start and the
-    shift-add scaling (``ceil(31 / bits)`` steps and 3 more cycles; a cycle to move on when
-    there are several groups), the pooling merge and, for a window's ``last`` pixel, the hand-
-    over to the output register."""
+    spends on one conv pixel: accept, per lane group a parameter read, a start, the
+    shift-add scaling (`serial_scale_cycles`) and a cycle to store its result (another to move
+    on when there are several groups), the pooling merge and, for a window's ``last`` pixel,
+    the hand-over to the output register."""
     steps = requant_steps(config)
-    digits = -(-MULT_BITS // config.serial_scale_bits)
-    return 2 + steps * (digits + 4 + (steps > 1)) + last
+    scale = serial_scale_cycles(config.serial_scale_bits)
+    return 2 + steps * (scale + 3 + (steps > 1)) + last
 
 
 def post_latency(config: AcceleratorConfig) -> int:

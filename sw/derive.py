@@ -63,8 +63,8 @@ def _fits(n, k, s, p, size):
 
 PROGRAM = (
     Size("hw_in", "in_h", "in_w"),              # input pixels
-    Size("kxy", "k_h", "k_w"),                  # kernel positions
-    Size("kk", "kxy", "cg_n"),                  # items per conv pixel (weight words per group)
+    Size("kk", "k_h", "k_w"),                   # kernel positions, then
+    Size("kk", "kk", "cg_n"),                   # items per conv pixel (weight words per group)
     Size("out_hw", "out_h", "out_w"),           # output pixels (writer's group stride)
     Size("s_w_in", "in_w", "stride_h"),         # window walk: one conv row down, in words
     Size("step_y", "pool_stride_h", "stride_h"),   # next pooling window, in input rows / columns
@@ -83,8 +83,17 @@ PROGRAM = (
     Check("weight", ((1, "kk", "og_n"), (1, "w_base", 1), (-1, "weight_depth", 1))),
     Check("param", ((1, "og_n", "param_rows"), (1, "p_base", 1), (-1, "param_depth", 1))),
 )
-RESULTS = tuple(step.dest for step in PROGRAM if isinstance(step, Size))
+RESULTS = tuple(dict.fromkeys(step.dest for step in PROGRAM if isinstance(step, Size)))
 ERRORS = ("shape", "act", "weight", "param")
+
+
+def limits(config: AcceleratorConfig) -> dict:
+    """The largest value of each result that is a product of strides (at most
+    ``max_stride``), 3-bit pads and ``in_w`` (at most ``max_width``) in a layer that passes the
+    sequencer's limit checks; the hardware keeps these results in registers just that wide."""
+    s, w, pad = config.max_stride, config.max_width, 7
+    return {"s_w_in": w * s, "step_y": s * s, "step_x": s * s, "step_yw": w * s * s,
+            "rys0": pad * s, "rxs0": pad * s, "rysw0": w * s * pad, "p_row": w * pad}
 
 
 def group_counts(fields: dict, config: AcceleratorConfig) -> dict:

@@ -180,8 +180,8 @@ class Device:
 
     def _stats(self, program) -> RunStats:
         n = len(program.layers)
-        layer_cycles = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES), n)
-        return RunStats.of(program, self._reg(memmap.CYCLES), layer_cycles,
+        stamps = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES), n)
+        return RunStats.of(program, self._reg(memmap.CYCLES), memmap.layer_cycles(stamps),
                            self._reg(memmap.PE_BUSY))
 
     def close(self) -> None:

@@ -83,6 +83,13 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
          "max_stride")
     need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],
          config.max_width, "max_width")
+    need(layer.in_shape[1] <= config.max_height, "input height", layer.in_shape[1],
+         config.max_height, "max_height")
+    for present, wanted, field in ((layer.pool == "avg", "average pooling", "avg_pool"),
+                                   (any(layer.pool_padding), "pool padding", "pool_padding")):
+        if present and not getattr(config, field):
+            raise MappingError(f"{_where(layer)}: {wanted} needs AcceleratorConfig.{field}, "
+                               "which this configuration leaves out")
     _, ch, cw = layer.conv_shape
     if layer.pool != "none" and tuple(layer.pool_kernel) != (ch, cw):  # global pools are exempt
         pk = layer.pool_kernel

@@ -19,7 +19,8 @@ LAYERS     4     number of descriptors to run (read/write)
 CYCLES     5     cycles from START to DONE or ERROR
 PE_BUSY    6     cycles in which the PE array accepted a chunk of work
 CONFIG_ID  7     `config_id` of the configuration the hardware was generated for
-LAYER_CYCLES  1024 + i  cycles layer ``i`` took, descriptor fetch included
+LAYER_CYCLES  1024 + i  CYCLES at the end of layer ``i`` (`layer_cycles` turns these into the
+                        cycles each layer took, descriptor fetch included)
 =========  ====  =====================================================================
 """
 
@@ -57,6 +58,16 @@ ERRORS = {
 (E_OP, E_ZERO, E_LIMIT, E_ACT, E_WEIGHT, E_PARAM, E_SHAPE, E_ALIGN, E_COUNT) = range(1, 10)
 
 PARAM_ENTRY_WORDS = 4   # bias, mult, shift, unused
+
+
+def layer_cycles(stamps) -> list[int]:
+    """The cycles each layer took, from the LAYER_CYCLES words of its run (the cycle counter at
+    the end of each layer; the counter is 32 bits)."""
+    out, last = [], 0
+    for stamp in (int(s) for s in stamps):
+        out.append((stamp - last) & 0xFFFF_FFFF)
+        last = stamp
+    return out
 
 
 def config_id(config: AcceleratorConfig) -> int:

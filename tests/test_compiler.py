@@ -221,6 +221,8 @@ WHERE = "layer 'features.{0}' (module features.{0}, features.{1}, features.{2}, 
 MAPPING_CASES = [
     (dict(max_width=8), WHERE.format(0, 1, 2, 3) +
      "input width must be <= 8 (AcceleratorConfig.max_width), not 16"),
+    (dict(max_height=8), WHERE.format(0, 1, 2, 3) +
+     "input height must be <= 8 (AcceleratorConfig.max_height), not 16"),
     (dict(max_kernel=3), WHERE.format(4, 5, 6, 7) +
      "kernel size must be <= 3 (AcceleratorConfig.max_kernel), not 5x5"),
     # the unfolded first layer (25x16x16, 7168 bytes) does not fit, so it stays 1x16x16

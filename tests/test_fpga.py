@@ -42,9 +42,33 @@ YOSYS_LOG = """
 """
 
 
+# The same statistics as Yosys 0.70 prints them, after an earlier block
+YOSYS_070_LOG = """
+       12 cells
+        9   SB_DFF
+=== design hierarchy ===
+       58 cells
+       20   $scopeinfo
+        8   SB_MAC16
+      160   SB_DFF
+      170   SB_DFFE
+        2   SB_DFFR
+     3680   SB_LUT4
+
+3.60. Executing CHECK pass (checking for obvious problems).
+"""
+
+
+def test_flip_flops_are_read_from_the_last_statistics_of_either_yosys_format():
+    assert bitstream._flip_flops(YOSYS_LOG) == 7
+    assert bitstream._flip_flops(YOSYS_070_LOG) == 332
+
+
 @pytest.mark.parametrize("achieved, met", [(31.5, True), (20.2, False)])
 def test_reports_are_parsed_from_the_tools_output(achieved, met):
-    nextpnr = {"fmax": {"clk": {"achieved": achieved, "constraint": 24.0}},
+    # nextpnr also times its constant net when a PLL takes the clock pin; that is not a clock
+    nextpnr = {"fmax": {"clk": {"achieved": achieved, "constraint": 24.0},
+                        "$PACKER_GND_NET_$glb_clk": {"achieved": 256.1, "constraint": 12.0}},
                "utilization": {"ICESTORM_LC": {"used": 4321, "available": 5280},
                                "ICESTORM_DSP": {"used": 8, "available": 8},
                                "ICESTORM_RAM": {"used": 20, "available": 30},

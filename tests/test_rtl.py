@@ -101,6 +101,7 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
         (0, _with(d0, in_c=0), 4, memmap.E_ZERO),
         (0, _with(d0, out_h=0), 4, memmap.E_ZERO),
         (0, _with(d0, in_w=cfg.max_width + 1), 4, memmap.E_LIMIT),
+        (0, _with(d0, in_h=cfg.max_height + 1), 4, memmap.E_LIMIT),
         (0, _with(d0, stride_h=cfg.max_stride + 1), 4, memmap.E_LIMIT),
         (0, _with(d0, conv_h=d0.conv_h + 1), 4, memmap.E_SHAPE),
         (0, _with(d0, out_w=d0.out_w + 3), 4, memmap.E_SHAPE),
