@@ -67,15 +67,6 @@ class WindowGen(wiring.Component):
         })
         super().__init__(ports)
 
-    def _bounds(self, m, start, kernel, limit, name):
-        """First conv row (or column) of the pooling window starting at ``start``, and the one
-        after its last."""
-        lo, end = Signal.like(start, name=f"{name}_lo"), Signal.like(start, name=f"{name}_end")
-        padded = self._l.config.pool_padding
-        m.d.comb += [lo.eq(_clip(start, start, padded)),
-                     end.eq(_min(_s(limit), start + _s(kernel)))]
-        return lo, end
-
     def elaborate(self, platform):
         m = Module()
         lay = self._l
@@ -110,12 +101,15 @@ class WindowGen(wiring.Component):
             ry0 = rx0 = rys0 = rxs0 = Const(0, 2)
             rysw0 = -p_row
 
-        cy_lo, cy_end = self._bounds(m, ry, self.pk_h, self.conv_h, "cy")
-        cx_lo, cx_end = self._bounds(m, rx, self.pk_w, self.conv_w, "cx")
+        # The pooling window's first conv row and column, and (registered on entering the
+        # window) the ones after its last.
+        cy_lo, cx_lo = _clip(ry, ry, padded), _clip(rx, rx, padded)
+        cy_end, cx_end = Signal.like(ry, name="cy_end"), Signal.like(rx, name="cx_end")
         cy_last, cx_last = cy + 1 == cy_end, cx + 1 == cx_end
-        # "Is the last" tests compare the incremented counter (an adder the walk has anyway)
-        # rather than subtract one from the limit.
-        g_last, kx_last, ky_last = g + 1 == self.cg_n, kx + 1 == self.k_w, ky + 1 == self.k_h
+        # Whether each loop counter is at its last value, kept in registers beside the counters
+        # (`first`, `step`) so that the walk's decisions are a few gates from registers.
+        g_last, kx_last, ky_last = Signal(), Signal(), Signal()
+        px_end, py_end, og_end = Signal(), Signal(), Signal()
         last_chunk = g_last & kx_last & ky_last
         pool_last = cy_last & cx_last
         iy = cys + _s(ky) - _s(self.p_h)
@@ -125,7 +119,6 @@ class WindowGen(wiring.Component):
                    (cy == cy_lo) & (cx == cx_lo), pool_last)
 
         # Next pooled pixel and its window.
-        px_end, py_end, og_end = px + 1 == self.out_w, py + 1 == self.out_h, og + 1 == self.og_n
         n_ry, n_rx = Signal.like(ry, name="n_ry"), Signal.like(rx, name="n_rx")
         n_rys, n_rxs = Signal.like(rys, name="n_rys"), Signal.like(rxs, name="n_rxs")
         n_rysw = Signal.like(rysw, name="n_rysw")
@@ -141,12 +134,25 @@ class WindowGen(wiring.Component):
         def enter_window(y, ys, ysw, x, xs):
             """Start at the first conv pixel inside the window starting at (y, x)."""
             m.d.sync += [ry.eq(y), rx.eq(x), rys.eq(ys), rxs.eq(xs), rysw.eq(ysw),
+                         cy_end.eq(_min(_s(self.conv_h), y + _s(self.pk_h))),
+                         cx_end.eq(_min(_s(self.conv_w), x + _s(self.pk_w))),
                          cy.eq(_clip(y, y, padded)), cx.eq(_clip(x, x, padded)),
                          cys.eq(_clip(y, ys, padded)), cxs.eq(_clip(x, xs, padded)),
                          rowbase.eq(Mux(y < 0, -p_row, ysw) if padded else ysw)]
 
+        def first(counter, flag, limit):
+            """``counter`` restarts at 0."""
+            m.d.sync += [counter.eq(0), flag.eq(limit == 1)]
+
+        def step(counter, flag, limit):
+            """``counter`` moves on by one."""
+            m.d.sync += [counter.eq(counter + 1), flag.eq(counter + 2 == limit)]
+
         def restart_kernel():
-            m.d.sync += [k.eq(0), g.eq(0), kx.eq(0), ky.eq(0), kyw.eq(0), goff.eq(0)]
+            m.d.sync += [k.eq(0), kyw.eq(0), goff.eq(0)]
+            first(g, g_last, self.cg_n)
+            first(kx, kx_last, self.k_w)
+            first(ky, ky_last, self.k_h)
 
         cfg = self._l.config
         if cfg.pe_out >= cfg.pe_in:     # each channel group starts writes_per_pixel groups on
@@ -156,20 +162,27 @@ class WindowGen(wiring.Component):
             next_base = Mux(og[:share.bit_length() - 1] == share - 1, obase + self.out_hw, obase)
 
         with m.If(self.start):
-            m.d.sync += [og.eq(0), py.eq(0), px.eq(0), wog.eq(0), running.eq(1), pix.eq(0),
-                         obase.eq(0)]
+            m.d.sync += [wog.eq(0), running.eq(1), pix.eq(0), obase.eq(0)]
+            first(og, og_end, self.og_n)
+            first(py, py_end, self.out_h)
+            first(px, px_end, self.out_w)
             restart_kernel()
             enter_window(ry0, rys0, rysw0, rx0, rxs0)
         with m.Elif(running & advance):
             with m.If(~last_chunk):
                 m.d.sync += k.eq(k + 1)
                 with m.If(~g_last):
-                    m.d.sync += [g.eq(g + 1), goff.eq(goff + self.hw_in)]
+                    step(g, g_last, self.cg_n)
+                    m.d.sync += goff.eq(goff + self.hw_in)
                 with m.Elif(~kx_last):
-                    m.d.sync += [g.eq(0), goff.eq(0), kx.eq(kx + 1)]
+                    first(g, g_last, self.cg_n)
+                    step(kx, kx_last, self.k_w)
+                    m.d.sync += goff.eq(0)
                 with m.Else():
-                    m.d.sync += [g.eq(0), goff.eq(0), kx.eq(0), ky.eq(ky + 1),
-                                 kyw.eq(kyw + self.in_w)]
+                    first(g, g_last, self.cg_n)
+                    first(kx, kx_last, self.k_w)
+                    step(ky, ky_last, self.k_h)
+                    m.d.sync += [goff.eq(0), kyw.eq(kyw + self.in_w)]
             with m.Else():
                 restart_kernel()
                 with m.If(~cx_last):
@@ -178,16 +191,21 @@ class WindowGen(wiring.Component):
                     m.d.sync += [cx.eq(cx_lo), cxs.eq(_clip(rx, rxs, padded)), cy.eq(cy + 1),
                                  cys.eq(cys + _s(self.s_h)), rowbase.eq(rowbase + _s(s_w_in))]
                 with m.Else():
-                    m.d.sync += [px.eq(Mux(px_end, 0, px + 1)),
-                                 py.eq(Mux(px_end, Mux(py_end, 0, py + 1), py)),
-                                 pix.eq(Mux(px_end & py_end, next_base, pix + 1))]
+                    m.d.sync += pix.eq(Mux(px_end & py_end, next_base, pix + 1))
                     enter_window(n_ry, n_rys, n_rysw, n_rx, n_rxs)
-                    with m.If(px_end & py_end):
-                        with m.If(og_end):
-                            m.d.sync += running.eq(0)
+                    with m.If(~px_end):
+                        step(px, px_end, self.out_w)
+                    with m.Else():
+                        first(px, px_end, self.out_w)
+                        with m.If(~py_end):
+                            step(py, py_end, self.out_h)
                         with m.Else():
-                            m.d.sync += [og.eq(og + 1), wog.eq(wog + self.kk),
-                                         obase.eq(next_base)]
+                            first(py, py_end, self.out_h)
+                            with m.If(og_end):
+                                m.d.sync += running.eq(0)
+                            with m.Else():
+                                step(og, og_end, self.og_n)
+                                m.d.sync += [wog.eq(wog + self.kk), obase.eq(next_base)]
         return m
 
     def _emit(self, m, advance, running, og, pix, iy, ix, addr, k, wog, last_chunk,
