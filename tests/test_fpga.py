@@ -1,8 +1,9 @@
 """Board tops: clock settings, report parsing, the iCEBreaker's SPRAM weight memory running the
-whole LeNet in simulation, and (slow tier) the bitstreams themselves; CI builds the
-iCEBreaker's with `make bitstream`."""
+whole LeNet in simulation, and (slow tier) the bitstreams themselves; CI builds both with
+`make bitstream`."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from striate.hw import bitstream
 from striate.hw.boards import BOARDS, ICEBREAKER, ULX3S, ecp5_pll, ice40_pll
 from striate.sim.fastsim import VerilatorTransport
 from striate.sw.cycles import may_stall, program_cycles
+from striate.sw import memmap
+from striate.sw.descriptor import POOL_AVG, POOL_MAX
 from striate.sw.driver import Device
 
 
@@ -89,12 +92,18 @@ def icebreaker_program(lenet, calibration):
 def test_icebreaker_design_runs_lenet_bit_exact_with_weights_in_spram(icebreaker_program,
                                                                        digits_test):
     """The board's accelerator, its weights in SB_SPRAM256KA blocks (Yosys' model of them),
-    equals the golden model on every layer."""
+    equals the golden model on every layer, and refuses what its configuration leaves out."""
     config = ICEBREAKER.config
     xq = icebreaker_program.quantize_input(digits_test[0][:6])
     with Device(VerilatorTransport(config, spram=True), config, "iCE40 SPRAM model") as device:
         outs = device.run(icebreaker_program, xq, return_all=True)
         stats = device.last_run
+        d0 = icebreaker_program.descriptors[0]
+        assert d0.pool == POOL_MAX and d0.pool_pad_h == 0 and d0.in_h <= config.max_height
+        errors = [_hardware_error(device, bad) for bad in (
+            replace(d0, pool=POOL_AVG), replace(d0, pool_pad_h=1),
+            replace(d0, in_h=config.max_height + 1))]
+    assert errors == [memmap.E_OP, memmap.E_LIMIT, memmap.E_LIMIT]
     golden = icebreaker_program.run_reference(xq, return_all=True)
     for got, want in zip(outs, golden):
         assert np.array_equal(got, want.reshape(got.shape))
@@ -104,6 +113,20 @@ def test_icebreaker_design_runs_lenet_bit_exact_with_weights_in_spram(icebreaker
             assert got > want, layer.name
         else:
             assert got == want, layer.name
+        print(f"{layer.name}: {got} cycles")
+    print(f"LeNet on the iCEBreaker configuration: {stats.cycles} cycles per image")
+
+
+def _hardware_error(device, descriptor) -> int:
+    """Run ``descriptor`` alone on ``device`` and return the error code it stops with."""
+    t = device.transport
+    t.write(memmap.address(memmap.PROGRAM), descriptor.to_words())
+    t.write(memmap.address(memmap.REG, memmap.LAYERS), [1])
+    t.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
+    t.wait(2000)        # fetch, the sequencer's size and check program, then the error
+    status = int(t.read(memmap.address(memmap.REG, memmap.STATUS))[0])
+    assert status & memmap.FAILED and not status & memmap.BUSY
+    return int(t.read(memmap.address(memmap.REG, memmap.ERROR))[0])
 
 
 def test_ulx3s_configuration_runs_lenet_bit_exact_in_the_modelled_cycles(lenet, calibration,
@@ -120,15 +143,13 @@ def test_ulx3s_configuration_runs_lenet_bit_exact_in_the_modelled_cycles(lenet, 
     assert list(stats.layer_cycles) == program_cycles(program)
 
 
-UP5K_TOO_SMALL = pytest.mark.xfail(raises=bitstream.BuildError, strict=True,
-                                   reason="needs 6,381 logic cells of the UP5K's 5,280")
-
 
 @pytest.mark.slow
-@pytest.mark.parametrize("board", [pytest.param("icebreaker", marks=UP5K_TOO_SMALL), "ulx3s"])
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
 def test_bitstream_meets_timing(board, tmp_path):
     report = bitstream.build(board, tmp_path)
     saved = json.loads((tmp_path / board / "report.json").read_text())
     assert saved == report and report["timing_met"]
+    assert report["luts"] <= report["available"]["luts"]
     assert report["macs_per_cycle"] == BOARDS[board].config.macs_per_cycle
     assert report["dsps"] >= (8 if board == "icebreaker" else 64)
