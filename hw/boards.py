@@ -137,7 +137,8 @@ class BoardTop(Elaboratable):
 
 
 # iCE40 UP5K (5,280 LUTs, 8 SB_MAC16, 30 SB_RAM40_4K, 4 SB_SPRAM256KA): 8 MACs on the 8 DSPs,
-# shift-add requantization, weights in the SPRAMs (16K x 64 bits), activations in block RAM.
+# shift-add requantization, weights in the SPRAMs (16K x 64 bits), activations in block RAM;
+# maps up to 32 x 32 and no average pooling or pool padding, so that it fits (docs/fpga.md).
 ICEBREAKER = Board(
     name="icebreaker", platform="ICEBreakerPlatform", module="icebreaker", family="ice40",
     clock_mhz=24.0,
