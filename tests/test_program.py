@@ -193,3 +193,5 @@ def test_sequencer_program_passes_every_legal_layer(seed):
         assert values["out_hw"] == desc.out_h * desc.out_w
         assert values["step_yw"] == desc.pool_stride_h * desc.stride_h * desc.in_w
         assert values["p_row"] == desc.pad_h * desc.in_w
+        # the hardware keeps these in registers only as wide as the limits (derive.limits)
+        assert all(values[name] <= bound for name, bound in derive.limits(config).items())
