@@ -44,10 +44,12 @@ class Layouts:
         # Widths of the window generator's geometry (`striate.hw.window`) for layers that pass
         # the sequencer's checks: strides are at most max_stride; an input map is at most
         # max_width by max_height, and conv and pooled maps, kernels and window starts exceed
-        # it by at most four 3-bit paddings (and stay within the 10-bit descriptor fields).
+        # it by at most four paddings (and stay within the descriptor's size fields).
         self.stride = config.max_stride.bit_length()
-        self.cols = min(10, (config.max_width + 4 * 7).bit_length())
-        self.rows = min(10, (config.max_height + 4 * 7).bit_length())
+        self.pad = LayerDescriptor.bits("pad_h")
+        sizes, pads = LayerDescriptor.bits("in_h"), 4 * ((1 << self.pad) - 1)
+        self.cols = min(sizes, (config.max_width + pads).bit_length())
+        self.rows = min(sizes, (config.max_height + pads).bit_length())
         # An average pool's running sum: int8 pixels over at most the whole conv map, which
         # is under 2**rows by 2**cols pixels.
         self.pool_sum = signed(8 + self.rows + self.cols)

@@ -10,14 +10,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.memmap import PARAM_ENTRY_WORDS
+from ..sw.numerics import MULT_BITS, SHIFT_BITS
 from .layouts import ACC, Layouts
-from .scale import PRODUCT, SerialScale, round_clamp
+from .scale import BIASED, PRODUCT, SerialScale, round_clamp
 
-ENTRY = data.StructLayout({"bias": signed(32), "mult": unsigned(32), "shift": unsigned(32),
-                           "unused": 32})     # one parameter entry (`striate.sw.layout`)
+# One parameter entry (`striate.sw.layout`): four 32-bit words, of which the multiplier and
+# shift words use their low `numerics.MULT_BITS` and `numerics.SHIFT_BITS`.
+ENTRY = data.StructLayout({"bias": signed(32),
+                           "mult": unsigned(MULT_BITS), "mult_pad": 32 - MULT_BITS,
+                           "shift": unsigned(SHIFT_BITS), "shift_pad": 32 - SHIFT_BITS,
+                           "unused": 32})
+assert ENTRY.size == 32 * PARAM_ENTRY_WORDS
 
-
-POOL_PORTS = {"mode": In(2), "mult": In(31), "shift": In(6)}   # pooling mode and average scale
+# pooling mode and average scale (the descriptor's pool_mult and pool_shift)
+POOL_PORTS = {"mode": In(2), "mult": In(MULT_BITS), "shift": In(SHIFT_BITS)}
 
 
 def requant_ports(layouts: Layouts) -> dict:
@@ -73,11 +79,11 @@ class Requant(wiring.Component):
                          Signal.like(j, name=f"j{name}"), Signal(name=f"last{name}"))
                   for name in ("1", "x", "2")}
         acc1 = [Signal(ACC, name=f"acc1_{r}") for r in range(lanes)]
-        x = [Signal(signed(33), name=f"x{r}") for r in range(lanes)]
-        mult_x = [Signal(31, name=f"mult{r}") for r in range(lanes)]
-        shift_x = [Signal(6, name=f"shiftx{r}") for r in range(lanes)]
+        x = [Signal(BIASED, name=f"x{r}") for r in range(lanes)]
+        mult_x = [Signal(MULT_BITS, name=f"mult{r}") for r in range(lanes)]
+        shift_x = [Signal(SHIFT_BITS, name=f"shiftx{r}") for r in range(lanes)]
         prod = [Signal(PRODUCT, name=f"prod{r}") for r in range(lanes)]
-        shift2 = [Signal(6, name=f"shift{r}") for r in range(lanes)]
+        shift2 = [Signal(SHIFT_BITS, name=f"shift{r}") for r in range(lanes)]
         last = j == steps - 1
         if steps == 1:          # one lane group: straight from the input
             valid0, tag0, acc_bits = self.i.valid, self.i.payload.tag, self.i.payload.acc.as_value()
@@ -102,8 +108,8 @@ class Requant(wiring.Component):
             for r in range(lanes):
                 p = params[r]
                 m.d.sync += [acc1[r].eq(acc_bits.word_select(j * lanes + r, 32).as_signed()),
-                             x[r].eq(acc1[r] + p.bias), mult_x[r].eq(p.mult[:31]),
-                             shift_x[r].eq(p.shift[:6]),
+                             x[r].eq(acc1[r] + p.bias), mult_x[r].eq(p.mult),
+                             shift_x[r].eq(p.shift),
                              prod[r].eq(x[r] * mult_x[r]), shift2[r].eq(shift_x[r])]
                 y = round_clamp(prod[r], shift2[r], self.lo, self.hi)
                 for group in range(steps):
@@ -186,7 +192,7 @@ class SerialPost(wiring.Component):
             m.submodules[f"scale{r}"] = unit
             units.append(unit)
             m.d.comb += [unit.x.eq(held.acc[j * lanes + r] + params[r].bias),
-                         unit.mult.eq(params[r].mult[:31]), unit.shift.eq(params[r].shift[:6]),
+                         unit.mult.eq(params[r].mult), unit.shift.eq(params[r].shift),
                          unit.lo.eq(self.lo), unit.hi.eq(self.hi)]
         with m.If(pooling):
             m.d.comb += [units[0].x.eq(Array(pacc)[c]), units[0].mult.eq(self.mult),

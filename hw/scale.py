@@ -13,9 +13,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import numerics
-from ..sw.cycles import serial_scale_cycles
+from ..sw.cycles import serial_scale_cycles, serial_scale_digits
 
-PRODUCT = signed(64)     # (33-bit acc + bias) * 31-bit multiplier, and pool sums * multiplier
+BIASED = signed(33)      # an int32 sum plus an int32 bias
+PRODUCT = signed(64)     # BIASED * the 31-bit multiplier, and pool sums * multiplier
 WINDOW = 16              # product bits kept after the coarse (multiple of 8) shift
 
 
@@ -75,9 +76,9 @@ class SerialScale(wiring.Component):
     pulse `cycles` cycles after ``start``.
     """
 
-    def __init__(self, bits: int, x_bits: int = 33):
+    def __init__(self, bits: int, x_bits: int = BIASED.width):
         self.bits, self.x_bits = bits, x_bits
-        self.digits = -(-numerics.MULT_BITS // bits)
+        self.digits = serial_scale_digits(bits)
         self.cycles = serial_scale_cycles(bits)
         super().__init__({
             "start": In(1), "x": In(signed(x_bits)), "mult": In(numerics.MULT_BITS),

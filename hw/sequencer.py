@@ -20,7 +20,6 @@ from ..sw.descriptor import OP_CONV, LayerDescriptor
 from .layouts import Layouts, bits_for, descriptor_layout
 
 
-
 def base_widths(layouts: Layouts) -> dict:
     """Widths of the channel group counts and word addresses the sequencer hands on: what a
     legal layer needs (a count never exceeds the depth of the memory it indexes). Larger values
@@ -148,7 +147,7 @@ class Sequencer(wiring.Component):
         sources.update({name: getattr(self, name) for name in derive.RESULTS})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
-            sources.update(pool_pad_h=Const(0, 3), pool_pad_w=Const(0, 3))
+            sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
 
         def source(name):
             return Const(name) if isinstance(name, int) else sources[name]

@@ -18,12 +18,12 @@ from amaranth.lib.wiring import In, Out
 from .layouts import Layouts
 from .sequencer import base_widths
 
-FIELDS = {  # port: its width (a `Layouts` attribute or bits); descriptor fields, unsigned,
+FIELDS = {  # port: its width (a `Layouts` attribute); descriptor fields, unsigned,
     # stable while a layer runs, narrowed to what a layer that passed the checks needs
     "in_h": "rows", "in_w": "cols", "k_h": "rows", "k_w": "cols", "s_h": "stride",
-    "s_w": "stride", "p_h": 3, "p_w": 3, "conv_h": "rows", "conv_w": "cols", "pk_h": "rows",
-    "pk_w": "cols", "ps_h": "stride", "ps_w": "stride", "pp_h": 3, "pp_w": 3, "out_h": "rows",
-    "out_w": "cols",
+    "s_w": "stride", "p_h": "pad", "p_w": "pad", "conv_h": "rows", "conv_w": "cols",
+    "pk_h": "rows", "pk_w": "cols", "ps_h": "stride", "ps_w": "stride", "pp_h": "pad",
+    "pp_w": "pad", "out_h": "rows", "out_w": "cols",
 }
 GROUPS = ("cg_n", "og_n")     # channel groups, from the sequencer (`base_widths`)
 DERIVED = ("hw_in", "kk", "s_w_in", "step_y", "step_x", "step_yw", "rys0", "rxs0", "rysw0",
@@ -35,10 +35,10 @@ def _s(value):
     return Cat(value, Const(0, 1)).as_signed()
 
 
-def _clip(start, value, padded):
-    """``value`` at a window start, or 0 where the window starts above or left of the map
-    (only with pool padding: otherwise starts are never negative)."""
-    return Mux(start < 0, 0, value) if padded else value
+def _clip(start, value, padded, floor=0):
+    """``value`` at a window start, or ``floor`` where the window starts above or left of the
+    map (only with pool padding: otherwise starts are never negative)."""
+    return Mux(start < 0, floor, value) if padded else value
 
 
 def _min(a, b):
@@ -56,8 +56,7 @@ class WindowGen(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        ports = {name: In(getattr(layouts, width) if isinstance(width, str) else width)
-                 for name, width in FIELDS.items()}
+        ports = {name: In(getattr(layouts, width)) for name, width in FIELDS.items()}
         ports.update({name: In(base_widths(layouts)[name]) for name in GROUPS})
         ports.update({name: In(layouts.derived[name]) for name in DERIVED})
         ports.update({
@@ -138,7 +137,7 @@ class WindowGen(wiring.Component):
                          cx_end.eq(_min(_s(self.conv_w), x + _s(self.pk_w))),
                          cy.eq(_clip(y, y, padded)), cx.eq(_clip(x, x, padded)),
                          cys.eq(_clip(y, ys, padded)), cxs.eq(_clip(x, xs, padded)),
-                         rowbase.eq(Mux(y < 0, -p_row, ysw) if padded else ysw)]
+                         rowbase.eq(_clip(y, ysw, padded, floor=-p_row))]
 
         def first(counter, flag, limit):
             """``counter`` restarts at 0."""

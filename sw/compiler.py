@@ -51,5 +51,5 @@ def compile(model, calibration, config: AcceleratorConfig | None = None) -> Prog
     graph = quantize_graph(nodes, x, tuple(x.shape[1:]))
     for integer_pass in INTEGER_PASSES:
         graph = integer_pass(graph)
-    graph = im2col_input(graph, config.pe_in, config.act_bank_bytes)
+    graph = im2col_input(graph, config)
     return Program(graph, config)

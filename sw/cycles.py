@@ -19,6 +19,7 @@ from . import derive
 from .descriptor import LayerDescriptor
 from .graph import QLayer
 from .layout import groups, writes_per_pixel
+from .mapper import layer_fields
 from .numerics import MULT_BITS
 
 FIXED = LayerDescriptor.WORDS + 14
@@ -59,11 +60,16 @@ def requant_steps(config: AcceleratorConfig) -> int:
     return config.pe_out // config.requant_parallel
 
 
+def serial_scale_digits(bits: int) -> int:
+    """Steps of a shift-add multiplier taking ``bits`` bits of the 31-bit multiplier a step."""
+    return -(-MULT_BITS // bits)
+
+
 def serial_scale_cycles(bits: int) -> int:
     """Cycles of one shift-add scaling (`striate.hw.scale.SerialScale`) from its start pulse to
-    its result: ``ceil(31 / bits)`` multiplier steps, then the rounding shift and clamp in
+    its result: `serial_scale_digits` multiplier steps, then the rounding shift and clamp in
     two."""
-    return -(-MULT_BITS // bits) + 2
+    return serial_scale_digits(bits) + 2
 
 
 def serial_item_cycles(config: AcceleratorConfig, last: bool = True) -> int:
@@ -113,8 +119,9 @@ def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`)."""
-    return layer_items(layer, config) + FIXED + derive.cycles(derive.layer_fields(layer), config) + \
-        post_latency(config) + writes_per_pixel(config)
+    sequencer = derive.cycles(layer_fields(layer), config)
+    return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)
+            + writes_per_pixel(config))
 
 
 def program_cycles(program) -> list[int]:

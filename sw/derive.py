@@ -29,8 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import AcceleratorConfig
-from .graph import QLayer
-from .mapper import pool_stride
+from .descriptor import LayerDescriptor
 from .memmap import BANK0, PARAMS, WEIGHTS, memories
 
 
@@ -91,7 +90,7 @@ def limits(config: AcceleratorConfig) -> dict:
     """The largest value of each result that is a product of strides (at most
     ``max_stride``), 3-bit pads and ``in_w`` (at most ``max_width``) in a layer that passes the
     sequencer's limit checks; the hardware keeps these results in registers just that wide."""
-    s, w, pad = config.max_stride, config.max_width, 7
+    s, w, pad = config.max_stride, config.max_width, (1 << LayerDescriptor.bits("pad_h")) - 1
     return {"s_w_in": w * s, "step_y": s * s, "step_x": s * s, "step_yw": w * s * s,
             "rys0": pad * s, "rxs0": pad * s, "rysw0": w * s * pad, "p_row": w * pad}
 
@@ -131,15 +130,3 @@ def cycles(fields: dict, config: AcceleratorConfig) -> int:
     values = {**fields, **group_counts(fields, config), **depths(config)}
     return sum(1 + max(1, (values[b] if isinstance(b, str) else b).bit_length())
                for step in PROGRAM for _, _, b in step.terms)
-
-
-def layer_fields(layer: QLayer) -> dict:
-    """The descriptor fields of ``layer`` (as `striate.sw.mapper.describe` sets them) that
-    `cycles` reads: those used as multipliers ``b``."""
-    in_c, in_h, in_w = layer.in_shape
-    out_c = layer.out_shape[0]
-    return dict(in_c=in_c, in_w=in_w, out_c=out_c, out_w=layer.out_shape[2],
-                k_w=layer.kernel[1], stride_h=layer.stride[0], stride_w=layer.stride[1],
-                pad_h=layer.padding[0],
-                pool_stride_h=pool_stride(layer)[0], pool_stride_w=pool_stride(layer)[1],
-                pool_pad_h=layer.pool_padding[0])

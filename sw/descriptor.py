@@ -91,6 +91,11 @@ class LayerDescriptor:
         return [(f.name, f.metadata["bits"], f.metadata["signed"]) for f in dataclasses.fields(cls)]
 
     @classmethod
+    def bits(cls, name: str) -> int:
+        """The width of field ``name``."""
+        return next(bits for field, bits, _ in cls.fields_layout() if field == name)
+
+    @classmethod
     def total_bits(cls) -> int:
         return sum(bits for _, bits, _ in cls.fields_layout())
 

@@ -162,22 +162,29 @@ def pool_stride(layer: QLayer) -> tuple[int, int]:
                                              layer.pool_padding, layer.pool_kernel))
 
 
-def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
-    """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
+def layer_fields(layer: QLayer) -> dict:
+    """The descriptor fields of ``layer`` that do not depend on where it is placed (`describe`
+    adds the bank and addresses); the cycle model reads them too."""
     in_c, in_h, in_w = layer.in_shape
     out_c, conv_h, conv_w = layer.conv_shape
     kh, kw = layer.kernel
+    ps_h, ps_w = pool_stride(layer)
+    return dict(
+        op=OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
+        conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
+        k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
+        pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
+        pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
+        pool_stride_h=ps_h, pool_stride_w=ps_w,
+        pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
+        pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift))
+
+
+def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
+    """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
     try:
         return LayerDescriptor(
-            op=OP_CONV, pool=POOL_CODES[layer.pool],
-            in_bank=plan.act_in[index][0], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
-            conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
-            k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
-            pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
-            pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
-            pool_stride_h=pool_stride(layer)[0], pool_stride_w=pool_stride(layer)[1],
-            pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
-            pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift),
+            **layer_fields(layer), in_bank=plan.act_in[index][0],
             in_addr=plan.act_in[index][1], out_addr=plan.act_out[index][1],
             weight_addr=plan.weight[index][0], param_addr=plan.param[index][0])
     except DescriptorError as exc:

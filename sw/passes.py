@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UnsupportedLayerError
+from .config import AcceleratorConfig
 from .graph import QGraph
+from .mapper import act_bytes
 
 
 def fold_batchnorm(nodes: list) -> list:
@@ -134,10 +136,9 @@ def lower_pool_layers(graph: QGraph) -> QGraph:
 INTEGER_PASSES = (fuse_activation, fuse_pool, lower_flatten, lower_pool_layers)
 
 
-def im2col_input(graph: QGraph, lanes: int, bank_bytes: int | None = None) -> QGraph:
+def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
     """Unfold the first convolution's windows on the host when its input has fewer channels
-    than the PE array has input lanes (and, given ``bank_bytes``, the unfolded map fits an
-    activation bank: ``ceil(C*KH*KW / lanes) * lanes * OH * OW`` bytes).
+    than the PE array has input lanes and the unfolded map fits an activation bank.
 
     The first layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
     ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
@@ -148,11 +149,11 @@ def im2col_input(graph: QGraph, lanes: int, bank_bytes: int | None = None) -> QG
         return graph
     first = graph.layers[0]
     c = first.in_shape[0]
-    if first.op != "conv" or c >= lanes or first.kernel == (1, 1):
+    if first.op != "conv" or c >= config.pe_in or first.kernel == (1, 1):
         return graph
     o, _, kh, kw = first.weight.shape
     _, oh, ow = first.conv_shape
-    if bank_bytes is not None and -(-c * kh * kw // lanes) * lanes * oh * ow > bank_bytes:
+    if act_bytes((c * kh * kw, oh, ow), config) > config.act_bank_bytes:
         return graph
     unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
                              weight=first.weight.reshape(o, c * kh * kw, 1, 1))

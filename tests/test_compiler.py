@@ -108,7 +108,7 @@ def test_integer_passes_keep_the_golden_model_bit_exact(name, zoo, lenet, calibr
     images = x if name == "zoo" else digits_test[0]
     xq = striate.sw.numerics.quantize(images, graph.input_scale)
     reference = golden.run_graph(graph, xq)
-    config_passes = (lambda g: passes.im2col_input(g, lanes=4),)
+    config_passes = (lambda g: passes.im2col_input(g, striate.AcceleratorConfig(pe_in=4)),)
     for integer_pass in passes.INTEGER_PASSES + config_passes:
         after = integer_pass(graph)
         if name == "zoo":   # the zoo exercises every pass
