@@ -13,7 +13,9 @@ from .layouts import Layouts
 class Writer(wiring.Component):
     """Stores each pixel at word ``out_base + tag.pix + sub * out_hw`` of the bank for each
     word ``sub`` its ``pe_out`` channels touch (`striate.sw.layout`; ``tag.pix`` locates the
-    first, see `striate.hw.window.WindowGen`).
+    first, see `striate.hw.window.WindowGen`). Words whose channels all lie at or past ``out_c``
+    are not written: they are outside the output map (``ceil(out_c / pe_in)`` word groups), where
+    other live maps may be, and the write cycle passes with no byte enabled.
 
     With ``pe_out >= pe_in`` a pixel takes ``pe_out / pe_in`` write cycles; with fewer output
     than input lanes it fills part of a word through byte enables. Channels at or past ``out_c``
@@ -47,12 +49,19 @@ class Writer(wiring.Component):
         if po >= pi:
             values = [Mux((tag.og << lpo) + (sub << lpi) + l < self.out_c,
                           ybits.word_select(sub * pi + l, 8), 0) for l in range(pi)]
-            enables = Const((1 << pi) - 1, pi)
+            # A word past the map's last channel group is skipped, not written with zeros.
+            inside = (tag.og << lpo) + (sub << lpi) < self.out_c
+            enables = Mux(inside, Const((1 << pi) - 1, pi), 0)
         else:
+            # Lane l of the word holds channel word_first + l; this pixel's channels go to the
+            # lanes of its slot. The last channel group also zeroes the lanes past out_c that
+            # no group covers, so every lane of the map holds what `layout` says.
             slot = tag.og % share
-            values = [Mux((tag.og << lpo) + l % po < self.out_c, ybits.word_select(l % po, 8), 0)
+            word_first = (tag.og - slot) << lpo
+            values = [Mux(word_first + l < self.out_c, ybits.word_select(l % po, 8), 0)
                       for l in range(pi)]
-            enables = Cat(*[slot == l // po for l in range(pi)])
+            enables = Cat(*[(slot == l // po) | (word_first + l >= self.out_c)
+                            for l in range(pi)])
         m.d.comb += [
             self.wr_addr.eq(self.out_base + tag.pix + sub_off),
             self.wr_data.eq(Cat(*[v[:8] for v in values])),

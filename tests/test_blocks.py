@@ -331,8 +331,11 @@ def test_writer_stores_the_bank_layout(config):
     full = rng.integers(-128, 128, (og_n * po, out_h, out_w)).astype(np.int8)
     dut = Writer(Layouts(config))
     groups = -(-out_c // pi)
-    depth = groups * out_h * out_w + 4
-    mem = Memory(shape=8 * pi, depth=depth, init=[])
+    # Room for every word group a pixel's pe_out channels could touch, filled with a sentinel:
+    # words outside the map's ceil(out_c / pe_in) groups must keep it (other maps live there).
+    depth = 2 + max(groups, og_n * po // pi) * out_h * out_w + 4
+    sentinel = (1 << 8 * pi) - 1 - 0x5A
+    mem = Memory(shape=8 * pi, depth=depth, init=[sentinel] * depth)
 
     class Top(Elaboratable):
         def elaborate(self, platform):
@@ -366,7 +369,9 @@ def test_writer_stores_the_bank_layout(config):
         for _ in range(max(1, po // pi) + 1):     # the last pixel's write cycles
             await ctx.tick()
         words = [ctx.get(mem.data[a]) for a in range(depth)]
-        got = b"".join(w.to_bytes(pi, "little") for w in words[2:2 + groups * out_h * out_w])
+        end = 2 + groups * out_h * out_w
+        got = b"".join(w.to_bytes(pi, "little") for w in words[2:end])
+        assert words[:2] + words[end:] == [sentinel] * (depth - end + 2)
         expected = full.copy()
         expected[out_c:] = 0
         np.testing.assert_array_equal(
