@@ -7,7 +7,7 @@ Each `QLayer` computes, on an int8 ``N x C x H x W`` input reshaped to ``in_shap
    for ``op == "pool"``, ``clip(x, lo, hi)``.
 2. the pooling stage on ``t``: ``"none"`` passes it on; ``"max"`` takes window maxima (padding
    reads -128); ``"avg"`` sums windows in int32 (padding reads 0) and applies
-   ``requantize(sum, pool_mult, pool_shift, lo, hi)`` with ``1 / (kh * kw)`` folded in.
+   ``requantize(sum, pool_mult, pool_shift, lo, hi)`` with ``s_in / (kh * kw * s_out)`` folded in.
 
 ``op == "flatten"`` only reshapes (``C x H x W`` -> ``C*H*W x 1 x 1`` in PyTorch's order). A linear
 layer is a ``conv`` on a ``1 x 1`` map. After the compiler's passes a graph holds only ``conv``

@@ -99,14 +99,14 @@ def lower_flatten(graph: QGraph) -> QGraph:
         if layer.op == "flatten":
             pending = pending or layer.in_shape
             continue
-        if pending is not None and layer.in_shape != pending:
+        if pending is not None:
             if _is_clamp(layer):
                 layer = layer.replace(in_shape=pending, out_shape=pending)
             elif layer.op == "conv" and layer.kernel == (1, 1) and \
                     layer.in_shape == (int(np.prod(pending)), 1, 1):
                 o = layer.weight.shape[0]
                 layer = layer.replace(in_shape=pending, weight=layer.weight.reshape(o, *pending))
-                pending = None
+                pending = None      # the layers after it see a C x 1 x 1 map again
             else:
                 raise UnsupportedLayerError(
                     f"layer '{layer.name}' is not supported after a flatten: only clamps and "

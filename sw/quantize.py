@@ -3,9 +3,12 @@
 Calibration runs the float reference on the calibration images and takes, for each tensor the
 hardware stores, its largest magnitude: ``scale = max|x| / 127``. A convolution or linear layer is
 calibrated on the tensor at the end of the chain of range-only ops after it (ReLU, ReLU6, max
-pooling), since that is what the fused layer stores; ReLU, ReLU6, pooling and flatten keep their
-input's scale, so they lower to clamps and pools with no rescaling (average pooling folds
-``1 / (kh * kw)`` into its multiplier).
+pooling), since that is what the fused layer stores; ReLU, ReLU6, max pooling and flatten keep
+their input's scale, so they lower to clamps and pools with no rescaling. Average pooling gets
+its own output scale, calibrated the same way, and folds ``s_in / (kh * kw * s_out)`` into its
+multiplier: an average spans a narrower range than its inputs (a global average pool of a
+feature map often a small fraction of it), which the input's scale would leave to a few int8
+levels.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .float_ref import run_float
 from .graph import QGraph, QLayer
 
 RANGE_ONLY = ("relu", "relu6", "maxpool")
+RESCALING = ("conv", "linear", "avgpool")    # nodes whose output gets a scale of its own
 
 
 def _scale(max_abs: float) -> float:
@@ -32,7 +36,7 @@ def calibrate(nodes: list, calibration: np.ndarray) -> tuple[float, list]:
     maxima = [float(np.abs(o).max()) if o.size else 0.0 for o in outs]
     scales = [0.0] * len(nodes)
     for i, node in enumerate(nodes):
-        if node.kind in ("conv", "linear"):
+        if node.kind in RESCALING:
             end = i
             while end + 1 < len(nodes) and nodes[end + 1].kind in RANGE_ONLY:
                 end += 1
@@ -100,12 +104,19 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
             layer = QLayer(op="pool", out_scale=scale, lo=0, hi=six, **common)
         elif node.kind in ("maxpool", "avgpool"):
             a = node.attrs
-            mult, shift = (0, 0)
+            mult, shift, out_scale = 0, 0, scale
             if node.kind == "avgpool":
-                mult, shift = numerics.quantize_multiplier(1.0 / (a["kernel"][0] * a["kernel"][1]))
-            layer = QLayer(op="pool", out_scale=scale, pool=node.kind[:3], pool_kernel=a["kernel"],
-                           pool_stride=a["stride"], pool_padding=a["padding"], pool_mult=mult,
-                           pool_shift=shift, **common)
+                out_scale = node_scale
+                area = a["kernel"][0] * a["kernel"][1]
+                try:
+                    mult, shift = numerics.quantize_multiplier(scale / (area * out_scale))
+                except QuantizationError as exc:
+                    raise QuantizationError(f"layer '{node.name}': {exc}") from None
+            layer = QLayer(op="pool", out_scale=out_scale, pool=node.kind[:3],
+                           pool_kernel=a["kernel"], pool_stride=a["stride"],
+                           pool_padding=a["padding"], pool_mult=mult, pool_shift=shift, **common)
+            if node.kind == "avgpool":
+                scale, rng = out_scale, (numerics.INT8_MIN, numerics.INT8_MAX)
         elif node.kind == "flatten":
             layer = QLayer(op="flatten", out_scale=scale, **common)
         else:

@@ -138,6 +138,33 @@ def test_zoo_int8_tracks_float(zoo):
     assert _sqnr_db(torch_out(model, x), y) > 25
 
 
+def test_classifier_head_after_global_average_pool():
+    """Flatten of a C x 1 x 1 map, then several linear layers (the usual classifier head)."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU6(),
+                          nn.Linear(12, 4)).eval()
+    x = torch.randn(64, 3, 9, 7).numpy()
+    prog = striate.compile(model, x)
+    assert [l.in_shape for l in prog.layers][1:] == [(8, 1, 1), (16, 1, 1), (12, 1, 1)]
+    y = prog.dequantize_output(prog.run_reference(prog.quantize_input(x)))
+    assert _sqnr_db(torch_out(model, x), y) > 25
+
+
+@pytest.mark.parametrize("head", [True, False], ids=["conv-gap", "gap-on-input"])
+def test_average_pooling_output_has_its_own_scale(head):
+    """A global average spans a small part of its input's range: with the input's scale it
+    kept a few int8 levels (12.6 dB, below 0 dB on the input itself)."""
+    torch.manual_seed(5)
+    layers = [nn.Conv2d(1, 24, 3, stride=2)] if head else []
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(24 if head else 1, 10)).eval()
+    x = torch.randn(64, 1, 16, 16).numpy()
+    prog = striate.compile(model, x)
+    y = prog.dequantize_output(prog.run_reference(prog.quantize_input(x)))
+    assert _sqnr_db(torch_out(model, x), y) > 35
+
+
 def test_compile_restores_training_mode(zoo):
     model, x = zoo
     model.train()
