@@ -9,25 +9,39 @@ passes (unfold a thin first layer on the host) -> map onto the `AcceleratorConfi
 from __future__ import annotations
 
 import numpy as np
+import torch.nn as nn
 
-from .config import AcceleratorConfig
 from .errors import StriateError
+from .golden import as_array, describe
 from .passes import INTEGER_PASSES, fold_batchnorm, im2col_input
-from .program import Program, _as_numpy
-from .quantize import quantize_graph
-from .trace import trace
+from .program import Program, as_config
+from .quantize import check_finite, check_folded, quantize_graph
+from .trace import check_input_rank, trace
 
 FLOAT_PASSES = (fold_batchnorm,)
 
 
-def lower(model, calibration) -> tuple:
-    """Trace and BatchNorm-fold ``model``; return ``(float_nodes, calibration_array)``."""
-    x = _as_numpy(calibration)
+def _calibration(model, calibration) -> np.ndarray:
+    """``calibration`` as a NumPy array, or the error that blames the model or the data."""
+    x = as_array(calibration)
+    if x is None:
+        raise StriateError(f"calibration data must be an N x C x H x W array of real numbers, not "
+                           f"{describe(calibration)}")
+    if x.ndim != 4:
+        check_input_rank(model, x.shape)     # a model the compiler cannot take is at fault first
     if x.ndim != 4 or x.shape[0] < 1:
         raise StriateError(f"calibration data must be a non-empty N x C x H x W array, not shape "
                            f"{tuple(x.shape)}")
     if not np.all(np.isfinite(x)):
         raise StriateError("calibration data must be finite (found NaN or infinity)")
+    return x
+
+
+def lower(model, calibration) -> tuple:
+    """Trace, check and BatchNorm-fold ``model``; return ``(float_nodes, calibration_array)``."""
+    if not isinstance(model, nn.Module):
+        raise StriateError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    x = _calibration(model, calibration)
     was_training = model.training
     model.eval()
     try:
@@ -36,17 +50,18 @@ def lower(model, calibration) -> tuple:
         model.train(was_training)
     if not nodes:
         raise StriateError("model has no layers to compile")
+    check_finite(nodes)     # before folding, so BatchNorm statistics are named as such
     for float_pass in FLOAT_PASSES:
         nodes = float_pass(nodes)
+    check_folded(nodes)
     return nodes, x
 
 
-def compile(model, calibration, config: AcceleratorConfig | None = None) -> Program:
-    """Compile ``model`` for ``config`` (default `AcceleratorConfig()`), calibrating on
-    ``calibration`` (float ``N x C x H x W``, torch or NumPy)."""
-    config = AcceleratorConfig() if config is None else config
-    if not isinstance(config, AcceleratorConfig):
-        raise StriateError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+def compile(model, calibration, config=None) -> Program:
+    """Compile ``model`` for ``config`` (an `AcceleratorConfig` or a dict of its parameters;
+    default `AcceleratorConfig()`), calibrating on ``calibration`` (float ``N x C x H x W``,
+    torch or NumPy)."""
+    config = as_config(config)
     nodes, x = lower(model, calibration)
     graph = quantize_graph(nodes, x, tuple(x.shape[1:]))
     for integer_pass in INTEGER_PASSES:

@@ -47,18 +47,55 @@ def layer_inputs(graph: QGraph, xq: np.ndarray) -> np.ndarray:
     return im2col(xq, graph.input_im2col) if graph.input_im2col else xq
 
 
+def as_array(x) -> np.ndarray | None:
+    """``x`` (NumPy, torch or nested sequences) as a NumPy array of real numbers (bool, integer
+    or float); None when it is not one (ragged, strings, objects, complex)."""
+    try:
+        a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    except (ValueError, TypeError, RuntimeError):   # ragged, or a torch dtype NumPy lacks
+        return None
+    return a if a.dtype.kind in "biuf" else None
+
+
+def dims(shape) -> str:
+    """``2 x 1 x 16 x 16`` (``scalar`` for ``()``), for messages."""
+    return " x ".join(map(str, shape)) or "scalar"
+
+
+def dtype_of(x) -> str:
+    """The element type of an array (``float32``), else the Python type of ``x``."""
+    return str(x.dtype).removeprefix("torch.") if hasattr(x, "dtype") else type(x).__name__
+
+
+def describe(x) -> str:
+    """``x`` for a message: ``float32 2 x 1 x 16 x 16`` for an array, else its type."""
+    return f"{dtype_of(x)} {dims(x.shape)}" if hasattr(x, "dtype") and hasattr(x, "shape") \
+        else type(x).__name__
+
+
+def check_flag(value, name: str) -> bool:
+    """``value`` as a bool: True, False, NumPy bools, 0 and 1; else `StriateError`."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (int, np.integer)) \
+            and value in (0, 1):
+        return bool(value)
+    raise StriateError(f"{name} must be True or False, not {value!r}")
+
+
 def run_graph(graph: QGraph, xq, return_all: bool = False):
     """Run the whole graph on int8 ``N x C x H x W`` input.
 
     Returns the int8 output shaped ``N x graph.output_shape``, or with ``return_all`` the list of
-    every layer's int8 output (the last one shaped like the plain return value).
+    every layer's int8 output (the last one shaped like the plain return value). An empty batch
+    (``N = 0``) gives empty outputs of those shapes.
     """
-    xq = np.asarray(xq)
-    if xq.dtype != np.int8:
-        raise StriateError(f"golden model input must be int8, not {xq.dtype}")
-    if tuple(xq.shape[1:]) != tuple(graph.input_shape):
-        raise StriateError(f"golden model input must be N x {' x '.join(map(str, graph.input_shape))}"
-                           f", not {' x '.join(map(str, xq.shape))}")
+    return_all = check_flag(return_all, "return_all")
+    a = as_array(xq)
+    if a is None or a.dtype != np.int8:
+        raise StriateError(f"golden model input must be int8, not {dtype_of(xq)}")
+    xq = a
+    if xq.ndim != 1 + len(graph.input_shape) or tuple(xq.shape[1:]) != tuple(graph.input_shape):
+        raise StriateError(f"golden model input must be N x {dims(graph.input_shape)}, not "
+                           f"{dims(xq.shape)}")
     outputs, x = [], layer_inputs(graph, xq)
     for layer in graph.layers:
         x = run_layer(layer, x)

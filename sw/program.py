@@ -7,6 +7,7 @@ import numpy as np
 
 from . import golden, numerics
 from .config import AcceleratorConfig
+from .errors import ConfigError, StriateError
 from .graph import QGraph
 from .mapper import MemoryPlan, describe, plan_memory
 
@@ -15,6 +16,19 @@ def _as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def as_config(config) -> AcceleratorConfig:
+    """``config`` as an `AcceleratorConfig`: None gives the default one, a dict its parameters
+    (`AcceleratorConfig.from_dict`); anything else raises `ConfigError`."""
+    if config is None:
+        return AcceleratorConfig()
+    if isinstance(config, dict):
+        return AcceleratorConfig.from_dict(config)
+    if not isinstance(config, AcceleratorConfig):
+        raise ConfigError(f"config must be an AcceleratorConfig or a dict of its parameters, "
+                          f"not {type(config).__name__}")
+    return config
 
 
 class Program:
@@ -51,12 +65,26 @@ class Program:
         return self.graph.output_scale
 
     def quantize_input(self, x) -> np.ndarray:
-        """Float ``N x C x H x W`` (torch or NumPy) -> int8 at the input scale."""
-        return numerics.quantize(_as_numpy(x), self.input_scale)
+        """Float ``N x C x H x W`` (torch or NumPy) -> int8 at the input scale.
+
+        Values beyond the int8 range saturate (infinities too); NaN raises `StriateError`.
+        """
+        shape = tuple(self.graph.input_shape)
+        a = golden.as_array(x)
+        if a is None:
+            raise StriateError(f"input must be an N x {golden.dims(shape)} array of real numbers, "
+                               f"not {golden.describe(x)}")
+        if a.ndim != 1 + len(shape) or tuple(a.shape[1:]) != shape:
+            raise StriateError(f"input must be N x {golden.dims(shape)}, not "
+                               f"{golden.dims(a.shape)}")
+        nan = int(np.isnan(a).sum()) if a.dtype.kind == "f" else 0
+        if nan:
+            raise StriateError(f"input must be free of NaN, found {nan} NaN")
+        return numerics.quantize(a, self.input_scale)
 
     def run_reference(self, xq, return_all: bool = False):
         """Run the golden model; see `golden.run_graph`."""
-        return golden.run_graph(self.graph, _as_numpy(xq), return_all=return_all)
+        return golden.run_graph(self.graph, xq, return_all=return_all)
 
     def dequantize_output(self, yq) -> np.ndarray:
         """int8 output -> float32 at the output scale."""

@@ -4,6 +4,7 @@ Supported: Conv2d, BatchNorm2d, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPo
 (module, ``torch.flatten``, ``.flatten``, ``.view``/``.reshape`` to ``(N, -1)``), Linear, and in
 eval mode the no-ops Dropout and Identity; the functional forms of ReLU, ReLU6, pooling and
 dropout too. Anything else raises `UnsupportedLayerError` naming the op and its module path.
+`check_input_rank` finds such an op without shapes, for inputs that are not ``N x C x H x W``.
 """
 
 from __future__ import annotations
@@ -127,45 +128,84 @@ def _act(kind, path, shape):
     return FloatNode(kind, path, shape, shape, sources=(path,))
 
 
+def _no_op(*_):
+    return None
+
+
+def _bn_node(m: nn.BatchNorm2d, path, shape):
+    if not m.track_running_stats or m.running_mean is None:
+        raise _unsupported("BatchNorm2d", path, "needs running statistics")
+    c = m.num_features
+    weight = _arr(m.weight) if m.affine else np.ones(c)
+    bias = _arr(m.bias) if m.affine else np.zeros(c)
+    return FloatNode("bn", path, shape, shape,
+                     {"gamma": weight, "beta": bias, "mean": _arr(m.running_mean),
+                      "var": _arr(m.running_var)}, {"eps": float(m.eps)}, (path,))
+
+
+# The PyTorch names of the float nodes' parameters, where they differ (for error messages).
+PARAM_NAMES = {"bn": {"gamma": "weight", "beta": "bias", "mean": "running_mean",
+                      "var": "running_var"}}
+
+
+def _maxpool_module(m, path, shape):
+    _check_pool_options("MaxPool2d", path, m.ceil_mode, m.dilation,
+                        return_indices=m.return_indices)
+    return _pool_node("MaxPool2d", path, shape, m.kernel_size, m.stride, m.padding)
+
+
+def _avgpool_module(m, path, shape):
+    _check_pool_options("AvgPool2d", path, m.ceil_mode, 1, m.count_include_pad,
+                        m.divisor_override, padding=m.padding)
+    return _pool_node("AvgPool2d", path, shape, m.kernel_size, m.stride, m.padding)
+
+
+def _linear_node(m: nn.Linear, path, shape):
+    if len(shape) != 1 or shape[0] != m.in_features:
+        raise _unsupported("Linear", path, f"expects a flat input of {m.in_features} features"
+                                           f", not shape {shape}")
+    bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_features)
+    return FloatNode("linear", path, shape, (m.out_features,),
+                     {"weight": _arr(m.weight), "bias": bias}, {}, (path,))
+
+
+def _module_builder(m: nn.Module):
+    """The function ``(module, path, shape) -> FloatNode or None`` that lowers ``m``, or None
+    when its type is not supported (decided by type and options that need no shapes)."""
+    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.Identity)):
+        return _no_op
+    if type(m) is nn.ReLU:
+        return lambda m, path, shape: _act("relu", path, shape)
+    if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
+        return lambda m, path, shape: _act("relu6", path, shape)
+    builders = ((nn.Conv2d, _conv_node), (nn.BatchNorm2d, _bn_node),
+                (nn.MaxPool2d, _maxpool_module), (nn.AvgPool2d, _avgpool_module),
+                (nn.AdaptiveAvgPool2d, lambda m, path, shape: _adaptive(path, shape,
+                                                                        m.output_size)),
+                (nn.Flatten, lambda m, path, shape: _flatten(path, shape, m.start_dim,
+                                                             m.end_dim)),
+                (nn.Linear, _linear_node))
+    return next((build for cls, build in builders if isinstance(m, cls)), None)
+
+
+def _unsupported_module(m: nn.Module, path: str) -> UnsupportedLayerError:
+    name = type(m).__name__
+    if name.endswith("1d"):
+        hint = (" (a 1-D signal can be compiled as a C x 1 x L image with 1 x k Conv2d and "
+                "pooling kernels)" if name.startswith(("Conv", "MaxPool", "AvgPool")) else "")
+        return _unsupported(name, path, f"1-D layers are not supported yet{hint}")
+    if name.endswith("3d"):
+        return _unsupported(name, path, "3-D layers are not supported yet, only 2-D ones on "
+                                        "N x C x H x W inputs")
+    return _unsupported(name, path)
+
+
 def _module_node(m: nn.Module, path: str, shape):
     """Lower one leaf module; None for an eval-mode no-op."""
-    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.Identity)):
-        return None
-    if isinstance(m, nn.Conv2d):
-        return _conv_node(m, path, shape)
-    if isinstance(m, nn.BatchNorm2d):
-        if not m.track_running_stats or m.running_mean is None:
-            raise _unsupported("BatchNorm2d", path, "needs running statistics")
-        c = m.num_features
-        weight = _arr(m.weight) if m.affine else np.ones(c)
-        bias = _arr(m.bias) if m.affine else np.zeros(c)
-        return FloatNode("bn", path, shape, shape,
-                         {"gamma": weight, "beta": bias, "mean": _arr(m.running_mean),
-                          "var": _arr(m.running_var)}, {"eps": float(m.eps)}, (path,))
-    if type(m) is nn.ReLU:
-        return _act("relu", path, shape)
-    if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
-        return _act("relu6", path, shape)
-    if isinstance(m, nn.MaxPool2d):
-        _check_pool_options("MaxPool2d", path, m.ceil_mode, m.dilation,
-                            return_indices=m.return_indices)
-        return _pool_node("MaxPool2d", path, shape, m.kernel_size, m.stride, m.padding)
-    if isinstance(m, nn.AvgPool2d):
-        _check_pool_options("AvgPool2d", path, m.ceil_mode, 1, m.count_include_pad,
-                            m.divisor_override, padding=m.padding)
-        return _pool_node("AvgPool2d", path, shape, m.kernel_size, m.stride, m.padding)
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return _adaptive(path, shape, m.output_size)
-    if isinstance(m, nn.Flatten):
-        return _flatten(path, shape, m.start_dim, m.end_dim)
-    if isinstance(m, nn.Linear):
-        if len(shape) != 1 or shape[0] != m.in_features:
-            raise _unsupported("Linear", path, f"expects a flat input of {m.in_features} features"
-                                               f", not shape {shape}")
-        bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_features)
-        return FloatNode("linear", path, shape, (m.out_features,),
-                         {"weight": _arr(m.weight), "bias": bias}, {}, (path,))
-    raise _unsupported(type(m).__name__, path)
+    build = _module_builder(m)
+    if build is None:
+        raise _unsupported_module(m, path)
+    return build(m, path, shape)
 
 
 def _call_args(node, names_defaults):
@@ -178,65 +218,132 @@ def _call_args(node, names_defaults):
     return values
 
 
+def _dropout_fn(node, path, shape):
+    if _call_args(node, {"p": 0.5, "training": False, "inplace": False})["training"]:
+        raise _unsupported("dropout", path, "training=True at trace time")
+    return None
+
+
+def _max_pool_fn(node, path, shape):
+    a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1,
+                          "ceil_mode": False, "return_indices": False})
+    _check_pool_options("max_pool2d", path, a["ceil_mode"], a["dilation"],
+                        return_indices=a["return_indices"])
+    return _pool_node("max_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
+
+
+def _avg_pool_fn(node, path, shape):
+    a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False,
+                          "count_include_pad": True, "divisor_override": None})
+    _check_pool_options("avg_pool2d", path, a["ceil_mode"], 1, a["count_include_pad"],
+                        a["divisor_override"], padding=a["padding"])
+    return _pool_node("avg_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
+
+
+def _flatten_call(node, path, shape, *_):
+    a = _call_args(node, {"start_dim": 0, "end_dim": -1})
+    return _flatten(path, shape, a["start_dim"], a["end_dim"])
+
+
+def _relu_call(node, path, shape, *_):
+    return _act("relu", path, shape)
+
+
+FUNCTIONS = {   # supported functions -> builder (node, path, shape)
+    F.relu: _relu_call, torch.relu: _relu_call,
+    F.relu6: lambda node, path, shape: _act("relu6", path, shape),
+    F.dropout: _dropout_fn, F.dropout2d: _dropout_fn, torch.dropout: _dropout_fn,
+    F.max_pool2d: _max_pool_fn, torch.max_pool2d: _max_pool_fn,
+    F.avg_pool2d: _avg_pool_fn, torch._C._nn.avg_pool2d: _avg_pool_fn,
+    F.adaptive_avg_pool2d: lambda node, path, shape: _adaptive(
+        path, shape, _call_args(node, {"output_size": None})["output_size"]),
+    torch.flatten: _flatten_call,
+}
+
+
 def _function_node(node, path, shape):
-    fn = node.target
-    if fn in (F.relu, torch.relu):
-        return _act("relu", path, shape)
-    if fn is F.relu6:
-        return _act("relu6", path, shape)
-    if fn in (F.dropout, F.dropout2d, torch.dropout):
-        args = _call_args(node, {"p": 0.5, "training": False, "inplace": False})
-        if args["training"]:
-            raise _unsupported("dropout", path, "training=True at trace time")
-        return None
-    if fn in (F.max_pool2d, torch.max_pool2d):
-        a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1,
-                              "ceil_mode": False, "return_indices": False})
-        _check_pool_options("max_pool2d", path, a["ceil_mode"], a["dilation"],
-                            return_indices=a["return_indices"])
-        return _pool_node("max_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
-    if fn in (F.avg_pool2d, torch._C._nn.avg_pool2d):
-        a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False,
-                              "count_include_pad": True, "divisor_override": None})
-        _check_pool_options("avg_pool2d", path, a["ceil_mode"], 1, a["count_include_pad"],
-                            a["divisor_override"], padding=a["padding"])
-        return _pool_node("avg_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
-    if fn is F.adaptive_avg_pool2d:
-        return _adaptive(path, shape, _call_args(node, {"output_size": None})["output_size"])
-    if fn is torch.flatten:
-        a = _call_args(node, {"start_dim": 0, "end_dim": -1})
-        return _flatten(path, shape, a["start_dim"], a["end_dim"])
-    raise _unsupported(getattr(fn, "__name__", str(fn)), path)
+    build = FUNCTIONS.get(node.target)
+    if build is None:
+        raise _unsupported(getattr(node.target, "__name__", str(node.target)), path)
+    return build(node, path, shape)
+
+
+def _view_method(node, path, shape, shape_nodes):
+    dims = node.args[1:]
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    batch_ok = len(dims) == 2 and (dims[0] in (-1,) or dims[0] in shape_nodes)
+    flat = int(np.prod(shape))
+    if batch_ok and dims[1] in (-1, flat):
+        return _flatten(path, shape)
+    raise _unsupported(f".{node.target}", path, "only .view(N, -1) / .reshape(N, -1) flattening")
+
+
+METHODS = {   # supported tensor methods -> builder (node, path, shape, shape_nodes)
+    "relu": _relu_call, "relu_": _relu_call, "contiguous": _no_op, "clone": _no_op,
+    "flatten": _flatten_call, "view": _view_method, "reshape": _view_method,
+}
 
 
 def _method_node(node, path, shape, shape_nodes):
-    name = node.target
-    if name in ("relu", "relu_"):
-        return _act("relu", path, shape)
-    if name in ("contiguous", "clone"):
-        return None
-    if name == "flatten":
-        a = _call_args(node, {"start_dim": 0, "end_dim": -1})
-        return _flatten(path, shape, a["start_dim"], a["end_dim"])
-    if name in ("view", "reshape"):
-        dims = node.args[1:]
-        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-            dims = tuple(dims[0])
-        batch_ok = len(dims) == 2 and (dims[0] in (-1,) or dims[0] in shape_nodes)
-        flat = int(np.prod(shape))
-        if batch_ok and dims[1] in (-1, flat):
-            return _flatten(path, shape)
-        raise _unsupported(f".{name}", path, "only .view(N, -1) / .reshape(N, -1) flattening")
-    raise _unsupported(f".{name}", path)
+    build = METHODS.get(node.target)
+    if build is None:
+        raise _unsupported(f".{node.target}", path)
+    return build(node, path, shape, shape_nodes)
+
+
+def _symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for untraceable Python
+        raise UnsupportedLayerError(
+            f"model {type(model).__name__} cannot be traced by torch.fx: {exc}") from exc
+
+
+def _is_shape_node(node, shape_nodes) -> bool:
+    """``x.size()``, ``getattr(x, "shape")`` and indexing into them: batch-size arithmetic."""
+    return (node.op == "call_method" and node.target == "size"
+            or node.op == "call_function" and node.target is getattr
+            or node.op == "call_function" and node.target is operator.getitem
+            and node.args[0] in shape_nodes)
+
+
+def check_input_rank(model: nn.Module, shape: tuple) -> None:
+    """Blame the model, if it is at fault, for calibration data of ``shape`` (with N) that is not
+    ``N x C x H x W``.
+
+    Raises `UnsupportedLayerError` naming the first op of ``model`` the compiler does not
+    support (e.g. a ``Conv1d``), or its first layer when that is a ``Linear`` on ``N x F`` data
+    (vector inputs are not supported yet). Returns when the model is fine, so the caller blames
+    the data.
+    """
+    gm = _symbolic_trace(model)
+    modules = dict(gm.named_modules())
+    shape_nodes, first_layer = set(), None
+    for node in gm.graph.nodes:
+        if _is_shape_node(node, shape_nodes):
+            shape_nodes.add(node)
+        elif node.op == "call_module":
+            m = modules[node.target]
+            if _module_builder(m) is None:
+                raise _unsupported_module(m, node.target)
+            if first_layer is None and isinstance(m, (nn.Conv2d, nn.Linear)):
+                first_layer = (m, node.target)
+        elif node.op == "call_function" and node.target not in FUNCTIONS:
+            raise _unsupported(getattr(node.target, "__name__", str(node.target)), node.name)
+        elif node.op == "call_method" and node.target not in METHODS:
+            raise _unsupported(f".{node.target}", node.name)
+    if first_layer and isinstance(first_layer[0], nn.Linear) and len(shape) in (2, 3):
+        dims = " x ".join(map(str, shape[1:]))
+        raise UnsupportedLayerError(
+            f"Linear at '{first_layer[1]}' is not supported on vector inputs yet: the model "
+            f"input must be an N x C x H x W image batch, not N x {dims} (to compile a model of "
+            f"vectors, start it with nn.Flatten() and give it N x {dims} x 1 x 1 inputs)")
 
 
 def trace(model: nn.Module, input_shape: tuple) -> list:
     """Trace ``model`` (in eval mode) into a chain of `FloatNode` for ``C x H x W`` inputs."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable Python
-        raise UnsupportedLayerError(
-            f"model {type(model).__name__} cannot be traced by torch.fx: {exc}") from exc
+    gm = _symbolic_trace(model)
     modules = dict(gm.named_modules())
     nodes, shape_nodes, current, shape = [], set(), None, tuple(input_shape)
     for node in gm.graph.nodes:
@@ -250,12 +357,7 @@ def trace(model: nn.Module, input_shape: tuple) -> list:
             if node.args[0] is not current:
                 raise UnsupportedLayerError("model output must be the last op's single tensor")
             break
-        if node.op == "call_method" and node.target == "size" or (
-                node.op == "call_function" and node.target is getattr):
-            shape_nodes.add(node)
-            continue
-        if node.op == "call_function" and node.target is operator.getitem and \
-                node.args[0] in shape_nodes:
+        if _is_shape_node(node, shape_nodes):
             shape_nodes.add(node)
             continue
         if node.op == "get_attr":
