@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -47,19 +47,26 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.seq = seq = Sequencer(self._l)
-        m.submodules.win = win = WindowGen(self._l)
-        m.submodules.fetch = fetch = Fetch(self._l)
-        m.submodules.mac = mac = MacArray(self._l)
-        m.submodules.writer = writer = Writer(self._l)
+        # CTRL.ABORT resets the sequencer and the whole datapath (not the memories, counters'
+        # stamps or registers): a run that hangs can be stopped and the next one starts clean.
+        self._abort = abort = Signal()
+
+        def engine(name, block):
+            m.submodules[name] = ResetInserter(abort)(block)
+            return block
+        seq = engine("seq", Sequencer(self._l))
+        win = engine("win", WindowGen(self._l))
+        fetch = engine("fetch", Fetch(self._l))
+        mac = engine("mac", MacArray(self._l))
+        writer = engine("writer", Writer(self._l))
         connect(m, win.o, fetch.i)
         connect(m, fetch.o, mac.i)
         if self.config.serial_scale_bits:
-            m.submodules.post = requant = pool = SerialPost(self._l)
+            requant = pool = engine("post", SerialPost(self._l))
             connect(m, mac.o, requant.i)
         else:
-            m.submodules.requant = requant = Requant(self._l)
-            m.submodules.pool = pool = Pool(self._l)
+            requant = engine("requant", Requant(self._l))
+            pool = engine("pool", Pool(self._l))
             connect(m, mac.o, requant.i)
             connect(m, requant.o, pool.i)
         connect(m, pool.o, writer.i)
@@ -68,7 +75,7 @@ class Accelerator(wiring.Component):
         # Output pixels the window generator has issued and the writer not yet written: at
         # most one per pipeline register between them (about twenty).
         outstanding = Signal(8)
-        m.d.sync += outstanding.eq(outstanding + win.writes - writer.written)
+        m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + win.writes - writer.written))
         m.d.comb += [seq.layer_done.eq(win.done & (outstanding == 0)), seq.pe_busy.eq(mac.busy),
                      win.start.eq(seq.run), self.busy.eq(seq.busy), self.done.eq(seq.done)]
         self._memories(m, seq, fetch, requant, writer)
@@ -180,7 +187,8 @@ class Accelerator(wiring.Component):
         is_reg = (region == memmap.REG)
         with m.If(self.w_en & is_reg):
             with m.If(offset == memmap.CTRL):
-                m.d.comb += seq.start.eq(self.w_data[0] & host)
+                m.d.comb += [seq.start.eq(self.w_data[0] & ~self.w_data[1] & host),
+                             self._abort.eq(self.w_data[1])]
             with m.If((offset == memmap.LAYERS) & host):
                 m.d.sync += layers.eq(self.w_data)
         lc = Memory(shape=32, depth=cfg.program_depth, init=[])

@@ -9,7 +9,7 @@ beyond the parallel pipeline's) and ``writes_per_pixel`` cycles to store the las
 The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
 writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
-the model does not count, and it is a lower bound.
+the model does not count, and it is a lower bound (`layer_cycles_bound` gives an upper one).
 """
 
 from __future__ import annotations
@@ -126,3 +126,20 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
 
 def program_cycles(program) -> list[int]:
     return [layer_cycles(layer, program.config) for layer in program.layers]
+
+
+def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig) -> int:
+    """An upper bound of LAYER_CYCLES: `layer_cycles` (exact unless `may_stall`) plus, for a
+    layer that may stall, each conv pixel's requantization and write as if nothing overlapped
+    them. The driver's default timeout and the fuzzer's check use it."""
+    exact = layer_cycles(layer, config)
+    if not may_stall(layer, config):
+        return exact
+    pixels = layer_items(layer, config) // chunks_per_pixel(layer, config)
+    post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
+    bound = exact + pixels * (post + writes_per_pixel(config))
+    if config.serial_scale_bits and layer.pool == "avg":   # scaled one channel at a time
+        o, oh, ow = layer.out_shape
+        outputs = groups(o, config.pe_out) * oh * ow
+        bound += outputs * config.pe_out * (serial_scale_cycles(config.serial_scale_bits) + 3)
+    return bound

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cycles as cycle_model
-from . import image, memmap
+from . import golden, image, memmap
 from .config import AcceleratorConfig
 from .errors import StriateError
+from .mapper import survivors
+from .program import Program, as_config
 
 
 class DeviceError(StriateError):
@@ -96,6 +98,8 @@ class Device:
 
     def load(self, program) -> None:
         """Write the program's descriptors, parameters and weights (once per program)."""
+        if not isinstance(program, Program):
+            raise StriateError(f"program must be a Program, not {type(program).__name__}")
         if program.config != self.config:
             raise StriateError(f"program was compiled for {program.config}, but the {self.name} "
                                f"is {self.config}; recompile it for this configuration")
@@ -109,46 +113,89 @@ class Device:
             progress=None):
         """Run int8 ``N x C x H x W`` images; return the output like `Program.run_reference`.
 
-        With ``return_all``, the list of every layer's output (``N x ...``; a layer whose output a
-        later layer overwrote in the activation banks is ``None``). ``timeout_cycles`` bounds
-        each image (default: four times the cycle model's prediction plus 10,000).
-        ``progress``, if given, is called with the number of images done.
+        With ``return_all``, the list of every layer's output (``N x ...``), all read back from
+        the hardware: a layer whose output a later layer overwrites in the activation banks is
+        read after an extra run of the program prefix that ends with it (``last_run`` counts
+        the whole program's run). ``timeout_cycles`` bounds each run (a positive int; default:
+        four times the cycle model's upper bound plus 10,000); on a timeout the accelerator is
+        stopped with CTRL.ABORT, so the device stays usable. ``progress``, if given, is called with the number of images done. An empty
+        batch (``N = 0``) starts nothing and returns empty outputs, as the golden model does;
+        ``last_run`` is then None.
         """
+        if not isinstance(program, Program):
+            raise StriateError(f"program must be a Program, not {type(program).__name__}")
+        shape = tuple(program.graph.input_shape)
+        a = golden.as_array(xq)
+        if a is None or a.dtype != np.int8 or a.ndim != 1 + len(shape) or a.shape[1:] != shape:
+            raise StriateError(f"input must be int8 N x {golden.dims(shape)}, not "
+                               f"{golden.describe(xq if a is None else a)}")
+        xq = a
+        return_all = golden.check_flag(return_all, "return_all")
+        if timeout_cycles is not None and not (
+                isinstance(timeout_cycles, (int, np.integer)) and
+                not isinstance(timeout_cycles, (bool, np.bool_)) and timeout_cycles > 0):
+            raise StriateError(f"timeout_cycles must be a positive integer or None, not "
+                               f"{timeout_cycles!r}")
+        if progress is not None and not callable(progress):
+            raise StriateError(f"progress must be a callable or None, not {progress!r}")
         if program is not self._loaded:
             self.load(program)
-        xq = np.asarray(xq)
-        if xq.dtype != np.int8 or tuple(xq.shape[1:]) != tuple(program.graph.input_shape):
-            raise StriateError(f"input must be int8 N x {' x '.join(map(str, program.graph.input_shape))},"
-                               f" not {xq.dtype} {' x '.join(map(str, xq.shape))}")
+        if len(xq) == 0:
+            self.last_run = None
         predicted = sum(cycle_model.program_cycles(program))
-        budget = timeout_cycles if timeout_cycles is not None else 4 * predicted + 10_000
+        bound = sum(cycle_model.layer_cycles_bound(l, self.config) for l in program.layers)
+        budget = timeout_cycles if timeout_cycles is not None else 4 * bound + 10_000
         n_layers = len(program.layers)
-        keep = [i for i in range(n_layers) if return_all and program.plan.preserved[i]]
-        keep = sorted(set(keep) | {n_layers - 1})
-        outs = {i: [] for i in keep}
+        runs = self._readback_runs(program, return_all)
+        outs = {i: [] for _, read in runs for i in read}
         for k, x in enumerate(xq):
-            self._start(program, x)
-            self._wait_done(program, min(predicted, budget), budget)
-            for i in keep:
-                addr, count = image.output_location(program, i)
-                outs[i].append(image.decode_output(program, i, self.transport.read(addr, count)))
-            self.last_run = self._stats(program)
+            for count, read in runs:
+                self._start(program, x, count)
+                self._wait_done(program, min(predicted, budget), budget)
+                if count == n_layers:
+                    self.last_run = self._stats(program)
+                for i in read:
+                    addr, words = image.output_location(program, i)
+                    outs[i].append(image.decode_output(program, i,
+                                                       self.transport.read(addr, words)))
             if progress:
                 progress(k + 1)
-        stacked = {i: np.stack(v) for i, v in outs.items()}
+        stacked = {i: np.stack(v) if v else np.zeros((0, *program.layers[i].out_shape), np.int8)
+                   for i, v in outs.items()}
         final = stacked[n_layers - 1].reshape(len(xq), *program.graph.output_shape)
         if not return_all:
             return final
-        result = [stacked.get(i) for i in range(n_layers)]
+        result = [stacked[i] for i in range(n_layers)]
         result[-1] = final
         return result
 
-    def _start(self, program, x) -> None:
+    @staticmethod
+    def _readback_runs(program, every_layer: bool) -> list:
+        """``(layers to run, layers to read after it)`` per run of one image: the whole
+        program, then, for ``every_layer``, program prefixes that end at the layers a later
+        layer overwrote, each read while still intact."""
+        n = len(program.layers)
+        if not every_layer:
+            return [(n, (n - 1,))]
+        runs, unread = [(n, survivors(program.plan, n))], set(range(n))
+        unread -= set(runs[0][1])
+        while unread:
+            count = max(unread) + 1
+            read = tuple(i for i in survivors(program.plan, count) if i in unread)
+            runs.append((count, read))
+            unread -= set(read)
+        return runs
+
+    def reset(self) -> None:
+        """Stop whatever the accelerator runs (CTRL.ABORT); memories keep their contents."""
+        self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.ABORT])
+
+    def _start(self, program, x, layers: int) -> None:
         if self._reg(memmap.STATUS) & memmap.BUSY:
             raise StriateError(f"{self.name} is busy (still running an earlier start)")
         addr, words = image.input_image(program, x)
         self.transport.write(addr, words)
-        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [len(program.layers)])
+        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [layers])
         self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
 
     def _wait_done(self, program, first_wait: int, budget: int) -> None:
@@ -166,8 +213,10 @@ class Device:
                 return
             if waited >= budget:
                 layer = self._reg(memmap.LAYER)
+                self.reset()
                 raise DeviceTimeout(f"{self.name} did not finish within {budget:,} cycles; it was "
-                                    f"on layer {layer}{self._layer_name(program, layer)}")
+                                    f"on layer {layer}{self._layer_name(program, layer)} (stopped "
+                                    "with CTRL.ABORT; the next run starts clean)")
             self.transport.wait(min(step, budget - waited))
             waited += min(step, budget - waited)
             step = max(64, first_wait // 8)
@@ -197,12 +246,21 @@ class Device:
 BACKENDS = ("verilator", "pysim", "cocotb")
 
 
-def open(backend: str = "verilator", config: AcceleratorConfig | None = None,
+def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = None,
          baudrate: int = 115200, clock_hz: float = 12e6) -> Device:
     """Open an accelerator: a simulated one (``"verilator"``, ``"pysim"``, ``"cocotb"``) built
-    for ``config`` (default `AcceleratorConfig()`), or one behind the UART bridge on a serial
+    for ``config`` (an `AcceleratorConfig` or a dict of its parameters; default
+    `AcceleratorConfig()`), or one behind the UART bridge on a serial
     port (``"serial:/dev/ttyUSB1"``; ``clock_hz`` is the accelerator's clock, for waits)."""
-    config = AcceleratorConfig() if config is None else config
+    if not isinstance(backend, str):
+        raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
+                           f"not {backend!r}")
+    config = as_config(config)
+    if not isinstance(baudrate, (int, np.integer)) or isinstance(baudrate, bool) or baudrate <= 0:
+        raise StriateError(f"baudrate must be a positive integer, not {baudrate!r}")
+    if not isinstance(clock_hz, (int, float, np.integer, np.floating)) or \
+            isinstance(clock_hz, bool) or not 0 < clock_hz < float("inf"):
+        raise StriateError(f"clock_hz must be a positive number, not {clock_hz!r}")
     if backend.startswith("serial:"):
         import serial
         from .serial_link import SerialTransport

@@ -102,19 +102,17 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
 def _place_activations(graph: QGraph, config: AcceleratorConfig):
     """(bank, addr, bytes) of every layer's input and output, and which outputs survive."""
     first = act_bytes(graph.layers[0].in_shape, config)
-    used, owner = [first, 0], [[], []]      # bytes used per bank; (layer, start, end) per bank
+    used = [first, 0]                       # bytes used per bank
     act_in, act_out = [(0, 0, first)], []
     for i, layer in enumerate(graph.layers):
         size = act_bytes(layer.out_shape, config)
         bank = (i + 1) % 2
         addr = used[bank] if used[bank] + size <= config.act_bank_bytes else 0
-        owner[bank] = [(j, a, e) for j, a, e in owner[bank] if e <= addr or a >= addr + size]
-        owner[bank].append((i, addr, addr + size))
         used[bank] = addr + size
         act_out.append((bank, addr, size))
         if i + 1 < len(graph.layers):
             act_in.append((bank, addr, size))
-    alive = {j for bank in owner for j, _, _ in bank}
+    alive = _intact(act_out, len(act_out))
     return tuple(act_in), tuple(act_out), tuple(i in alive for i in range(len(graph.layers)))
 
 
@@ -150,6 +148,21 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     act_in, act_out, preserved = _place_activations(graph, config)
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
                       preserved)
+
+
+def _intact(act_out, count: int) -> tuple:
+    """Layers among the first ``count`` whose (bank, addr, bytes) output region no later layer
+    among them writes over."""
+    def overlaps(a, b):
+        return a[0] == b[0] and a[1] < b[1] + b[2] and b[1] < a[1] + a[2]
+    return tuple(i for i in range(count)
+                 if not any(overlaps(act_out[i], act_out[j]) for j in range(i + 1, count)))
+
+
+def survivors(plan: MemoryPlan, count: int) -> tuple:
+    """Layers among the first ``count`` whose output is intact after a run of just those
+    layers (a program prefix)."""
+    return _intact(plan.act_out, count)
 
 
 def pool_stride(layer: QLayer) -> tuple[int, int]:

@@ -11,7 +11,9 @@ Registers (region 0, word offsets):
 =========  ====  =====================================================================
 name       word  meaning
 =========  ====  =====================================================================
-CTRL       0     write bit 0 = START (ignored while busy)
+CTRL       0     write bit 0 = START (ignored while busy); bit 1 = ABORT: stops a run at once
+                 and resets the sequencer and datapath (memories keep their contents; BUSY,
+                 DONE and ERROR read 0 after it); a write with both bits set only aborts
 STATUS     1     bit 0 BUSY, bit 1 DONE, bit 2 ERROR (DONE and ERROR clear on START)
 ERROR      2     error code (`ERRORS`), 0 if none
 LAYER      3     index of the layer running, or the one that failed
@@ -41,7 +43,7 @@ REG, PROGRAM, PARAMS, WEIGHTS, BANK0, BANK1 = range(6)
 
 CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
 LAYER_CYCLES = 1024
-START = 1
+START, ABORT = 1, 2
 BUSY, DONE, FAILED = 1, 2, 4
 
 ERRORS = {

@@ -7,6 +7,7 @@ import pytest
 
 import striate
 from striate.sw import memmap
+from striate.sw.cycles import layer_cycles, layer_cycles_bound
 from striate.sw.driver import Device, DeviceError, DeviceTimeout
 from striate.sw.program import Program
 
@@ -101,10 +102,39 @@ def test_timeout_names_the_layer(verilator_default, lenet_program, digits_test):
     with pytest.raises(DeviceTimeout, match=re.escape(
             "did not finish within 5,000 cycles; it was on layer 1 ('features.4')")):
         dev.run(lenet_program, xq, timeout_cycles=5000)
-    with pytest.raises(striate.StriateError, match="is busy"):
-        dev.run(lenet_program, xq)
-    dev.transport.wait(20_000)
+    # The driver stopped the run with CTRL.ABORT: the device is idle and the next run is exact.
+    assert dev._reg(memmap.STATUS) == 0
     np.testing.assert_array_equal(dev.run(lenet_program, xq), lenet_program.run_reference(xq))
+    assert dev.last_run.cycles == 15808
+
+
+def test_abort_stops_a_run_at_once(verilator_default, lenet_program, digits_test):
+    dev = verilator_default
+    xq = lenet_program.quantize_input(digits_test[0][:2])
+    dev.load(lenet_program)
+    dev._start(lenet_program, xq[0], len(lenet_program.layers))
+    dev.transport.wait(3000)
+    assert dev._reg(memmap.STATUS) == memmap.BUSY
+    dev.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START | memmap.ABORT])
+    assert dev._reg(memmap.STATUS) == 0 and dev._reg(memmap.CYCLES) == 0
+    dev.transport.wait(20_000)                  # nothing runs on after the abort
+    assert dev._reg(memmap.STATUS) == 0
+    np.testing.assert_array_equal(dev.run(lenet_program, xq), lenet_program.run_reference(xq))
+
+
+def test_return_all_reads_back_overwritten_layers(verilator_default):
+    """Layers whose outputs a later layer overwrites are read after a program prefix run."""
+    config = striate.AcceleratorConfig(act_bank_bytes=512)
+    graph, rng = rtl_cases.random_chain(88, layers=5)   # its plan overwrites the first output
+    program = Program(graph, config)
+    assert program.plan.preserved == (False, True, True, True, True)
+    xq = rtl_cases.random_inputs(rng, 2, graph.input_shape)
+    with striate.open("verilator", config) as dev:
+        got = dev.run(program, xq, return_all=True)
+        for layer, measured in zip(program.layers, dev.last_run.layer_cycles):
+            assert layer_cycles(layer, config) <= measured <= layer_cycles_bound(layer, config)
+    for a, b in zip(got, program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape))
 
 
 def test_bad_input_and_backend_names(verilator_default, lenet_program):
