@@ -77,6 +77,29 @@ def quantize_multiplier(real_scale: float) -> tuple[int, int]:
     return mult, shift
 
 
+def requant_multiplier(real_scale: float) -> tuple[int, int]:
+    """`quantize_multiplier` for a requantization of int32 accumulators to int8, with scales
+    outside its range taken to the range's ends: that changes no result. Below ``2**-32``
+    every ``|acc| < 2**31`` rounds to 0 at either scale; from ``2**30`` on every nonzero
+    accumulator saturates at either scale.
+
+    >>> requant_multiplier(1e-12)
+    (1073741824, 62)
+    >>> int(requantize(np.array([ACC_MAX]), *requant_multiplier(1e-12))[0])
+    0
+    >>> requantize(np.array([0, 1, -1]), *requant_multiplier(1e12)).tolist()
+    [0, 127, -128]
+    """
+    try:
+        return quantize_multiplier(real_scale)
+    except QuantizationError:
+        if not (math.isfinite(real_scale) and real_scale > 0):
+            raise
+    if real_scale < 1:
+        return 1 << (MULT_BITS - 1), SHIFT_MAX
+    return (1 << MULT_BITS) - 1, SHIFT_MIN
+
+
 def requantize(acc, mult, shift, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
     """Apply the contract's single rounding and clamp; return int8.
 

@@ -19,7 +19,9 @@ from . import numerics
 from .errors import QuantizationError
 from .float_ref import run_float
 from .graph import QGraph, QLayer
+from .trace import PARAM_NAMES
 
+BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
 RANGE_ONLY = ("relu", "relu6", "maxpool")
 RESCALING = ("conv", "linear", "avgpool")    # nodes whose output gets a scale of its own
 
@@ -44,6 +46,57 @@ def calibrate(nodes: list, calibration: np.ndarray) -> tuple[float, list]:
     return _scale(float(np.abs(x).max())), scales
 
 
+def _found(bad: np.ndarray, name: str, what: str) -> str:
+    """``"found 2 NaN (first at weight[0, 0, 1, 2])"``: ``what`` and where the entries ``bad``
+    of parameter ``name`` are."""
+    index = ", ".join(str(int(i)) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    return f"found {what} ({'at' if bad.sum() == 1 else 'first at'} {name}[{index}])"
+
+
+def _not_finite(values: np.ndarray, name: str) -> str | None:
+    """None if ``values`` are all finite, else the message tail ``"must be finite, found ..."``."""
+    nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    if not nan and not inf:
+        return None
+    counts = [f"{nan} NaN"] * bool(nan) + [f"{inf} infinite value{'s' * (inf > 1)}"] * bool(inf)
+    return "must be finite, " + _found(~np.isfinite(values), name, " and ".join(counts))
+
+
+def check_finite(nodes: list) -> None:
+    """Refuse a float graph (before BatchNorm folding) with a NaN or infinite parameter, or a
+    negative BatchNorm variance.
+
+    The `QuantizationError` names the layer (for BatchNorm, the convolution it folds into), the
+    PyTorch module path and the parameter by its PyTorch name, e.g. ``layer 'features.0'
+    (module features.1): running_var must be finite, found 1 NaN (at running_var[3])``.
+    """
+    prev = None
+    for node in nodes:
+        layer = prev.name if node.kind == "bn" and prev is not None and prev.kind == "conv" \
+            else node.name
+        names = PARAM_NAMES.get(node.kind, {})
+        for key, values in node.params.items():
+            name = names.get(key, key)
+            problem = _not_finite(values, name)
+            if problem is None and node.kind == "bn" and key == "var" and np.any(values < 0):
+                problem = "must be >= 0, " + _found(values < 0, name,
+                                                    f"{int((values < 0).sum())} negative")
+            if problem:
+                raise QuantizationError(f"layer '{layer}' (module {node.name}): {name} {problem}")
+        prev = node
+
+
+def check_folded(nodes: list) -> None:
+    """Refuse convolution parameters that BatchNorm folding made infinite or NaN (finite
+    parameters can overflow it, e.g. a zero variance with ``eps=0``)."""
+    for node in nodes:
+        for key, values in node.params.items():
+            problem = _not_finite(values, key)
+            if problem:
+                raise QuantizationError(f"layer '{node.name}' (module {', '.join(node.sources)})"
+                                        f": {key} after BatchNorm folding {problem}")
+
+
 def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range: tuple):
     w = node.params["weight"]
     if node.kind == "linear":
@@ -51,6 +104,11 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
     o = w.shape[0]
     w_max = np.abs(w.reshape(o, -1)).max(axis=1)
     s_w = np.where(w_max > 0, w_max / numerics.WEIGHT_MAX, 1.0)
+    # The bias is stored at scale s_in * s_w. A channel whose bias outweighs its weights' whole
+    # contribution by more than int32 holds (tiny weights, or an input scaled far below the
+    # bias) gets coarser weights instead, so its bias fits BIAS_MAX: the weights' error then
+    # stays below K * |bias| * 2**-31 in real units, far under the output's step.
+    s_w = np.maximum(s_w, np.abs(node.params["bias"]) / (s_in * BIAS_MAX))
     wq = numerics.quantize(w / s_w[:, None, None, None], 1.0, -numerics.WEIGHT_MAX,
                            numerics.WEIGHT_MAX)
     bias_real = node.params["bias"] / (s_in * s_w)
@@ -62,7 +120,7 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
     mults, shifts = [], []
     for c in range(o):
         try:
-            m, s = numerics.quantize_multiplier(s_in * s_w[c] / s_out)
+            m, s = numerics.requant_multiplier(s_in * s_w[c] / s_out)
         except QuantizationError as exc:
             raise QuantizationError(f"layer '{layer_name}', channel {c}: {exc}") from None
         mults.append(m)
@@ -109,7 +167,7 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
                 out_scale = node_scale
                 area = a["kernel"][0] * a["kernel"][1]
                 try:
-                    mult, shift = numerics.quantize_multiplier(scale / (area * out_scale))
+                    mult, shift = numerics.requant_multiplier(scale / (area * out_scale))
                 except QuantizationError as exc:
                     raise QuantizationError(f"layer '{node.name}': {exc}") from None
             layer = QLayer(op="pool", out_scale=out_scale, pool=node.kind[:3],
