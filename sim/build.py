@@ -89,7 +89,7 @@ def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
         text = amaranth_verilog.convert(design, name=TOP, emit_src=False)
         if spram:
             text += ice40_spram_model()
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")     # concurrent builds each write their own
         tmp.write_text(text)
         tmp.replace(path)
     return path

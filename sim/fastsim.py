@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,9 @@ def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
     source = build.verilog(config, uart_divisor, spram)
     if log:
         log(f"building the Verilator model in {folder} (once per configuration) ...")
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A build folder of this process's own: concurrent builds (two test runs) never share one.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".tmp", dir=folder.parent))
     obj = tmp / "obj"
     obj.mkdir(parents=True)
     _run([str(Path(sys.executable).parent / "verilator"), "--cc", str(source), "--top-module",
@@ -67,6 +69,9 @@ def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
           f"-I{inc / 'vltstd'}", str(harness), str(obj / "Vtop__ALL.a"),
           str(obj / "libverilated.a"), "-o", str(tmp / LIBRARY), "-pthread"], tmp, "linking")
     (tmp / LIBRARY).replace(tmp / (LIBRARY + ".ok"))
+    if lib.exists():                    # another build finished first: use its library
+        shutil.rmtree(tmp, ignore_errors=True)
+        return lib
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     (folder / (LIBRARY + ".ok")).rename(lib)

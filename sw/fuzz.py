@@ -1,0 +1,527 @@
+"""Differential fuzzer: random PyTorch networks, compiled and run on the RTL, layer by layer.
+
+Each case is an `nn.Module` built at random from what `docs/compiler.md` lists as supported
+(modules and their functional forms, every option: kernels, strides, paddings incl. ``'same'``
+and ``'valid'``, BatchNorm, clamps, max / average / global pooling, flatten and linear heads,
+no-ops), with shapes up to the configuration's limits and now and then past them, random weights
+and BatchNorm statistics, and calibration data over many decades of scale. A case is compiled
+for one configuration and then checked:
+
+* the golden model against the RTL (the Verilator backend) on every layer, ``np.array_equal``;
+* the hardware cycle counters against the cycle model (equal, or at least it where the model
+  says a stage may stall);
+* a save / load round trip of the program file.
+
+A compile that raises `MappingError` or `QuantizationError` is a refusal for a documented limit,
+counted by reason; any other exception, a refusal of a supported layer included, is a failure.
+Each case is reproducible from ``(config, seed, case)``, and each failure prints the command
+that reruns it alone (`repro`).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from . import cycles as cycle_model
+from .config import AcceleratorConfig
+from .errors import MappingError, QuantizationError
+from .mapper import act_bytes
+
+#: The configurations fuzzed: the default array, a small one with a one-lane requantizer, a
+#: serial-requantizer one with every option, and the iCEBreaker board's.
+CONFIGS = {
+    "default": AcceleratorConfig(),
+    "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
+                               act_bank_bytes=8192, weight_bytes=65536, param_entries=256,
+                               program_depth=8),
+    "serial": AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=4,
+                                max_width=24, max_height=20, max_kernel=5, max_stride=3,
+                                act_bank_bytes=4096, weight_bytes=32768, param_entries=128,
+                                program_depth=8),
+}
+
+
+#: What `striate fuzz` runs by default.
+DEFAULT_CONFIGS = ("default", "small", "serial", "icebreaker")
+
+
+def config_named(name: str) -> AcceleratorConfig:
+    """A fuzzed configuration by name: `CONFIGS` or a board of `striate.hw.boards`."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    from ..hw.boards import BOARDS
+    if name in BOARDS:
+        return BOARDS[name].config
+    from .errors import ConfigError
+    raise ConfigError(f"fuzz configuration must be one of {sorted(CONFIGS) + sorted(BOARDS)}, "
+                      f"not {name!r}")
+
+
+def repro(config: str, seed: int, case: int) -> str:
+    """The command that reruns one case alone."""
+    return f"striate fuzz --config {config} --seed {seed} --case {case}"
+
+
+# ----------------------------------------------------------------------------- generation
+
+class Net:
+    """Builds an `nn.Module` whose forward applies ``ops`` in order: modules (registered, so
+    they get module paths) and plain functions (traced as functional calls or methods)."""
+
+    @staticmethod
+    def build(ops):
+        import torch.nn as nn
+
+        class FuzzNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.ModuleList(op for op in ops if isinstance(op, nn.Module))
+                self.calls = [None if isinstance(op, nn.Module) else op for op in ops]
+
+            def forward(self, x):
+                modules = iter(self.body)
+                for call in self.calls:
+                    x = next(modules)(x) if call is None else call(x)
+                return x
+        return FuzzNet().eval()
+
+
+def _method(name, *args):
+    def call(x):
+        return getattr(x, name)(*args)
+    call.__qualname__ = f"x.{name}{args}"
+    return call
+
+
+def _flat_view(x):
+    return x.view(x.size(0), -1)
+
+
+def _flat_reshape(x):
+    return x.reshape(x.size(0), -1)
+
+
+@dataclass
+class Case:
+    """One generated network: the module, its calibration images and a readable recipe."""
+
+    model: object
+    calibration: np.ndarray
+    recipe: list
+
+
+class _Builder:
+    """Draws layers for one configuration; ``legal`` keeps shapes within its limits."""
+
+    def __init__(self, rng, config: AcceleratorConfig, legal: bool):
+        import torch
+        self.torch, self.rng, self.cfg, self.legal = torch, rng, config, legal
+        self.ops, self.recipe = [], []
+        self.macs_left = config.macs_per_cycle * 10 ** rng.uniform(3, 5.8)
+
+    def pick(self, choices, p=None):
+        return choices[int(self.rng.choice(len(choices), p=p))]
+
+    def small_int(self, lo, hi):
+        """Log-uniform integer in [lo, hi], so small values are common and hi is reached."""
+        if hi <= lo:
+            return lo
+        return int(min(hi, np.floor(np.exp(self.rng.uniform(np.log(lo), np.log(hi + 1))))))
+
+    def add(self, op, text):
+        self.ops.append(op)
+        self.recipe.append(text)
+
+    def shape_after(self, op, shape):
+        x = self.torch.zeros(1, *shape)
+        with self.torch.no_grad():
+            return tuple(op(x).shape[1:])
+
+    def fits(self, shape) -> bool:
+        if not self.legal:
+            return True
+        c, h, w = shape
+        return act_bytes(shape, self.cfg) <= self.cfg.act_bank_bytes and h >= 1 and w >= 1
+
+    # --- layer kinds: each returns the new shape, or None if it drew nothing usable
+
+    def conv(self, shape):
+        import torch.nn as nn
+        c, h, w = shape
+        cfg, rng = self.cfg, self.rng
+        kmax = cfg.max_kernel if self.legal else cfg.max_kernel + 1
+        kh, kw = self.small_int(1, min(kmax, h + 2)), self.small_int(1, min(kmax, w + 2))
+        smax = cfg.max_stride if self.legal else cfg.max_stride + 1
+        stride = (self.small_int(1, smax), self.small_int(1, smax))
+        mode = self.pick(["int", "tuple", "same", "valid"], p=[0.4, 0.35, 0.15, 0.1])
+        if mode == "same" and (kh % 2 == 0 or kw % 2 == 0 or stride != (1, 1)):
+            mode = "tuple"
+        if mode in ("int", "tuple"):
+            ph = int(rng.integers(0, min(3, kh - 1) + 1)) if kh > 1 else 0
+            pw = int(rng.integers(0, min(3, kw - 1) + 1)) if kw > 1 else 0
+            padding = ph if mode == "int" else (ph, pw)
+            if mode == "int":
+                pw = ph
+            if kh > h + 2 * ph or kw > w + 2 * pw:
+                return None
+        else:
+            padding = mode
+            if mode == "valid" and (kh > h or kw > w):
+                return None
+        out_max = max(1, min(4 * cfg.pe_out, 48))
+        o = self.small_int(1, out_max)
+        bias = bool(rng.random() < 0.8)
+        conv = nn.Conv2d(c, o, (kh, kw), stride=stride if mode != "same" else 1,
+                         padding=padding, bias=bias)
+        out = self.shape_after(conv, shape)
+        macs = out[0] * out[1] * out[2] * c * kh * kw
+        if macs > self.macs_left or not self.fits(out):
+            return None
+        self.macs_left -= macs
+        with self.torch.no_grad():       # weights over decades, some channels much smaller
+            conv.weight.mul_(float(10 ** rng.uniform(-3, 2)))
+            if rng.random() < 0.3:
+                conv.weight.mul_(self.torch.from_numpy(
+                    10 ** rng.uniform(-3, 0, (o, 1, 1, 1))).float())
+            if bias:
+                conv.bias.mul_(float(10 ** rng.uniform(-3, 1)))
+        self.add(conv, repr(conv))
+        if rng.random() < 0.3:
+            bn = nn.BatchNorm2d(o)
+            with self.torch.no_grad():
+                bn.running_mean.copy_(self.torch.randn(o) * float(10 ** rng.uniform(-2, 1)))
+                bn.running_var.copy_(self.torch.rand(o) * float(10 ** rng.uniform(-2, 2)) + 1e-3)
+                bn.weight.copy_(self.torch.randn(o))
+                bn.bias.copy_(self.torch.randn(o) * 0.5)
+            self.add(bn, repr(bn))
+        return out
+
+    def activation(self, shape):
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        choices = [(nn.ReLU(), "nn.ReLU()"), (nn.ReLU(inplace=True), "nn.ReLU(inplace=True)"),
+                   (nn.ReLU6(), "nn.ReLU6()"), (nn.Hardtanh(0.0, 6.0), "nn.Hardtanh(0, 6)"),
+                   (F.relu, "F.relu"), (torch.relu, "torch.relu"),
+                   (_method("relu"), "x.relu()"), (F.relu6, "F.relu6")]
+        op, text = choices[int(self.rng.integers(len(choices)))]
+        self.add(op, text)
+        return shape
+
+    def pool(self, shape):
+        import torch.nn as nn
+        import torch.nn.functional as F
+        c, h, w = shape
+        cfg, rng = self.cfg, self.rng
+        kind = self.pick(["max", "avg", "global"], p=[0.5, 0.3, 0.2])
+        if kind in ("avg", "global") and not cfg.avg_pool and self.legal and rng.random() < 0.9:
+            kind = "max"
+        if kind == "global":
+            op, text = self.pick([(nn.AdaptiveAvgPool2d(1), "nn.AdaptiveAvgPool2d(1)"),
+                                  (nn.AdaptiveAvgPool2d((1, 1)), "nn.AdaptiveAvgPool2d((1, 1))"),
+                                  (partial(F.adaptive_avg_pool2d, output_size=1),
+                                   "F.adaptive_avg_pool2d(x, 1)")])
+            self.add(op, text)
+            return (c, 1, 1)
+        kmax = min(cfg.max_kernel, h, w) if self.legal else min(h, w)
+        kh, kw = self.small_int(1, kmax), self.small_int(1, kmax)
+        stride = None if rng.random() < 0.4 else (self.small_int(1, cfg.max_stride),
+                                                 self.small_int(1, cfg.max_stride))
+        if stride is None and self.legal and max(kh, kw) > cfg.max_stride:
+            stride = (min(kh, cfg.max_stride), min(kw, cfg.max_stride))
+        padding = (0, 0)
+        if rng.random() < 0.3 and (cfg.pool_padding or not self.legal):
+            padding = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
+        functional = rng.random() < 0.3
+        if kind == "max":
+            op = (partial(F.max_pool2d, kernel_size=(kh, kw), stride=stride, padding=padding)
+                  if functional else nn.MaxPool2d((kh, kw), stride, padding))
+        else:
+            # count_include_pad=False is supported where no window reaches padding
+            count = not (padding == (0, 0) and rng.random() < 0.3)
+            op = (partial(F.avg_pool2d, kernel_size=(kh, kw), stride=stride, padding=padding,
+                          count_include_pad=count)
+                  if functional else nn.AvgPool2d((kh, kw), stride, padding,
+                                                  count_include_pad=count))
+        text = (f"F.{kind}_pool2d(kernel_size={(kh, kw)}, stride={stride}, padding={padding})"
+                if functional else repr(op))
+        out = self.shape_after(op, shape)
+        if min(out[1:]) < 1:
+            return None
+        self.add(op, text)
+        return out
+
+    def no_op(self, shape):
+        import torch.nn as nn
+        import torch.nn.functional as F
+        op, text = self.pick([(nn.Identity(), "nn.Identity()"), (nn.Dropout(0.3), "nn.Dropout(0.3)"),
+                              (nn.Dropout2d(0.2), "nn.Dropout2d(0.2)"),
+                              (partial(F.dropout, p=0.5, training=False), "F.dropout(x, 0.5)"),
+                              (_method("contiguous"), "x.contiguous()")])
+        self.add(op, text)
+        return shape
+
+    def head(self, shape):
+        """Flatten and one to three linear layers, with clamps and no-ops between them."""
+        import torch
+        import torch.nn as nn
+        op, text = self.pick([(nn.Flatten(), "nn.Flatten()"),
+                              (partial(torch.flatten, start_dim=1), "torch.flatten(x, 1)"),
+                              (_method("flatten", 1), "x.flatten(1)"),
+                              (_flat_view, "x.view(x.size(0), -1)"),
+                              (_flat_reshape, "x.reshape(x.size(0), -1)")])
+        self.add(op, text)
+        features = int(np.prod(shape))
+        for i in range(int(self.rng.integers(1, 4))):
+            if self.rng.random() < 0.3:
+                self.activation(shape)
+            if self.rng.random() < 0.1:
+                self.no_op(shape)
+            out = self.small_int(1, max(1, min(4 * self.cfg.pe_out, 64)))
+            linear = nn.Linear(features, out, bias=bool(self.rng.random() < 0.85))
+            with torch.no_grad():
+                linear.weight.mul_(float(10 ** self.rng.uniform(-2, 2)))
+            self.add(linear, repr(linear))
+            features = out
+        return (features,)
+
+
+def _input_shape(b: _Builder):
+    cfg = b.cfg
+    hmax = cfg.max_height if b.legal else cfg.max_height + 2
+    wmax = cfg.max_width if b.legal else cfg.max_width + 2
+    h, w = b.small_int(1, hmax), b.small_int(1, wmax)
+    if b.rng.random() < 0.15:           # the configuration's largest map
+        h, w = cfg.max_height, cfg.max_width
+    c = b.small_int(1, 3 * cfg.pe_in + 2)
+    while c > 1 and not b.fits((c, h, w)):
+        c -= 1
+    return (c, h, w)
+
+
+def _calibration(rng, shape) -> np.ndarray:
+    n = int(rng.integers(4, 17))
+    kind = rng.choice(["normal", "uniform", "sparse", "offset"])
+    if kind == "normal":
+        x = rng.standard_normal((n, *shape))
+    elif kind == "uniform":
+        x = rng.random((n, *shape))
+    elif kind == "sparse":
+        x = rng.exponential(1.0, (n, *shape)) * (rng.random((n, *shape)) < 0.1)
+    else:
+        x = rng.standard_normal((n, *shape)) * 0.1 + rng.uniform(-3, 3)
+    return (x * 10 ** rng.uniform(-4, 4)).astype(np.float32)
+
+
+def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
+    """Case ``case`` of ``seed`` for ``config`` (deterministic)."""
+    import torch
+    rng = np.random.default_rng([seed, case])
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    b = _Builder(rng, config, legal=bool(rng.random() < 0.9))
+    shape = _input_shape(b)
+    first = shape
+    depth = int(rng.integers(1, 9)) if rng.random() < 0.95 else config.program_depth + 1
+    steps = 0
+    while steps < depth:
+        kind = b.pick(["conv", "activation", "pool", "no_op"], p=[0.5, 0.2, 0.22, 0.08])
+        if kind == "conv" or not b.recipe:
+            kind = "conv"
+        new = getattr(b, kind)(shape)
+        if new is None:
+            depth -= 1
+            continue
+        shape, steps = new, steps + (kind in ("conv", "pool"))
+    if rng.random() < 0.5 and int(np.prod(shape)) <= 4096:
+        b.head(shape)
+    if not b.ops:                    # nothing fitted: a single 1x1 convolution
+        import torch.nn as nn
+        conv = nn.Conv2d(first[0], int(rng.integers(1, 9)), 1)
+        b.add(conv, repr(conv))
+    model = Net.build(b.ops)
+    return Case(model, _calibration(rng, first), b.recipe)
+
+
+# ----------------------------------------------------------------------------- checking
+
+DOCUMENTED = (MappingError, QuantizationError)
+
+
+def refusal_reason(exc: Exception) -> str:
+    """A short reason for a documented refusal: the configuration field for a mapping limit,
+    the numerics rule for a quantization one."""
+    text = str(exc)
+    if isinstance(exc, MappingError):
+        found = re.search(r"AcceleratorConfig\.(\w+)", text)
+        if found:
+            return f"limit {found.group(1)}"
+        return "limit " + re.sub(r".*: ", "", text)[:40]
+    if "accumulator" in text:
+        return "int32 accumulator bound"
+    if "requantization scale" in text:
+        return "requantization scale range"
+    if "bias" in text:
+        return "bias beyond int32"
+    return "quantization " + text[:40]
+
+
+@dataclass
+class Outcome:
+    """What one case gave: ``status`` is ``"pass"``, ``"refused"`` or ``"fail"``."""
+
+    config: str
+    seed: int
+    case: int
+    status: str
+    reason: str = ""
+    detail: str = ""
+    layers: int = 0
+    recipe: list = field(default_factory=list)
+
+    def line(self) -> str:
+        head = f"{self.status.upper():<7} {self.config}/{self.seed}/{self.case}"
+        if self.status == "fail":
+            return f"{head}: {self.reason}; rerun: {repro(self.config, self.seed, self.case)}"
+        return f"{head}: {self.reason or f'{self.layers} layers bit-exact'}"
+
+
+def _inputs(program, case: Case, rng) -> np.ndarray:
+    """Two calibration images and one of random int8 values with saturated extremes."""
+    xq = program.quantize_input(case.calibration[:2])
+    extreme = rng.integers(-128, 128, (1, *xq.shape[1:]))
+    extreme = np.where(rng.random(extreme.shape) < 0.2, rng.choice([-128, 127], extreme.shape),
+                       extreme)
+    return np.concatenate([xq, extreme.astype(np.int8)])
+
+
+def _compare(program, device, xq) -> str:
+    """'' if the RTL agrees with the golden model on every layer and with the cycle model,
+    else what differs."""
+    want = program.run_reference(xq, return_all=True)
+    got = device.run(program, xq, return_all=True)
+    for i, (w, g) in enumerate(zip(want, got)):
+        name = program.layers[i].name
+        if g is None:
+            return f"layer {i} ('{name}') was not read back"
+        g = g.reshape(w.shape)
+        if not np.array_equal(w, g):
+            return (f"layer {i} ('{name}') differs from the golden model in "
+                    f"{int((w != g).sum())} of {w.size} values")
+    stats = device.last_run
+    for i, (layer, measured) in enumerate(zip(program.layers, stats.layer_cycles)):
+        predicted = cycle_model.layer_cycles(layer, program.config)
+        bound = cycle_model.layer_cycles_bound(layer, program.config)
+        if not predicted <= measured <= bound:
+            says = f"{predicted} to {bound}" if bound > predicted else f"{predicted}"
+            return (f"layer {i} ('{layer.name}') took {measured} cycles, the cycle model "
+                    f"says {says}")
+    if stats.cycles != sum(stats.layer_cycles):
+        return f"CYCLES {stats.cycles} is not the sum of the layers' {sum(stats.layer_cycles)}"
+    return ""
+
+
+def _round_trip(program, xq) -> str:
+    from .fileformat import load_program
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "case.stp"
+        program.save(path)
+        loaded = load_program(path)
+    if loaded.descriptors != program.descriptors:
+        return "save/load changed the descriptors"
+    if not all(np.array_equal(a, b) for a, b in zip(loaded.run_reference(xq, return_all=True),
+                                                    program.run_reference(xq, return_all=True))):
+        return "save/load changed the golden model's outputs"
+    return ""
+
+
+def run_case(name: str, seed: int, case: int, device) -> Outcome:
+    """Generate, compile and check one case on ``device`` (opened for config ``name``)."""
+    from .compiler import compile as compile_model
+    from .driver import DeviceError, DeviceTimeout
+    config = config_named(name)
+    out = Outcome(name, seed, case, "fail")
+    try:
+        generated = random_case(config, seed, case)
+    except Exception:
+        out.reason = "generator error: " + traceback.format_exc(limit=-1).strip().splitlines()[-1]
+        return out
+    out.recipe = generated.recipe
+    try:
+        program = compile_model(generated.model, generated.calibration, config)
+    except DOCUMENTED as exc:
+        out.status, out.reason, out.detail = "refused", refusal_reason(exc), str(exc)
+        return out
+    except Exception as exc:            # a refusal of a supported layer, or a crash
+        out.reason = f"compile raised {type(exc).__name__}: {exc}"
+        return out
+    out.layers = len(program.layers)
+    xq = _inputs(program, generated, np.random.default_rng([seed, case, 1]))
+    try:
+        problem = _compare(program, device, xq) or _round_trip(program, xq)
+    except (DeviceError, DeviceTimeout) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        out.reason = problem
+    else:
+        out.status = "pass"
+    return out
+
+
+@dataclass
+class Summary:
+    outcomes: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list:
+        return [o for o in self.outcomes if o.status == "fail"]
+
+    def line(self) -> str:
+        n = len(self.outcomes)
+        per = Counter(o.config for o in self.outcomes)
+        passed = sum(o.status == "pass" for o in self.outcomes)
+        refused = Counter(o.reason for o in self.outcomes if o.status == "refused")
+        reasons = ", ".join(f"{r} {k}" for r, k in refused.most_common()) or "none"
+        configs = ", ".join(f"{c} {k}" for c, k in sorted(per.items()))
+        return (f"fuzz: {n} nets ({configs}) in {self.seconds:.0f} s: {passed} compiled and "
+                f"bit-exact on every layer, {sum(refused.values())} refused for documented "
+                f"limits ({reasons}), {len(self.failures)} failures")
+
+
+def fuzz(configs, seed: int, nets: int | None = None, seconds: float | None = None,
+         log=None, devices: dict | None = None) -> Summary:
+    """Run cases ``0, 1, ...`` of ``seed`` on each configuration in turn until ``nets`` cases
+    per configuration or ``seconds`` in all; ``log`` gets each failure's line."""
+    from .driver import open as open_device
+    summary, start = Summary(), time.monotonic()
+    devices = {} if devices is None else devices
+    case = 0
+    try:
+        while True:
+            for name in configs:
+                if name not in devices:
+                    devices[name] = open_device("verilator", config_named(name))
+                outcome = run_case(name, seed, case, devices[name])
+                summary.outcomes.append(outcome)
+                if outcome.status == "fail" and log:
+                    log(outcome.line())
+            case += 1
+            summary.seconds = time.monotonic() - start
+            if nets is not None and case >= nets:
+                break
+            if seconds is not None and summary.seconds >= seconds:
+                break
+    finally:
+        summary.seconds = time.monotonic() - start
+    return summary
