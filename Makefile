@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 BOARD  ?= icebreaker
+MINUTES ?= 10
 
-.PHONY: install test test-all demo bench verilog cycles bitstream clean
+.PHONY: install test test-all demo bench verilog cycles bitstream fuzz clean
 
 install: $(STAMP)
 
@@ -25,6 +26,9 @@ demo: install              ## compile the committed LeNet and check it on the te
 
 bench: install             ## cycles, simulator speeds, golden vs PyTorch speed -> build/bench.json
 	$(PY) -m striate.cli bench -o build/bench.json
+
+fuzz: install              ## MINUTES=N of differential fuzzing on a fresh seed; summary line at the end
+	$(PY) -m striate.cli fuzz --minutes $(MINUTES)
 
 verilog: install           ## Verilog of the default config in build/, lint, synthesis report
 	$(PY) -m striate.cli verilog -o build --lint --synth

@@ -240,6 +240,36 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_fuzz(args) -> int:
+    """Differential fuzzing on the RTL (`striate.sw.fuzz`); exit 1 on any failure."""
+    import random
+    from . import fuzz
+    configs = args.config.split(",") if args.config else list(fuzz.DEFAULT_CONFIGS)
+    for name in configs:
+        fuzz.config_named(name)             # unknown names fail before anything runs
+    if args.case is not None:
+        if args.seed is None or len(configs) != 1:
+            raise StriateError("--case needs --seed and exactly one --config")
+        from .driver import open as open_device
+        with open_device("verilator", fuzz.config_named(configs[0])) as device:
+            outcome = fuzz.run_case(configs[0], args.seed, args.case, device)
+        print("\n".join(["network:"] + [f"  {line}" for line in outcome.recipe]))
+        print(outcome.line())
+        if outcome.detail:
+            print(f"  {outcome.detail}")
+        return 1 if outcome.status == "fail" else 0
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    seconds = args.minutes * 60 if args.minutes is not None else None
+    nets = args.nets if args.nets is not None or seconds is not None else 50
+    print(f"striate fuzz: seed {seed}, configurations {', '.join(configs)}, "
+          + (f"{args.minutes:g} minutes" if seconds is not None else f"{nets} nets each"),
+          flush=True)
+    summary = fuzz.fuzz(configs, seed, nets=nets, seconds=seconds,
+                        log=lambda line: print(line, flush=True))
+    print(summary.line())
+    return 1 if summary.failures else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="striate", description="int8 ConvNet accelerator toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -292,6 +322,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="build/bench.json")
     p.add_argument("--images", type=int, default=360)
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("fuzz", help="differential fuzzing: random networks, golden model vs RTL")
+    p.add_argument("--config", help="comma-separated configurations (default: "
+                                    "default,small,serial,icebreaker)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: a fresh one)")
+    p.add_argument("--minutes", type=float, default=None, help="run for this long")
+    p.add_argument("--nets", type=int, default=None, help="networks per configuration")
+    p.add_argument("--case", type=int, default=None, help="rerun one case of --seed")
+    p.set_defaults(func=cmd_fuzz)
     return parser
 
 
