@@ -21,19 +21,18 @@ def _progress(total: int, what: str):
 
 
 def simulate(program, backend: str = "verilator", images: int | None = None, log=print,
+             data=None, random: int | None = None, program_name: str = "the program",
              **open_options) -> dict:
-    """Run the program's data set test split (or its first ``images``) on ``backend`` (opened
-    with ``open_options``) and compare with the golden model, every layer. Returns a summary
-    dict."""
+    """Run ``program`` on ``backend`` (opened with ``open_options``) and compare every layer of
+    every input with the golden model. The inputs are those of `modelspec.inputs`: the ``data``
+    file (``.npy`` or ``.npz``), else ``random`` random int8 inputs, else the test split of the
+    program's data set; ``images`` keeps the first that many. Returns a summary dict; accuracies
+    are in it only when the inputs have labels."""
     import torch
-    from .datasets import digits
     from .driver import open as open_device
-    from .modelspec import float_model
-    if program.metadata.get("dataset", "digits") != "digits":
-        raise StriateError("simulate needs a program compiled for the digits data set")
-    x, y = digits("test")
-    x, y = x[:images], y[:images]
-    xq = program.quantize_input(x)
+    from .modelspec import float_model, inputs
+    given = inputs(program, data, random, images, program_name=program_name)
+    xq, x, y = given.xq, given.x, given.y
     start = time.perf_counter()
     device = open_device(backend, program.config, **open_options)
     open_s = time.perf_counter() - start
@@ -47,30 +46,56 @@ def simulate(program, backend: str = "verilator", images: int | None = None, log
     bar.close()
     golden = program.run_reference(xq, return_all=True)
     exact = np.ones(len(xq), bool)
-    for got, want in zip(outs, golden):
-        if got is not None:
-            exact &= np.array([np.array_equal(g, w.reshape(g.shape)) for g, w in zip(got, want)])
+    mismatches = {}                     # layer name -> inputs on which it differs
+    compared = 0
+    for layer, got, want in zip(program.layers, outs, golden):
+        if got is None:
+            continue
+        compared += 1
+        same = np.array([np.array_equal(g, w.reshape(g.shape)) for g, w in zip(got, want)])
+        if not same.all():
+            mismatches[layer.name] = int((~same).sum())
+        exact &= same
     summary = {"images": len(xq), "backend": backend, "bit_exact": int(exact.sum()),
-               "golden_accuracy": float(np.mean(golden[-1].reshape(len(xq), -1).argmax(1) == y)),
-               "rtl_accuracy": float(np.mean(outs[-1].reshape(len(xq), -1).argmax(1) == y)),
+               "layers_compared": compared, "layers": len(program.layers),
+               "mismatches": mismatches, "source": given.source,
                "stats": stats, "open_s": open_s, "run_s": run_s,
                "cycles_per_s": (cycles_simulated / run_s) if cycles_simulated else None,
-               "layer_outputs": outs, "x": x, "y": y}
-    model = float_model(program)
-    if model is not None:
-        with torch.no_grad():
-            pred = model(torch.from_numpy(x)).argmax(1).numpy()
-        summary["float_accuracy"] = float(np.mean(pred == y))
+               "layer_outputs": outs, "x": x, "xq": xq, "y": y}
+    if y is not None:
+        summary["golden_accuracy"] = float(np.mean(golden[-1].reshape(len(xq), -1).argmax(1) == y))
+        summary["rtl_accuracy"] = float(np.mean(outs[-1].reshape(len(xq), -1).argmax(1) == y))
+        model = float_model(program) if x is not None else None
+        if model is not None:
+            with torch.no_grad():
+                pred = model(torch.from_numpy(x)).argmax(1).numpy()
+            summary["float_accuracy"] = float(np.mean(pred == y))
     return summary
 
 
-def print_summary(program, s: dict) -> None:
+def _layers_compared(s: dict) -> str:
+    if s["layers_compared"] == s["layers"]:
+        return "every layer"
+    return f"{s['layers_compared']} of {s['layers']} layers"
+
+
+def print_summary(program, s: dict, show_source: bool = False) -> None:
+    """Print accuracies (when the inputs have labels), the bit-exact verdict, cycles and
+    utilization; ``show_source`` adds a line saying what the inputs were."""
     stats = s["stats"]
+    if show_source:
+        print(f"inputs:                {s['source']}")
     if "float_accuracy" in s:
         print(f"float accuracy:        {s['float_accuracy']:.4f}")
-    print(f"int8 golden accuracy:  {s['golden_accuracy']:.4f}")
-    print(f"RTL accuracy:          {s['rtl_accuracy']:.4f} ({s['backend']} backend)")
-    print(f"bit-exact:             {s['bit_exact']}/{s['images']} images, every layer")
+    if "golden_accuracy" in s:
+        print(f"int8 golden accuracy:  {s['golden_accuracy']:.4f}")
+        print(f"RTL accuracy:          {s['rtl_accuracy']:.4f} ({s['backend']} backend)")
+    backend = "" if "rtl_accuracy" in s else f" ({s['backend']} backend)"
+    print(f"bit-exact:             {s['bit_exact']}/{s['images']} images, "
+          f"{_layers_compared(s)}{backend}")
+    for name, count in s["mismatches"].items():
+        print(f"  MISMATCH {name}: differs from the golden model on {count} of {s['images']} "
+              "inputs")
     util = stats.utilization
     print(f"cycles/image:          {stats.cycles:,}; utilization {util['network']:.1%} of "
           f"{program.config.macs_per_cycle} MACs/cycle")
@@ -81,29 +106,44 @@ def print_summary(program, s: dict) -> None:
 
 
 def report(program, summary: dict, out_dir: Path, sqnr_images: int = 100) -> tuple:
-    """Write the per-layer report and feature-map pictures of the first simulated image."""
+    """Write the per-layer report and feature-map pictures of the first simulated input. SQNR
+    needs the float model (a registered one) and float inputs."""
     from . import report as rep
     from .modelspec import float_model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = float_model(program)
-    sqnr = rep.sqnr_db(program, model, summary["x"][:sqnr_images]) if model is not None else None
+    x = summary["x"]
+    model = float_model(program) if x is not None else None
+    sqnr = rep.sqnr_db(program, model, x[:sqnr_images]) if model is not None else None
     rows = rep.layer_rows(program, summary["stats"], sqnr)
     first = [None if o is None else o[0].reshape(layer.out_shape)
              for o, layer in zip(summary["layer_outputs"], program.layers)]
-    pictures = rep.feature_map_figures(program, summary["x"][0], first, out_dir,
-                                       label=int(summary["y"][0]))
-    text = (f"{summary['images']} test images on the {summary['backend']} backend: "
-            f"bit-exact {summary['bit_exact']}/{summary['images']}, "
+    shown = x[0] if x is not None else summary["xq"][0]
+    pictures = rep.feature_map_figures(program, shown, first, out_dir,
+                                       label=_first_label(program, summary))
+    text = (f"{summary['source']} on the {summary['backend']} backend: "
+            f"bit-exact {summary['bit_exact']}/{summary['images']} ({_layers_compared(summary)}), "
             f"{summary['stats'].cycles:,} cycles/image, utilization "
-            f"{summary['stats'].utilization['network']:.1%}; SQNR on {sqnr_images} images")
+            f"{summary['stats'].utilization['network']:.1%}")
+    if "rtl_accuracy" in summary:
+        text += f", RTL accuracy {summary['rtl_accuracy']:.4f}"
+    if sqnr is not None:
+        text += f"; SQNR on {min(sqnr_images, len(x))} images"
     return rep.write_report(program, rows, pictures, out_dir, text)
+
+
+def _first_label(program, summary: dict) -> str | None:
+    """``digit 3`` (or ``label 3``) for the first input, None without labels."""
+    if summary["y"] is None:
+        return None
+    kind = "digit" if program.metadata.get("dataset") == "digits" else "label"
+    return f"{kind} {int(summary['y'][0])}"
 
 
 def cmd_compile(args) -> int:
     from .compiler import compile as compile_model
     from .modelspec import resolve
-    spec = resolve(args.model, args.calibration)
+    spec = resolve(args.model, args.calibration, args.calibration_data)
     config = None
     if args.board:
         from ..hw.boards import BOARDS
@@ -123,10 +163,20 @@ def _load(path):
     return load_program(path)
 
 
+def _simulate(program, args, backend=None, **open_options) -> dict:
+    return simulate(program, backend or args.backend, args.images, data=args.data,
+                    random=args.random, program_name=args.program, **open_options)
+
+
+def _user_inputs(args) -> bool:
+    return args.data is not None or args.random is not None
+
+
 def cmd_simulate(args) -> int:
     program = _load(args.program)
-    print_summary(program, simulate(program, args.backend, args.images))
-    return 0
+    summary = _simulate(program, args)
+    print_summary(program, summary, show_source=_user_inputs(args))
+    return 0 if summary["bit_exact"] == summary["images"] else 1
 
 
 def cmd_run(args) -> int:
@@ -140,10 +190,10 @@ def cmd_run(args) -> int:
             raise StriateError(f"{args.program} was compiled for no board's configuration; "
                                "give the accelerator clock with --clock-mhz")
         clock_mhz = boards[0].clock_mhz
-    summary = simulate(program, f"serial:{args.port}", args.images,
-                       baudrate=args.baud or BAUD, clock_hz=clock_mhz * 1e6)
-    print_summary(program, summary)
-    return 0
+    summary = _simulate(program, args, f"serial:{args.port}", baudrate=args.baud or BAUD,
+                        clock_hz=clock_mhz * 1e6)
+    print_summary(program, summary, show_source=_user_inputs(args))
+    return 0 if summary["bit_exact"] == summary["images"] else 1
 
 
 def cmd_bitstream(args) -> int:
@@ -163,10 +213,16 @@ def cmd_bitstream(args) -> int:
 
 def cmd_report(args) -> int:
     program = _load(args.program)
-    summary = simulate(program, args.backend, args.images)
+    summary = _simulate(program, args)
     md, page = report(program, summary, Path(args.output))
-    print(f"wrote {md} and {page} with the feature maps of digit {int(summary['y'][0])}")
-    return 0
+    label = _first_label(program, summary)
+    if _user_inputs(args):
+        print(f"inputs:                {summary['source']}")
+    print(f"bit-exact:             {summary['bit_exact']}/{summary['images']} images, "
+          f"{_layers_compared(summary)} ({summary['backend']} backend)")
+    print(f"wrote {md} and {page} with the feature maps of "
+          + (label if label else "the first input"))
+    return 0 if summary["bit_exact"] == summary["images"] else 1
 
 
 def cmd_demo(args) -> int:
@@ -270,6 +326,25 @@ def cmd_fuzz(args) -> int:
     return 1 if summary.failures else 0
 
 
+DATA_HELP = ("Runs the program on its data set's test split (a program compiled from a registered "
+             "model or a model file with dataset = 'digits'), or on --data FILE or --random N, "
+             "and compares every layer of every input with the golden model. Accuracies are "
+             "printed when the inputs have labels. Exit status 1 if any input is not bit-exact.")
+
+
+def _data_arguments(p) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--data", metavar="FILE",
+                       help="inputs: a .npy array N x C x H x W of the program's input shape "
+                            "(float: quantized at the program's input scale; int8: used as it "
+                            "is), or a .npz file with that array as 'x' and optionally integer "
+                            "labels 'y' (N class indices)")
+    group.add_argument("--random", type=int, metavar="N",
+                       help="N random int8 inputs (uniform in -128..127, seed 0)")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="run only the first N inputs (default: all)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="striate", description="int8 ConvNet accelerator toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -284,16 +359,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a model (registered name or .py file)")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--calibration", type=int, default=512, help="calibration images")
+    p.add_argument("--calibration", type=int, default=512,
+                   help="training images a registered model calibrates on (default 512)")
+    p.add_argument("--calibration-data", metavar="FILE.npy",
+                   help="float N x C x H x W calibration images, instead of the registered "
+                        "model's training images or the model file's calibration()")
     p.add_argument("--board", choices=["icebreaker", "ulx3s"],
                    help="compile for that board's accelerator (default: the default config)")
     p.set_defaults(func=cmd_compile)
     for name, func, text in (("simulate", cmd_simulate, "accuracy, bit-exactness and cycles"),
                              ("report", cmd_report, "per-layer report with feature maps")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, help=text, description=DATA_HELP)
         p.add_argument("program")
         p.add_argument("--backend", choices=backends, default="verilator")
-        p.add_argument("--images", type=int, default=None, help="test images (default: all)")
+        _data_arguments(p)
         if name == "report":
             p.add_argument("-o", "--output", default="report")
         p.set_defaults(func=func)
@@ -303,7 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=None, help="baud rate (default: the boards')")
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="accelerator clock (default: that of the board built for the program)")
-    p.add_argument("--images", type=int, default=None, help="test images (default: all)")
+    _data_arguments(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bitstream", help="build a board's bitstream and report.json")
     p.add_argument("board", choices=["icebreaker", "ulx3s"])

@@ -79,12 +79,14 @@ def _html_table(rows) -> str:
 def feature_map_figures(program, x_image, layer_outputs, out_dir: Path, label=None) -> list:
     """Save the input and every layer's int8 outputs for one image as PNG files; return names.
 
-    ``layer_outputs`` are the hardware's per-layer outputs for that image (``C x H x W``)."""
+    ``x_image`` is the input (``C x H x W``, float or int8), ``layer_outputs`` are the hardware's
+    per-layer outputs for that image (``C x H x W``), ``label`` a caption for the image such as
+    ``"digit 3"`` (None: no caption)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = []
-    rows = [("input", x_image[0] if x_image.ndim == 3 else x_image)] + \
+    rows = [("input", x_image[0] if x_image.ndim == 3 and len(x_image) == 1 else x_image)] + \
         [(layer.name, out) for layer, out in zip(program.layers, layer_outputs)]
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.6 * len(rows)))
     for ax, (name, maps) in zip(axes, rows):
@@ -106,8 +108,7 @@ def feature_map_figures(program, x_image, layer_outputs, out_dir: Path, label=No
         for k in range(shown):
             tile[:, k * (w + 1):k * (w + 1) + w] = maps[k]
         ax.imshow(tile, cmap="gray", interpolation="nearest")
-    title = "feature maps on the simulated accelerator" + (f" (digit {label})" if label is not
-                                                            None else "")
+    title = "feature maps on the simulated accelerator" + (f" ({label})" if label else "")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(out_dir / "feature_maps.png", dpi=110)
