@@ -88,6 +88,10 @@ def _pool_node(kind, path, shape, kernel, stride, padding):
     padding = _pair(padding)
     if len(shape) != 3:
         raise _unsupported(kind, path, f"expects a C x H x W input, not {shape}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):   # PyTorch refuses to run these
+        raise _unsupported(kind, path, f"padding must be at most half the "
+                                       f"{kernel[0]}x{kernel[1]} window, not "
+                                       f"{padding[0]}x{padding[1]}")
     oh = out_size(shape[1], kernel[0], stride[0], padding[0])
     ow = out_size(shape[2], kernel[1], stride[1], padding[1])
     if oh < 1 or ow < 1:

@@ -205,6 +205,9 @@ CASES = [
      "BatchNorm2d at 'body.1' is not supported: it must directly follow a Conv2d"),
     (Wrap(nn.MaxPool2d(2, ceil_mode=True)), UnsupportedLayerError,
      "MaxPool2d at 'body.0' is not supported: ceil_mode=True"),
+    (Wrap(nn.MaxPool2d(2, padding=2)), UnsupportedLayerError,
+     "MaxPool2d at 'body.0' is not supported: padding must be at most half the 2x2 window, "
+     "not 2x2"),
     (Wrap(nn.AdaptiveAvgPool2d(2)), UnsupportedLayerError,
      "AdaptiveAvgPool2d at 'body.0' is not supported: output_size must be 1, not 2"),
     (Wrap(nn.AvgPool2d(3, padding=1, count_include_pad=False)), UnsupportedLayerError,
