@@ -36,8 +36,8 @@ from .config import AcceleratorConfig
 from .errors import MappingError, QuantizationError
 from .mapper import act_bytes
 
-#: The configurations fuzzed: the default array, a small one with a one-lane requantizer, a
-#: serial-requantizer one with every option, and the iCEBreaker board's.
+#: Configurations of the fuzzer's own: the default array, a small one with a one-lane
+#: requantizer, and a serial-requantizer one with every option.
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
@@ -50,8 +50,9 @@ CONFIGS = {
 }
 
 
-#: What `striate fuzz` runs by default.
-DEFAULT_CONFIGS = ("default", "small", "serial", "icebreaker")
+#: What `striate fuzz` runs by default: `CONFIGS` and both boards' (the ULX3S's has four
+#: requantizer lanes).
+DEFAULT_CONFIGS = ("default", "small", "serial", "icebreaker", "ulx3s")
 
 
 def config_named(name: str) -> AcceleratorConfig:
