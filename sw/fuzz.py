@@ -167,8 +167,12 @@ class _Builder:
         if mode == "same" and (kh % 2 == 0 or kw % 2 == 0 or stride != (1, 1)):
             mode = "tuple"
         if mode in ("int", "tuple"):
-            ph = int(rng.integers(0, min(3, kh - 1) + 1)) if kh > 1 else 0
-            pw = int(rng.integers(0, min(3, kw - 1) + 1)) if kw > 1 else 0
+            # Mostly up to k - 1; now and then wider than the kernel (all-padding borders),
+            # up to the descriptor's 3-bit field (and past it when not `legal`).
+            wide = rng.random() < 0.1
+            pmax = (7 if self.legal else 8) if wide else 3
+            ph = int(rng.integers(0, min(pmax, kh - 1 if not wide else pmax) + 1))
+            pw = int(rng.integers(0, min(pmax, kw - 1 if not wide else pmax) + 1))
             padding = ph if mode == "int" else (ph, pw)
             if mode == "int":
                 pw = ph
