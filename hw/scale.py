@@ -59,9 +59,18 @@ def coarse_shift(product, shift):
 
 
 def fine_clamp(window, fits, sign, fine, lo, hi):
-    """The second half of `round_clamp`."""
+    """The second half of `round_clamp`: `fine_shift`, then `round_half`."""
+    return round_half(fine_shift(window, fits, sign, fine), lo, hi)
+
+
+def fine_shift(window, fits, sign, fine):
+    """``q = product >> (shift - 1)`` saturated to 10 signed bits, from `coarse_shift`."""
     shifted = window.as_signed() >> fine                 # 16 bits, arithmetic
-    q = _saturate(_saturate(shifted, sign, _all_sign(shifted, 9, sign), 10), sign, fits, 10)
+    return _saturate(_saturate(shifted, sign, _all_sign(shifted, 9, sign), 10), sign, fits, 10)
+
+
+def round_half(q, lo, hi):
+    """``clamp((q + 1) >> 1, lo, hi)``: the last rounding step and the clamp."""
     y = (q + 1) >> 1                                     # 10-bit signed, in [-256, 255]
     return Mux(y < lo, lo, Mux(y > hi, hi, y))
 
@@ -72,8 +81,8 @@ class SerialScale(wiring.Component):
     A ``start`` pulse latches the operands; each cycle then adds ``x`` times the next ``bits``
     bits of ``mult`` to the high half of the product and shifts the finished low bits out into
     the low half, so the adders are only as wide as ``x``. The rounding shift and clamp take
-    two more cycles (`coarse_shift`, then `fine_clamp`). ``y`` is valid with the ``done``
-    pulse `cycles` cycles after ``start``.
+    three more cycles (`coarse_shift`, `fine_shift`, `round_half`: short paths for small
+    parts' clocks). ``y`` is valid with the ``done`` pulse `cycles` cycles after ``start``.
     """
 
     def __init__(self, bits: int, x_bits: int = BIASED.width):
@@ -96,16 +105,19 @@ class SerialScale(wiring.Component):
         shift = Signal(numerics.SHIFT_BITS)
         count = Signal(range(self.cycles + 1))
         window, fits, sign, fine = Signal(WINDOW), Signal(), Signal(), Signal(3)
+        q = Signal(signed(10))
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
             m.d.sync += [x.eq(self.x), mult.eq(self.mult), shift.eq(self.shift), high.eq(0),
                          low.eq(0), count.eq(1)]
-        with m.Elif(count == self.cycles - 1):
+        with m.Elif(count == self.cycles - 2):
             product = Cat(low, high)[:PRODUCT.width].as_signed()
             m.d.sync += [Cat(window, fits, sign, fine).eq(Cat(*coarse_shift(product, shift))),
                          count.eq(count + 1)]
+        with m.Elif(count == self.cycles - 1):
+            m.d.sync += [q.eq(fine_shift(window, fits, sign, fine)), count.eq(count + 1)]
         with m.Elif(count == self.cycles):
-            m.d.sync += [self.y.eq(fine_clamp(window, fits, sign, fine, self.lo, self.hi)),
+            m.d.sync += [self.y.eq(round_half(q, self.lo, self.hi)),
                          self.done.eq(1), count.eq(0)]
         with m.Elif(count != 0):
             total = high + sum(Mux(mult[i], x << i, 0) for i in range(k))

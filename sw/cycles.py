@@ -68,8 +68,8 @@ def serial_scale_digits(bits: int) -> int:
 def serial_scale_cycles(bits: int) -> int:
     """Cycles of one shift-add scaling (`striate.hw.scale.SerialScale`) from its start pulse to
     its result: `serial_scale_digits` multiplier steps, then the rounding shift and clamp in
-    two."""
-    return serial_scale_digits(bits) + 2
+    three."""
+    return serial_scale_digits(bits) + 3
 
 
 def serial_item_cycles(config: AcceleratorConfig, last: bool = True) -> int:
