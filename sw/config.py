@@ -129,6 +129,9 @@ class AcceleratorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "AcceleratorConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"AcceleratorConfig parameters must be a dict, not "
+                              f"{type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:

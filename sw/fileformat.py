@@ -75,21 +75,33 @@ def _encode(program) -> bytes:
     return struct.pack("<I", len(text)) + text + bytes(blob)
 
 
+def _path(path, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise StriateError(f"{what} path must be a file name, not {path!r}")
+    return Path(path)
+
+
 def save_program(program, path) -> None:
-    """Write ``program`` to ``path`` atomically: a crash leaves the old file or none."""
+    """Write ``program`` to ``path`` atomically: a crash leaves the old file or none. A path
+    that cannot be written raises `StriateError` naming it."""
+    path = _path(path, "program file")
     payload = _encode(program)
     data = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload),
                         hashlib.sha256(payload).digest()) + payload
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    except OSError as exc:
+        raise StriateError(f"cannot write program file {str(path)!r}: {exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StriateError(f"cannot write program file {str(path)!r}: {exc}") from None
         raise
 
 
@@ -421,6 +433,8 @@ def _decode(payload: bytes, where: str):
 def load_program(path):
     """Load a program file; raise `ProgramFormatError` for anything but a valid, intact one that
     the compiler could have produced (see docs/program-format.md for what is checked)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ProgramFormatError(f"program file path must be a file name, not {path!r}")
     path = Path(path)
     try:
         data = path.read_bytes()

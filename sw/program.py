@@ -88,7 +88,10 @@ class Program:
 
     def dequantize_output(self, yq) -> np.ndarray:
         """int8 output -> float32 at the output scale."""
-        return (_as_numpy(yq).astype(np.float64) * self.output_scale).astype(np.float32)
+        a = golden.as_array(yq)
+        if a is None or a.dtype != np.int8:
+            raise StriateError(f"output must be an int8 array, not {golden.describe(yq)}")
+        return (a.astype(np.float64) * self.output_scale).astype(np.float32)
 
     def save(self, path) -> None:
         """Write the program file atomically (see `fileformat`)."""

@@ -332,3 +332,19 @@ def test_a_supported_model_blames_the_data():
     with raises(StriateError, "calibration data must be a non-empty N x C x H x W array, not "
                               "shape (4, 8, 8)"):
         striate.compile(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()), np.random.rand(4, 8, 8))
+
+
+def test_program_files_paths_and_outputs_are_checked(lenet_program, tmp_path):
+    with raises(striate.ProgramFormatError, "program file path must be a file name, not None"):
+        striate.load_program(None)
+    with raises(StriateError, "program file path must be a file name, not None"):
+        lenet_program.save(None)
+    with raises(StriateError, f"cannot write program file '{tmp_path}/no/such/x.stp': "):
+        lenet_program.save(tmp_path / "no" / "such" / "x.stp")
+    assert list(tmp_path.iterdir()) == []
+    with raises(StriateError, "output must be an int8 array, not str"):
+        lenet_program.dequantize_output("abc")
+    with raises(StriateError, "output must be an int8 array, not float32 2 x 10"):
+        lenet_program.dequantize_output(np.zeros((2, 10), np.float32))
+    with raises(ConfigError, "AcceleratorConfig parameters must be a dict, not NoneType"):
+        striate.AcceleratorConfig.from_dict(None)

@@ -105,7 +105,8 @@ def test_save_is_atomic(lenet_program, saved, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
     monkeypatch.setattr(os, "fsync", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(striate.StriateError,
+                       match=f"cannot write program file '{path}': disk full"):
         lenet_program.save(path)
     assert path.read_bytes() == original
     assert os.listdir(path.parent) == [path.name]
