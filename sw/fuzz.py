@@ -74,26 +74,24 @@ def repro(config: str, seed: int, case: int) -> str:
 
 # ----------------------------------------------------------------------------- generation
 
-class Net:
-    """Builds an `nn.Module` whose forward applies ``ops`` in order: modules (registered, so
-    they get module paths) and plain functions (traced as functional calls or methods)."""
+def sequential(ops):
+    """An `nn.Module` in eval mode whose forward applies ``ops`` in order: modules (registered
+    as ``body.N``, so they get module paths) and plain functions (traced as functional calls or
+    methods)."""
+    import torch.nn as nn
 
-    @staticmethod
-    def build(ops):
-        import torch.nn as nn
+    class FuzzNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.ModuleList(op for op in ops if isinstance(op, nn.Module))
+            self.calls = [None if isinstance(op, nn.Module) else op for op in ops]
 
-        class FuzzNet(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.body = nn.ModuleList(op for op in ops if isinstance(op, nn.Module))
-                self.calls = [None if isinstance(op, nn.Module) else op for op in ops]
-
-            def forward(self, x):
-                modules = iter(self.body)
-                for call in self.calls:
-                    x = next(modules)(x) if call is None else call(x)
-                return x
-        return FuzzNet().eval()
+        def forward(self, x):
+            modules = iter(self.body)
+            for call in self.calls:
+                x = next(modules)(x) if call is None else call(x)
+            return x
+    return FuzzNet().eval()
 
 
 def _method(name, *args):
@@ -352,7 +350,7 @@ def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
         import torch.nn as nn
         conv = nn.Conv2d(first[0], int(rng.integers(1, 9)), 1)
         b.add(conv, repr(conv))
-    model = Net.build(b.ops)
+    model = sequential(b.ops)
     return Case(model, _calibration(rng, first), b.recipe)
 
 
