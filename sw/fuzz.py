@@ -367,6 +367,9 @@ def refusal_reason(exc: Exception) -> str:
         found = re.search(r"AcceleratorConfig\.(\w+)", text)
         if found:
             return f"limit {found.group(1)}"
+        found = re.search(r"descriptor field (\w+)", text)
+        if found:
+            return f"limit descriptor {found.group(1)}"
         return "limit " + re.sub(r".*: ", "", text)[:40]
     if "accumulator" in text:
         return "int32 accumulator bound"

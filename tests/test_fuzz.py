@@ -71,6 +71,9 @@ def test_refusal_reasons_name_the_limit():
     err = striate.MappingError("layer 'x' (module x): stride must be <= 4 "
                                "(AcceleratorConfig.max_stride), not (5, 1)")
     assert fuzz.refusal_reason(err) == "limit max_stride"
+    assert fuzz.refusal_reason(striate.MappingError(
+        "layer 'x' (module x): descriptor field pad_h must be an integer in [0, 7], not 8")) \
+        == "limit descriptor pad_h"
     assert fuzz.refusal_reason(striate.QuantizationError(
         "layer 'x': int32 accumulator may overflow on channel 0")) == "int32 accumulator bound"
 
