@@ -12,7 +12,7 @@ import numpy as np
 import torch.nn as nn
 
 from .errors import StriateError
-from .golden import as_array, describe
+from .arguments import as_array, describe
 from .passes import INTEGER_PASSES, fold_batchnorm, im2col_input
 from .program import Program, as_config
 from .quantize import check_finite, check_folded, quantize_graph
@@ -21,19 +21,23 @@ from .trace import check_input_rank, trace
 FLOAT_PASSES = (fold_batchnorm,)
 
 
-def _calibration(model, calibration) -> np.ndarray:
-    """``calibration`` as a NumPy array, or the error that blames the model or the data."""
+def check_calibration(model, calibration, what: str = "calibration data must be") -> np.ndarray:
+    """``calibration`` as a NumPy array: a non-empty ``N x C x H x W`` array of finite real
+    numbers, else `StriateError` starting with ``what`` (its subject and verb). A model the
+    compiler cannot take is blamed before data of another rank (``N x C x L`` for a
+    ``Conv1d``)."""
     x = as_array(calibration)
     if x is None:
-        raise StriateError(f"calibration data must be an N x C x H x W array of real numbers, not "
+        raise StriateError(f"{what} an N x C x H x W array of real numbers, not "
                            f"{describe(calibration)}")
     if x.ndim != 4:
         check_input_rank(model, x.shape)     # a model the compiler cannot take is at fault first
     if x.ndim != 4 or x.shape[0] < 1:
-        raise StriateError(f"calibration data must be a non-empty N x C x H x W array, not shape "
+        raise StriateError(f"{what} a non-empty N x C x H x W array, not shape "
                            f"{tuple(x.shape)}")
     if not np.all(np.isfinite(x)):
-        raise StriateError("calibration data must be finite (found NaN or infinity)")
+        raise StriateError(f"{what} finite numbers, not {int(np.isnan(x).sum())} NaN and "
+                           f"{int(np.isinf(x).sum())} infinities")
     return x
 
 
@@ -41,7 +45,7 @@ def lower(model, calibration) -> tuple:
     """Trace, check and BatchNorm-fold ``model``; return ``(float_nodes, calibration_array)``."""
     if not isinstance(model, nn.Module):
         raise StriateError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    x = _calibration(model, calibration)
+    x = check_calibration(model, calibration)
     was_training = model.training
     model.eval()
     try:

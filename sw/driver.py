@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import cycles as cycle_model
-from . import golden, image, memmap
+from . import arguments, image, memmap
 from .config import AcceleratorConfig
 from .errors import StriateError
 from .mapper import survivors
@@ -125,12 +125,12 @@ class Device:
         if not isinstance(program, Program):
             raise StriateError(f"program must be a Program, not {type(program).__name__}")
         shape = tuple(program.graph.input_shape)
-        a = golden.as_array(xq)
+        a = arguments.as_array(xq)
         if a is None or a.dtype != np.int8 or a.ndim != 1 + len(shape) or a.shape[1:] != shape:
-            raise StriateError(f"input must be int8 N x {golden.dims(shape)}, not "
-                               f"{golden.describe(xq if a is None else a)}")
+            raise StriateError(f"input must be int8 N x {arguments.dims(shape)}, not "
+                               f"{arguments.describe(xq if a is None else a)}")
         xq = a
-        return_all = golden.check_flag(return_all, "return_all")
+        return_all = arguments.check_flag(return_all, "return_all")
         if timeout_cycles is not None and not (
                 isinstance(timeout_cycles, (int, np.integer)) and
                 not isinstance(timeout_cycles, (bool, np.bool_)) and timeout_cycles > 0):

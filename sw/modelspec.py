@@ -54,6 +54,7 @@ def resolve(spec: str, calibration_images: int = 512, calibration_data=None) -> 
     training images a registered model calibrates on; ``calibration_data``, a ``.npy`` path,
     replaces them, or a model file's ``calibration()``."""
     from .. import models
+    from .compiler import check_calibration
     calibration = None if calibration_data is None else _load_calibration(calibration_data)
     if spec in models.names():
         net = models.load(spec)
@@ -61,8 +62,8 @@ def resolve(spec: str, calibration_images: int = 512, calibration_data=None) -> 
             from .datasets import digits
             calibration = digits("train")[0][:calibration_images]
         else:
-            _check_calibration(net, calibration,
-                               f"calibration data file {calibration_data} must hold")
+            check_calibration(net, calibration,
+                              f"calibration data file {calibration_data} must hold")
         return ModelSpec(spec, net, calibration, "digits")
     path = Path(spec)
     if path.suffix != ".py" or not path.is_file():
@@ -88,7 +89,7 @@ def resolve(spec: str, calibration_images: int = 512, calibration_data=None) -> 
     if not isinstance(net, nn.Module):
         raise StriateError(f"{where}: model() must return a torch.nn.Module, not "
                            f"{type(net).__name__}")
-    _check_calibration(net, calibration, f"{where}: calibration() must return"
+    check_calibration(net, calibration, f"{where}: calibration() must return"
                        if calibration_data is None
                        else f"calibration data file {calibration_data} must hold")
     dataset = getattr(module, "dataset", None)
@@ -122,26 +123,6 @@ def _call(function, where: str):
     except (Exception, SystemExit) as exc:
         raise StriateError(f"{where}: {function.__name__}() raised {type(exc).__name__}: "
                            f"{exc}") from None
-
-
-def _check_calibration(model, calibration, what: str) -> None:
-    """``calibration`` (``what`` names it and ends with a verb: ``... must hold``) must be a non-empty ``N x C x H x W`` array of finite real numbers; a
-    model the compiler cannot take is blamed before data of another rank (``N x C x L`` for a
-    ``Conv1d``)."""
-    from .golden import as_array, describe
-    from .trace import check_input_rank
-    x = as_array(calibration)
-    if x is None:
-        raise StriateError(f"{what} a float N x C x H x W array, not "
-                           f"{describe(calibration)}")
-    if x.ndim != 4:
-        check_input_rank(model, x.shape)
-    if x.ndim != 4 or len(x) == 0:
-        raise StriateError(f"{what} a non-empty float N x C x H x W array, not "
-                           f"{describe(x)}")
-    if not np.all(np.isfinite(x)):
-        raise StriateError(f"{what} finite numbers, not {int(np.isnan(x).sum())} NaN and "
-                           f"{int(np.isinf(x).sum())} infinities")
 
 
 def _load_array(path, what: str):

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import golden, numerics
+from . import arguments, golden, numerics
 from .config import AcceleratorConfig
 from .errors import ConfigError, StriateError
 from .graph import QGraph
 from .mapper import MemoryPlan, describe, plan_memory
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def as_config(config) -> AcceleratorConfig:
@@ -70,13 +64,13 @@ class Program:
         Values beyond the int8 range saturate (infinities too); NaN raises `StriateError`.
         """
         shape = tuple(self.graph.input_shape)
-        a = golden.as_array(x)
+        a = arguments.as_array(x)
         if a is None:
-            raise StriateError(f"input must be an N x {golden.dims(shape)} array of real numbers, "
-                               f"not {golden.describe(x)}")
+            raise StriateError(f"input must be an N x {arguments.dims(shape)} array of real numbers, "
+                               f"not {arguments.describe(x)}")
         if a.ndim != 1 + len(shape) or tuple(a.shape[1:]) != shape:
-            raise StriateError(f"input must be N x {golden.dims(shape)}, not "
-                               f"{golden.dims(a.shape)}")
+            raise StriateError(f"input must be N x {arguments.dims(shape)}, not "
+                               f"{arguments.dims(a.shape)}")
         nan = int(np.isnan(a).sum()) if a.dtype.kind == "f" else 0
         if nan:
             raise StriateError(f"input must be free of NaN, found {nan} NaN")
@@ -88,9 +82,9 @@ class Program:
 
     def dequantize_output(self, yq) -> np.ndarray:
         """int8 output -> float32 at the output scale."""
-        a = golden.as_array(yq)
+        a = arguments.as_array(yq)
         if a is None or a.dtype != np.int8:
-            raise StriateError(f"output must be an int8 array, not {golden.describe(yq)}")
+            raise StriateError(f"output must be an int8 array, not {arguments.describe(yq)}")
         return (a.astype(np.float64) * self.output_scale).astype(np.float32)
 
     def save(self, path) -> None:
