@@ -10,34 +10,41 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from ..sw.config import AcceleratorConfig
 
 TOP = "striate_top"
 _SOURCES = Path(__file__).resolve().parents[1]
-_SW_IMPORT = re.compile(r"^from \.\.sw(?:\.(\w+))? import ([\w, ()]+)|^from \.(\w+) import",
-                        re.M)
+
+
+def _imports(path: Path) -> list[Path]:
+    """The project's source files that ``path`` imports (relative imports only)."""
+    import ast
+    found = []
+    package = path.parent
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package
+        for _ in range(node.level - 1):
+            base = base.parent
+        stem = base.joinpath(*node.module.split(".")) if node.module else base
+        candidates = [stem.with_suffix(".py")] + [stem / f"{alias.name}.py" for alias in node.names]
+        found += [c for c in candidates if c.is_file() and _SOURCES in c.parents]
+    return found
 
 
 def _design_sources() -> list[Path]:
-    """What a built model depends on: hw/, the sw/ modules hw/ imports (transitively) and the
-    C++ harnesses."""
-    hw = sorted((_SOURCES / "hw").glob("*.py"))
-    wanted, todo = set(), []
-    for path in hw:
-        for sub, names, _ in _SW_IMPORT.findall(path.read_text()):
-            todo += [sub] if sub else [n.strip() for n in names.strip("()").split(",")]
+    """What a built model depends on: hw/, the modules it imports (transitively) and the C++
+    harnesses."""
+    wanted, todo = set(), sorted((_SOURCES / "hw").rglob("*.py"))
     while todo:
-        name = todo.pop()
-        path = _SOURCES / "sw" / f"{name}.py"
-        if name in wanted or not path.exists():
-            continue
-        wanted.add(name)
-        todo += [rel for _, _, rel in _SW_IMPORT.findall(path.read_text()) if rel]
-    return hw + [_SOURCES / "sw" / f"{n}.py" for n in sorted(wanted)] + \
-        sorted((_SOURCES / "sim").glob("*.cpp"))
+        path = todo.pop()
+        if path not in wanted:
+            wanted.add(path)
+            todo += _imports(path)
+    return sorted(wanted) + sorted((_SOURCES / "sim").glob("*.cpp"))
 
 
 def cache_root() -> Path:
@@ -47,7 +54,7 @@ def cache_root() -> Path:
 def design_hash(config: AcceleratorConfig) -> str:
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     for path in _design_sources():
-        h.update(path.name.encode())
+        h.update(str(path.relative_to(_SOURCES)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -71,19 +78,19 @@ def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
     """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
     accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
     bridge (ports ``rx`` and ``tx``). With ``spram`` the weights live in iCE40 SPRAM blocks
-    (`striate.hw.spram`), simulated with Yosys' model of them, as on the iCEBreaker."""
+    (`striate.hw.platform.spram`), simulated with Yosys' model of them, as on the iCEBreaker."""
     folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "") / \
         ("spram" if spram else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
-        from ..hw.spram import Ice40Spram
+        from ..hw.platform.spram import Ice40Spram
         ram = Ice40Spram if spram else None
         if uart_divisor:
-            from ..hw.uart_top import UartAccelerator
+            from ..hw.platform.uart_top import UartAccelerator
             design = UartAccelerator(config, uart_divisor, weight_ram=ram)
         else:
-            from ..hw.top import Accelerator
+            from ..hw.core.top import Accelerator
             design = Accelerator(config, weight_ram=ram)
         folder.mkdir(parents=True, exist_ok=True)
         text = amaranth_verilog.convert(design, name=TOP, emit_src=False)

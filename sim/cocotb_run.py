@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sw import image, memmap
+from ..sw.runtime import image
+from ..sw.mapping import memmap
 from ..sw.errors import StriateError
 from . import build
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sw.driver import Transport
+from ..sw.runtime.driver import Transport
 from ..sw.errors import StriateError
 from . import build
 

@@ -10,7 +10,7 @@ from collections import deque
 
 import numpy as np
 
-from ..sw.driver import Transport
+from ..sw.runtime.driver import Transport
 
 
 class _Command:
@@ -24,7 +24,7 @@ class PysimTransport(Transport):
 
     def __init__(self, config):
         from amaranth.sim import Simulator
-        from ..hw.top import Accelerator
+        from ..hw.core.top import Accelerator
         self.dut = Accelerator(config)
         self._queue = deque()
         self.sim = Simulator(self.dut)

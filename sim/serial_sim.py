@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import random
 
-from ..sw import framing
+from ..sw.runtime import framing
 from .fastsim import CModel, build_library
 
 _VP, _U8P = ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8)

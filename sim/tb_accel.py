@@ -19,7 +19,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
-from striate.sw import memmap
+from striate.sw.mapping import memmap
 
 
 class Bus:

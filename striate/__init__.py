@@ -14,11 +14,11 @@ import importlib
 from .sw.config import AcceleratorConfig
 from .sw.errors import (ConfigError, MappingError, ProgramFormatError, QuantizationError,
                         StriateError, UnsupportedLayerError)
-from .sw.fileformat import load_program
-from .sw.program import Program
+from .sw.runtime.fileformat import load_program
+from .sw.runtime.program import Program
 
 _LAZY = {"compile": ("striate.sw.compiler", "compile"), "datasets": ("striate.sw.datasets", None),
-         "models": ("striate.models", None), "open": ("striate.sw.driver", "open")}
+         "models": ("striate.models", None), "open": ("striate.sw.runtime.driver", "open")}
 
 __all__ = ["compile", "open", "load_program", "Program", "AcceleratorConfig", "datasets", "models",
            "StriateError", "UnsupportedLayerError", "ProgramFormatError", "QuantizationError",

@@ -29,7 +29,7 @@ def simulate(program, backend: str = "verilator", images: int | None = None, log
     program's data set; ``images`` keeps the first that many. Returns a summary dict; accuracies
     are in it only when the inputs have labels."""
     import torch
-    from .driver import open as open_device
+    from .runtime.driver import open as open_device
     from .modelspec import float_model, inputs
     given = inputs(program, data, random, images, program_name=program_name)
     xq, x, y = given.xq, given.x, given.y
@@ -146,7 +146,7 @@ def cmd_compile(args) -> int:
     spec = resolve(args.model, args.calibration, args.calibration_data)
     config = None
     if args.board:
-        from ..hw.boards import BOARDS
+        from ..hw.platform.boards import BOARDS
         config = BOARDS[args.board].config
     program = compile_model(spec.module, spec.calibration, config)
     program.metadata.update({"model": spec.name, **({"dataset": spec.dataset}
@@ -159,7 +159,7 @@ def cmd_compile(args) -> int:
 
 
 def _load(path):
-    from .fileformat import load_program
+    from .runtime.fileformat import load_program
     return load_program(path)
 
 
@@ -181,7 +181,7 @@ def cmd_simulate(args) -> int:
 
 def cmd_run(args) -> int:
     """Run a program on a board over its serial port (see docs/fpga.md)."""
-    from ..hw.boards import BAUD, BOARDS
+    from ..hw.platform.boards import BAUD, BOARDS
     program = _load(args.program)
     clock_mhz = args.clock_mhz
     if clock_mhz is None:
@@ -198,7 +198,7 @@ def cmd_run(args) -> int:
 
 def cmd_bitstream(args) -> int:
     """Build a board's bitstream and report.json (see docs/fpga.md)."""
-    from ..hw.bitstream import BuildError, TimingError, build
+    from ..hw.platform.bitstream import BuildError, TimingError, build
     try:
         report = build(args.board, Path(args.build_dir))
     except TimingError as exc:
@@ -266,7 +266,7 @@ def cmd_train(args) -> int:
 
 def cmd_verilog(args) -> int:
     """Write the accelerator's Verilog, lint it and print a generic synthesis report."""
-    from ..hw import export
+    from ..hw.platform import export
     from .config import AcceleratorConfig
     config = AcceleratorConfig()
     path = export.write_verilog(config, Path(args.output) / f"{export.TOP}.v")
@@ -306,7 +306,7 @@ def cmd_fuzz(args) -> int:
     if args.case is not None:
         if args.seed is None or len(configs) != 1:
             raise StriateError("--case needs --seed and exactly one --config")
-        from .driver import open as open_device
+        from .runtime.driver import open as open_device
         with open_device("verilator", fuzz.config_named(configs[0])) as device:
             outcome = fuzz.run_case(configs[0], args.seed, args.case, device)
         print("\n".join(["network:"] + [f"  {line}" for line in outcome.recipe]))

@@ -13,10 +13,12 @@ import torch.nn as nn
 
 from .errors import StriateError
 from .arguments import as_array, describe
-from .passes import INTEGER_PASSES, fold_batchnorm, im2col_input
-from .program import Program, as_config
-from .quantize import check_finite, check_folded, quantize_graph
-from .trace import check_input_rank, trace
+from .frontend.fold import fold_batchnorm
+from .ir.passes import INTEGER_PASSES
+from .mapping.unfold import im2col_input
+from .runtime.program import Program, as_config
+from .ir.quantize import check_finite, check_folded, quantize_graph
+from .frontend.trace import check_input_rank, trace
 
 FLOAT_PASSES = (fold_batchnorm,)
 

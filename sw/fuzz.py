@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cycles as cycle_model
+from .golden import cycles as cycle_model
 from .config import AcceleratorConfig
 from .errors import MappingError, QuantizationError
-from .mapper import act_bytes
+from .mapping.mapper import act_bytes
 
 #: Configurations of the fuzzer's own: the default array, a small one with a one-lane
 #: requantizer, and a serial-requantizer one with every option.
@@ -56,10 +56,10 @@ DEFAULT_CONFIGS = ("default", "small", "serial", "icebreaker", "ulx3s")
 
 
 def config_named(name: str) -> AcceleratorConfig:
-    """A fuzzed configuration by name: `CONFIGS` or a board of `striate.hw.boards`."""
+    """A fuzzed configuration by name: `CONFIGS` or a board of `striate.hw.platform.boards`."""
     if name in CONFIGS:
         return CONFIGS[name]
-    from ..hw.boards import BOARDS
+    from ..hw.platform.boards import BOARDS
     if name in BOARDS:
         return BOARDS[name].config
     from .errors import ConfigError
@@ -440,7 +440,7 @@ def _compare(program, device, xq) -> str:
 
 
 def _round_trip(program, xq) -> str:
-    from .fileformat import load_program
+    from .runtime.fileformat import load_program
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "case.stp"
         program.save(path)
@@ -510,7 +510,7 @@ def fuzz(configs, seed: int, nets: int | None = None, seconds: float | None = No
          log=None, devices: dict | None = None) -> Summary:
     """Run cases ``0, 1, ...`` of ``seed`` on each configuration in turn until ``nets`` cases
     per configuration or ``seconds`` in all; ``log`` gets each failure's line."""
-    from .driver import open as open_device
+    from .runtime.driver import open as open_device
     summary, start = Summary(), time.monotonic()
     devices = {} if devices is None else devices
     case = 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cycles import ideal_cycles
-from .float_ref import run_float
+from .golden.cycles import ideal_cycles
+from .frontend.float_ref import run_float
 
 
 def sqnr_db(program, model, x_float) -> list:

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from striate.sw import numerics
-from striate.sw.graph import QGraph, QLayer
-from striate.sw.kernels import out_size
+from striate.sw.ir import numerics
+from striate.sw.ir.graph import QGraph, QLayer
+from striate.sw.ir.kernels import out_size
 
 
 def _pool(rng, c, h, w):

@@ -10,15 +10,16 @@ from amaranth.hdl import Elaboratable, Module, Signal, signed
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from striate.hw import scale
-from striate.hw.layouts import Layouts
-from striate.hw.pe import MacArray
-from striate.hw.post import Pool, Requant, SerialPost
-from striate.hw.window import WindowGen
-from striate.hw.writer import Writer
-from striate.sw import layout, numerics
+from striate.hw.core import scale
+from striate.hw.core.layouts import Layouts
+from striate.hw.core.pe import MacArray
+from striate.hw.core.post import Pool, Requant, SerialPost
+from striate.hw.core.window import WindowGen
+from striate.hw.core.writer import Writer
+from striate.sw.mapping import layout
+from striate.sw.ir import numerics
 from striate.sw.config import AcceleratorConfig
-from striate.sw.kernels import out_size
+from striate.sw.ir.kernels import out_size
 
 CONFIGS = [AcceleratorConfig(pe_out=4, pe_in=2), AcceleratorConfig(pe_out=2, pe_in=4),
            AcceleratorConfig(pe_out=1, pe_in=1)]

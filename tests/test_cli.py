@@ -287,7 +287,7 @@ def test_calibration_data_file(user, tmp_path, capsys):
 
 
 def test_a_mismatch_is_reported_and_fails(user, capsys, monkeypatch):
-    from striate.sw import driver
+    from striate.sw.runtime import driver
     folder, prog, _, _ = user
     real_open = driver.open
 

@@ -10,9 +10,12 @@ import torch.nn.functional as F
 
 import striate
 from striate import MappingError, QuantizationError, StriateError, UnsupportedLayerError
-from striate.sw import compiler, golden, passes
-from striate.sw.float_ref import run_float
-from striate.sw.quantize import quantize_graph
+from striate.sw import compiler
+from striate.sw.golden import model as golden
+from striate.sw.ir import passes
+from striate.sw.mapping import unfold
+from striate.sw.frontend.float_ref import run_float
+from striate.sw.ir.quantize import quantize_graph
 
 
 def torch_out(model, x):
@@ -88,7 +91,7 @@ def zoo():
 @pytest.mark.parametrize("name", ["zoo", "lenet"])
 def test_float_passes_keep_the_float_reference(name, zoo, lenet, calibration):
     model, x = zoo if name == "zoo" else (lenet, calibration[:64])
-    from striate.sw.trace import trace
+    from striate.sw.frontend.trace import trace
     nodes = trace(model, x.shape[1:])
     before = run_float(nodes, x)
     np.testing.assert_allclose(before, torch_out(model, x), rtol=1e-4, atol=1e-5)
@@ -106,9 +109,9 @@ def test_integer_passes_keep_the_golden_model_bit_exact(name, zoo, lenet, calibr
     nodes, x = compiler.lower(model, x)
     graph = quantize_graph(nodes, x, x.shape[1:])
     images = x if name == "zoo" else digits_test[0]
-    xq = striate.sw.numerics.quantize(images, graph.input_scale)
+    xq = striate.sw.ir.numerics.quantize(images, graph.input_scale)
     reference = golden.run_graph(graph, xq)
-    config_passes = (lambda g: passes.im2col_input(g, striate.AcceleratorConfig(pe_in=4)),)
+    config_passes = (lambda g: unfold.im2col_input(g, striate.AcceleratorConfig(pe_in=4)),)
     for integer_pass in passes.INTEGER_PASSES + config_passes:
         after = integer_pass(graph)
         if name == "zoo":   # the zoo exercises every pass

@@ -7,13 +7,13 @@ import pkgutil
 import pytest
 
 
-
 def _modules():
+    """Every module of the project, in every stage folder."""
     names = ["striate"]
     for package in ("striate.sw", "striate.hw", "striate.sim", "striate.models"):
         names.append(package)
-        names += [f"{package}.{m.name}" for m in
-                  pkgutil.iter_modules(importlib.import_module(package).__path__)]
+        names += [m.name for m in pkgutil.walk_packages(
+            importlib.import_module(package).__path__, prefix=f"{package}.")]
     return names
 
 
@@ -25,5 +25,5 @@ def test_docstring_examples(name):
 
 
 def test_contract_examples_exist():
-    from striate.sw import numerics
+    from striate.sw.ir import numerics
     assert doctest.testmod(numerics).attempted >= 8

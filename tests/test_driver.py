@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import striate
-from striate.sw import memmap
-from striate.sw.cycles import layer_cycles, layer_cycles_bound
-from striate.sw.driver import Device, DeviceError, DeviceTimeout
-from striate.sw.program import Program
+from striate.sw.mapping import memmap
+from striate.sw.golden.cycles import layer_cycles, layer_cycles_bound
+from striate.sw.runtime.driver import Device, DeviceError, DeviceTimeout
+from striate.sw.runtime.program import Program
 
 import rtl_cases
 from test_rtl import SMALL

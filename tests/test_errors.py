@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import striate
 from striate import ConfigError, QuantizationError, StriateError, UnsupportedLayerError
-from striate.sw import memmap
-from striate.sw.driver import Device, Transport
+from striate.sw.mapping import memmap
+from striate.sw.runtime.driver import Device, Transport
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 import pytest
 
-from striate.hw import export
+from striate.hw.platform import export
 from striate.sw.config import AcceleratorConfig
 
 SMALL = AcceleratorConfig(pe_out=2, pe_in=8, max_width=16, act_bank_bytes=1024,

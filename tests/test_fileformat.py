@@ -20,9 +20,9 @@ import torch.nn as nn
 
 import striate
 from striate import ProgramFormatError
-from striate.sw import fileformat
-from striate.sw.descriptor import LayerDescriptor
-from striate.sw.program import Program
+from striate.sw.runtime import fileformat
+from striate.sw.mapping.descriptor import LayerDescriptor
+from striate.sw.runtime.program import Program
 
 
 def tiny_model():

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 import striate
-from striate.hw import bitstream
-from striate.hw.boards import BOARDS, ICEBREAKER, ULX3S, ecp5_pll, ice40_pll
+from striate.hw.platform import bitstream
+from striate.hw.platform.boards import BOARDS, ICEBREAKER, ULX3S, ecp5_pll, ice40_pll
 from striate.sim.fastsim import VerilatorTransport
-from striate.sw.cycles import may_stall, program_cycles
-from striate.sw import memmap
-from striate.sw.descriptor import POOL_AVG, POOL_MAX
-from striate.sw.driver import Device
+from striate.sw.golden.cycles import may_stall, program_cycles
+from striate.sw.mapping import memmap
+from striate.sw.mapping.descriptor import POOL_AVG, POOL_MAX
+from striate.sw.runtime.driver import Device
 
 
 @pytest.mark.parametrize("target", [24.0, 30.0, 48.0])

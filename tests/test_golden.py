@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 
 import intref
 from striate import StriateError
-from striate.sw import golden, numerics
-from striate.sw.graph import QGraph, QLayer
-from striate.sw.kernels import out_size
+from striate.sw.golden import model as golden
+from striate.sw.ir import numerics
+from striate.sw.ir.graph import QGraph, QLayer
+from striate.sw.ir.kernels import out_size
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

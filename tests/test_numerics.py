@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from striate import QuantizationError
-from striate.sw import numerics
+from striate.sw.ir import numerics
 
 
 def py_requantize(acc: int, mult: int, shift: int, lo: int, hi: int) -> int:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import striate
 from striate import ConfigError, ProgramFormatError
-from striate.sw import fileformat
-from striate.sw.descriptor import DescriptorError, LayerDescriptor
+from striate.sw.runtime import fileformat
+from striate.sw.mapping.descriptor import DescriptorError, LayerDescriptor
 
 
 def test_save_load_roundtrip_is_exact(lenet_program, digits_test, tmp_path):
@@ -175,8 +175,8 @@ def test_sequencer_program_passes_every_legal_layer(seed):
     """`derive.PROGRAM` (what the sequencer computes and checks) accepts every layer the compiler
     describes, and its sizes are the plain products."""
     import rtl_cases
-    from striate.sw import derive
-    from striate.sw.program import Program
+    from striate.sw.mapping import derive
+    from striate.sw.runtime.program import Program
     config = [striate.AcceleratorConfig(pe_out=4, pe_in=2, max_width=32),
               striate.AcceleratorConfig()][seed % 2]
     graph, _ = rtl_cases.random_chain(seed, layers=3)

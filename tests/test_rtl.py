@@ -5,12 +5,13 @@ import pytest
 
 import striate
 from striate.sim.cocotb_run import run_job, run_program
-from striate.sw import image, memmap
-from striate.sw.graph import QGraph, QLayer
-from striate.sw.kernels import out_size
-from striate.sw.cycles import layer_cycles, layer_items, program_cycles, may_stall
-from striate.sw.driver import RunStats
-from striate.sw.program import Program
+from striate.sw.runtime import image
+from striate.sw.mapping import memmap
+from striate.sw.ir.graph import QGraph, QLayer
+from striate.sw.ir.kernels import out_size
+from striate.sw.golden.cycles import layer_cycles, layer_items, program_cycles, may_stall
+from striate.sw.runtime.driver import RunStats
+from striate.sw.runtime.program import Program
 
 import rtl_cases
 

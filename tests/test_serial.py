@@ -8,12 +8,13 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.sim import Simulator
 
-from striate.hw.uart import UartRx, UartTx
+from striate.hw.platform.uart import UartRx, UartTx
 from striate.sim.serial_sim import SimSerialPort
-from striate.sw import framing, memmap
-from striate.sw.cycles import program_cycles
-from striate.sw.driver import Device
-from striate.sw.serial_link import LinkError, SerialTransport
+from striate.sw.runtime import framing
+from striate.sw.mapping import memmap
+from striate.sw.golden.cycles import program_cycles
+from striate.sw.runtime.driver import Device
+from striate.sw.runtime.serial_link import LinkError, SerialTransport
 
 from test_rtl import SMALL
 

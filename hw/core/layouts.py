@@ -1,0 +1,68 @@
+"""Struct layouts of the datapath streams and the descriptor, derived from the configuration and
+`striate.sw.mapping.descriptor.LayerDescriptor` (never restated by hand)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from ...sw.mapping import derive
+from ...sw.config import AcceleratorConfig
+from ...sw.mapping.descriptor import LayerDescriptor
+from ...sw.mapping.memmap import memories, BANK0, WEIGHTS, PARAMS
+
+ACC = signed(32)
+
+
+def bits_for(n: int) -> int:
+    """Address bits for ``n`` rows."""
+    return max(1, (n - 1).bit_length())
+
+
+def descriptor_layout() -> data.StructLayout:
+    return data.StructLayout({name: signed(bits) if is_signed else unsigned(bits)
+                              for name, bits, is_signed in LayerDescriptor.fields_layout()})
+
+
+class Layouts:
+    """Every stream payload and address width of one configuration."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        po, pi = config.pe_out, config.pe_in
+        mems = memories(config)
+        self.act_addr = bits_for(mems[BANK0].depth)
+        self.w_addr = bits_for(mems[WEIGHTS].depth)
+        self.p_addr = bits_for(mems[PARAMS].depth)
+        # Width of the sequencer's derived sizes (`striate.sw.mapping.derive`): a legal layer's products
+        # are below 64 * bank depth (window terms: strides and pads <= 7 times an input row)
+        # or 2 * weight depth (weight words).
+        self.size = max(self.act_addr + 7, self.w_addr + 2)
+        bounded = derive.limits(config)
+        self.derived = {name: min(self.size, bounded[name].bit_length()) if name in bounded
+                        else self.size for name in derive.RESULTS}     # result register widths
+        # Widths of the window generator's geometry (`striate.hw.core.window`) for layers that pass
+        # the sequencer's checks: strides are at most max_stride; an input map is at most
+        # max_width by max_height, and conv and pooled maps, kernels and window starts exceed
+        # it by at most four paddings (and stay within the descriptor's size fields).
+        self.stride = config.max_stride.bit_length()
+        self.pad = LayerDescriptor.bits("pad_h")
+        sizes, pads = LayerDescriptor.bits("in_h"), 4 * ((1 << self.pad) - 1)
+        self.cols = min(sizes, (config.max_width + pads).bit_length())
+        self.rows = min(sizes, (config.max_height + pads).bit_length())
+        # An average pool's running sum: int8 pixels over at most the whole conv map, which
+        # is under 2**rows by 2**cols pixels.
+        self.pool_sum = signed(8 + self.rows + self.cols)
+        # Position of an output pixel, carried with the work so later stages need no counters.
+        self.tag = data.StructLayout({"og": self.p_addr + 1, "pix": self.act_addr, "pool_first": 1,
+                                      "pool_last": 1})
+        self.window = data.StructLayout({       # window generator -> fetch
+            "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,
+            "tag": self.tag})
+        self.operands = data.StructLayout({     # fetch -> PE array
+            "x": data.ArrayLayout(signed(8), pi), "w": data.ArrayLayout(signed(8), po * pi),
+            "first": 1, "last": 1, "tag": self.tag})
+        self.sums = data.StructLayout({         # PE array -> requantizer
+            "acc": data.ArrayLayout(ACC, po), "tag": self.tag})
+        self.pixels = data.StructLayout({       # requantizer -> pool -> writer
+            "y": data.ArrayLayout(signed(8), po), "tag": self.tag})

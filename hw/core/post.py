@@ -1,0 +1,258 @@
+"""Requantization and pooling behind the PE array (the numerics contract in hardware).
+
+Both are single-enable pipelines like `pe`: every stage advances when the output is free.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...sw.mapping.memmap import PARAM_ENTRY_WORDS
+from ...sw.ir.numerics import MULT_BITS, SHIFT_BITS
+from .layouts import ACC, Layouts
+from .scale import BIASED, PRODUCT, SerialScale, round_clamp
+
+# One parameter entry (`striate.sw.mapping.layout`): four 32-bit words, of which the multiplier and
+# shift words use their low `numerics.MULT_BITS` and `numerics.SHIFT_BITS`.
+ENTRY = data.StructLayout({"bias": signed(32),
+                           "mult": unsigned(MULT_BITS), "mult_pad": 32 - MULT_BITS,
+                           "shift": unsigned(SHIFT_BITS), "shift_pad": 32 - SHIFT_BITS,
+                           "unused": 32})
+assert ENTRY.size == 32 * PARAM_ENTRY_WORDS
+
+# pooling mode and average scale (the descriptor's pool_mult and pool_shift)
+POOL_PORTS = {"mode": In(2), "mult": In(MULT_BITS), "shift": In(SHIFT_BITS)}
+
+
+def requant_ports(layouts: Layouts) -> dict:
+    """Ports of a requantizer: sums in, pixels out, its parameter memory read port."""
+    return {
+        "i": In(stream.Signature(layouts.sums)),
+        "o": Out(stream.Signature(layouts.pixels)),
+        "p_base": In(layouts.p_addr), "lo": In(signed(8)), "hi": In(signed(8)),
+        "p_addr": Out(layouts.p_addr), "p_en": Out(1),
+        "p_data": In(32 * PARAM_ENTRY_WORDS * layouts.config.requant_parallel),
+    }
+
+
+def averaging(layouts: Layouts, mode):
+    """Whether pooling ``mode`` averages: never in a configuration without ``avg_pool``,
+    whose pooling logic then reduces to max pooling."""
+    return mode == 2 if layouts.config.avg_pool else Const(0, 1)
+
+
+def pool_merge(acc, y, first, average):
+    """Each lane's running max or (``average``) sum with pixel ``y``; ``y`` itself when
+    ``first``. A running max is an int8, so only its low byte is compared."""
+    return [Mux(first, y[r], Mux(average, acc[r] + y[r],
+                                 Mux(y[r] > acc[r][:8].as_signed(), y[r], acc[r])))
+            for r in range(len(acc))]
+
+
+class Requant(wiring.Component):
+    """``y = clamp(round_shift((acc + bias) * mult, shift), lo, hi)`` per output channel.
+
+    ``requant_parallel`` (R) channels per cycle: each item is split into ``pe_out / R`` lane
+    groups that flow through four stages (parameter read, bias add, multiply, shift and clamp)
+    and are assembled into the output pixel. Group ``j`` of channel group ``og`` reads parameter memory
+    row ``p_base + og * pe_out / R + j`` (`striate.sw.mapping.layout.pack_params`). With R < pe_out an
+    accepted item waits in a holding register, so items arriving at least ``pe_out / R``
+    cycles apart never stall the PE array.
+    """
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        super().__init__(requant_ports(layouts))
+
+    def elaborate(self, platform):
+        m = Module()
+        po, lanes = self._l.config.pe_out, self._l.config.requant_parallel
+        steps = po // lanes
+        advance = ~self.o.valid | self.o.ready
+        params = data.ArrayLayout(ENTRY, lanes)(self.p_data)
+        j = Signal(range(max(2, steps)))
+        # Stage registers (valid, tag, lane group, last group) after the parameter read (1),
+        # the bias add (x) and the multiply (2); the shift and clamp feed the output register.
+        stages = {name: (Signal(name=f"v{name}"), Signal(self._l.tag, name=f"tag{name}"),
+                         Signal.like(j, name=f"j{name}"), Signal(name=f"last{name}"))
+                  for name in ("1", "x", "2")}
+        acc1 = [Signal(ACC, name=f"acc1_{r}") for r in range(lanes)]
+        x = [Signal(BIASED, name=f"x{r}") for r in range(lanes)]
+        mult_x = [Signal(MULT_BITS, name=f"mult{r}") for r in range(lanes)]
+        shift_x = [Signal(SHIFT_BITS, name=f"shiftx{r}") for r in range(lanes)]
+        prod = [Signal(PRODUCT, name=f"prod{r}") for r in range(lanes)]
+        shift2 = [Signal(SHIFT_BITS, name=f"shift{r}") for r in range(lanes)]
+        last = j == steps - 1
+        if steps == 1:          # one lane group: straight from the input
+            valid0, tag0, acc_bits = self.i.valid, self.i.payload.tag, self.i.payload.acc.as_value()
+            m.d.comb += self.i.ready.eq(advance)
+        else:                   # several: work from a holding register
+            held = Signal.like(self.i.payload)
+            valid0, tag0, acc_bits = Signal(), held.tag, held.acc.as_value()
+            m.d.comb += self.i.ready.eq(advance & (~valid0 | last))
+            with m.If(self.i.ready):
+                m.d.sync += [valid0.eq(self.i.valid), held.eq(self.i.payload)]
+        m.d.comb += [self.p_en.eq(advance),
+                     self.p_addr.eq(self.p_base + (tag0.og << steps.bit_length() - 1) + j)]
+        v2, tag2, j2, last2 = stages["2"]
+        with m.If(advance):
+            previous = (valid0, tag0, j, last)
+            for stage in stages.values():
+                m.d.sync += [reg.eq(value) for reg, value in zip(stage, previous)]
+                previous = stage
+            m.d.sync += [self.o.valid.eq(v2 & last2), self.o.payload.tag.eq(tag2)]
+            with m.If(valid0):
+                m.d.sync += j.eq(Mux(last, 0, j + 1))
+            for r in range(lanes):
+                p = params[r]
+                m.d.sync += [acc1[r].eq(acc_bits.word_select(j * lanes + r, 32).as_signed()),
+                             x[r].eq(acc1[r] + p.bias), mult_x[r].eq(p.mult),
+                             shift_x[r].eq(p.shift),
+                             prod[r].eq(x[r] * mult_x[r]), shift2[r].eq(shift_x[r])]
+                y = round_clamp(prod[r], shift2[r], self.lo, self.hi)
+                for group in range(steps):
+                    with m.If(v2 & (j2 == group)):
+                        m.d.sync += self.o.payload.y[group * lanes + r].eq(y)
+        return m
+
+
+class Pool(wiring.Component):
+    """Max or average pooling over the items between ``pool_first`` and ``pool_last``.
+
+    ``mode`` 0 passes items through (each is its own window), 1 keeps the maximum, 2 sums and
+    requantizes the sum with ``mult`` / ``shift`` (``1 / (kh * kw)`` folded in), clamped to
+    ``[lo, hi]``. Three stages: merge, multiply, shift and clamp.
+    """
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        super().__init__({
+            "i": In(stream.Signature(layouts.pixels)),
+            "o": Out(stream.Signature(layouts.pixels)),
+            "lo": In(signed(8)), "hi": In(signed(8)), **POOL_PORTS,
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        po = self._l.config.pe_out
+        advance = ~self.o.valid | self.o.ready
+        acc = [Signal(self._l.pool_sum, name=f"pacc{r}") for r in range(po)]
+        out1 = [Signal(self._l.pool_sum, name=f"pout{r}") for r in range(po)]  # window result
+        out2 = [Signal(signed(8), name=f"pmax{r}") for r in range(po)]
+        prod = [Signal(PRODUCT, name=f"pprod{r}") for r in range(po)]  # average: sum * mult
+        v1, v2 = Signal(), Signal()
+        tag1, tag2 = Signal(self._l.tag), Signal(self._l.tag)
+        p = self.i.payload
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(advance):
+            m.d.sync += [v1.eq(self.i.valid & p.tag.pool_last), tag1.eq(p.tag), v2.eq(v1),
+                         tag2.eq(tag1), self.o.valid.eq(v2), self.o.payload.tag.eq(tag2)]
+            average = averaging(self._l, self.mode)
+            for r, merged in enumerate(pool_merge(acc, p.y, p.tag.pool_first, average)):
+                with m.If(self.i.valid):
+                    m.d.sync += [acc[r].eq(merged), out1[r].eq(merged)]
+                m.d.sync += [prod[r].eq(out1[r] * self.mult), out2[r].eq(out1[r])]
+                avg = round_clamp(prod[r], self.shift, self.lo, self.hi)
+                m.d.sync += self.o.payload.y[r].eq(Mux(average, avg, out2[r]))
+        return m
+
+
+class SerialPost(wiring.Component):
+    """`Requant` followed by `Pool` for ``serial_scale_bits`` configurations: one item at a
+    time, on `SerialScale` units (``requant_parallel`` of them, the first also scaling average
+    pools one channel after another). Same ports and results as the two blocks in a row.
+
+    Per item: for each lane group read its parameter row, then requantize its channels; merge
+    the pixel into the pooling window; at the window's last pixel (average pooling: after
+    scaling every channel's sum) hand the pixel to the output register.
+    """
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        super().__init__({**requant_ports(layouts), **POOL_PORTS})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._l.config
+        po, lanes = cfg.pe_out, cfg.requant_parallel
+        steps = po // lanes
+        params = data.ArrayLayout(ENTRY, lanes)(self.p_data)
+        held = Signal.like(self.i.payload)
+        ys = Signal(data.ArrayLayout(signed(8), po))        # the requantized pixel
+        out = Signal(data.ArrayLayout(signed(8), po))       # the pooled pixel
+        pacc = [Signal(self._l.pool_sum, name=f"pacc{r}") for r in range(po)]
+        j = Signal(range(max(2, steps)))
+        c = Signal(range(max(2, po)))
+        pooling = Signal()                                  # unit 0 scales pool sums
+        units = []
+        for r in range(lanes):
+            unit = SerialScale(cfg.serial_scale_bits)
+            m.submodules[f"scale{r}"] = unit
+            units.append(unit)
+            m.d.comb += [unit.x.eq(held.acc[j * lanes + r] + params[r].bias),
+                         unit.mult.eq(params[r].mult), unit.shift.eq(params[r].shift),
+                         unit.lo.eq(self.lo), unit.hi.eq(self.hi)]
+        with m.If(pooling):
+            m.d.comb += [units[0].x.eq(Array(pacc)[c]), units[0].mult.eq(self.mult),
+                         units[0].shift.eq(self.shift)]
+        m.d.comb += self.p_addr.eq(self.p_base + (held.tag.og << steps.bit_length() - 1) + j)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [held.eq(self.i.payload), j.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += self.p_en.eq(1)
+                m.next = "START"
+            with m.State("START"):
+                m.d.comb += [unit.start.eq(1) for unit in units]
+                m.next = "SCALE"
+            with m.State("SCALE"):
+                with m.If(units[0].done):
+                    for group in range(steps):
+                        with m.If(j == group):
+                            m.d.sync += [ys[group * lanes + r].eq(unit.y)
+                                         for r, unit in enumerate(units)]
+                    m.d.sync += j.eq(j + 1)
+                    m.next = "MERGE" if steps == 1 else "NEXT"
+            if steps > 1:
+                with m.State("NEXT"):
+                    m.next = "READ"
+                    with m.If(j == 0):
+                        m.next = "MERGE"
+            with m.State("MERGE"):
+                average = averaging(self._l, self.mode)
+                merged = pool_merge(pacc, ys, held.tag.pool_first, average)
+                m.d.sync += [a.eq(v) for a, v in zip(pacc, merged)]
+                m.d.sync += [out[r].eq(v[:8]) for r, v in enumerate(merged)]
+                m.d.sync += c.eq(0)
+                m.next = "IDLE"
+                with m.If(held.tag.pool_last):
+                    m.next = "EMIT"
+                    with m.If(average):
+                        m.d.sync += pooling.eq(1)
+                        m.next = "PSTART"
+            with m.State("PSTART"):
+                m.d.comb += units[0].start.eq(1)
+                m.next = "PSCALE"
+            with m.State("PSCALE"):
+                with m.If(units[0].done):
+                    for r in range(po):
+                        with m.If(c == r):
+                            m.d.sync += out[r].eq(units[0].y)
+                    m.d.sync += c.eq(c + 1)
+                    m.next = "PSTART"
+                    with m.If(c == po - 1):
+                        m.d.sync += pooling.eq(0)
+                        m.next = "EMIT"
+            with m.State("EMIT"):
+                with m.If(~self.o.valid | self.o.ready):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.y.eq(out),
+                                 self.o.payload.tag.eq(held.tag)]
+                    m.next = "IDLE"
+        return m

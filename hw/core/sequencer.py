@@ -1,0 +1,253 @@
+"""The descriptor sequencer: runs every layer of the program after one START.
+
+Per layer: fetch the descriptor words from program memory, derive sizes with one shared
+shift-add multiplier (`striate.sw.mapping.derive`) and check them (an illegal descriptor stops the run
+with an error code and never starts the datapath), start the window generator, wait until the
+last output pixel is written, record the layer's cycles.
+"""
+
+from __future__ import annotations
+
+import operator
+from functools import reduce
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ...sw.mapping import derive, memmap
+from ...sw.mapping.descriptor import OP_CONV, LayerDescriptor
+from .layouts import Layouts, bits_for, descriptor_layout
+
+
+def base_widths(layouts: Layouts) -> dict:
+    """Widths of the channel group counts and word addresses the sequencer hands on: what a
+    legal layer needs (a count never exceeds the depth of the memory it indexes). Larger values
+    fail their memory's check before they are narrowed (`Sequencer._registered`)."""
+    lay = layouts
+    return {"cg_n": lay.act_addr + 1, "og_n": lay.p_addr + 1, "out_cg": lay.act_addr + 1,
+            "in_base": lay.act_addr, "out_base": lay.act_addr, "w_base": lay.w_addr,
+            "p_base": lay.p_addr}
+
+
+class Sequencer(wiring.Component):
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        cfg = layouts.config
+        words = LayerDescriptor.WORDS
+        ports = {
+            "start": In(1), "layers": In(16),
+            "prog_addr": Out(bits_for(cfg.program_depth * words)), "prog_en": Out(1),
+            "prog_data": In(32),
+            "desc": Out(descriptor_layout()),
+            "run": Out(1), "layer_done": In(1), "pe_busy": In(1),
+            "busy": Out(1), "done": Out(1), "failed": Out(1), "error": Out(8), "layer": Out(16),
+            "cycles": Out(32), "busy_cycles": Out(32),
+            "lc_addr": Out(bits_for(cfg.program_depth)), "lc_data": Out(32), "lc_en": Out(1),
+        }
+        ports.update({name: Out(width) for name, width in base_widths(layouts).items()})
+        ports.update({name: Out(width) for name, width in layouts.derived.items()})
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, words = self._l.config, LayerDescriptor.WORDS
+        raw = Signal(32 * words)
+        m.d.comb += self.desc.eq(raw)
+        j = Signal(range(words + 2))
+        # A finished layer stamps the cycle count (this cycle included); the host takes
+        # differences (`memmap.layer_cycles`), so no per-layer counter is needed.
+        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(self.cycles + 1)]
+        with m.If(self.busy):
+            m.d.sync += [self.cycles.eq(self.cycles + 1),
+                         self.busy_cycles.eq(self.busy_cycles + self.pe_busy)]
+        self._registered(m)
+        derive_start, derive_done = self._multiply(m)
+        error = self._check(m)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.failed.eq(0),
+                                 self.error.eq(0), self.layer.eq(0), self.cycles.eq(0),
+                                 self.busy_cycles.eq(0), j.eq(0)]
+                    with m.If((self.layers == 0) | (self.layers > cfg.program_depth)):
+                        m.d.sync += self.error.eq(memmap.E_COUNT)
+                        m.next = "FAIL"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [self.prog_addr.eq(self.layer * words + j), self.prog_en.eq(1)]
+                m.d.sync += j.eq(j + 1)
+                with m.If(j > 0):
+                    m.d.sync += raw.eq(Cat(raw[32:], self.prog_data))   # word 0 ends lowest
+                with m.If(j == words):
+                    m.d.comb += derive_start.eq(1)
+                    m.next = "DERIVE"
+            with m.State("DERIVE"):
+                with m.If(derive_done):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(error != 0):
+                    m.d.sync += self.error.eq(error)
+                    m.next = "FAIL"
+                with m.Else():
+                    m.d.comb += self.run.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(self.layer_done):
+                    m.d.comb += self.lc_en.eq(1)
+                    m.d.sync += [j.eq(0), self.layer.eq(self.layer + 1)]
+                    with m.If(self.layer + 1 == self.layers):
+                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FAIL"):
+                m.d.sync += [self.busy.eq(0), self.failed.eq(1)]
+                m.next = "IDLE"
+        return m
+
+    def _registered(self, m):
+        """Channel group counts (registered) and word addresses (shifts of the descriptor's
+        byte addresses: wiring), narrowed to `base_widths`. ``self._too_big`` flags, per
+        memory check (`derive.ERRORS`), a value whose narrowed bits would lose a one."""
+        cfg, d = self._l.config, self.desc
+        lpi, lpo = cfg.pe_in.bit_length() - 1, cfg.pe_out.bit_length() - 1
+        values = {
+            "cg_n": ((d.in_c + cfg.pe_in - 1) >> lpi, "act"),
+            "og_n": ((d.out_c + cfg.pe_out - 1) >> lpo, "param"),
+            "out_cg": ((d.out_c + cfg.pe_in - 1) >> lpi, "act"),
+            "in_base": (d.in_addr >> lpi, "act"), "out_base": (d.out_addr >> lpi, "act"),
+            "w_base": (d.weight_addr >> (lpi + lpo), "weight"),
+            "p_base": (d.param_addr >> (cfg.requant_parallel.bit_length() - 1), "param"),
+        }
+        self._too_big = {error: Signal(name=f"too_big_{error}") for error in derive.ERRORS}
+        lost = {error: [] for error in derive.ERRORS}
+        for name, (value, error) in values.items():
+            port = getattr(self, name)
+            domain = m.d.sync if name in ("cg_n", "og_n", "out_cg") else m.d.comb
+            domain += port.eq(value)
+            if len(value) > len(port):
+                lost[error].append(value[len(port):] != 0)
+        for error, flags in lost.items():
+            m.d.sync += self._too_big[error].eq(reduce(operator.or_, flags, Const(0)))
+
+    def _multiply(self, m):
+        """Run `derive.PROGRAM` on one shift-add unit. Each term loads ``+-a`` and ``b`` (clearing
+        the accumulator at a step's first term), then adds ``a << i`` for each set bit ``i`` of
+        ``b`` until no bit is left; a step's last term stores the result or records a failed
+        check. A result that does not fit its register (`Layouts.derived`) sets ``saturated``. Returns
+        (start, done) strobes."""
+        cfg = self._l.config
+        start, done = Signal(), Signal()
+        sources = {name: getattr(self.desc, name)
+                   for name, _, _ in LayerDescriptor.fields_layout()}
+        sources.update({name: getattr(self, name) for name in base_widths(self._l)})
+        sources.update({name: getattr(self, name) for name in derive.RESULTS})
+        sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
+        if not cfg.pool_padding:    # nonzero pool pads fail the limit check
+            sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
+
+        def source(name):
+            return Const(name) if isinstance(name, int) else sources[name]
+        # The term table as small ROMs indexed by the term number: which source is a, which
+        # is b (indices into the distinct sources), negate, first and last term of a step.
+        terms = [(sign, a, b, t == 0, t == len(step.terms) - 1, step)
+                 for step in derive.PROGRAM for t, (sign, a, b) in enumerate(step.terms)]
+        a_names = sorted({a for _, a, _, _, _, _ in terms}, key=str)
+        b_names = sorted({b for _, _, b, _, _, _ in terms}, key=str)
+        a_srcs, b_srcs = [source(n) for n in a_names], [source(n) for n in b_names]
+
+        def rom(values):
+            return Array(Const(v, range(max(2, max(values) + 1))) for v in values)
+        index = Signal(range(len(terms)))
+        a_code = rom([a_names.index(a) for _, a, _, _, _, _ in terms])[index]
+        b_code = rom([b_names.index(b) for _, _, b, _, _, _ in terms])[index]
+        negative = rom([int(sign < 0) for sign, *_ in terms])[index]
+        first = rom([int(f) for _, _, _, f, _, _ in terms])[index]
+        a_bits = max(len(a) for a in a_srcs)
+        b_bits = max(len(b) for b in b_srcs)
+        loading, active, neg = Signal(), Signal(), Signal()
+        a, acc = Signal(a_bits + b_bits), Signal(signed(a_bits + b_bits + 3))
+        b = Signal(b_bits)
+        self._saturated = saturated = Signal()
+        self._failed = {error: Signal(name=f"failed_{error}") for error in derive.ERRORS}
+        addend = Mux(b[0], a, 0)
+        total = Mux(neg, acc - addend, acc + addend)
+        last_bit = b[1:] == 0
+        with m.If(start):
+            m.d.sync += [index.eq(0), loading.eq(1), active.eq(1), saturated.eq(0)]
+            m.d.sync += [flag.eq(0) for flag in self._failed.values()]
+        with m.Elif(loading):
+            m.d.sync += [loading.eq(0), a.eq(Array(a_srcs)[a_code]),
+                         b.eq(Array(b_srcs)[b_code]), neg.eq(negative)]
+            with m.If(first):
+                m.d.sync += acc.eq(0)
+        with m.Elif(active):
+            m.d.sync += acc.eq(total)
+            with m.If(last_bit):
+                for i, (_, _, _, _, last, step) in enumerate(terms):
+                    if not last:
+                        continue
+                    with m.If(index == i):
+                        if isinstance(step, derive.Size):
+                            width = self._l.derived[step.dest]
+                            m.d.sync += [sources[step.dest].eq(total),
+                                         # a Size's total is a product, never negative
+                                         saturated.eq(saturated | (total[width:] != 0))]
+                        else:
+                            # sign tests: no comparator chain
+                            fails = ~total[-1] & (Const(1) if step.strict else total.any())
+                            flag = self._failed[step.error]
+                            m.d.sync += flag.eq(flag | fails)
+                with m.If(index == len(terms) - 1):
+                    m.d.comb += done.eq(1)
+                    m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [index.eq(index + 1), loading.eq(1)]
+            with m.Else():
+                m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
+        return start, done
+
+    def _check(self, m):
+        """The error code of the current descriptor (0 when legal), from its fields and the
+        checks `_multiply` ran. The checks of the fields alone are registered: they settle
+        while `_multiply` runs, which keeps them off the path from CHECK into the datapath."""
+        cfg, d = self._l.config, self.desc
+        zero = [d.in_c, d.in_h, d.in_w, d.out_c, d.conv_h, d.conv_w, d.out_h, d.out_w, d.k_h,
+                d.k_w, d.stride_h, d.stride_w, d.pool_k_h, d.pool_k_w, d.pool_stride_h,
+                d.pool_stride_w]
+
+        def registered(cond, name):
+            flag = Signal(name=name)
+            m.d.sync += flag.eq(cond)
+            return flag
+        pool_pads_fit = registered((2 * d.pool_pad_h <= d.pool_k_h)
+                                   & (2 * d.pool_pad_w <= d.pool_k_w), "pool_pads_fit")
+        shape_ok = ~self._failed["shape"] & pool_pads_fit
+        misaligned = ((d.in_addr & (cfg.pe_in - 1)) | (d.out_addr & (cfg.pe_in - 1))
+                      | (d.weight_addr & (cfg.pe_in * cfg.pe_out - 1))
+                      | (d.param_addr & (cfg.pe_out - 1))) != 0
+        no_avg = Const(not cfg.avg_pool) & (d.pool == 2)
+        pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
+        checks = [  # first failing check wins
+            (registered((d.op != OP_CONV) | (d.pool > 2) | no_avg, "bad_op"), memmap.E_OP),
+            (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
+            (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
+                        | (d.stride_h > cfg.max_stride)
+                        | (d.stride_w > cfg.max_stride) | (d.pool_stride_h > cfg.max_stride)
+                        | (d.pool_stride_w > cfg.max_stride) | pool_pad, "over_limit"),
+             memmap.E_LIMIT),
+            (~shape_ok, memmap.E_SHAPE),
+            (registered(misaligned, "misaligned"), memmap.E_ALIGN),
+            (self._failed["act"] | self._too_big["act"], memmap.E_ACT),
+            (self._failed["weight"] | self._too_big["weight"], memmap.E_WEIGHT),
+            (self._failed["param"] | self._too_big["param"], memmap.E_PARAM),
+            (self._saturated, memmap.E_LIMIT),
+        ]
+        code = 0
+        for cond, value in reversed(checks):
+            code = Mux(cond, value, code)
+        return code
+

@@ -1,0 +1,211 @@
+"""The accelerator top: memories, host bus, sequencer and the streaming datapath.
+
+Datapath: `WindowGen` -> `Fetch` (activation bank + weight memory) -> `MacArray` -> `Requant`
+(parameter memory) -> `Pool` -> `Writer` (the other activation bank). The register map and
+memory windows are defined in `striate.sw.mapping.memmap`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+
+from ...sw.mapping import memmap
+from ...sw.config import AcceleratorConfig
+from .layouts import Layouts
+from .pe import Fetch, MacArray
+from .post import Pool, Requant, SerialPost
+from .sequencer import Sequencer
+from .window import DERIVED, FIELDS, GROUPS, WindowGen
+from .writer import Writer
+
+BUS = {"addr": memmap.ADDR_BITS, "w_en": 1, "w_data": 32, "r_en": 1}
+
+
+class Accelerator(wiring.Component):
+    """One accelerator instance for ``config``.
+
+    Host bus (word addressed, see `striate.sw.mapping.memmap`): drive ``addr`` with ``w_en`` and
+    ``w_data`` for one cycle to write; drive ``r_en`` for one cycle to read, and ``r_data`` is
+    valid in the cycle ``r_valid`` is high (the next one).
+    """
+
+    def __init__(self, config: AcceleratorConfig, weight_ram=None):
+        """``weight_ram(width, depth)``, if given, builds the weight memory instead of an
+        Amaranth memory: a component with ``addr``, ``r_en``, ``r_data``, ``w_en`` (one bit per
+        32-bit word) and ``w_data``, such as `striate.hw.platform.spram.Ice40Spram`."""
+        self.config = config
+        self._weight_ram = weight_ram
+        self._l = Layouts(config)
+        ports = {name: In(width) for name, width in BUS.items()}
+        ports.update({"r_data": Out(32), "r_valid": Out(1), "busy": Out(1), "done": Out(1)})
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        # CTRL.ABORT resets the sequencer and the whole datapath (not the memories, counters'
+        # stamps or registers): a run that hangs can be stopped and the next one starts clean.
+        self._abort = abort = Signal()
+
+        def engine(name, block):
+            m.submodules[name] = ResetInserter(abort)(block)
+            return block
+        seq = engine("seq", Sequencer(self._l))
+        win = engine("win", WindowGen(self._l))
+        fetch = engine("fetch", Fetch(self._l))
+        mac = engine("mac", MacArray(self._l))
+        writer = engine("writer", Writer(self._l))
+        connect(m, win.o, fetch.i)
+        connect(m, fetch.o, mac.i)
+        if self.config.serial_scale_bits:
+            requant = pool = engine("post", SerialPost(self._l))
+            connect(m, mac.o, requant.i)
+        else:
+            requant = engine("requant", Requant(self._l))
+            pool = engine("pool", Pool(self._l))
+            connect(m, mac.o, requant.i)
+            connect(m, requant.o, pool.i)
+        connect(m, pool.o, writer.i)
+        self._configure(m, seq, win, requant, pool, writer)
+
+        # Output pixels the window generator has issued and the writer not yet written: at
+        # most one per pipeline register between them (about twenty).
+        outstanding = Signal(8)
+        m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + win.writes - writer.written))
+        m.d.comb += [seq.layer_done.eq(win.done & (outstanding == 0)), seq.pe_busy.eq(mac.busy),
+                     win.start.eq(seq.run), self.busy.eq(seq.busy), self.done.eq(seq.done)]
+        self._memories(m, seq, fetch, requant, writer)
+        return m
+
+    def _configure(self, m, seq, win, requant, pool, writer):
+        """Wire descriptor fields and derived sizes to the blocks."""
+        d = seq.desc
+        fields = {"in_h": d.in_h, "in_w": d.in_w, "k_h": d.k_h, "k_w": d.k_w,
+                  "s_h": d.stride_h, "s_w": d.stride_w, "p_h": d.pad_h, "p_w": d.pad_w,
+                  "conv_h": d.conv_h, "conv_w": d.conv_w, "pk_h": d.pool_k_h, "pk_w": d.pool_k_w,
+                  "ps_h": d.pool_stride_h, "ps_w": d.pool_stride_w, "pp_h": d.pool_pad_h,
+                  "pp_w": d.pool_pad_w, "out_h": d.out_h, "out_w": d.out_w}
+        assert set(fields) == set(FIELDS)
+        fields.update({name: getattr(seq, name) for name in GROUPS + DERIVED})
+        m.d.comb += [getattr(win, name).eq(value) for name, value in fields.items()]
+        m.d.comb += [
+            win.in_base.eq(seq.in_base), win.w_base.eq(seq.w_base),
+            requant.p_base.eq(seq.p_base), requant.lo.eq(d.act_lo), requant.hi.eq(d.act_hi),
+            pool.mode.eq(d.pool), pool.mult.eq(d.pool_mult), pool.shift.eq(d.pool_shift),
+            pool.lo.eq(d.act_lo), pool.hi.eq(d.act_hi),
+            writer.out_base.eq(seq.out_base), writer.out_c.eq(d.out_c),
+            writer.out_hw.eq(seq.out_hw),
+        ]
+
+    def _memories(self, m, seq, fetch, requant, writer):
+        cfg = self.config
+        shapes = memmap.memories(cfg)
+        region = self.addr[memmap.REGION_SHIFT:]
+        offset = self.addr[:memmap.REGION_SHIFT]
+        host = ~seq.busy
+        r_region = Signal.like(region)
+        r_offset = Signal.like(offset)      # the read's offset, for picking the bus word of a row
+        m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region), r_offset.eq(offset)]
+        reads = {}
+
+        def window(key, mem_shape, engine_read=None, engine_write=None, ram=None):
+            """Host access to one memory, shared with the engine while busy."""
+            width, rw = mem_shape.width, mem_shape.row_words
+            sub_bits = rw.bit_length() - 1
+            # Activation banks take byte enables from the writer (a pixel may fill part of a
+            # word); host writes enable whole 32-bit words.
+            granularity = 8 if engine_write is not None else min(32, width)
+            if ram is None:
+                mem = Memory(shape=width, depth=mem_shape.depth, init=[])
+                rp = mem.read_port()
+                wp = mem.write_port(granularity=granularity)
+            else:           # a single-port RAM: one address for both
+                mem = ram(width, mem_shape.depth)
+                rp = SimpleNamespace(addr=mem.addr, en=mem.r_en, data=mem.r_data)
+                wp = SimpleNamespace(addr=mem.addr, en=mem.w_en, data=mem.w_data)
+            m.submodules[f"mem{key}"] = mem
+            row = offset >> sub_bits
+            word = (Const(1, rw) << offset[:sub_bits])[:rw] if sub_bits else Const(1, 1)
+            per_word = min(32, width) // granularity
+            host_enable = Cat(*[word[w // per_word] for w in range(len(wp.en))])
+            sel = (region == key)
+            m.d.comb += [rp.addr.eq(row), rp.en.eq(self.r_en & sel),
+                         wp.data.eq(Cat(*([self.w_data] * rw))[:width]),
+                         wp.en.eq(Mux(self.w_en & sel & host, host_enable, 0))]
+            if engine_read is not None:
+                addr, en, data_in = engine_read
+                with m.If(~host):
+                    m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+                m.d.comb += data_in.eq(rp.data)
+            if engine_write is not None:
+                addr, data, en = engine_write
+                m.d.comb += wp.addr.eq(row)
+                with m.If(~host):
+                    m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
+            elif ram is None:   # one address for both ports, as in a single-port RAM
+                m.d.comb += wp.addr.eq(rp.addr)
+            reads[key] = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
+            return rp, wp
+
+        window(memmap.PROGRAM, shapes[memmap.PROGRAM],
+               engine_read=(seq.prog_addr, seq.prog_en, seq.prog_data))
+        window(memmap.PARAMS, shapes[memmap.PARAMS],
+               engine_read=(requant.p_addr, requant.p_en, requant.p_data))
+        window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
+               engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
+        self._banks(m, seq, fetch, writer, shapes, window)
+        memory_data = Signal(32)    # the memory read, valid unless the engine owns the ports
+        with m.Switch(r_region):
+            for key, value in reads.items():
+                with m.Case(key):
+                    m.d.comb += memory_data.eq(value)
+        registers = self._registers(m, seq, region, offset, host)
+        m.d.comb += self.r_data.eq(Mux(r_region == memmap.REG, registers,
+                                       Mux(host, memory_data, 0)))
+
+    def _banks(self, m, seq, fetch, writer, shapes, window):
+        """The two activation banks: the layer reads ``in_bank`` and writes the other."""
+        in_bank = seq.desc.in_bank
+        data0, data1 = Signal(8 * self.config.pe_in), Signal(8 * self.config.pe_in)
+        for key, bank_index, data in ((memmap.BANK0, 0, data0), (memmap.BANK1, 1, data1)):
+            reading = in_bank == bank_index
+            window(key, shapes[key],
+                   engine_read=(fetch.act_addr, fetch.act_en & reading, data),
+                   engine_write=(writer.wr_addr, writer.wr_data,
+                                 Mux(reading, 0, writer.wr_en)))
+        m.d.comb += fetch.act_data.eq(Mux(in_bank, data1, data0))
+
+    def _registers(self, m, seq, region, offset, host):
+        """The register file; returns the read data of the register region."""
+        cfg = self.config
+        layers = Signal(16)
+        m.d.comb += [seq.layers.eq(layers)]
+        is_reg = (region == memmap.REG)
+        with m.If(self.w_en & is_reg):
+            with m.If(offset == memmap.CTRL):
+                m.d.comb += [seq.start.eq(self.w_data[0] & ~self.w_data[1] & host),
+                             self._abort.eq(self.w_data[1])]
+            with m.If((offset == memmap.LAYERS) & host):
+                m.d.sync += layers.eq(self.w_data)
+        lc = Memory(shape=32, depth=cfg.program_depth, init=[])
+        m.submodules.layer_cycles = lc
+        lc_w, lc_r = lc.write_port(), lc.read_port()
+        m.d.comb += [lc_w.addr.eq(seq.lc_addr), lc_w.data.eq(seq.lc_data), lc_w.en.eq(seq.lc_en),
+                     lc_r.addr.eq(offset - memmap.LAYER_CYCLES), lc_r.en.eq(self.r_en & is_reg)]
+        value = Signal(32)
+        regs = {memmap.STATUS: Cat(seq.busy, seq.done, seq.failed), memmap.ERROR: seq.error,
+                memmap.LAYER: seq.layer, memmap.LAYERS: layers, memmap.CYCLES: seq.cycles,
+                memmap.PE_BUSY: seq.busy_cycles,
+                memmap.CONFIG_ID: Const(memmap.config_id(cfg), 32)}
+        is_lc = Signal()
+        with m.If(self.r_en):
+            m.d.sync += [value.eq(0), is_lc.eq(offset >= memmap.LAYER_CYCLES)]
+            with m.Switch(offset):
+                for index, reg in regs.items():
+                    with m.Case(index):
+                        m.d.sync += value.eq(reg)
+        return Mux(is_lc, lc_r.data, value)

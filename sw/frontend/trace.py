@@ -1,0 +1,385 @@
+"""Trace a PyTorch `nn.Module` into a float graph: a chain of `FloatNode` with shapes.
+
+Supported: Conv2d, BatchNorm2d, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten
+(module, ``torch.flatten``, ``.flatten``, ``.view``/``.reshape`` to ``(N, -1)``), Linear, and in
+eval mode the no-ops Dropout and Identity; the functional forms of ReLU, ReLU6, pooling and
+dropout too. Anything else raises `UnsupportedLayerError` naming the op and its module path.
+`check_input_rank` finds such an op without shapes, for inputs that are not ``N x C x H x W``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UnsupportedLayerError
+from ..ir.kernels import out_size
+
+KINDS = ("conv", "bn", "relu", "relu6", "maxpool", "avgpool", "flatten", "linear")
+
+
+@dataclass(frozen=True, eq=False)
+class FloatNode:
+    """One float op. ``params`` hold float64 arrays; ``attrs`` plain values; shapes exclude N."""
+
+    kind: str
+    name: str
+    in_shape: tuple
+    out_shape: tuple
+    params: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    sources: tuple = ()
+
+    def replace(self, **changes) -> "FloatNode":
+        return dataclasses.replace(self, **changes)
+
+
+def _pair(v) -> tuple:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
+
+
+def _unsupported(what: str, path: str, why: str = "") -> UnsupportedLayerError:
+    detail = f": {why}" if why else ""
+    return UnsupportedLayerError(f"{what} at '{path}' is not supported{detail}")
+
+
+def _arr(t) -> np.ndarray:
+    return t.detach().to(torch.float64).cpu().numpy().copy()
+
+
+def _conv_node(m: nn.Conv2d, path, shape):
+    if m.groups != 1:
+        raise _unsupported("Conv2d", path, f"groups must be 1, not {m.groups}")
+    if _pair(m.dilation) != (1, 1):
+        raise _unsupported("Conv2d", path, f"dilation must be 1, not {m.dilation}")
+    if m.padding_mode != "zeros":
+        raise _unsupported("Conv2d", path, f"padding_mode must be 'zeros', not {m.padding_mode!r}")
+    kh, kw = _pair(m.kernel_size)
+    stride = _pair(m.stride)
+    if m.padding == "valid":
+        padding = (0, 0)
+    elif m.padding == "same":
+        if stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
+            raise _unsupported("Conv2d", path, "padding='same' needs stride 1 and odd kernels")
+        padding = (kh // 2, kw // 2)
+    else:
+        padding = _pair(m.padding)
+    if len(shape) != 3 or shape[0] != m.in_channels:
+        raise _unsupported("Conv2d", path, f"expects {m.in_channels} x H x W input, not {shape}")
+    oh, ow = out_size(shape[1], kh, stride[0], padding[0]), out_size(shape[2], kw, stride[1], padding[1])
+    if oh < 1 or ow < 1:
+        raise _unsupported("Conv2d", path, f"kernel {kh}x{kw} does not fit a {shape[1]}x{shape[2]} map")
+    bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_channels)
+    return FloatNode("conv", path, shape, (m.out_channels, oh, ow),
+                     {"weight": _arr(m.weight), "bias": bias},
+                     {"stride": stride, "padding": padding}, (path,))
+
+
+def _pool_node(kind, path, shape, kernel, stride, padding):
+    kernel = _pair(kernel)
+    stride = _pair(stride if stride not in (None, ()) else kernel)
+    padding = _pair(padding)
+    if len(shape) != 3:
+        raise _unsupported(kind, path, f"expects a C x H x W input, not {shape}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):   # PyTorch refuses to run these
+        raise _unsupported(kind, path, f"padding must be at most half the "
+                                       f"{kernel[0]}x{kernel[1]} window, not "
+                                       f"{padding[0]}x{padding[1]}")
+    oh = out_size(shape[1], kernel[0], stride[0], padding[0])
+    ow = out_size(shape[2], kernel[1], stride[1], padding[1])
+    if oh < 1 or ow < 1:
+        raise _unsupported(kind, path, f"window {kernel} does not fit a {shape[1]}x{shape[2]} map")
+    name = "maxpool" if kind.startswith("Max") or kind.endswith("max_pool2d") else "avgpool"
+    return FloatNode(name, path, shape, (shape[0], oh, ow), {},
+                     {"kernel": kernel, "stride": stride, "padding": padding}, (path,))
+
+
+def _check_pool_options(kind, path, ceil_mode=False, dilation=1, count_include_pad=True,
+                        divisor_override=None, return_indices=False, padding=0):
+    if ceil_mode:
+        raise _unsupported(kind, path, "ceil_mode=True")
+    if _pair(dilation) != (1, 1):
+        raise _unsupported(kind, path, f"dilation must be 1, not {dilation}")
+    if divisor_override is not None:
+        raise _unsupported(kind, path, "divisor_override")
+    if return_indices:
+        raise _unsupported(kind, path, "return_indices=True")
+    if not count_include_pad and _pair(padding) != (0, 0):
+        raise _unsupported(kind, path, "count_include_pad=False with padding")
+
+
+def _adaptive(path, shape, output_size):
+    if output_size not in (1, (1, 1), [1, 1]):
+        raise _unsupported("AdaptiveAvgPool2d", path, f"output_size must be 1, not {output_size!r}")
+    return _pool_node("AvgPool2d", path, shape, shape[1:], shape[1:], 0)
+
+
+def _flatten(path, shape, start_dim=1, end_dim=-1):
+    if start_dim != 1 or end_dim != -1:
+        raise _unsupported("Flatten", path, f"only flatten(start_dim=1, end_dim=-1), not "
+                                            f"({start_dim}, {end_dim})")
+    return FloatNode("flatten", path, shape, (int(np.prod(shape)),), sources=(path,))
+
+
+def _act(kind, path, shape):
+    return FloatNode(kind, path, shape, shape, sources=(path,))
+
+
+def _no_op(*_):
+    return None
+
+
+def _bn_node(m: nn.BatchNorm2d, path, shape):
+    if not m.track_running_stats or m.running_mean is None:
+        raise _unsupported("BatchNorm2d", path, "needs running statistics")
+    c = m.num_features
+    weight = _arr(m.weight) if m.affine else np.ones(c)
+    bias = _arr(m.bias) if m.affine else np.zeros(c)
+    return FloatNode("bn", path, shape, shape,
+                     {"gamma": weight, "beta": bias, "mean": _arr(m.running_mean),
+                      "var": _arr(m.running_var)}, {"eps": float(m.eps)}, (path,))
+
+
+# The PyTorch names of the float nodes' parameters, where they differ (for error messages).
+PARAM_NAMES = {"bn": {"gamma": "weight", "beta": "bias", "mean": "running_mean",
+                      "var": "running_var"}}
+
+
+def _maxpool_module(m, path, shape):
+    _check_pool_options("MaxPool2d", path, m.ceil_mode, m.dilation,
+                        return_indices=m.return_indices)
+    return _pool_node("MaxPool2d", path, shape, m.kernel_size, m.stride, m.padding)
+
+
+def _avgpool_module(m, path, shape):
+    _check_pool_options("AvgPool2d", path, m.ceil_mode, 1, m.count_include_pad,
+                        m.divisor_override, padding=m.padding)
+    return _pool_node("AvgPool2d", path, shape, m.kernel_size, m.stride, m.padding)
+
+
+def _linear_node(m: nn.Linear, path, shape):
+    if len(shape) != 1 or shape[0] != m.in_features:
+        raise _unsupported("Linear", path, f"expects a flat input of {m.in_features} features"
+                                           f", not shape {shape}")
+    bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_features)
+    return FloatNode("linear", path, shape, (m.out_features,),
+                     {"weight": _arr(m.weight), "bias": bias}, {}, (path,))
+
+
+def _module_builder(m: nn.Module):
+    """The function ``(module, path, shape) -> FloatNode or None`` that lowers ``m``, or None
+    when its type is not supported (decided by type and options that need no shapes)."""
+    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.Identity)):
+        return _no_op
+    if type(m) is nn.ReLU:
+        return lambda m, path, shape: _act("relu", path, shape)
+    if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
+        return lambda m, path, shape: _act("relu6", path, shape)
+    builders = ((nn.Conv2d, _conv_node), (nn.BatchNorm2d, _bn_node),
+                (nn.MaxPool2d, _maxpool_module), (nn.AvgPool2d, _avgpool_module),
+                (nn.AdaptiveAvgPool2d, lambda m, path, shape: _adaptive(path, shape,
+                                                                        m.output_size)),
+                (nn.Flatten, lambda m, path, shape: _flatten(path, shape, m.start_dim,
+                                                             m.end_dim)),
+                (nn.Linear, _linear_node))
+    return next((build for cls, build in builders if isinstance(m, cls)), None)
+
+
+def _unsupported_module(m: nn.Module, path: str) -> UnsupportedLayerError:
+    name = type(m).__name__
+    if name.endswith("1d"):
+        hint = (" (a 1-D signal can be compiled as a C x 1 x L image with 1 x k Conv2d and "
+                "pooling kernels)" if name.startswith(("Conv", "MaxPool", "AvgPool")) else "")
+        return _unsupported(name, path, f"1-D layers are not supported yet{hint}")
+    if name.endswith("3d"):
+        return _unsupported(name, path, "3-D layers are not supported yet, only 2-D ones on "
+                                        "N x C x H x W inputs")
+    return _unsupported(name, path)
+
+
+def _module_node(m: nn.Module, path: str, shape):
+    """Lower one leaf module; None for an eval-mode no-op."""
+    build = _module_builder(m)
+    if build is None:
+        raise _unsupported_module(m, path)
+    return build(m, path, shape)
+
+
+def _call_args(node, names_defaults):
+    """Bind a functional call's args/kwargs (after the tensor) to named values."""
+    values = dict(names_defaults)
+    names = list(names_defaults)
+    for name, value in zip(names, node.args[1:]):
+        values[name] = value
+    values.update({k: v for k, v in node.kwargs.items()})
+    return values
+
+
+def _dropout_fn(node, path, shape):
+    if _call_args(node, {"p": 0.5, "training": False, "inplace": False})["training"]:
+        raise _unsupported("dropout", path, "training=True at trace time")
+    return None
+
+
+def _max_pool_fn(node, path, shape):
+    a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1,
+                          "ceil_mode": False, "return_indices": False})
+    _check_pool_options("max_pool2d", path, a["ceil_mode"], a["dilation"],
+                        return_indices=a["return_indices"])
+    return _pool_node("max_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
+
+
+def _avg_pool_fn(node, path, shape):
+    a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False,
+                          "count_include_pad": True, "divisor_override": None})
+    _check_pool_options("avg_pool2d", path, a["ceil_mode"], 1, a["count_include_pad"],
+                        a["divisor_override"], padding=a["padding"])
+    return _pool_node("avg_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
+
+
+def _flatten_call(node, path, shape, *_):
+    a = _call_args(node, {"start_dim": 0, "end_dim": -1})
+    return _flatten(path, shape, a["start_dim"], a["end_dim"])
+
+
+def _relu_call(node, path, shape, *_):
+    return _act("relu", path, shape)
+
+
+FUNCTIONS = {   # supported functions -> builder (node, path, shape)
+    F.relu: _relu_call, torch.relu: _relu_call,
+    F.relu6: lambda node, path, shape: _act("relu6", path, shape),
+    F.dropout: _dropout_fn, F.dropout2d: _dropout_fn, torch.dropout: _dropout_fn,
+    F.max_pool2d: _max_pool_fn, torch.max_pool2d: _max_pool_fn,
+    F.avg_pool2d: _avg_pool_fn, torch._C._nn.avg_pool2d: _avg_pool_fn,
+    F.adaptive_avg_pool2d: lambda node, path, shape: _adaptive(
+        path, shape, _call_args(node, {"output_size": None})["output_size"]),
+    torch.flatten: _flatten_call,
+}
+
+
+def _function_node(node, path, shape):
+    build = FUNCTIONS.get(node.target)
+    if build is None:
+        raise _unsupported(getattr(node.target, "__name__", str(node.target)), path)
+    return build(node, path, shape)
+
+
+def _view_method(node, path, shape, shape_nodes):
+    dims = node.args[1:]
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    batch_ok = len(dims) == 2 and (dims[0] in (-1,) or dims[0] in shape_nodes)
+    flat = int(np.prod(shape))
+    if batch_ok and dims[1] in (-1, flat):
+        return _flatten(path, shape)
+    raise _unsupported(f".{node.target}", path, "only .view(N, -1) / .reshape(N, -1) flattening")
+
+
+METHODS = {   # supported tensor methods -> builder (node, path, shape, shape_nodes)
+    "relu": _relu_call, "relu_": _relu_call, "contiguous": _no_op, "clone": _no_op,
+    "flatten": _flatten_call, "view": _view_method, "reshape": _view_method,
+}
+
+
+def _method_node(node, path, shape, shape_nodes):
+    build = METHODS.get(node.target)
+    if build is None:
+        raise _unsupported(f".{node.target}", path)
+    return build(node, path, shape, shape_nodes)
+
+
+def _symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for untraceable Python
+        raise UnsupportedLayerError(
+            f"model {type(model).__name__} cannot be traced by torch.fx: {exc}") from exc
+
+
+def _is_shape_node(node, shape_nodes) -> bool:
+    """``x.size()``, ``getattr(x, "shape")`` and indexing into them: batch-size arithmetic."""
+    return (node.op == "call_method" and node.target == "size"
+            or node.op == "call_function" and node.target is getattr
+            or node.op == "call_function" and node.target is operator.getitem
+            and node.args[0] in shape_nodes)
+
+
+def check_input_rank(model: nn.Module, shape: tuple) -> None:
+    """Blame the model, if it is at fault, for calibration data of ``shape`` (with N) that is not
+    ``N x C x H x W``.
+
+    Raises `UnsupportedLayerError` naming the first op of ``model`` the compiler does not
+    support (e.g. a ``Conv1d``), or its first layer when that is a ``Linear`` on ``N x F`` data
+    (vector inputs are not supported yet). Returns when the model is fine, so the caller blames
+    the data.
+    """
+    gm = _symbolic_trace(model)
+    modules = dict(gm.named_modules())
+    shape_nodes, first_layer = set(), None
+    for node in gm.graph.nodes:
+        if _is_shape_node(node, shape_nodes):
+            shape_nodes.add(node)
+        elif node.op == "call_module":
+            m = modules[node.target]
+            if _module_builder(m) is None:
+                raise _unsupported_module(m, node.target)
+            if first_layer is None and isinstance(m, (nn.Conv2d, nn.Linear)):
+                first_layer = (m, node.target)
+        elif node.op == "call_function" and node.target not in FUNCTIONS:
+            raise _unsupported(getattr(node.target, "__name__", str(node.target)), node.name)
+        elif node.op == "call_method" and node.target not in METHODS:
+            raise _unsupported(f".{node.target}", node.name)
+    if first_layer and isinstance(first_layer[0], nn.Linear) and len(shape) in (2, 3):
+        dims = " x ".join(map(str, shape[1:]))
+        raise UnsupportedLayerError(
+            f"Linear at '{first_layer[1]}' is not supported on vector inputs yet: the model "
+            f"input must be an N x C x H x W image batch, not N x {dims} (to compile a model of "
+            f"vectors, start it with nn.Flatten() and give it N x {dims} x 1 x 1 inputs)")
+
+
+def trace(model: nn.Module, input_shape: tuple) -> list:
+    """Trace ``model`` (in eval mode) into a chain of `FloatNode` for ``C x H x W`` inputs."""
+    gm = _symbolic_trace(model)
+    modules = dict(gm.named_modules())
+    nodes, shape_nodes, current, shape = [], set(), None, tuple(input_shape)
+    for node in gm.graph.nodes:
+        path = node.target if node.op == "call_module" else node.name
+        if node.op == "placeholder":
+            if current is not None:
+                raise UnsupportedLayerError(f"model must take one input, found another: '{path}'")
+            current = node
+            continue
+        if node.op == "output":
+            if node.args[0] is not current:
+                raise UnsupportedLayerError("model output must be the last op's single tensor")
+            break
+        if _is_shape_node(node, shape_nodes):
+            shape_nodes.add(node)
+            continue
+        if node.op == "get_attr":
+            raise _unsupported("parameter access", str(node.target))
+        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node) and a not in shape_nodes]
+        if not tensor_args or tensor_args[0] is not current or len(tensor_args) > 1:
+            what = node.target if node.op != "call_function" else getattr(node.target, "__name__",
+                                                                          node.target)
+            raise _unsupported(str(what), path, "only a single chain of ops is supported "
+                                                "(no branches, residual adds or multiple inputs)")
+        if node.op == "call_module":
+            fnode = _module_node(modules[node.target], path, shape)
+        elif node.op == "call_function":
+            fnode = _function_node(node, path, shape)
+        else:
+            fnode = _method_node(node, path, shape, shape_nodes)
+        current = node
+        if fnode is not None:
+            nodes.append(fnode)
+            shape = fnode.out_shape
+    return nodes

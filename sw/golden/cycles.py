@@ -1,0 +1,145 @@
+"""Cycle model of the accelerator: what the hardware counters will read for a program.
+
+The window generator issues one item of work per cycle (`layer_items`). Around the items each
+layer spends ``LayerDescriptor.WORDS + 14`` cycles (descriptor fetch and checks: ``WORDS + 2``;
+pipeline fill and drain and the done handshake: 12), the sequencer's size products
+(`striate.sw.mapping.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
+``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
+beyond the parallel pipeline's) and ``writes_per_pixel`` cycles to store the last output pixel.
+The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
+in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
+writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
+the model does not count, and it is a lower bound (`layer_cycles_bound` gives an upper one).
+"""
+
+from __future__ import annotations
+
+from ..config import AcceleratorConfig
+from ..mapping import derive
+from ..mapping.descriptor import LayerDescriptor
+from ..ir.graph import QLayer
+from ..mapping.layout import groups, writes_per_pixel
+from ..mapping.mapper import layer_fields
+from ..ir.numerics import MULT_BITS
+
+FIXED = LayerDescriptor.WORDS + 14
+
+
+def _window_spans(out: int, kernel: int, stride: int, pad: int, size: int) -> list[int]:
+    """Number of conv rows (or columns) inside each pooling window along one axis."""
+    spans = []
+    for p in range(out):
+        start = p * stride - pad
+        spans.append(min(size, start + kernel) - max(0, start))
+    return spans
+
+
+def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Items per conv pixel: kernel positions times input channel groups."""
+    kh, kw = layer.kernel
+    return kh * kw * groups(layer.in_shape[0], config.pe_in)
+
+
+def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Items (cycles of PE array work) the window generator issues for ``layer``."""
+    _, ch, cw = layer.conv_shape
+    _, oh, ow = layer.out_shape
+    if layer.pool == "none":
+        rows, cols = [1] * oh, [1] * ow
+    else:
+        rows = _window_spans(oh, layer.pool_kernel[0], layer.pool_stride[0],
+                             layer.pool_padding[0], ch)
+        cols = _window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
+                             layer.pool_padding[1], cw)
+    conv_pixels = sum(rows) * sum(cols)
+    return groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
+        chunks_per_pixel(layer, config)
+
+
+def requant_steps(config: AcceleratorConfig) -> int:
+    return config.pe_out // config.requant_parallel
+
+
+def serial_scale_digits(bits: int) -> int:
+    """Steps of a shift-add multiplier taking ``bits`` bits of the 31-bit multiplier a step."""
+    return -(-MULT_BITS // bits)
+
+
+def serial_scale_cycles(bits: int) -> int:
+    """Cycles of one shift-add scaling (`striate.hw.core.scale.SerialScale`) from its start pulse to
+    its result: `serial_scale_digits` multiplier steps, then the rounding shift and clamp in
+    three."""
+    return serial_scale_digits(bits) + 3
+
+
+def serial_item_cycles(config: AcceleratorConfig, last: bool = True) -> int:
+    """Cycles the serial requantizer (``serial_scale_bits`` configs, `striate.hw.core.post.SerialPost`)
+    spends on one conv pixel: accept, per lane group a parameter read, a start, the
+    shift-add scaling (`serial_scale_cycles`) and a cycle to store its result (another to move
+    on when there are several groups), the pooling merge and, for a window's ``last`` pixel,
+    the hand-over to the output register."""
+    steps = requant_steps(config)
+    scale = serial_scale_cycles(config.serial_scale_bits)
+    return 2 + steps * (scale + 3 + (steps > 1)) + last
+
+
+def post_latency(config: AcceleratorConfig) -> int:
+    """Cycles the requantizer adds after the last item, beyond the 7 pipeline stages of the
+    parallel requantizer and pool counted in `FIXED`."""
+    if config.serial_scale_bits:
+        return serial_item_cycles(config) - 7
+    steps = requant_steps(config)
+    return steps if steps > 1 else 0
+
+
+def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
+    pixel fewer items than the writer needs cycles."""
+    if chunks_per_pixel(layer, config) < requant_steps(config):
+        return True
+    if config.serial_scale_bits and (layer.pool == "avg" or chunks_per_pixel(layer, config)
+                                     < serial_item_cycles(config)):
+        return True
+    if layer.pool == "none":
+        fewest = 1
+    else:
+        _, ch, cw = layer.conv_shape
+        _, oh, ow = layer.out_shape
+        fewest = min(_window_spans(oh, layer.pool_kernel[0], layer.pool_stride[0],
+                                   layer.pool_padding[0], ch)) * \
+            min(_window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
+                              layer.pool_padding[1], cw))
+    return fewest * chunks_per_pixel(layer, config) < writes_per_pixel(config)
+
+
+def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
+    """Cycles at full use of the PE array: the layer's MACs over the peak MACs per cycle."""
+    return layer.macs / config.macs_per_cycle
+
+
+def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Predicted LAYER_CYCLES counter value (exact unless `may_stall`)."""
+    sequencer = derive.cycles(layer_fields(layer), config)
+    return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)
+            + writes_per_pixel(config))
+
+
+def program_cycles(program) -> list[int]:
+    return [layer_cycles(layer, program.config) for layer in program.layers]
+
+
+def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig) -> int:
+    """An upper bound of LAYER_CYCLES: `layer_cycles` (exact unless `may_stall`) plus, for a
+    layer that may stall, each conv pixel's requantization and write as if nothing overlapped
+    them. The driver's default timeout and the fuzzer's check use it."""
+    exact = layer_cycles(layer, config)
+    if not may_stall(layer, config):
+        return exact
+    pixels = layer_items(layer, config) // chunks_per_pixel(layer, config)
+    post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
+    bound = exact + pixels * (post + writes_per_pixel(config))
+    if config.serial_scale_bits and layer.pool == "avg":   # scaled one channel at a time
+        o, oh, ow = layer.out_shape
+        outputs = groups(o, config.pe_out) * oh * ow
+        bound += outputs * config.pe_out * (serial_scale_cycles(config.serial_scale_bits) + 3)
+    return bound

@@ -1,0 +1,74 @@
+"""The NumPy golden model: exact integer execution of a `QGraph` (see `graph` for the semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import numerics
+from ..arguments import as_array, check_flag, dims, dtype_of
+from ..errors import StriateError
+from ..ir.graph import QGraph, QLayer
+from ..ir.kernels import conv2d, max_pool, sum_pool, windows
+
+
+def run_layer(layer: QLayer, x: np.ndarray) -> np.ndarray:
+    """Run one layer on int8 ``N x ...`` input; return int8 ``N x out_shape``."""
+    n = x.shape[0]
+    x = x.reshape(n, *layer.in_shape)
+    if layer.op == "flatten":
+        return x.reshape(n, *layer.out_shape)
+    if layer.op == "conv":
+        acc = np.rint(conv2d(x, layer.weight, layer.stride, layer.padding)).astype(np.int64)
+        acc += layer.bias.astype(np.int64)[None, :, None, None]
+        t = numerics.requantize(acc, layer.mult[:, None, None], layer.shift[:, None, None],
+                                layer.lo, layer.hi)
+    else:
+        t = np.clip(x, layer.lo, layer.hi).astype(np.int8)
+    if layer.pool == "max":
+        t = max_pool(t, layer.pool_kernel, layer.pool_stride, layer.pool_padding,
+                     numerics.INT8_MIN)
+    elif layer.pool == "avg":
+        sums = sum_pool(t.astype(np.int64), layer.pool_kernel, layer.pool_stride,
+                        layer.pool_padding)
+        t = numerics.requantize(sums, layer.pool_mult, layer.pool_shift, layer.lo, layer.hi)
+    return np.ascontiguousarray(t, dtype=np.int8).reshape(n, *layer.out_shape)
+
+
+def im2col(xq: np.ndarray, spec: tuple) -> np.ndarray:
+    """Unfold ``N x C x H x W`` into ``N x C*KH*KW x OH x OW`` (channel order ``c, ky, kx``;
+    padding reads 0) for ``spec = (kh, kw, sh, sw, ph, pw)``."""
+    kh, kw, sh, sw, ph, pw = spec
+    cols = windows(xq, (kh, kw), (sh, sw), (ph, pw), 0)        # N C OH OW KH KW
+    n, c, oh, ow = cols.shape[:4]
+    return np.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, oh, ow)
+
+
+def layer_inputs(graph: QGraph, xq: np.ndarray) -> np.ndarray:
+    """What the first layer reads for the int8 network input ``xq`` (after any host unfold)."""
+    return im2col(xq, graph.input_im2col) if graph.input_im2col else xq
+
+
+def run_graph(graph: QGraph, xq, return_all: bool = False):
+    """Run the whole graph on int8 ``N x C x H x W`` input.
+
+    Returns the int8 output shaped ``N x graph.output_shape``, or with ``return_all`` the list of
+    every layer's int8 output (the last one shaped like the plain return value). An empty batch
+    (``N = 0``) gives empty outputs of those shapes.
+    """
+    return_all = check_flag(return_all, "return_all")
+    a = as_array(xq)
+    if a is None or a.dtype != np.int8:
+        raise StriateError(f"golden model input must be int8, not {dtype_of(xq)}")
+    xq = a
+    if xq.ndim != 1 + len(graph.input_shape) or tuple(xq.shape[1:]) != tuple(graph.input_shape):
+        raise StriateError(f"golden model input must be N x {dims(graph.input_shape)}, not "
+                           f"{dims(xq.shape)}")
+    outputs, x = [], layer_inputs(graph, xq)
+    for layer in graph.layers:
+        x = run_layer(layer, x)
+        outputs.append(x)
+    final = x.reshape(x.shape[0], *graph.output_shape)
+    if return_all:
+        outputs[-1] = final
+        return outputs
+    return final

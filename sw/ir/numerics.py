@@ -1,0 +1,150 @@
+"""The numerics contract: the one definition of striate's integer arithmetic.
+
+Everything that computes, checks or generates integer arithmetic (compiler, golden model,
+hardware tests, hardware widths) imports it from here.
+
+Tensors
+-------
+* Weights: int8 in ``[-127, 127]``, symmetric, one scale per output channel, zero point 0.
+* Activations: int8 in ``[-128, 127]``, one scale per tensor, zero point 0.
+* Bias: int32 at scale ``s_in * s_w[c]``.
+* Accumulators: int32. The compiler proves ``K * max|w| * max|x| + max|bias| < 2**31``
+  per output channel (`accumulator_bound`), so no accumulation can overflow.
+
+Requantization (one rounding)
+-----------------------------
+``y = clamp((acc * M + (1 << (S - 1))) >> S, lo, hi)`` where ``M`` is an integer in
+``[1, 2**31 - 1]`` (`MULT_BITS` = 31 bits, unsigned), ``S`` is in ``[SHIFT_MIN, SHIFT_MAX]``
+and ``>>`` is an arithmetic (flooring) shift. The product ``acc * M`` needs 63 bits; with the
+rounding constant it still fits a signed 64-bit integer. Ties round towards +infinity:
+
+>>> import numpy as np
+>>> half = 1 << 30                      # M / 2**S = 0.5 with S = 31
+>>> requantize(np.array([1, 3, -1, -3, -5]), half, 31).tolist()   # 0.5 1.5 -0.5 -1.5 -2.5
+[1, 2, 0, -1, -2]
+>>> requantize(np.array([1000, -1000]), half, 31).tolist()        # saturates
+[127, -128]
+>>> requantize(np.array([-7, 7, 300]), half, 31, lo=0, hi=100).tolist()  # fused ReLU, lowered hi
+[0, 4, 100]
+
+Multipliers are derived from a positive real scale by `quantize_multiplier`, which returns a
+normalized ``M`` in ``[2**30, 2**31 - 1]``:
+
+>>> quantize_multiplier(0.5)
+(1073741824, 31)
+>>> quantize_multiplier(0.1)
+(1717986918, 34)
+>>> quantize_multiplier(1 / 9)          # 3x3 average pool
+(1908874354, 34)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import QuantizationError
+
+INT8_MIN, INT8_MAX = -128, 127
+WEIGHT_MAX = 127                # weights are symmetric: [-127, 127]
+ACC_BITS = 32
+ACC_MIN, ACC_MAX = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
+MULT_BITS = 31                  # M is unsigned, 1 <= M < 2**31
+SHIFT_BITS = 6
+SHIFT_MIN, SHIFT_MAX = 1, 62    # S >= 1 so the rounding constant exists; 62 keeps it in int64
+
+
+def quantize_multiplier(real_scale: float) -> tuple[int, int]:
+    """Return ``(M, S)`` with ``M * 2**-S`` the closest such value to ``real_scale``.
+
+    ``M`` is normalized to ``[2**30, 2**31 - 1]`` so it keeps 31 significant bits; ``S`` is in
+    ``[SHIFT_MIN, SHIFT_MAX]``, so representable scales are about ``[2**-32, 2**30)``.
+    Raises `QuantizationError` for a scale that is not finite and positive or out of range.
+    """
+    if not (math.isfinite(real_scale) and real_scale > 0):
+        raise QuantizationError(f"requantization scale must be finite and > 0, not {real_scale!r}")
+    mantissa, exponent = math.frexp(real_scale)         # real = mantissa * 2**exponent
+    mult = round(mantissa * (1 << MULT_BITS))           # in [2**30, 2**31]
+    if mult == 1 << MULT_BITS:
+        mult //= 2
+        exponent += 1
+    shift = MULT_BITS - exponent
+    if not SHIFT_MIN <= shift <= SHIFT_MAX:
+        raise QuantizationError(
+            f"requantization scale must be in [2**-{SHIFT_MAX - MULT_BITS + 1}, "
+            f"2**{MULT_BITS - SHIFT_MIN}), not {real_scale!r}")
+    return mult, shift
+
+
+def requant_multiplier(real_scale: float) -> tuple[int, int]:
+    """`quantize_multiplier` for a requantization of int32 accumulators to int8, with scales
+    outside its range taken to the range's ends: that changes no result. Below ``2**-32``
+    every ``|acc| < 2**31`` rounds to 0 at either scale; from ``2**30`` on every nonzero
+    accumulator saturates at either scale.
+
+    >>> requant_multiplier(1e-12)
+    (1073741824, 62)
+    >>> int(requantize(np.array([ACC_MAX]), *requant_multiplier(1e-12))[0])
+    0
+    >>> requantize(np.array([0, 1, -1]), *requant_multiplier(1e12)).tolist()
+    [0, 127, -128]
+    """
+    try:
+        return quantize_multiplier(real_scale)
+    except QuantizationError:
+        if not (math.isfinite(real_scale) and real_scale > 0):
+            raise
+    if real_scale < 1:
+        return 1 << (MULT_BITS - 1), SHIFT_MAX
+    return (1 << MULT_BITS) - 1, SHIFT_MIN
+
+
+def requantize(acc, mult, shift, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
+    """Apply the contract's single rounding and clamp; return int8.
+
+    ``acc`` is an integer array (int32 range); ``mult`` and ``shift`` are scalars or arrays that
+    broadcast against it (per channel: shape ``(C, 1, 1)`` for ``C x H x W`` maps).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    mult = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    rounded = (acc * mult + np.left_shift(np.int64(1), shift - 1)) >> shift
+    return np.clip(rounded, lo, hi).astype(np.int8)
+
+
+def quantize(x, scale: float, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
+    """Quantize floats to int8 at ``scale``: ``clamp(floor(x / scale + 0.5), lo, hi)``.
+
+    Ties round towards +infinity, like `requantize`:
+
+    >>> quantize(np.array([0.25, -0.25, 0.75, 100.0]), 0.5).tolist()
+    [1, 0, 2, 127]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.clip(np.floor(x / scale + 0.5), lo, hi).astype(np.int8)
+
+
+def accumulator_bound(fan_in: int, max_abs_weight, max_abs_input: int, max_abs_bias) -> np.ndarray:
+    """Largest possible ``|acc|`` per output channel: ``K * max|w| * max|x| + max|bias|``.
+
+    The layer is safe when every entry is ``< 2**31`` (see `fits_accumulator`):
+
+    >>> int(accumulator_bound(25, 127, 128, 0)[0])
+    406400
+    >>> bool(fits_accumulator(accumulator_bound(133_000, 127, 128, 0)).all())
+    False
+    """
+    w = np.atleast_1d(np.asarray(max_abs_weight, dtype=object))
+    b = np.atleast_1d(np.asarray(max_abs_bias, dtype=object))
+    return np.asarray(fan_in * w * int(max_abs_input) + b, dtype=object)
+
+
+def fits_accumulator(bound) -> np.ndarray:
+    """True where an `accumulator_bound` entry proves the int32 accumulator cannot overflow."""
+    return np.asarray(bound, dtype=object) < (1 << (ACC_BITS - 1))
+
+
+def max_abs_of_range(lo: int, hi: int) -> int:
+    """Largest magnitude of an int8 value clamped to ``[lo, hi]``."""
+    return max(abs(int(lo)), abs(int(hi)))

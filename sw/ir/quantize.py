@@ -1,0 +1,188 @@
+"""Post-training quantization: float graph + calibration data -> unfused integer `QGraph`.
+
+Calibration runs the float reference on the calibration images and takes, for each tensor the
+hardware stores, its largest magnitude: ``scale = max|x| / 127``. A convolution or linear layer is
+calibrated on the tensor at the end of the chain of range-only ops after it (ReLU, ReLU6, max
+pooling), since that is what the fused layer stores; ReLU, ReLU6, max pooling and flatten keep
+their input's scale, so they lower to clamps and pools with no rescaling. Average pooling gets
+its own output scale, calibrated the same way, and folds ``s_in / (kh * kw * s_out)`` into its
+multiplier: an average spans a narrower range than its inputs (a global average pool of a
+feature map often a small fraction of it), which the input's scale would leave to a few int8
+levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import numerics
+from ..errors import QuantizationError
+from ..frontend.float_ref import run_float
+from .graph import QGraph, QLayer
+from ..frontend.trace import PARAM_NAMES
+
+BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
+RANGE_ONLY = ("relu", "relu6", "maxpool")
+RESCALING = ("conv", "linear", "avgpool")    # nodes whose output gets a scale of its own
+
+
+def _scale(max_abs: float) -> float:
+    # A tensor that is zero on every calibration image gets scale 1/127: any scale is exact for it.
+    return float(max_abs) / numerics.INT8_MAX if max_abs > 0 else 1.0 / numerics.INT8_MAX
+
+
+def calibrate(nodes: list, calibration: np.ndarray) -> tuple[float, list]:
+    """Return the input scale and, per node, the scale of its output tensor."""
+    x = np.asarray(calibration, dtype=np.float64)
+    outs = run_float(nodes, x, return_all=True)
+    maxima = [float(np.abs(o).max()) if o.size else 0.0 for o in outs]
+    scales = [0.0] * len(nodes)
+    for i, node in enumerate(nodes):
+        if node.kind in RESCALING:
+            end = i
+            while end + 1 < len(nodes) and nodes[end + 1].kind in RANGE_ONLY:
+                end += 1
+            scales[i] = _scale(maxima[end])
+    return _scale(float(np.abs(x).max())), scales
+
+
+def _found(bad: np.ndarray, name: str, what: str) -> str:
+    """``"found 2 NaN (first at weight[0, 0, 1, 2])"``: ``what`` and where the entries ``bad``
+    of parameter ``name`` are."""
+    index = ", ".join(str(int(i)) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    return f"found {what} ({'at' if bad.sum() == 1 else 'first at'} {name}[{index}])"
+
+
+def _not_finite(values: np.ndarray, name: str) -> str | None:
+    """None if ``values`` are all finite, else the message tail ``"must be finite, found ..."``."""
+    nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    if not nan and not inf:
+        return None
+    counts = [f"{nan} NaN"] * bool(nan) + [f"{inf} infinite value{'s' * (inf > 1)}"] * bool(inf)
+    return "must be finite, " + _found(~np.isfinite(values), name, " and ".join(counts))
+
+
+def check_finite(nodes: list) -> None:
+    """Refuse a float graph (before BatchNorm folding) with a NaN or infinite parameter, or a
+    negative BatchNorm variance.
+
+    The `QuantizationError` names the layer (for BatchNorm, the convolution it folds into), the
+    PyTorch module path and the parameter by its PyTorch name, e.g. ``layer 'features.0'
+    (module features.1): running_var must be finite, found 1 NaN (at running_var[3])``.
+    """
+    prev = None
+    for node in nodes:
+        layer = prev.name if node.kind == "bn" and prev is not None and prev.kind == "conv" \
+            else node.name
+        names = PARAM_NAMES.get(node.kind, {})
+        for key, values in node.params.items():
+            name = names.get(key, key)
+            problem = _not_finite(values, name)
+            if problem is None and node.kind == "bn" and key == "var" and np.any(values < 0):
+                problem = "must be >= 0, " + _found(values < 0, name,
+                                                    f"{int((values < 0).sum())} negative")
+            if problem:
+                raise QuantizationError(f"layer '{layer}' (module {node.name}): {name} {problem}")
+        prev = node
+
+
+def check_folded(nodes: list) -> None:
+    """Refuse convolution parameters that BatchNorm folding made infinite or NaN (finite
+    parameters can overflow it, e.g. a zero variance with ``eps=0``)."""
+    for node in nodes:
+        for key, values in node.params.items():
+            problem = _not_finite(values, key)
+            if problem:
+                raise QuantizationError(f"layer '{node.name}' (module {', '.join(node.sources)})"
+                                        f": {key} after BatchNorm folding {problem}")
+
+
+def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range: tuple):
+    w = node.params["weight"]
+    if node.kind == "linear":
+        w = w.reshape(*w.shape, 1, 1)
+    o = w.shape[0]
+    w_max = np.abs(w.reshape(o, -1)).max(axis=1)
+    s_w = np.where(w_max > 0, w_max / numerics.WEIGHT_MAX, 1.0)
+    # The bias is stored at scale s_in * s_w. A channel whose bias outweighs its weights' whole
+    # contribution by more than int32 holds (tiny weights, or an input scaled far below the
+    # bias) gets coarser weights instead, so its bias fits BIAS_MAX: the weights' error then
+    # stays below K * |bias| * 2**-31 in real units, far under the output's step.
+    s_w = np.maximum(s_w, np.abs(node.params["bias"]) / (s_in * BIAS_MAX))
+    wq = numerics.quantize(w / s_w[:, None, None, None], 1.0, -numerics.WEIGHT_MAX,
+                           numerics.WEIGHT_MAX)
+    bias_real = node.params["bias"] / (s_in * s_w)
+    if not np.all(np.abs(bias_real) < 2 ** 31 - 1):
+        c = int(np.argmax(np.abs(bias_real)))
+        raise QuantizationError(f"layer '{layer_name}': bias of channel {c} must fit int32 at "
+                                f"scale s_in * s_w, not {bias_real[c]:.6g}")
+    bq = np.floor(bias_real + 0.5).astype(np.int64)
+    mults, shifts = [], []
+    for c in range(o):
+        try:
+            m, s = numerics.requant_multiplier(s_in * s_w[c] / s_out)
+        except QuantizationError as exc:
+            raise QuantizationError(f"layer '{layer_name}', channel {c}: {exc}") from None
+        mults.append(m)
+        shifts.append(s)
+    fan_in = int(np.prod(wq.shape[1:]))
+    bound = numerics.accumulator_bound(fan_in, np.abs(wq.reshape(o, -1)).max(axis=1),
+                                       numerics.max_abs_of_range(*in_range), np.abs(bq))
+    if not numerics.fits_accumulator(bound).all():
+        c = int(np.argmax(bound))
+        raise QuantizationError(
+            f"layer '{layer_name}': int32 accumulator may overflow on channel {c}: "
+            f"K * max|w| * max|x| + |bias| = {bound[c]} must be < 2**31")
+    return wq, bq.astype(np.int32), np.array(mults, np.int64), np.array(shifts, np.int64)
+
+
+def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> QGraph:
+    """Quantize a BatchNorm-folded float chain into an unfused integer graph."""
+    s_in, scales = calibrate(nodes, calibration)
+    input_scale, scale, rng = s_in, s_in, (numerics.INT8_MIN, numerics.INT8_MAX)
+    layers = []
+
+    def shape3(shape):
+        return tuple(shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
+
+    for node, node_scale in zip(nodes, scales):
+        common = dict(name=node.name, in_shape=shape3(node.in_shape),
+                      out_shape=shape3(node.out_shape), sources=node.sources)
+        if node.kind in ("conv", "linear"):
+            wq, bq, mult, shift = _quantize_weights(node, node.name, scale, node_scale, rng)
+            a = node.attrs
+            layer = QLayer(op="conv", out_scale=node_scale, weight=wq, bias=bq, mult=mult,
+                           shift=shift, stride=a.get("stride", (1, 1)),
+                           padding=a.get("padding", (0, 0)), **common)
+            scale, rng = node_scale, (numerics.INT8_MIN, numerics.INT8_MAX)
+        elif node.kind == "relu":
+            layer = QLayer(op="pool", out_scale=scale, lo=0, **common)
+        elif node.kind == "relu6":
+            six = int(numerics.quantize(6.0, scale)[()])
+            layer = QLayer(op="pool", out_scale=scale, lo=0, hi=six, **common)
+        elif node.kind in ("maxpool", "avgpool"):
+            a = node.attrs
+            mult, shift, out_scale = 0, 0, scale
+            if node.kind == "avgpool":
+                out_scale = node_scale
+                area = a["kernel"][0] * a["kernel"][1]
+                try:
+                    mult, shift = numerics.requant_multiplier(scale / (area * out_scale))
+                except QuantizationError as exc:
+                    raise QuantizationError(f"layer '{node.name}': {exc}") from None
+            layer = QLayer(op="pool", out_scale=out_scale, pool=node.kind[:3],
+                           pool_kernel=a["kernel"], pool_stride=a["stride"],
+                           pool_padding=a["padding"], pool_mult=mult, pool_shift=shift, **common)
+            if node.kind == "avgpool":
+                scale, rng = out_scale, (numerics.INT8_MIN, numerics.INT8_MAX)
+        elif node.kind == "flatten":
+            layer = QLayer(op="flatten", out_scale=scale, **common)
+        else:
+            raise QuantizationError(f"layer '{node.name}': {node.kind!r} must be folded before "
+                                    "quantization")
+        if layer.op != "flatten":
+            rng = (max(rng[0], layer.lo), min(rng[1], layer.hi))
+        layers.append(layer)
+    output_shape = tuple(nodes[-1].out_shape) if nodes else tuple(input_shape)
+    return QGraph(layers=tuple(layers), input_shape=tuple(input_shape), input_scale=input_scale,
+                  output_shape=output_shape)

@@ -1,0 +1,132 @@
+"""What the sequencer computes from a descriptor on its one shared shift-add unit.
+
+Sizes and checks that need products or long sums are not built as parallel logic: the sequencer
+(`striate.hw.core.sequencer`) runs the `PROGRAM` below, one term after another. The program is the one
+definition: the generator builds its steps from it, and the cycle model (`striate.sw.golden.cycles`)
+counts their cycles from it.
+
+Each term ``(sign, a, b)`` adds ``sign * a * b`` to an accumulator; ``a`` and ``b`` name
+descriptor fields, earlier results, channel group counts (`group_counts`), memory depths
+(`depths`) or are integer constants. A `Size` stores one product in a result register; a
+`Check` sums its terms and fails (sets its error) when the sum is positive, or, with
+``strict``, when it is not negative. A term takes ``1 + max(1, b.bit_length())`` cycles (one to
+load, one per bit of ``b``).
+
+>>> fields = dict(in_c=16, in_h=8, in_w=8, out_c=32, out_h=4, out_w=4, conv_h=8, conv_w=8,
+...               k_h=5, k_w=5, stride_h=1, stride_w=1, pad_h=2, pad_w=2, pool_k_h=2,
+...               pool_k_w=2, pool_stride_h=2, pool_stride_w=2, pool_pad_h=0, pool_pad_w=0,
+...               in_base=0, out_base=32, w_base=0, p_base=0)
+>>> from striate.sw.config import AcceleratorConfig
+>>> values, failed = run(fields, AcceleratorConfig(pe_out=16, pe_in=4))
+>>> values["kk"], values["p_row"], failed
+(100, 16, set())
+>>> run(dict(fields, conv_h=9), AcceleratorConfig(pe_out=16, pe_in=4))[1]
+{'shape'}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import AcceleratorConfig
+from .descriptor import LayerDescriptor
+from .memmap import BANK0, PARAMS, WEIGHTS, memories
+
+
+@dataclass(frozen=True)
+class Size:
+    """``dest = a * b``, kept in a result register."""
+    dest: str
+    a: str
+    b: str | int
+
+    @property
+    def terms(self):
+        return ((1, self.a, self.b),)
+
+
+@dataclass(frozen=True)
+class Check:
+    """Fails with ``error`` when ``sum(sign * a * b)`` is > 0 (``strict``: >= 0)."""
+    error: str
+    terms: tuple
+    strict: bool = False
+
+
+def _fits(n, k, s, p, size):
+    """``n`` windows of ``k`` at stride ``s`` exactly cover ``size`` plus ``2p`` padding:
+    ``(n - 1) * s + k <= size + 2p < n * s + k``."""
+    return (Check("shape", ((1, n, s), (1, k, 1), (-1, s, 1), (-1, size, 1), (-1, p, 2))),
+            Check("shape", ((1, size, 1), (1, p, 2), (-1, n, s), (-1, k, 1)), strict=True))
+
+
+PROGRAM = (
+    Size("hw_in", "in_h", "in_w"),              # input pixels
+    Size("kk", "k_h", "k_w"),                   # kernel positions, then
+    Size("kk", "kk", "cg_n"),                   # items per conv pixel (weight words per group)
+    Size("out_hw", "out_h", "out_w"),           # output pixels (writer's group stride)
+    Size("s_w_in", "in_w", "stride_h"),         # window walk: one conv row down, in words
+    Size("step_y", "pool_stride_h", "stride_h"),   # next pooling window, in input rows / columns
+    Size("step_x", "pool_stride_w", "stride_w"),
+    Size("step_yw", "s_w_in", "pool_stride_h"),
+    Size("rys0", "pool_pad_h", "stride_h"),     # first window's start, in input rows / columns
+    Size("rxs0", "pool_pad_w", "stride_w"),
+    Size("rysw0", "s_w_in", "pool_pad_h"),
+    Size("p_row", "in_w", "pad_h"),             # conv padding rows, in words
+    *_fits("conv_h", "k_h", "stride_h", "pad_h", "in_h"),
+    *_fits("conv_w", "k_w", "stride_w", "pad_w", "in_w"),
+    *_fits("out_h", "pool_k_h", "pool_stride_h", "pool_pad_h", "conv_h"),
+    *_fits("out_w", "pool_k_w", "pool_stride_w", "pool_pad_w", "conv_w"),
+    Check("act", ((1, "hw_in", "cg_n"), (1, "in_base", 1), (-1, "bank_depth", 1))),
+    Check("act", ((1, "out_hw", "out_cg"), (1, "out_base", 1), (-1, "bank_depth", 1))),
+    Check("weight", ((1, "kk", "og_n"), (1, "w_base", 1), (-1, "weight_depth", 1))),
+    Check("param", ((1, "og_n", "param_rows"), (1, "p_base", 1), (-1, "param_depth", 1))),
+)
+RESULTS = tuple(dict.fromkeys(step.dest for step in PROGRAM if isinstance(step, Size)))
+ERRORS = ("shape", "act", "weight", "param")
+
+
+def limits(config: AcceleratorConfig) -> dict:
+    """The largest value of each result that is a product of strides (at most
+    ``max_stride``), 3-bit pads and ``in_w`` (at most ``max_width``) in a layer that passes the
+    sequencer's limit checks; the hardware keeps these results in registers just that wide."""
+    s, w, pad = config.max_stride, config.max_width, (1 << LayerDescriptor.bits("pad_h")) - 1
+    return {"s_w_in": w * s, "step_y": s * s, "step_x": s * s, "step_yw": w * s * s,
+            "rys0": pad * s, "rxs0": pad * s, "rysw0": w * s * pad, "p_row": w * pad}
+
+
+def group_counts(fields: dict, config: AcceleratorConfig) -> dict:
+    """Input, output (weight rows) and output (activation words) channel groups."""
+    return {"cg_n": -(-fields["in_c"] // config.pe_in),
+            "og_n": -(-fields["out_c"] // config.pe_out),
+            "out_cg": -(-fields["out_c"] // config.pe_in)}
+
+
+def depths(config: AcceleratorConfig) -> dict:
+    """Memory depths in words (rows) and parameter rows per output channel group."""
+    mems = memories(config)
+    return {"bank_depth": mems[BANK0].depth, "weight_depth": mems[WEIGHTS].depth,
+            "param_depth": mems[PARAMS].depth,
+            "param_rows": config.pe_out // config.requant_parallel}
+
+
+def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
+    """The results and the failed checks of `PROGRAM` for descriptor ``fields`` (which must
+    include the word addresses ``in_base``, ``out_base``, ``w_base`` and ``p_base``)."""
+    values = {**fields, **group_counts(fields, config), **depths(config)}
+    failed = set()
+    for step in PROGRAM:
+        total = sum(sign * values[a] * (values[b] if isinstance(b, str) else b)
+                    for sign, a, b in step.terms)
+        if isinstance(step, Size):
+            values[step.dest] = total
+        elif total > 0 or (step.strict and total == 0):
+            failed.add(step.error)
+    return {dest: values[dest] for dest in RESULTS}, failed
+
+
+def cycles(fields: dict, config: AcceleratorConfig) -> int:
+    """Cycles the sequencer spends on `PROGRAM` for ``fields``."""
+    values = {**fields, **group_counts(fields, config), **depths(config)}
+    return sum(1 + max(1, (values[b] if isinstance(b, str) else b).bit_length())
+               for step in PROGRAM for _, _, b in step.terms)

@@ -1,0 +1,132 @@
+"""The layer descriptor: one frozen dataclass whose fields declare their bit widths.
+
+The hardware derives its descriptor ``StructLayout`` from `LayerDescriptor.fields_layout`, and the
+driver packs descriptors into program memory words with `LayerDescriptor.to_words`. Fields are
+packed in declaration order from bit 0 upwards; words are 32 bits, least significant first.
+
+>>> d = LayerDescriptor(op=OP_CONV, in_c=1, in_h=8, in_w=8, out_c=4, conv_h=8, conv_w=8,
+...                     out_h=8, out_w=8, k_h=3, k_w=3, stride_h=1, stride_w=1, pad_h=1, pad_w=1,
+...                     act_lo=0, act_hi=127)
+>>> LayerDescriptor.from_words(d.to_words()) == d
+True
+>>> len(d.to_words()) == LayerDescriptor.WORDS
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import StriateError
+
+OP_CONV = 1       # every layer runs on the convolution datapath; other codes are illegal
+POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
+POOL_CODES = {"none": POOL_NONE, "max": POOL_MAX, "avg": POOL_AVG}
+WORD_BITS = 32
+
+
+class DescriptorError(StriateError):
+    """A descriptor field value does not fit its declared width."""
+
+
+def _bits(width: int, signed: bool = False):
+    return field(default=0, metadata={"bits": width, "signed": signed})
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    """One layer as the sequencer executes it. Sizes are in elements, addresses in bytes.
+
+    The layer reads ``in_c x in_h x in_w`` from activation bank ``in_bank`` at ``in_addr``,
+    convolves (``op == OP_CONV``) with ``k_h x k_w`` weights at ``weight_addr`` and bias/requant
+    parameters from entry ``param_addr`` on, producing ``out_c x conv_h x conv_w``, clamps to
+    ``[act_lo, act_hi]``, pools (``pool``) to ``out_c x out_h x out_w`` and writes the other bank
+    at ``out_addr``.
+    """
+
+    op: int = _bits(2)
+    pool: int = _bits(2)
+    in_bank: int = _bits(1)
+    in_c: int = _bits(16)
+    in_h: int = _bits(10)
+    in_w: int = _bits(10)
+    out_c: int = _bits(16)
+    conv_h: int = _bits(10)
+    conv_w: int = _bits(10)
+    out_h: int = _bits(10)
+    out_w: int = _bits(10)
+    k_h: int = _bits(10)
+    k_w: int = _bits(10)
+    stride_h: int = _bits(3)
+    stride_w: int = _bits(3)
+    pad_h: int = _bits(3)
+    pad_w: int = _bits(3)
+    act_lo: int = _bits(8, signed=True)
+    act_hi: int = _bits(8, signed=True)
+    pool_k_h: int = _bits(10)
+    pool_k_w: int = _bits(10)
+    pool_stride_h: int = _bits(10)
+    pool_stride_w: int = _bits(10)
+    pool_pad_h: int = _bits(3)
+    pool_pad_w: int = _bits(3)
+    pool_mult: int = _bits(31)
+    pool_shift: int = _bits(6)
+    in_addr: int = _bits(24)
+    out_addr: int = _bits(24)
+    weight_addr: int = _bits(26)
+    param_addr: int = _bits(16)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value, width, signed = getattr(self, f.name), f.metadata["bits"], f.metadata["signed"]
+            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+            if not isinstance(value, int) or not lo <= value <= hi:
+                raise DescriptorError(
+                    f"descriptor field {f.name} must be an integer in [{lo}, {hi}], not {value!r}")
+
+    @classmethod
+    def fields_layout(cls) -> list[tuple[str, int, bool]]:
+        """``(name, bits, signed)`` per field, in packing order."""
+        return [(f.name, f.metadata["bits"], f.metadata["signed"]) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def bits(cls, name: str) -> int:
+        """The width of field ``name``."""
+        return next(bits for field, bits, _ in cls.fields_layout() if field == name)
+
+    @classmethod
+    def total_bits(cls) -> int:
+        return sum(bits for _, bits, _ in cls.fields_layout())
+
+    def to_int(self) -> int:
+        value, pos = 0, 0
+        for name, bits, _ in self.fields_layout():
+            value |= (getattr(self, name) & ((1 << bits) - 1)) << pos
+            pos += bits
+        return value
+
+    @classmethod
+    def from_int(cls, value: int) -> "LayerDescriptor":
+        values, pos = {}, 0
+        for name, bits, signed in cls.fields_layout():
+            v = (value >> pos) & ((1 << bits) - 1)
+            if signed and v >> (bits - 1):
+                v -= 1 << bits
+            values[name] = v
+            pos += bits
+        return cls(**values)
+
+    def to_words(self) -> list[int]:
+        v = self.to_int()
+        return [(v >> (WORD_BITS * i)) & 0xFFFF_FFFF for i in range(self.WORDS)]
+
+    @classmethod
+    def from_words(cls, words) -> "LayerDescriptor":
+        words = list(words)
+        if len(words) != cls.WORDS:
+            raise DescriptorError(f"a descriptor must be {cls.WORDS} words, not {len(words)}")
+        return cls.from_int(sum(int(w) << (WORD_BITS * i) for i, w in enumerate(words)))
+
+
+LayerDescriptor.WORDS = -(-LayerDescriptor.total_bits() // WORD_BITS)

@@ -1,0 +1,71 @@
+"""Bit-level layout of what the host writes into and reads from the accelerator's memories.
+
+All words are little-endian byte vectors; lane ``i`` of a word is byte ``i``.
+
+* Activation word (``pe_in`` bytes): channels ``g*pe_in .. g*pe_in + pe_in - 1`` of one pixel.
+  A ``C x H x W`` map is stored as words ``[g][y][x]`` (``g`` the channel group); lanes past ``C``
+  hold 0.
+* Weight word (``pe_out * pe_in`` bytes): byte ``o * pe_in + i`` is
+  ``W[og*pe_out + o, g*pe_in + i, ky, kx]`` (0 outside the layer). A layer's words run
+  ``[og][ky][kx][g]``, the order the window generator consumes them.
+* Parameter entry (four 32-bit words): bias (int32), multiplier (uint32), shift (uint32), 0. A
+  parameter memory row holds ``pe_out`` entries, one output channel group; entries past ``O``
+  are 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import AcceleratorConfig
+from ..ir.graph import QLayer
+
+
+def groups(n: int, lanes: int) -> int:
+    """Lane groups (words) that ``n`` channels need: ``ceil(n / lanes)``."""
+    return -(-n // lanes)
+
+
+def writes_per_pixel(config: AcceleratorConfig) -> int:
+    """Bank words the writer stores per output pixel of ``pe_out`` channels (at least one)."""
+    return max(1, config.pe_out // config.pe_in)
+
+
+def pack_activation(x: np.ndarray, config: AcceleratorConfig) -> np.ndarray:
+    """int8 ``C x H x W`` -> uint8 bytes in bank order (``act_bytes`` long)."""
+    c, h, w = x.shape
+    g = groups(c, config.pe_in)
+    padded = np.zeros((g * config.pe_in, h, w), np.int8)
+    padded[:c] = x
+    words = padded.reshape(g, config.pe_in, h, w).transpose(0, 2, 3, 1)   # g y x lane
+    return np.ascontiguousarray(words).view(np.uint8).reshape(-1)
+
+
+def unpack_activation(data, shape: tuple, config: AcceleratorConfig) -> np.ndarray:
+    """Bank bytes -> int8 ``C x H x W`` (inverse of `pack_activation`)."""
+    c, h, w = shape
+    g = groups(c, config.pe_in)
+    raw = np.frombuffer(bytes(data), np.int8, g * config.pe_in * h * w)
+    return np.ascontiguousarray(raw.reshape(g, h, w, config.pe_in).transpose(0, 3, 1, 2)
+                                .reshape(g * config.pe_in, h, w)[:c])
+
+
+def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
+    """A convolution layer's weights as uint8 bytes in weight memory order."""
+    po, pi = config.pe_out, config.pe_in
+    o, c, kh, kw = layer.weight.shape
+    og, g = groups(o, po), groups(c, pi)
+    padded = np.zeros((og * po, g * pi, kh, kw), np.int8)
+    padded[:o, :c] = layer.weight
+    blocks = padded.reshape(og, po, g, pi, kh, kw).transpose(0, 4, 5, 2, 1, 3)  # og ky kx g o i
+    return np.ascontiguousarray(blocks).view(np.uint8).reshape(-1)
+
+
+def pack_params(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
+    """A layer's channel parameters as uint32 words: (bias, mult, shift, 0) per channel."""
+    o = layer.out_shape[0]
+    entries = np.zeros((groups(o, config.pe_out) * config.pe_out, 4), np.uint32)
+    entries[:o, 0] = layer.bias.astype(np.int32).view(np.uint32)
+    entries[:o, 1] = layer.mult
+    entries[:o, 2] = layer.shift
+    return entries.reshape(-1)

@@ -1,0 +1,220 @@
+"""Map a fused integer graph onto an `AcceleratorConfig`: memory plan and descriptors.
+
+Memory plan (documented contract with the hardware):
+
+* Activations live in two ping-pong banks of ``act_bank_bytes``. The input image is written to
+  bank 0 at address 0; layer ``i`` reads bank ``i % 2`` and writes bank ``(i + 1) % 2``. Each
+  output is placed after the earlier maps of its bank while they fit, so every layer's output
+  stays readable after the run (``MemoryPlan.preserved``); one that does not fit goes to address
+  0, over maps no later layer reads. A ``C x H x W`` map occupies `act_bytes` =
+  ``ceil(C / pe_in) * pe_in * H * W`` bytes (channels padded to the PE array's input lanes), laid
+  out as words of ``pe_in`` channels in ``[channel group][row][column]`` order (`layout`).
+* Weights of all layers stay resident, layer after layer, in words of ``pe_out * pe_in`` bytes
+  (`weight_bytes` of a layer; `layout.pack_weights` gives the order).
+* Bias and requantization parameters take one entry per output channel; each layer's block
+  starts on a multiple of ``pe_out`` entries and spans ``ceil(O / pe_out) * pe_out`` of them.
+
+A layer that does not fit raises `MappingError` naming the layer, its PyTorch module path, the
+limit and the configuration field that sets it. Tiling of large layers is not done yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import AcceleratorConfig
+from .descriptor import OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
+from ..errors import MappingError
+from ..ir.graph import QGraph, QLayer
+from .layout import groups
+
+
+def act_bytes(shape: tuple, config: AcceleratorConfig) -> int:
+    """Bytes a ``C x H x W`` map occupies in an activation bank."""
+    c, h, w = shape
+    return groups(c, config.pe_in) * config.pe_in * h * w
+
+
+def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Bytes of a convolution layer's weight block (zero for pooling layers)."""
+    if layer.op != "conv":
+        return 0
+    o, c, kh, kw = layer.weight.shape
+    return groups(o, config.pe_out) * groups(c, config.pe_in) * config.macs_per_cycle * kh * kw
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where every tensor and parameter block lives. Lists are per layer."""
+
+    act_in: tuple        # (bank, addr, bytes) of each layer's input
+    act_out: tuple       # (bank, addr, bytes) of each layer's output
+    weight: tuple        # (addr, bytes) of each layer's weights
+    param: tuple         # (first entry, entries) of each layer's channel parameters
+    weight_total: int
+    param_total: int
+    act_peak: int        # largest map in bytes
+    preserved: tuple     # per layer: its output is still intact after the last layer
+
+
+def _where(layer: QLayer) -> str:
+    src = ", ".join(layer.sources) if layer.sources else layer.name
+    return f"layer '{layer.name}' (module {src})"
+
+
+def is_dense(layer: QLayer) -> bool:
+    """A convolution whose kernel covers its whole unpadded input (a lowered linear layer)."""
+    return layer.op == "conv" and layer.padding == (0, 0) and layer.kernel == layer.in_shape[1:]
+
+
+def _check_geometry(layer: QLayer, config: AcceleratorConfig):
+    def need(ok, what, value, limit, field):
+        if not ok:
+            raise MappingError(f"{_where(layer)}: {what} must be <= {limit} "
+                               f"(AcceleratorConfig.{field}), not {value}")
+    if layer.op != "conv":
+        raise MappingError(f"{_where(layer)}: op {layer.op!r} has no descriptor; run the "
+                           "integer passes first")
+    kh, kw = layer.kernel
+    if not is_dense(layer):
+        need(max(kh, kw) <= config.max_kernel, "kernel size", f"{kh}x{kw}", config.max_kernel,
+             "max_kernel")
+    need(max(layer.stride) <= config.max_stride, "stride", layer.stride, config.max_stride,
+         "max_stride")
+    need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],
+         config.max_width, "max_width")
+    need(layer.in_shape[1] <= config.max_height, "input height", layer.in_shape[1],
+         config.max_height, "max_height")
+    for present, wanted, field in ((layer.pool == "avg", "average pooling", "avg_pool"),
+                                   (any(layer.pool_padding), "pool padding", "pool_padding")):
+        if present and not getattr(config, field):
+            raise MappingError(f"{_where(layer)}: {wanted} needs AcceleratorConfig.{field}, "
+                               "which this configuration leaves out")
+    _, ch, cw = layer.conv_shape
+    if layer.pool != "none" and tuple(layer.pool_kernel) != (ch, cw):  # global pools are exempt
+        pk = layer.pool_kernel
+        need(max(pk) <= config.max_kernel, "pool window", f"{pk[0]}x{pk[1]}", config.max_kernel,
+             "max_kernel")
+        need(max(layer.pool_stride) <= config.max_stride, "pool stride", layer.pool_stride,
+             config.max_stride, "max_stride")
+
+
+def _place_activations(graph: QGraph, config: AcceleratorConfig):
+    """(bank, addr, bytes) of every layer's input and output, and which outputs survive."""
+    first = act_bytes(graph.layers[0].in_shape, config)
+    used = [first, 0]                       # bytes used per bank
+    act_in, act_out = [(0, 0, first)], []
+    for i, layer in enumerate(graph.layers):
+        size = act_bytes(layer.out_shape, config)
+        bank = (i + 1) % 2
+        addr = used[bank] if used[bank] + size <= config.act_bank_bytes else 0
+        used[bank] = addr + size
+        act_out.append((bank, addr, size))
+        if i + 1 < len(graph.layers):
+            act_in.append((bank, addr, size))
+    alive = _intact(act_out, len(act_out))
+    return tuple(act_in), tuple(act_out), tuple(i in alive for i in range(len(graph.layers)))
+
+
+def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
+    """Place every layer of a lowered graph; raise `MappingError` for what does not fit."""
+    if not 1 <= len(graph.layers) <= config.program_depth:
+        raise MappingError(f"program must have 1 to {config.program_depth} layers "
+                           f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
+    weight, param = [], []
+    w_addr = p_addr = peak = 0
+    for layer in graph.layers:
+        _check_geometry(layer, config)
+        for shape, what in ((layer.in_shape, "input"), (layer.out_shape, "output")):
+            size = act_bytes(shape, config)
+            peak = max(peak, size)
+            if size > config.act_bank_bytes:
+                raise MappingError(
+                    f"{_where(layer)}: {what} map {'x'.join(map(str, shape))} needs {size} bytes, "
+                    f"must fit an activation bank of {config.act_bank_bytes} bytes "
+                    "(AcceleratorConfig.act_bank_bytes)")
+        size = weight_bytes(layer, config)
+        weight.append((w_addr, size))
+        w_addr += size
+        entries = groups(layer.out_shape[0], config.pe_out) * config.pe_out
+        param.append((p_addr, entries))
+        p_addr += entries
+    if w_addr > config.weight_bytes:
+        raise MappingError(f"weights need {w_addr} bytes, must fit the weight memory of "
+                           f"{config.weight_bytes} bytes (AcceleratorConfig.weight_bytes)")
+    if p_addr > config.param_entries:
+        raise MappingError(f"channel parameters need {p_addr} entries, must fit "
+                           f"{config.param_entries} (AcceleratorConfig.param_entries)")
+    act_in, act_out, preserved = _place_activations(graph, config)
+    return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
+                      preserved)
+
+
+def _intact(act_out, count: int) -> tuple:
+    """Layers among the first ``count`` whose (bank, addr, bytes) output region no later layer
+    among them writes over."""
+    def overlaps(a, b):
+        return a[0] == b[0] and a[1] < b[1] + b[2] and b[1] < a[1] + a[2]
+    return tuple(i for i in range(count)
+                 if not any(overlaps(act_out[i], act_out[j]) for j in range(i + 1, count)))
+
+
+def survivors(plan: MemoryPlan, count: int) -> tuple:
+    """Layers among the first ``count`` whose output is intact after a run of just those
+    layers (a program prefix)."""
+    return _intact(plan.act_out, count)
+
+
+def pool_stride(layer: QLayer) -> tuple[int, int]:
+    """The descriptor's pool stride. Along an axis with one output the stride is never taken;
+    the smallest one that still yields one output (``size + 2 * pad - kernel < stride``) keeps
+    global pools within ``max_stride``."""
+    sizes = layer.conv_shape[1:]
+    return tuple(s if n > 1 else min(s, max(1, size + 2 * p - k + 1))
+                 for s, n, size, p, k in zip(layer.pool_stride, layer.out_shape[1:], sizes,
+                                             layer.pool_padding, layer.pool_kernel))
+
+
+def layer_fields(layer: QLayer) -> dict:
+    """The descriptor fields of ``layer`` that do not depend on where it is placed (`describe`
+    adds the bank and addresses); the cycle model reads them too."""
+    in_c, in_h, in_w = layer.in_shape
+    out_c, conv_h, conv_w = layer.conv_shape
+    kh, kw = layer.kernel
+    ps_h, ps_w = pool_stride(layer)
+    return dict(
+        op=OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
+        conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
+        k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
+        pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
+        pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
+        pool_stride_h=ps_h, pool_stride_w=ps_w,
+        pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
+        pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift))
+
+
+def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
+    """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
+    try:
+        return LayerDescriptor(
+            **layer_fields(layer), in_bank=plan.act_in[index][0],
+            in_addr=plan.act_in[index][1], out_addr=plan.act_out[index][1],
+            weight_addr=plan.weight[index][0], param_addr=plan.param[index][0])
+    except DescriptorError as exc:
+        raise MappingError(f"{_where(layer)}: {exc}") from None
+
+
+def geometry(desc: LayerDescriptor) -> dict:
+    """The `QLayer` geometry fields a descriptor encodes (inverse of `describe`)."""
+    pools = {code: name for name, code in POOL_CODES.items()}
+    if desc.op != OP_CONV or desc.pool not in pools:
+        raise DescriptorError(f"descriptor op {desc.op} / pool {desc.pool} is not a known code")
+    return dict(
+        op="conv", pool=pools[desc.pool],
+        in_shape=(desc.in_c, desc.in_h, desc.in_w),
+        out_shape=(desc.out_c, desc.out_h, desc.out_w),
+        stride=(desc.stride_h, desc.stride_w), padding=(desc.pad_h, desc.pad_w),
+        lo=desc.act_lo, hi=desc.act_hi, pool_kernel=(desc.pool_k_h, desc.pool_k_w),
+        pool_stride=(desc.pool_stride_h, desc.pool_stride_w),
+        pool_padding=(desc.pool_pad_h, desc.pool_pad_w), pool_mult=desc.pool_mult,
+        pool_shift=desc.pool_shift)

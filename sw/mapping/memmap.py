@@ -1,0 +1,132 @@
+"""The accelerator's host bus: register map, memory windows and status/error codes.
+
+The bus is 32 bits wide and word addressed: ``addr = region << REGION_SHIFT | offset``. Memory
+regions expose each memory row as ``row_words`` consecutive bus words (little-endian: bus word 0
+holds bits 0-31 of the row); rows narrower than 32 bits take one bus word each, in its low bits.
+Memories can be read and written only while the accelerator is not busy (writes while busy are
+dropped, reads return 0). Registers are always accessible.
+
+Registers (region 0, word offsets):
+
+=========  ====  =====================================================================
+name       word  meaning
+=========  ====  =====================================================================
+CTRL       0     write bit 0 = START (ignored while busy); bit 1 = ABORT: stops a run at once
+                 and resets the sequencer and datapath (memories keep their contents; BUSY,
+                 DONE and ERROR read 0 after it); a write with both bits set only aborts
+STATUS     1     bit 0 BUSY, bit 1 DONE, bit 2 ERROR (DONE and ERROR clear on START)
+ERROR      2     error code (`ERRORS`), 0 if none
+LAYER      3     index of the layer running, or the one that failed
+LAYERS     4     number of descriptors to run (read/write)
+CYCLES     5     cycles from START to DONE or ERROR
+PE_BUSY    6     cycles in which the PE array accepted a chunk of work
+CONFIG_ID  7     `config_id` of the configuration the hardware was generated for
+LAYER_CYCLES  1024 + i  CYCLES at the end of layer ``i`` (`layer_cycles` turns these into the
+                        cycles each layer took, descriptor fetch included)
+=========  ====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import AcceleratorConfig
+from .descriptor import LayerDescriptor
+
+REGION_SHIFT = 20
+ADDR_BITS = 24              # bus word address width (4-bit region, 20-bit offset)
+REG, PROGRAM, PARAMS, WEIGHTS, BANK0, BANK1 = range(6)
+
+CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
+LAYER_CYCLES = 1024
+START, ABORT = 1, 2
+BUSY, DONE, FAILED = 1, 2, 4
+
+ERRORS = {
+    1: "unknown op or pool code",
+    2: "zero size",
+    3: "beyond the configuration's limits (width or stride)",
+    4: "activation map outside its bank",
+    5: "weights outside weight memory",
+    6: "parameters outside parameter memory",
+    7: "inconsistent convolution or pooling geometry",
+    8: "unaligned address",
+    9: "layer count must be 1 to program_depth",
+}
+(E_OP, E_ZERO, E_LIMIT, E_ACT, E_WEIGHT, E_PARAM, E_SHAPE, E_ALIGN, E_COUNT) = range(1, 10)
+
+PARAM_ENTRY_WORDS = 4   # bias, mult, shift, unused
+
+
+def layer_cycles(stamps) -> list[int]:
+    """The cycles each layer took, from the LAYER_CYCLES words of its run (the cycle counter at
+    the end of each layer; the counter is 32 bits)."""
+    out, last = [], 0
+    for stamp in (int(s) for s in stamps):
+        out.append((stamp - last) & 0xFFFF_FFFF)
+        last = stamp
+    return out
+
+
+def config_id(config: AcceleratorConfig) -> int:
+    """32-bit fingerprint of a configuration (the hardware's CONFIG_ID register)."""
+    text = json.dumps(config.to_dict(), sort_keys=True).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "little")
+
+
+@dataclass(frozen=True)
+class MemoryShape:
+    """One memory: ``depth`` rows of ``width`` bits, each row ``row_words`` bus words."""
+
+    depth: int
+    width: int
+
+    @property
+    def row_words(self) -> int:
+        return max(1, self.width // 32)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width // 8
+
+    def bus_offset(self, byte_addr: int) -> int:
+        """Bus word offset, in the region, of the row-aligned byte address ``byte_addr``."""
+        return byte_addr // self.row_bytes * self.row_words
+
+    def to_bus(self, data) -> np.ndarray:
+        """Bytes stored from a row boundary on -> the uint32 bus words that write them."""
+        data = np.ascontiguousarray(data, np.uint8)
+        if self.row_bytes >= 4:
+            return data.view("<u4").astype(np.uint32)
+        rows = data.reshape(-1, self.row_bytes)
+        return sum(rows[:, b].astype(np.uint32) << (8 * b) for b in range(self.row_bytes))
+
+    def from_bus(self, words) -> np.ndarray:
+        """Inverse of `to_bus`: uint32 bus words read back -> the stored bytes."""
+        words = np.asarray(words, np.uint32)
+        if self.row_bytes >= 4:
+            return words.astype("<u4").view(np.uint8)
+        return np.stack([(words >> (8 * b)) & 0xFF for b in range(self.row_bytes)], 1) \
+            .astype(np.uint8).reshape(-1)
+
+
+def memories(config: AcceleratorConfig) -> dict:
+    """The memories a configuration instantiates, by region."""
+    po, pi = config.pe_out, config.pe_in
+    bank = MemoryShape(config.act_bank_bytes // pi, 8 * pi)
+    return {
+        PROGRAM: MemoryShape(config.program_depth * LayerDescriptor.WORDS, 32),
+        PARAMS: MemoryShape(config.param_entries // config.requant_parallel,
+                            32 * PARAM_ENTRY_WORDS * config.requant_parallel),
+        WEIGHTS: MemoryShape(config.weight_bytes // (po * pi), 8 * po * pi),
+        BANK0: bank,
+        BANK1: bank,
+    }
+
+
+def address(region: int, offset: int = 0) -> int:
+    return region << REGION_SHIFT | offset

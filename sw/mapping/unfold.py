@@ -1,0 +1,32 @@
+"""The configuration-dependent pass: unfold a thin first layer's windows on the host."""
+
+from __future__ import annotations
+
+from ..config import AcceleratorConfig
+from ..ir.graph import QGraph
+from .mapper import act_bytes
+
+
+def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
+    """Unfold the first convolution's windows on the host when its input has fewer channels
+    than the PE array has input lanes and the unfolded map fits an activation bank.
+
+    The first layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
+    ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
+    the same way (`golden.im2col`). With one input channel and 4 lanes a 5x5 layer then needs
+    7 cycles per pixel instead of 25.
+    """
+    if not graph.layers or graph.input_im2col:
+        return graph
+    first = graph.layers[0]
+    c = first.in_shape[0]
+    if first.op != "conv" or c >= config.pe_in or first.kernel == (1, 1):
+        return graph
+    o, _, kh, kw = first.weight.shape
+    _, oh, ow = first.conv_shape
+    if act_bytes((c * kh * kw, oh, ow), config) > config.act_bank_bytes:
+        return graph
+    unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
+                             weight=first.weight.reshape(o, c * kh * kw, 1, 1))
+    return graph.replace(layers=(unfolded,) + graph.layers[1:],
+                         input_im2col=(kh, kw) + tuple(first.stride) + tuple(first.padding))

@@ -1,0 +1,285 @@
+"""The host driver: one API for the accelerator on any transport::
+
+    dev = striate.open("verilator", config)
+    dev.load(program)
+    yq = dev.run(program, xq)                 # same values as program.run_reference(xq)
+    dev.last_run.cycles, dev.last_run.utilization
+
+The driver speaks to the hardware only through a `Transport`: 32-bit bus reads and writes
+(`striate.sw.mapping.memmap`) and ``wait`` to let it run. Simulated hardware and a board over a serial
+line are transports; the driver does not know which one it has.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..golden import cycles as cycle_model
+from .. import arguments
+from . import image
+from ..mapping import memmap
+from ..config import AcceleratorConfig
+from ..errors import StriateError
+from ..mapping.mapper import survivors
+from .program import Program, as_config
+
+
+class DeviceError(StriateError):
+    """The accelerator reported ERROR (the message decodes the code and names the layer)."""
+
+
+class DeviceTimeout(StriateError):
+    """The accelerator did not report DONE in time (the message names the layer it was on)."""
+
+
+class Transport(abc.ABC):
+    """Access to one accelerator's host bus."""
+
+    @abc.abstractmethod
+    def write(self, addr: int, words) -> None:
+        """Write consecutive 32-bit words from bus address ``addr`` on."""
+
+    @abc.abstractmethod
+    def read(self, addr: int, count: int = 1) -> np.ndarray:
+        """Read ``count`` consecutive 32-bit words (uint32) from ``addr`` on."""
+
+    @abc.abstractmethod
+    def wait(self, cycles: int) -> None:
+        """Let the accelerator run for about ``cycles`` clock cycles without bus traffic."""
+
+    def close(self) -> None:
+        """Release the simulator or port."""
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Hardware counters of one image: START to DONE, per layer, PE busy; with the ideal cycles
+    (MACs / peak MACs per cycle) they give utilization."""
+
+    cycles: int
+    layer_cycles: tuple
+    pe_busy: int
+    ideal_cycles: tuple
+    layer_names: tuple
+
+    @classmethod
+    def of(cls, program, cycles: int, layer_cycles, pe_busy: int) -> "RunStats":
+        """Counters read for ``program``, with its ideal cycles."""
+        return cls(cycles=int(cycles), layer_cycles=tuple(int(c) for c in layer_cycles),
+                   pe_busy=int(pe_busy),
+                   ideal_cycles=tuple(cycle_model.ideal_cycles(l, program.config)
+                                      for l in program.layers),
+                   layer_names=tuple(l.name for l in program.layers))
+
+    @property
+    def utilization(self) -> dict:
+        """Per layer name and ``"network"``: ideal cycles / measured cycles."""
+        util = {name: ideal / measured for name, ideal, measured in
+                zip(self.layer_names, self.ideal_cycles, self.layer_cycles)}
+        util["network"] = sum(self.ideal_cycles) / self.cycles
+        return util
+
+
+class Device:
+    """An accelerator reached through ``transport``, generated for ``config``."""
+
+    def __init__(self, transport: Transport, config: AcceleratorConfig, name: str = "device"):
+        self.transport, self.config, self.name = transport, config, name
+        self.last_run: RunStats | None = None
+        self._loaded = None
+        found = self._reg(memmap.CONFIG_ID)
+        if found != memmap.config_id(config):
+            raise StriateError(f"{name} was generated for configuration id {found:#010x}, "
+                               f"not {memmap.config_id(config):#010x} ({config})")
+
+    def _reg(self, index: int) -> int:
+        return int(self.transport.read(memmap.address(memmap.REG, index))[0])
+
+    def load(self, program) -> None:
+        """Write the program's descriptors, parameters and weights (once per program)."""
+        if not isinstance(program, Program):
+            raise StriateError(f"program must be a Program, not {type(program).__name__}")
+        if program.config != self.config:
+            raise StriateError(f"program was compiled for {program.config}, but the {self.name} "
+                               f"is {self.config}; recompile it for this configuration")
+        if self._reg(memmap.STATUS) & memmap.BUSY:
+            raise StriateError(f"{self.name} is busy; cannot load a program")
+        for addr, words in image.program_image(program):
+            self.transport.write(addr, words)
+        self._loaded = program
+
+    def run(self, program, xq, return_all: bool = False, timeout_cycles: int | None = None,
+            progress=None):
+        """Run int8 ``N x C x H x W`` images; return the output like `Program.run_reference`.
+
+        With ``return_all``, the list of every layer's output (``N x ...``), all read back from
+        the hardware: a layer whose output a later layer overwrites in the activation banks is
+        read after an extra run of the program prefix that ends with it (``last_run`` counts
+        the whole program's run). ``timeout_cycles`` bounds each run (a positive int; default:
+        four times the cycle model's upper bound plus 10,000); on a timeout the accelerator is
+        stopped with CTRL.ABORT, so the device stays usable. ``progress``, if given, is called with the number of images done. An empty
+        batch (``N = 0``) starts nothing and returns empty outputs, as the golden model does;
+        ``last_run`` is then None.
+        """
+        if not isinstance(program, Program):
+            raise StriateError(f"program must be a Program, not {type(program).__name__}")
+        shape = tuple(program.graph.input_shape)
+        a = arguments.as_array(xq)
+        if a is None or a.dtype != np.int8 or a.ndim != 1 + len(shape) or a.shape[1:] != shape:
+            raise StriateError(f"input must be int8 N x {arguments.dims(shape)}, not "
+                               f"{arguments.describe(xq if a is None else a)}")
+        xq = a
+        return_all = arguments.check_flag(return_all, "return_all")
+        if timeout_cycles is not None and not (
+                isinstance(timeout_cycles, (int, np.integer)) and
+                not isinstance(timeout_cycles, (bool, np.bool_)) and timeout_cycles > 0):
+            raise StriateError(f"timeout_cycles must be a positive integer or None, not "
+                               f"{timeout_cycles!r}")
+        if progress is not None and not callable(progress):
+            raise StriateError(f"progress must be a callable or None, not {progress!r}")
+        if program is not self._loaded:
+            self.load(program)
+        if len(xq) == 0:
+            self.last_run = None
+        predicted = sum(cycle_model.program_cycles(program))
+        bound = sum(cycle_model.layer_cycles_bound(l, self.config) for l in program.layers)
+        budget = timeout_cycles if timeout_cycles is not None else 4 * bound + 10_000
+        n_layers = len(program.layers)
+        runs = self._readback_runs(program, return_all)
+        outs = {i: [] for _, read in runs for i in read}
+        for k, x in enumerate(xq):
+            for count, read in runs:
+                self._start(program, x, count)
+                self._wait_done(program, min(predicted, budget), budget)
+                if count == n_layers:
+                    self.last_run = self._stats(program)
+                for i in read:
+                    addr, words = image.output_location(program, i)
+                    outs[i].append(image.decode_output(program, i,
+                                                       self.transport.read(addr, words)))
+            if progress:
+                progress(k + 1)
+        stacked = {i: np.stack(v) if v else np.zeros((0, *program.layers[i].out_shape), np.int8)
+                   for i, v in outs.items()}
+        final = stacked[n_layers - 1].reshape(len(xq), *program.graph.output_shape)
+        if not return_all:
+            return final
+        result = [stacked[i] for i in range(n_layers)]
+        result[-1] = final
+        return result
+
+    @staticmethod
+    def _readback_runs(program, every_layer: bool) -> list:
+        """``(layers to run, layers to read after it)`` per run of one image: the whole
+        program, then, for ``every_layer``, program prefixes that end at the layers a later
+        layer overwrote, each read while still intact."""
+        n = len(program.layers)
+        if not every_layer:
+            return [(n, (n - 1,))]
+        runs, unread = [(n, survivors(program.plan, n))], set(range(n))
+        unread -= set(runs[0][1])
+        while unread:
+            count = max(unread) + 1
+            read = tuple(i for i in survivors(program.plan, count) if i in unread)
+            runs.append((count, read))
+            unread -= set(read)
+        return runs
+
+    def reset(self) -> None:
+        """Stop whatever the accelerator runs (CTRL.ABORT); memories keep their contents."""
+        self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.ABORT])
+
+    def _start(self, program, x, layers: int) -> None:
+        if self._reg(memmap.STATUS) & memmap.BUSY:
+            raise StriateError(f"{self.name} is busy (still running an earlier start)")
+        addr, words = image.input_image(program, x)
+        self.transport.write(addr, words)
+        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [layers])
+        self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
+
+    def _wait_done(self, program, first_wait: int, budget: int) -> None:
+        waited = 0
+        step = max(64, first_wait)
+        while True:
+            status = self._reg(memmap.STATUS)
+            if status & memmap.FAILED:
+                code, layer = self._reg(memmap.ERROR), self._reg(memmap.LAYER)
+                raise DeviceError(
+                    f"{self.name} stopped with error {code} "
+                    f"({memmap.ERRORS.get(code, 'unknown code')}) at layer {layer}"
+                    f"{self._layer_name(program, layer)}")
+            if status & memmap.DONE and not status & memmap.BUSY:
+                return
+            if waited >= budget:
+                layer = self._reg(memmap.LAYER)
+                self.reset()
+                raise DeviceTimeout(f"{self.name} did not finish within {budget:,} cycles; it was "
+                                    f"on layer {layer}{self._layer_name(program, layer)} (stopped "
+                                    "with CTRL.ABORT; the next run starts clean)")
+            self.transport.wait(min(step, budget - waited))
+            waited += min(step, budget - waited)
+            step = max(64, first_wait // 8)
+
+    @staticmethod
+    def _layer_name(program, index: int) -> str:
+        if 0 <= index < len(program.layers):
+            return f" ('{program.layers[index].name}')"
+        return ""
+
+    def _stats(self, program) -> RunStats:
+        n = len(program.layers)
+        stamps = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES), n)
+        return RunStats.of(program, self._reg(memmap.CYCLES), memmap.layer_cycles(stamps),
+                           self._reg(memmap.PE_BUSY))
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+BACKENDS = ("verilator", "pysim", "cocotb")
+
+
+def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = None,
+         baudrate: int = 115200, clock_hz: float = 12e6) -> Device:
+    """Open an accelerator: a simulated one (``"verilator"``, ``"pysim"``, ``"cocotb"``) built
+    for ``config`` (an `AcceleratorConfig` or a dict of its parameters; default
+    `AcceleratorConfig()`), or one behind the UART bridge on a serial
+    port (``"serial:/dev/ttyUSB1"``; ``clock_hz`` is the accelerator's clock, for waits)."""
+    if not isinstance(backend, str):
+        raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
+                           f"not {backend!r}")
+    config = as_config(config)
+    if not isinstance(baudrate, (int, np.integer)) or isinstance(baudrate, bool) or baudrate <= 0:
+        raise StriateError(f"baudrate must be a positive integer, not {baudrate!r}")
+    if not isinstance(clock_hz, (int, float, np.integer, np.floating)) or \
+            isinstance(clock_hz, bool) or not 0 < clock_hz < float("inf"):
+        raise StriateError(f"clock_hz must be a positive number, not {clock_hz!r}")
+    if backend.startswith("serial:"):
+        import serial
+        from .serial_link import SerialTransport
+        path = backend[len("serial:"):]
+        try:
+            port = serial.Serial(path, baudrate=baudrate, timeout=0.5)
+        except (serial.SerialException, OSError) as exc:
+            raise StriateError(f"cannot open serial port {path!r}: {exc}") from None
+        return Device(SerialTransport(port, clock_hz=clock_hz), config, f"board on {path}")
+    if backend == "verilator":
+        from ...sim.fastsim import VerilatorTransport
+        return Device(VerilatorTransport(config), config, "verilator simulation")
+    if backend == "pysim":
+        from ...sim.pysim import PysimTransport
+        return Device(PysimTransport(config), config, "Amaranth simulation")
+    if backend == "cocotb":
+        from ...sim.cocotb_transport import CocotbTransport
+        return Device(CocotbTransport(config), config, "cocotb simulation")
+    raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
+                       f"not {backend!r}")

@@ -1,0 +1,467 @@
+"""The program file format (``.stp``), version 1.
+
+Layout: 8-byte magic ``b"STRIATE\\0"``, format version (uint16 LE), reserved uint16 (0), payload
+length (uint64 LE), SHA-256 of the payload (32 bytes), then the payload: a uint32 LE length, a
+UTF-8 JSON header and a binary blob of little-endian arrays the header indexes.
+
+The header stores the config, the scales, the host-side input unfold (if any), and per layer its
+name, module paths, output scale, its descriptor as 32-bit words and its arrays. A valid checksum
+only proves the file is intact, not that it was written by `save_program`, so loading checks
+everything it reads (docs/program-format.md lists the checks): the header's JSON types, every
+layer's geometry (rebuilt from its descriptor) and arrays against the numerics contract, the
+chain of shapes from the input to the output, the host-side unfold (re-derived with
+`unfold.im2col_input`), the int32 accumulator bound (`numerics.accumulator_bound`), and that the
+mapper reproduces the stored descriptors. A file either loads as a program the compiler could
+have produced or raises `ProgramFormatError` naming the file and the field or layer at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import reprlib
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..ir import numerics
+from ..config import AcceleratorConfig
+from ..mapping.descriptor import LayerDescriptor
+from ..errors import ProgramFormatError, StriateError
+from ..ir.graph import QGraph, QLayer
+from ..ir.kernels import out_size
+from ..mapping.mapper import geometry
+from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
+from ..mapping.unfold import im2col_input
+
+MAGIC = b"STRIATE\0"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sHHQ32s")
+# Per layer, in blob order: dtype and number of dimensions of each array.
+_ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1)}
+_HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input_im2col",
+                  "metadata", "layers")
+_OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
+_LAYER_FIELDS = ("name", "sources", "out_scale", "descriptor", "arrays")
+_ARRAY_FIELDS = ("dtype", "shape", "offset", "nbytes")
+_WORD_MAX = (1 << 32) - 1
+
+
+def _encode(program) -> bytes:
+    blob, layers = bytearray(), []
+    for layer, desc in zip(program.layers, program.descriptors):
+        arrays = {}
+        for name, (dtype, _) in _ARRAYS.items():
+            value = getattr(layer, name)
+            if value is None:
+                continue
+            data = np.ascontiguousarray(value, dtype=dtype).tobytes()
+            arrays[name] = {"dtype": dtype, "shape": list(value.shape), "offset": len(blob),
+                            "nbytes": len(data)}
+            blob += data
+        layers.append({"name": layer.name, "sources": list(layer.sources),
+                       "out_scale": layer.out_scale, "descriptor": desc.to_words(),
+                       "arrays": arrays})
+    g = program.graph
+    header = {"config": program.config.to_dict(), "input_shape": list(g.input_shape),
+              "input_scale": g.input_scale, "output_shape": list(g.output_shape),
+              "input_im2col": list(g.input_im2col), "metadata": program.metadata,
+              "layers": layers}
+    text = json.dumps(header, sort_keys=True).encode()
+    return struct.pack("<I", len(text)) + text + bytes(blob)
+
+
+def _path(path, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise StriateError(f"{what} path must be a file name, not {path!r}")
+    return Path(path)
+
+
+def save_program(program, path) -> None:
+    """Write ``program`` to ``path`` atomically: a crash leaves the old file or none. A path
+    that cannot be written raises `StriateError` naming it."""
+    path = _path(path, "program file")
+    payload = _encode(program)
+    data = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload),
+                        hashlib.sha256(payload).digest()) + payload
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    except OSError as exc:
+        raise StriateError(f"cannot write program file {str(path)!r}: {exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StriateError(f"cannot write program file {str(path)!r}: {exc}") from None
+        raise
+
+
+# -- typed reads of the JSON header: each returns the value or raises naming the field ---------
+
+def _bad(where: str, what: str, expected: str, value) -> ProgramFormatError:
+    return ProgramFormatError(f"{where}: {what} must be {expected}, not {reprlib.repr(value)}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fields(value, what: str, where: str, fields: tuple, optional: tuple = ()) -> dict:
+    """A JSON object with exactly ``fields`` (those in ``optional`` may be absent)."""
+    if not isinstance(value, dict):
+        raise _bad(where, what, "a JSON object", value)
+    missing = [f for f in fields if f not in value and f not in optional]
+    if missing or set(value) - set(fields):
+        raise ProgramFormatError(f"{where}: {what} must have the fields {sorted(fields)}"
+                                 f"{f' ({sorted(optional)} optional)' if optional else ''}, "
+                                 f"not {sorted(value)}")
+    return value
+
+
+def _str(value, what: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(where, what, "a string", value)
+    return value
+
+
+def _ints(value, what: str, where: str, length: int | None = None, lo: int = 0,
+          hi: int | None = None) -> tuple:
+    """A list of integers (not bools) in ``[lo, hi]``, of ``length`` when given."""
+    if not (isinstance(value, list) and (length is None or len(value) == length)
+            and all(_is_int(v) and v >= lo and (hi is None or v <= hi) for v in value)):
+        count = "" if length is None else f"{length} "
+        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise _bad(where, what, f"a list of {count}integers {bounds}", value)
+    return tuple(value)
+
+
+def _scale(value, what: str, where: str) -> float:
+    """A scale: a finite number > 0 (an integer too; JSON does not tell 2.0 from 2)."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:       # an integer beyond float range
+            pass
+    if number is None or not (math.isfinite(number) and number > 0):
+        raise _bad(where, what, "a finite number > 0", value)
+    return number
+
+
+def _object(pairs: list) -> dict:
+    """`json.loads` hook: a JSON object, refusing duplicate keys (which one would win?)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {key!r}")
+    return obj
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+def _array(blob: bytes, spec, name: str, pos: int, where: str) -> tuple[np.ndarray, int]:
+    """Array ``name`` of a layer; it must start at byte ``pos`` of the blob (arrays are stored
+    back to back in layer order). Returns the array and where the next one starts."""
+    dtype, ndim = _ARRAYS[name]
+    what = f"arrays.{name}"
+    spec = _fields(spec, what, where, _ARRAY_FIELDS)
+    if spec["dtype"] != dtype:
+        raise _bad(where, f"{what}.dtype", repr(dtype), spec["dtype"])
+    shape = _ints(spec["shape"], f"{what}.shape", where, ndim)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if not _is_int(spec["offset"]) or spec["offset"] != pos:
+        raise _bad(where, f"{what}.offset", f"{pos} (the end of the array before it)",
+                   spec["offset"])
+    if not _is_int(spec["nbytes"]) or spec["nbytes"] != nbytes:
+        raise _bad(where, f"{what}.nbytes", f"{nbytes} ({_dims(shape)} of {dtype})",
+                   spec["nbytes"])
+    if pos + nbytes > len(blob):
+        raise ProgramFormatError(f"{where}: {what} of {list(shape)} {dtype} must lie inside the "
+                                 f"blob of {len(blob)} bytes, not end at byte {pos + nbytes}")
+    return np.frombuffer(blob, dtype, math.prod(shape), pos).reshape(shape), pos + nbytes
+
+
+def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
+    """Layer ``index``: returns ``(QLayer, stored LayerDescriptor, end of its arrays)``."""
+    where = f"{file}: layer {index}"
+    entry = _fields(entry, f"layer {index}", file, _LAYER_FIELDS)
+    name = _str(entry["name"], "name", where)
+    where = f"{file}: layer {name!r}"
+    if not (isinstance(entry["sources"], list)
+            and all(isinstance(s, str) for s in entry["sources"])):
+        raise _bad(where, "sources", "a list of strings (PyTorch module paths)", entry["sources"])
+    out_scale = _scale(entry["out_scale"], "out_scale", where)
+    words = list(_ints(entry["descriptor"], "descriptor", where, LayerDescriptor.WORDS, 0,
+                       _WORD_MAX))
+    desc = LayerDescriptor.from_words(words)
+    if desc.to_words() != words:
+        raise _bad(where, "descriptor", f"{LayerDescriptor.total_bits()} bits of fields with the "
+                   "rest of its last word 0", words)
+    try:
+        fields = geometry(desc)
+    except StriateError as exc:
+        raise ProgramFormatError(f"{where}: {exc}") from None
+    specs = _fields(entry["arrays"], "arrays", where, tuple(_ARRAYS))
+    arrays = {}
+    for key in _ARRAYS:
+        arrays[key], pos = _array(blob, specs[key], key, pos, where)
+    # The kernel lives only in the weights' shape; the rest QLayer.check compares itself.
+    kernel = (desc.out_c, desc.in_c, desc.k_h, desc.k_w)
+    if arrays["weight"].shape != kernel:
+        raise ProgramFormatError(f"{where}: weight must have shape {kernel} as its descriptor "
+                                 f"says, not {arrays['weight'].shape}")
+    layer = QLayer(name=name, sources=tuple(entry["sources"]), out_scale=out_scale, **fields,
+                   weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
+                   mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64))
+    try:
+        layer.check()
+    except StriateError as exc:
+        raise ProgramFormatError(f"{file}: {exc}") from None
+    _check_layer(layer, where)
+    return layer, desc, pos
+
+
+def _check_layer(layer: QLayer, where: str) -> None:
+    """What the compiler guarantees of one lowered layer beyond `QLayer.check`."""
+    for what, value in (("in_shape", layer.in_shape), ("out_shape", layer.out_shape),
+                        ("kernel", layer.kernel), ("stride", layer.stride),
+                        ("pool_kernel", layer.pool_kernel), ("pool_stride", layer.pool_stride)):
+        if min(value) < 1:
+            raise _bad(where, what, ">= 1 in every dimension", list(value))
+    w = layer.weight
+    if w.min() < -numerics.WEIGHT_MAX:
+        raise ProgramFormatError(f"{where}: weights must be in [-{numerics.WEIGHT_MAX}, "
+                                 f"{numerics.WEIGHT_MAX}] (symmetric int8), not {int(w.min())}")
+    lo, hi = layer.lo, layer.hi
+    if lo not in (numerics.INT8_MIN, 0) or not 0 <= hi <= numerics.INT8_MAX:
+        raise _bad(where, "clamp [lo, hi]", f"[{numerics.INT8_MIN} or 0 (a fused ReLU), 0 to "
+                   f"{numerics.INT8_MAX}]", [lo, hi])
+    o, ch, cw = layer.conv_shape
+    if min(ch, cw) < 1:
+        raise ProgramFormatError(f"{where}: kernel {_dims(layer.kernel)} must fit the "
+                                 f"{_dims(layer.in_shape)} input, not give {_dims((o, ch, cw))}")
+    pool = (tuple(layer.pool_kernel), tuple(layer.pool_stride), tuple(layer.pool_padding))
+    scaler = [int(layer.pool_mult), int(layer.pool_shift)]
+    if layer.pool == "none":
+        if pool != ((1, 1), (1, 1), (0, 0)):
+            raise _bad(where, "pool_kernel, pool_stride, pool_padding", "[[1, 1], [1, 1], "
+                       "[0, 0]] without pooling", [list(p) for p in pool])
+        want = (o, ch, cw)
+    else:
+        # PyTorch's rule; it also keeps every window on the map, so a max pool never emits
+        # its padding value (`_check_accumulators` relies on that).
+        if any(2 * p > k for k, p in zip(pool[0], pool[2])):
+            raise _bad(where, "pool_padding", f"at most half the {_dims(pool[0])} pool window",
+                       list(pool[2]))
+        want = (o,) + tuple(out_size(n, k, s, p) for n, k, s, p in zip((ch, cw), *pool))
+    if layer.pool == "avg":
+        if not (1 <= scaler[0] < 1 << numerics.MULT_BITS
+                and numerics.SHIFT_MIN <= scaler[1] <= numerics.SHIFT_MAX):
+            raise _bad(where, "pool_mult, pool_shift", f"in [1, 2**{numerics.MULT_BITS}) and "
+                       f"[{numerics.SHIFT_MIN}, {numerics.SHIFT_MAX}] for average pooling",
+                       scaler)
+    elif scaler != [0, 0]:
+        raise _bad(where, "pool_mult, pool_shift", "[0, 0] without average pooling", scaler)
+    if tuple(layer.out_shape) != want:
+        what = "convolution" if layer.pool == "none" else f"convolution and {layer.pool} pooling"
+        raise ProgramFormatError(f"{where}: output shape {_dims(layer.out_shape)} must be "
+                                 f"{_dims(want)}, what its {what} make of {_dims(layer.in_shape)}")
+
+
+def _passes_through(layer: QLayer) -> bool:
+    """An identity convolution (`passes.lower_pool_layers`) with max or no pooling: it emits
+    values of its input, clamped, as the clamp and max pooling layers it was lowered from."""
+    o, c, kh, kw = layer.weight.shape
+    identity = (o == c and (kh, kw) == (1, 1) and not layer.bias.any()
+                and np.array_equal(layer.weight[:, :, 0, 0], np.eye(c))
+                and np.all(layer.mult == IDENTITY_MULT) and np.all(layer.shift == IDENTITY_SHIFT))
+    return bool(identity) and layer.pool != "avg"
+
+
+def _check_accumulators(graph: QGraph, where: str) -> None:
+    """Prove the int32 accumulator bound of every layer again with the compiler's functions.
+
+    ``max|x|`` is that of the layer input's range as `quantize.quantize_graph` tracks it: any
+    int8 for the network input, the clamp of the layer that writes it, narrowed through
+    layers that only clamp and max-pool (their identity convolutions)."""
+    rng = (numerics.INT8_MIN, numerics.INT8_MAX)       # the network input: any int8
+    for layer in graph.layers:
+        o = layer.weight.shape[0]
+        w = np.abs(layer.weight.astype(np.int64).reshape(o, -1))
+        bound = numerics.accumulator_bound(w.shape[1], w.max(axis=1),
+                                           numerics.max_abs_of_range(*rng),
+                                           np.abs(layer.bias.astype(np.int64)))
+        if not numerics.fits_accumulator(bound).all():
+            c = int(np.argmax(bound))
+            raise ProgramFormatError(
+                f"{where}: layer {layer.name!r}: int32 accumulator may overflow on channel {c}: "
+                f"K * max|w| * max|x| + |bias| = {bound[c]} must be < 2**31")
+        rng = ((max(rng[0], layer.lo), min(rng[1], layer.hi)) if _passes_through(layer)
+               else (layer.lo, layer.hi))
+
+
+def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
+    """The input shape and the host-side unfold must be what `unfold.im2col_input` derives
+    from the first layer as the compiler had it (before any unfold) on ``config``."""
+    first, spec, shape = graph.layers[0], tuple(graph.input_im2col), tuple(graph.input_shape)
+    folded = first
+    if spec:
+        kh, kw, sh, sw, ph, pw = spec
+        c, o = shape[0], first.weight.shape[0]
+        if first.kernel != (1, 1) or first.in_shape[0] != c * kh * kw:
+            raise ProgramFormatError(
+                f"{where}: layer {first.name!r} must be a 1x1 convolution over {c}x{kh}x{kw} = "
+                f"{c * kh * kw} channels to read input_im2col {list(spec)} of a {_dims(shape)} "
+                f"input, not a {_dims(first.kernel)} one over {first.in_shape[0]}")
+        folded = first.replace(in_shape=shape, stride=(sh, sw), padding=(ph, pw),
+                               weight=first.weight.reshape(o, c, kh, kw))
+        if min(folded.conv_shape[1:]) < 1:
+            raise ProgramFormatError(f"{where}: input_im2col {list(spec)}: the {kh}x{kw} window "
+                                     f"must fit the {_dims(shape)} input")
+    elif first.in_shape != shape:
+        raise ProgramFormatError(f"{where}: input_shape {list(shape)} must be layer "
+                                 f"{first.name!r}'s input shape {_dims(first.in_shape)}")
+    derived = im2col_input(graph.replace(layers=(folded,) + graph.layers[1:], input_im2col=()),
+                           config)
+    if tuple(derived.input_im2col) != spec:
+        raise ProgramFormatError(
+            f"{where}: input_im2col must be {list(derived.input_im2col)} as the compiler derives "
+            f"for a {_dims(shape)} input and layer {first.name!r} on this configuration, not "
+            f"{list(spec)}")
+    unfolded = derived.layers[0]
+    if (unfolded.in_shape, unfolded.stride, unfolded.padding) != \
+            (first.in_shape, first.stride, first.padding):
+        raise ProgramFormatError(
+            f"{where}: layer {first.name!r}: input shape {_dims(first.in_shape)} must be the "
+            f"{_dims(unfolded.in_shape)} that input_im2col {list(spec)} unfolds from a "
+            f"{_dims(shape)} input")
+
+
+def _check_graph(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
+    """Shapes chain from the input to the output, and the accumulators cannot overflow."""
+    for a, b in zip(graph.layers, graph.layers[1:]):
+        if b.in_shape != a.out_shape:      # `passes.lower_flatten` keeps the map's own shape
+            raise ProgramFormatError(f"{where}: layer {b.name!r}: input shape {_dims(b.in_shape)}"
+                                     f" must be layer {a.name!r}'s output shape "
+                                     f"{_dims(a.out_shape)}")
+    last = list(graph.layers[-1].out_shape)
+    # The network's output as its last op left it: a C x H x W map or, after a flatten or a
+    # linear layer, a vector.
+    if list(graph.output_shape) not in (last, [math.prod(last)]):
+        raise _bad(where, "output_shape", f"{last} or {[math.prod(last)]} (the last layer's "
+                   "output)", list(graph.output_shape))
+    _check_input(graph, config, where)
+    _check_accumulators(graph, where)
+
+
+def _decode(payload: bytes, where: str):
+    from .program import Program
+    if len(payload) < 4:
+        raise ProgramFormatError(f"{where}: payload must start with a 4-byte header length, not "
+                                 f"be {len(payload)} bytes")
+    (text_len,) = struct.unpack_from("<I", payload)
+    if text_len > len(payload) - 4:
+        raise ProgramFormatError(f"{where}: header length must be at most {len(payload) - 4} "
+                                 f"bytes, not {text_len}")
+    try:
+        header = json.loads(payload[4:4 + text_len].decode("utf-8"), object_pairs_hook=_object)
+    except (ValueError, RecursionError) as exc:    # UnicodeDecodeError, JSONDecodeError too
+        raise ProgramFormatError(f"{where}: header must be UTF-8 JSON ({exc})") from None
+    blob = payload[4 + text_len:]
+    header = _fields(header, "header", where, _HEADER_FIELDS, _OPTIONAL)
+    config = header["config"]
+    if not isinstance(config, dict):
+        raise _bad(where, "config", "a JSON object", config)
+    try:
+        config = AcceleratorConfig.from_dict(config)   # absent parameters take their defaults
+    except StriateError as exc:
+        raise ProgramFormatError(f"{where}: config: {exc}") from None
+    input_shape = _ints(header["input_shape"], "input_shape", where, 3, 1)
+    input_scale = _scale(header["input_scale"], "input_scale", where)
+    output_shape = _ints(header["output_shape"], "output_shape", where, None, 1)
+    im2col = header["input_im2col"]
+    if im2col != [] and not (isinstance(im2col, list) and len(im2col) == 6
+                             and all(_is_int(v) for v in im2col)
+                             and min(im2col[:4]) >= 1 and min(im2col[4:]) >= 0):
+        raise _bad(where, "input_im2col", "[] or 6 integers [kh, kw, sh, sw, ph, pw] (kernel "
+                   "and stride >= 1, padding >= 0)", im2col)
+    metadata = header.get("metadata", {})
+    if not isinstance(metadata, dict):       # its values are JSON values: json.loads made them
+        raise _bad(where, "metadata", "a JSON object", metadata)
+    entries = header["layers"]
+    if not isinstance(entries, list) or not entries:
+        raise _bad(where, "layers", "a non-empty list", entries)
+    decoded, pos = [], 0
+    for index, entry in enumerate(entries):
+        layer, desc, pos = _decode_layer(entry, index, blob, pos, where)
+        decoded.append((layer, desc))
+    if pos != len(blob):
+        raise ProgramFormatError(f"{where}: the array blob must end after the last array at byte "
+                                 f"{pos}, not run to byte {len(blob)}")
+    graph = QGraph(layers=tuple(layer for layer, _ in decoded), input_shape=input_shape,
+                   input_scale=input_scale, output_shape=output_shape,
+                   input_im2col=tuple(im2col))
+    _check_graph(graph, config, where)
+    program = Program(graph, config, metadata)       # plans memory: `MappingError` if it fails
+    for (layer, stored), derived in zip(decoded, program.descriptors):
+        changed = [f.name for f in dataclasses.fields(derived)
+                   if getattr(stored, f.name) != getattr(derived, f.name)]
+        if changed:
+            def values(desc):
+                return ", ".join(str(getattr(desc, name)) for name in changed)
+            raise ProgramFormatError(
+                f"{where}: layer {layer.name!r}: descriptor field{'s' * (len(changed) > 1)} "
+                f"{', '.join(changed)} must be {values(derived)} as the mapper places the layer, "
+                f"not {values(stored)}")
+    return program
+
+
+def load_program(path):
+    """Load a program file; raise `ProgramFormatError` for anything but a valid, intact one that
+    the compiler could have produced (see docs/program-format.md for what is checked)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ProgramFormatError(f"program file path must be a file name, not {path!r}")
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProgramFormatError(f"cannot read program file {str(path)!r}: {exc}") from None
+    where = f"program file {str(path)!r}"
+    if len(data) < _HEADER.size or data[:8] != MAGIC:
+        raise ProgramFormatError(f"{where} is not a striate program (bad magic)")
+    _, version, reserved, length, digest = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise ProgramFormatError(f"{where}: format version must be {FORMAT_VERSION}, not {version}")
+    if reserved != 0:
+        raise ProgramFormatError(f"{where}: reserved header field must be 0, not {reserved}")
+    payload = data[_HEADER.size:]
+    if len(payload) != length:
+        raise ProgramFormatError(f"{where} is truncated or padded: payload must be {length} "
+                                 f"bytes, not {len(payload)}")
+    if hashlib.sha256(payload).digest() != digest:
+        raise ProgramFormatError(f"{where} is corrupted: checksum mismatch")
+    try:
+        return _decode(payload, where)
+    except ProgramFormatError:
+        raise
+    except StriateError as exc:         # the mapper refused the program for its configuration
+        raise ProgramFormatError(f"{where}: {exc}") from None
+    except (LookupError, TypeError, ValueError, ArithmeticError, AttributeError, RecursionError,
+            struct.error) as exc:
+        # Every field is checked before use above; this keeps the promise should a check miss.
+        raise ProgramFormatError(f"{where} is malformed: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,54 @@
+"""What the host writes to and reads from the accelerator's bus for a program: memory images
+as 32-bit bus words (`memmap` regions, each memory's bus view from `memmap.MemoryShape`) and
+activation readback."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..golden import model as golden
+from ..mapping import layout, memmap
+
+
+def program_image(program) -> list[tuple[int, np.ndarray]]:
+    """``(bus address, uint32 words)`` blocks that load ``program``'s descriptors, parameters and
+    weights."""
+    cfg, plan = program.config, program.plan
+    weights = memmap.memories(cfg)[memmap.WEIGHTS]
+    blocks = [(memmap.address(memmap.PROGRAM),
+               np.array([w for d in program.descriptors for w in d.to_words()], np.uint32))]
+    for i, layer in enumerate(program.layers):
+        blocks.append((memmap.address(memmap.PARAMS,
+                                      plan.param[i][0] * memmap.PARAM_ENTRY_WORDS),
+                       layout.pack_params(layer, cfg)))
+        blocks.append((memmap.address(memmap.WEIGHTS, weights.bus_offset(plan.weight[i][0])),
+                       weights.to_bus(layout.pack_weights(layer, cfg))))
+    return blocks
+
+
+def _bank(program, bank: int, byte_addr: int):
+    """(bus address, memory shape) of a byte address in activation bank ``bank``."""
+    shape = memmap.memories(program.config)[memmap.BANK0 + bank]
+    return memmap.address(memmap.BANK0 + bank, shape.bus_offset(byte_addr)), shape
+
+
+def input_image(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
+    """``(bus address, words)`` of one int8 ``C x H x W`` input image (unfolded if the program
+    unfolds its input on the host)."""
+    x = golden.layer_inputs(program.graph, xq[None])[0]
+    addr, shape = _bank(program, *program.plan.act_in[0][:2])
+    return addr, shape.to_bus(layout.pack_activation(x, program.config))
+
+
+def output_location(program, index: int) -> tuple[int, int]:
+    """``(bus address, word count)`` of layer ``index``'s output map."""
+    bank, byte_addr, size = program.plan.act_out[index]
+    addr, shape = _bank(program, bank, byte_addr)
+    return addr, shape.bus_offset(size)
+
+
+def decode_output(program, index: int, words: np.ndarray) -> np.ndarray:
+    """Bus words read from `output_location` -> int8 output of layer ``index``."""
+    shape = memmap.memories(program.config)[memmap.BANK0]
+    return layout.unpack_activation(shape.from_bus(words), program.layers[index].out_shape,
+                                    program.config)
