@@ -1,9 +1,10 @@
 """`compile`: a trained PyTorch model and calibration images -> `Program`.
 
-Pipeline: trace (torch.fx) -> fold BatchNorm (float pass) -> calibrate and quantize (per-channel
-int8 weights, per-tensor int8 activations, int32 bias, integer requantization) -> integer passes
-(fuse activation, fuse pooling, lower flatten, lower remaining pools) -> configuration-dependent
-passes (unfold a thin first layer on the host) -> map onto the `AcceleratorConfig`.
+Pipeline: trace (torch.fx, a DAG) -> fold BatchNorm (float pass) -> calibrate and quantize
+(per-channel int8 weights, per-tensor int8 activations, int32 bias, integer requantization,
+residual adds and concatenations) -> integer passes (fuse activation, fuse pooling, lower
+flatten, lower remaining pools) -> configuration-dependent passes (unfold a thin first layer on
+the host) -> map onto the `AcceleratorConfig`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn as nn
 from .errors import StriateError
 from .arguments import as_array, describe
 from .frontend.fold import fold_batchnorm
+from .ir.graph import QGraph
 from .ir.passes import INTEGER_PASSES
 from .mapping.unfold import im2col_input
 from .runtime.program import Program, as_config
@@ -24,18 +26,18 @@ FLOAT_PASSES = (fold_batchnorm,)
 
 
 def check_calibration(model, calibration, what: str = "calibration data must be") -> np.ndarray:
-    """``calibration`` as a NumPy array: a non-empty ``N x C x H x W`` array of finite real
-    numbers, else `StriateError` starting with ``what`` (its subject and verb). A model the
-    compiler cannot take is blamed before data of another rank (``N x C x L`` for a
-    ``Conv1d``)."""
+    """``calibration`` as a NumPy array: a non-empty ``N x C x H x W`` (images) or ``N x F``
+    (vectors) array of finite real numbers, else `StriateError` starting with ``what`` (its
+    subject and verb). A model the compiler cannot take is blamed before data of another rank
+    (``N x C x L`` for a ``Conv1d``)."""
     x = as_array(calibration)
     if x is None:
-        raise StriateError(f"{what} an N x C x H x W array of real numbers, not "
+        raise StriateError(f"{what} an N x C x H x W or N x F array of real numbers, not "
                            f"{describe(calibration)}")
-    if x.ndim != 4:
+    if x.ndim not in (2, 4):
         check_input_rank(model, x.shape)     # a model the compiler cannot take is at fault first
-    if x.ndim != 4 or x.shape[0] < 1:
-        raise StriateError(f"{what} a non-empty N x C x H x W array, not shape "
+    if x.ndim not in (2, 4) or x.shape[0] < 1:
+        raise StriateError(f"{what} a non-empty N x C x H x W or N x F array, not shape "
                            f"{tuple(x.shape)}")
     if not np.all(np.isfinite(x)):
         raise StriateError(f"{what} finite numbers, not {int(np.isnan(x).sum())} NaN and "
@@ -63,14 +65,20 @@ def lower(model, calibration) -> tuple:
     return nodes, x
 
 
-def compile(model, calibration, config=None) -> Program:
-    """Compile ``model`` for ``config`` (an `AcceleratorConfig` or a dict of its parameters;
-    default `AcceleratorConfig()`), calibrating on ``calibration`` (float ``N x C x H x W``,
-    torch or NumPy)."""
+def compile_graph(model, calibration, config=None) -> QGraph:
+    """The fused integer graph `compile` maps: traced, BatchNorm-folded, quantized, with the
+    integer passes and the configuration's host-side unfold applied."""
     config = as_config(config)
     nodes, x = lower(model, calibration)
     graph = quantize_graph(nodes, x, tuple(x.shape[1:]))
     for integer_pass in INTEGER_PASSES:
         graph = integer_pass(graph)
-    graph = im2col_input(graph, config)
-    return Program(graph, config)
+    return im2col_input(graph, config)
+
+
+def compile(model, calibration, config=None) -> Program:
+    """Compile ``model`` for ``config`` (an `AcceleratorConfig` or a dict of its parameters;
+    default `AcceleratorConfig()`), calibrating on ``calibration`` (float ``N x C x H x W``
+    images or ``N x F`` vectors, torch or NumPy)."""
+    config = as_config(config)
+    return Program(compile_graph(model, calibration, config), config)

@@ -28,10 +28,19 @@ def requant(acc, mult, shift, lo, hi):
     return rounded.clamp(lo, hi)
 
 
-def layer(layer, x):
-    """Reference output (int64 tensor N x out_shape) of one QLayer on int8 numpy input."""
+def layer(layer, x, *others):
+    """Reference output (int64 tensor N x out_shape) of one QLayer on int8 numpy input ``x``
+    (and, for an add or a concatenation, its other inputs)."""
     n = x.shape[0]
+    if layer.op == "concat":
+        parts = [torch.from_numpy(a.astype("int64")).reshape(n, -1, *layer.out_shape[1:])
+                 for a in (x, *others)]
+        return torch.cat(parts, 1).reshape(n, *layer.out_shape)
     t = torch.from_numpy(x.astype("int64")).reshape(n, *layer.in_shape)
+    if layer.op == "add":
+        b = torch.from_numpy(others[0].astype("int64")).reshape(n, *layer.in_shape)
+        total = t * layer.add_mult[0] + b * layer.add_mult[1]
+        return requant(total, 1, layer.add_shift, layer.lo, layer.hi).reshape(n, *layer.out_shape)
     if layer.op == "flatten":
         return t.reshape(n, *layer.out_shape)
     if layer.op == "conv":

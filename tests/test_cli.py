@@ -253,7 +253,8 @@ BAD_MODELS = {
                  "model file {}: model() must return a torch.nn.Module, not str"),
     "calib.py": ("import torch.nn as nn\ndef model():\n    return nn.Conv2d(2, 4, 3)\n"
                  "def calibration():\n    return 'images'\n",
-                 "model file {}: calibration() must return an N x C x H x W array of real numbers, not str"),
+                 "model file {}: calibration() must return an N x C x H x W or N x F array of real "
+                 "numbers, not str"),
 }
 
 

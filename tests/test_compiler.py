@@ -218,8 +218,11 @@ CASES = [
     (Wrap(nn.Linear(8, 2), forward=_bare_linear), UnsupportedLayerError,
      r"Linear at 'body.0' is not supported: expects a flat input of 8 features, not shape "
      r"\(1, 8, 8\)"),
-    (Wrap(nn.Conv2d(1, 1, 3, padding=1), forward=_residual), UnsupportedLayerError,
-     "add at 'add' is not supported: only a single chain of ops"),
+    (Wrap(nn.Conv2d(1, 1, 3, padding=1), forward=_residual), MappingError,
+     r"layer 'add' \(module add\) reads 'body.0' and the input: graphs with residual adds"),
+    (Wrap(nn.Conv2d(1, 4, 3, padding=1), forward=_residual), UnsupportedLayerError,
+     r"add at 'add' is not supported: adds 'body.0' \(4 x 8 x 8\) and the input \(1 x 8 x 8\): "
+     r"the shapes must be equal \(no broadcasting\)"),
     (Wrap(nn.Conv2d(1, 4, 3), nn.Flatten(0)), UnsupportedLayerError,
      r"only flatten\(start_dim=1, end_dim=-1\)"),
     (Wrap(nn.Conv2d(3, 4, 3)), UnsupportedLayerError,
@@ -243,9 +246,12 @@ def test_refuses_a_layer_whose_accumulator_could_overflow():
 
 def test_refuses_bad_calibration():
     model = Wrap(nn.Conv2d(1, 1, 3))
-    with pytest.raises(StriateError, match=r"must be a non-empty N x C x H x W array, not shape "
-                                           r"\(8, 8\)"):
-        striate.compile(model, np.zeros((8, 8), np.float32))
+    with pytest.raises(StriateError, match=r"Conv2d at 'body.0' is not supported: expects 1 x H x "
+                                           r"W input, not \(8,\)"):
+        striate.compile(model, np.zeros((8, 8), np.float32))     # 8 vectors of 8 features
+    with pytest.raises(StriateError, match=r"must be a non-empty N x C x H x W or N x F array, "
+                                           r"not shape \(0, 1, 8, 8\)"):
+        striate.compile(model, np.zeros((0, 1, 8, 8), np.float32))
     with pytest.raises(StriateError, match="must be finite"):
         striate.compile(model, np.full((1, 1, 8, 8), np.nan, np.float32))
 

@@ -99,14 +99,14 @@ def test_compile_refuses_what_is_not_a_model_or_data(lenet, calibration):
         striate.compile(None, calibration)
     with raises(StriateError, "model must be a torch.nn.Module, not function"):
         striate.compile(lambda x: x, calibration)
-    with raises(StriateError, "calibration data must be an N x C x H x W array of real numbers, "
-                              "not str"):
+    with raises(StriateError, "calibration data must be an N x C x H x W or N x F array of real "
+                              "numbers, not str"):
         striate.compile(lenet, "digits")
-    with raises(StriateError, "calibration data must be an N x C x H x W array of real numbers, "
-                              "not list"):
+    with raises(StriateError, "calibration data must be an N x C x H x W or N x F array of real "
+                              "numbers, not list"):
         striate.compile(lenet, [[0.0], [0.0, 1.0]])
-    with raises(StriateError, "calibration data must be a non-empty N x C x H x W array, not "
-                              "shape (0, 1, 16, 16)"):
+    with raises(StriateError, "calibration data must be a non-empty N x C x H x W or N x F array, "
+                              "not shape (0, 1, 16, 16)"):
         striate.compile(lenet, calibration[:0])
 
 
@@ -316,21 +316,22 @@ def test_the_first_unsupported_op_is_named_before_the_data_is_blamed(model, mess
         striate.compile(model, np.random.rand(4, 8, 8).astype(np.float32))
 
 
-def test_a_linear_model_on_vectors_is_told_what_is_supported():
-    model = nn.Sequential(nn.Dropout(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
-    with raises(UnsupportedLayerError,
-                "Linear at '1' is not supported on vector inputs yet: the model input must be an "
-                "N x C x H x W image batch, not N x 16 (to compile a model of vectors, start it "
-                "with nn.Flatten() and give it N x 16 x 1 x 1 inputs)"):
-        striate.compile(model, np.random.rand(8, 16).astype(np.float32))
-    # the advice works
-    prog = striate.compile(nn.Sequential(nn.Flatten(), model), np.random.rand(8, 16, 1, 1))
+def test_a_linear_model_on_vectors_compiles():
+    """An MLP on N x F vectors compiles as it is (Linear layers on F x 1 x 1 maps), as does the
+    same model behind a flatten on N x F x 1 x 1 inputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Dropout(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    x = np.random.default_rng(0).random((8, 16)).astype(np.float32)
+    prog = striate.compile(model, x)
+    assert prog.graph.input_shape == (16,)
+    assert prog.run_reference(prog.quantize_input(x)).shape == (8, 2)
+    prog = striate.compile(nn.Sequential(nn.Flatten(), model), x.reshape(8, 16, 1, 1))
     assert prog.run_reference(np.ones((2, 16, 1, 1), np.int8)).shape == (2, 2)
 
 
 def test_a_supported_model_blames_the_data():
-    with raises(StriateError, "calibration data must be a non-empty N x C x H x W array, not "
-                              "shape (4, 8, 8)"):
+    with raises(StriateError, "calibration data must be a non-empty N x C x H x W or N x F array, "
+                              "not shape (4, 8, 8)"):
         striate.compile(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()), np.random.rand(4, 8, 8))
 
 

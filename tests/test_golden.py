@@ -9,7 +9,7 @@ import intref
 from striate import StriateError
 from striate.sw.golden import model as golden
 from striate.sw.ir import numerics
-from striate.sw.ir.graph import QGraph, QLayer
+from striate.sw.ir.graph import INPUT, QGraph, QLayer
 from striate.sw.ir.kernels import out_size
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -106,7 +106,7 @@ def chains(draw):
             bias=rng.integers(-1000, 1000, o).astype(np.int32),
             mult=rng.integers(1 << 30, 1 << 31, o).astype(np.int64),
             shift=rng.integers(33, 42, o).astype(np.int64)))
-    return chain
+    return [layer.replace(name=f"{layer.name}{i}") for i, layer in enumerate(chain)]
 
 
 @SETTINGS
@@ -139,3 +139,65 @@ def test_max_pool_padding_reads_minus_128():
     x = np.full((1, 2, 3, 3), -128, np.int8)
     np.testing.assert_array_equal(golden.run_layer(layer, x), x)
     np.testing.assert_array_equal(intref.layer(layer, x).numpy(), x)
+
+
+@st.composite
+def dags(draw):
+    """Random DAGs: layers that read any earlier tensor (fan-out), adds of two tensors of one
+    shape with random multipliers and clamps, concatenations of tensors of one size."""
+    c, h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shapes, dag = {INPUT: (c, h, w)}, []
+    for i in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["layer", "add", "concat"]))
+        names = list(shapes)
+        source = draw(st.sampled_from(names))
+        same = [n for n in names if shapes[n] == shapes[source]]
+        size = [n for n in names if shapes[n][1:] == shapes[source][1:]]
+        lo, hi = draw(st.sampled_from([(-128, 127), (0, 127), (0, 60), (-5, 5)]))
+        if kind == "add":
+            other = draw(st.sampled_from(same))
+            layer = QLayer(name=f"add{i}", op="add", in_shape=shapes[source],
+                           out_shape=shapes[source], out_scale=1.0, inputs=(source, other),
+                           add_mult=tuple(int(v) for v in rng.integers(0, 1 << 16, 2)),
+                           add_shift=draw(st.integers(1, 31)), lo=lo, hi=hi)
+        elif kind == "concat":
+            parts = tuple(draw(st.lists(st.sampled_from(size), min_size=1, max_size=3)))
+            out = (sum(shapes[p][0] for p in parts),) + shapes[source][1:]
+            layer = QLayer(name=f"cat{i}", op="concat", in_shape=shapes[parts[0]],
+                           out_shape=out, out_scale=1.0, inputs=parts)
+        else:
+            layer = draw(layers(in_shape=shapes[source])).replace(name=f"l{i}",
+                                                                  inputs=(source,))
+        dag.append(layer)
+        shapes[layer.name] = layer.out_shape
+    return dag, (c, h, w)
+
+
+@SETTINGS
+@given(dag=dags(), seed=st.integers(0, 2**32 - 1))
+def test_dag_matches_integer_reference_tensor_by_tensor(dag, seed):
+    """Every tensor of a random DAG equals the independent reference run on the reference's
+    own inputs, and the output is the last layer's."""
+    dag, shape = dag
+    graph = QGraph(layers=tuple(dag), input_shape=shape, input_scale=1.0,
+                   output_shape=dag[-1].out_shape)
+    assert graph.check_topology() is None
+    x = _input(seed, 2, shape)
+    outs = golden.run_graph(graph, x, return_all=True)
+    ref = {INPUT: x}
+    for layer, got in zip(dag, outs):
+        ref[layer.name] = intref.layer(layer, *(ref[t] for t in layer.inputs)).numpy() \
+            .astype(np.int8)
+        np.testing.assert_array_equal(got, ref[layer.name])
+    np.testing.assert_array_equal(golden.run_graph(graph, x), ref[dag[-1].name])
+
+
+def test_add_rounds_once_and_clamps():
+    """The add's one rounding, against hand-computed values: (a * 0.75 + b * 0.5), ties up."""
+    layer = QLayer(name="add", op="add", in_shape=(1, 1, 4), out_shape=(1, 1, 4), out_scale=1.0,
+                   inputs=("a", "b"), add_mult=(3, 2), add_shift=2, lo=-3, hi=127)
+    a = np.array([[[[1, 2, -2, -10]]]], np.int8)
+    b = np.array([[[[1, 0, 1, 0]]]], np.int8)
+    # 1.25 -> 1; 1.5 -> 2 (tie up); -1.0 -> -1; -7.5 -> -7 then clamped to -3
+    assert golden.run_layer(layer, a, b).ravel().tolist() == [1, 2, -1, -3]

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.graph import INPUT
 from ..ir.kernels import conv2d, max_pool, sum_pool
 
 
-def run_node(node, x: np.ndarray) -> np.ndarray:
+def _per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Channel parameters shaped to broadcast over ``N x C x ...`` arrays of ``ndim`` axes."""
+    return values.reshape(1, -1, *[1] * (ndim - 2))
+
+
+def run_node(node, *inputs: np.ndarray) -> np.ndarray:
+    """Run one node on its float64 inputs (in ``node.inputs`` order)."""
+    x = inputs[0]
     n = x.shape[0]
     p, a = node.params, node.attrs
     if node.kind == "conv":
         return conv2d(x, p["weight"], a["stride"], a["padding"]) + p["bias"][None, :, None, None]
     if node.kind == "bn":
         scale = p["gamma"] / np.sqrt(p["var"] + a["eps"])
-        return (x - p["mean"][None, :, None, None]) * scale[None, :, None, None] \
-            + p["beta"][None, :, None, None]
+        return (x - _per_channel(p["mean"], x.ndim)) * _per_channel(scale, x.ndim) \
+            + _per_channel(p["beta"], x.ndim)
     if node.kind == "relu":
         return np.maximum(x, 0.0)
     if node.kind == "relu6":
@@ -29,14 +37,19 @@ def run_node(node, x: np.ndarray) -> np.ndarray:
         return x.reshape(n, -1)
     if node.kind == "linear":
         return x @ p["weight"].T + p["bias"][None, :]
+    if node.kind == "add":
+        return x + inputs[1]
+    if node.kind == "concat":
+        return np.concatenate(inputs, axis=1)
     raise ValueError(f"unknown float node kind {node.kind!r}")
 
 
 def run_float(nodes, x, return_all: bool = False):
-    """Run float64 ``N x C x H x W`` input through ``nodes``; optionally every node's output."""
-    x = np.asarray(x, dtype=np.float64)
-    outs = []
+    """Run float64 ``N x input_shape`` input through ``nodes`` (a traced DAG whose last node is
+    the output); return the output, or every node's output in node order."""
+    tensors = {INPUT: np.asarray(x, dtype=np.float64)}
     for node in nodes:
-        x = run_node(node, x)
-        outs.append(x)
-    return outs if return_all else x
+        tensors[node.name] = run_node(node, *(tensors[name] for name in node.inputs))
+    if return_all:
+        return [tensors[node.name] for node in nodes]
+    return tensors[nodes[-1].name] if nodes else tensors[INPUT]

@@ -1,10 +1,13 @@
-"""Trace a PyTorch `nn.Module` into a float graph: a chain of `FloatNode` with shapes.
+"""Trace a PyTorch `nn.Module` into a float graph: a DAG of `FloatNode` with shapes.
 
 Supported: Conv2d, BatchNorm2d, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten
-(module, ``torch.flatten``, ``.flatten``, ``.view``/``.reshape`` to ``(N, -1)``), Linear, and in
-eval mode the no-ops Dropout and Identity; the functional forms of ReLU, ReLU6, pooling and
-dropout too. Anything else raises `UnsupportedLayerError` naming the op and its module path.
-`check_input_rank` finds such an op without shapes, for inputs that are not ``N x C x H x W``.
+(module, ``torch.flatten``, ``.flatten``, ``.view``/``.reshape`` to ``(N, -1)``), Linear,
+BatchNorm1d on vectors, and in eval mode the no-ops Dropout and Identity; the functional forms
+of ReLU, ReLU6, pooling and dropout too; residual adds of two tensors of one shape (``x + y``,
+``torch.add``, ``.add``, ``+=``, in-place forms) and ``torch.cat`` along channels. A tensor may
+feed any number of ops. Inputs are ``N x C x H x W`` images or ``N x F`` vectors. Anything else
+raises `UnsupportedLayerError` naming the op and its module path. `check_input_rank` finds such
+an op without shapes, for inputs of another rank.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UnsupportedLayerError
+from ..ir.graph import INPUT
 from ..ir.kernels import out_size
 
-KINDS = ("conv", "bn", "relu", "relu6", "maxpool", "avgpool", "flatten", "linear")
+KINDS = ("conv", "bn", "relu", "relu6", "maxpool", "avgpool", "flatten", "linear", "add",
+         "concat")
 
 
 @dataclass(frozen=True, eq=False)
 class FloatNode:
-    """One float op. ``params`` hold float64 arrays; ``attrs`` plain values; shapes exclude N."""
+    """One float op. ``params`` hold float64 arrays; ``attrs`` plain values; shapes exclude N
+    (``in_shape`` is the first input's). ``inputs`` name the tensors it reads: `INPUT` or
+    earlier nodes' names; a node's own tensor has its name."""
 
     kind: str
     name: str
@@ -36,6 +43,7 @@ class FloatNode:
     params: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
     sources: tuple = ()
+    inputs: tuple = ()
 
     def replace(self, **changes) -> "FloatNode":
         return dataclasses.replace(self, **changes)
@@ -136,10 +144,14 @@ def _no_op(*_):
     return None
 
 
-def _bn_node(m: nn.BatchNorm2d, path, shape):
+def _bn_node(m, path, shape):
+    kind = type(m).__name__
     if not m.track_running_stats or m.running_mean is None:
-        raise _unsupported("BatchNorm2d", path, "needs running statistics")
+        raise _unsupported(kind, path, "needs running statistics")
     c = m.num_features
+    want = f"{c} x H x W maps" if isinstance(m, nn.BatchNorm2d) else f"vectors of {c} features"
+    if len(shape) != (3 if isinstance(m, nn.BatchNorm2d) else 1) or shape[0] != c:
+        raise _unsupported(kind, path, f"expects {want}, not shape {shape}")
     weight = _arr(m.weight) if m.affine else np.ones(c)
     bias = _arr(m.bias) if m.affine else np.zeros(c)
     return FloatNode("bn", path, shape, shape,
@@ -182,7 +194,7 @@ def _module_builder(m: nn.Module):
         return lambda m, path, shape: _act("relu", path, shape)
     if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
         return lambda m, path, shape: _act("relu6", path, shape)
-    builders = ((nn.Conv2d, _conv_node), (nn.BatchNorm2d, _bn_node),
+    builders = ((nn.Conv2d, _conv_node), (nn.BatchNorm2d, _bn_node), (nn.BatchNorm1d, _bn_node),
                 (nn.MaxPool2d, _maxpool_module), (nn.AvgPool2d, _avgpool_module),
                 (nn.AdaptiveAvgPool2d, lambda m, path, shape: _adaptive(path, shape,
                                                                         m.output_size)),
@@ -289,6 +301,11 @@ METHODS = {   # supported tensor methods -> builder (node, path, shape, shape_no
 }
 
 
+ADDS = (operator.add, operator.iadd, torch.add)      # adds of two tensors
+ADD_METHODS = ("add", "add_")
+CATS = (torch.cat, torch.concat, torch.concatenate)
+
+
 def _method_node(node, path, shape, shape_nodes):
     build = METHODS.get(node.target)
     if build is None:
@@ -312,74 +329,171 @@ def _is_shape_node(node, shape_nodes) -> bool:
             and node.args[0] in shape_nodes)
 
 
+def _supported_call(node, modules) -> bool:
+    """Whether the compiler has a lowering for ``node``'s op (decided without shapes)."""
+    if node.op == "call_module":
+        return _module_builder(modules[node.target]) is not None
+    if node.op == "call_function":
+        return node.target in FUNCTIONS or node.target in ADDS or node.target in CATS
+    return node.target in METHODS or node.target in ADD_METHODS
+
+
 def check_input_rank(model: nn.Module, shape: tuple) -> None:
-    """Blame the model, if it is at fault, for calibration data of ``shape`` (with N) that is not
-    ``N x C x H x W``.
+    """Blame the model, if it is at fault, for calibration data of ``shape`` (with N) that is
+    neither ``N x C x H x W`` nor ``N x F``.
 
     Raises `UnsupportedLayerError` naming the first op of ``model`` the compiler does not
-    support (e.g. a ``Conv1d``), or its first layer when that is a ``Linear`` on ``N x F`` data
-    (vector inputs are not supported yet). Returns when the model is fine, so the caller blames
-    the data.
+    support (e.g. a ``Conv1d``). Returns when the model is fine, so the caller blames the data.
     """
     gm = _symbolic_trace(model)
     modules = dict(gm.named_modules())
-    shape_nodes, first_layer = set(), None
+    shape_nodes = set()
     for node in gm.graph.nodes:
         if _is_shape_node(node, shape_nodes):
             shape_nodes.add(node)
-        elif node.op == "call_module":
-            m = modules[node.target]
-            if _module_builder(m) is None:
-                raise _unsupported_module(m, node.target)
-            if first_layer is None and isinstance(m, (nn.Conv2d, nn.Linear)):
-                first_layer = (m, node.target)
-        elif node.op == "call_function" and node.target not in FUNCTIONS:
-            raise _unsupported(getattr(node.target, "__name__", str(node.target)), node.name)
-        elif node.op == "call_method" and node.target not in METHODS:
-            raise _unsupported(f".{node.target}", node.name)
-    if first_layer and isinstance(first_layer[0], nn.Linear) and len(shape) in (2, 3):
-        dims = " x ".join(map(str, shape[1:]))
-        raise UnsupportedLayerError(
-            f"Linear at '{first_layer[1]}' is not supported on vector inputs yet: the model "
-            f"input must be an N x C x H x W image batch, not N x {dims} (to compile a model of "
-            f"vectors, start it with nn.Flatten() and give it N x {dims} x 1 x 1 inputs)")
+        elif node.op == "call_module" and (not _supported_call(node, modules) or len(shape) == 3
+                                           and isinstance(modules[node.target], nn.BatchNorm1d)):
+            raise _unsupported_module(modules[node.target], node.target)
+        elif node.op in ("call_function", "call_method") and not _supported_call(node, modules):
+            raise _unsupported(_op_name(node), node.name)
+
+
+def _op_name(node) -> str:
+    if node.op == "call_method":
+        return f".{node.target}"
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)
+
+
+def _tensor_args(node, shape_nodes) -> list:
+    """The fx nodes among ``node``'s arguments (inside lists too) that carry tensors."""
+    found = []
+    for arg in list(node.args) + list(node.kwargs.values()):
+        items = arg if isinstance(arg, (list, tuple)) else [arg]
+        found += [a for a in items if isinstance(a, torch.fx.Node) and a not in shape_nodes]
+    return found
+
+
+def _describe(name: str, shapes: dict) -> str:
+    what = "the input" if name == INPUT else f"'{name}'"
+    return f"{what} ({' x '.join(map(str, shapes[name]))})"
+
+
+def _add_node(node, path, names, shapes):
+    """``x + y``, ``torch.add(x, y)``, ``x.add(y)`` and in-place forms: two tensors of one
+    shape."""
+    scalars = [a for a in node.args if not isinstance(a, torch.fx.Node)]
+    alpha = node.kwargs.get("alpha", 1)
+    if len(names) != 2 or scalars or alpha != 1 or set(node.kwargs) - {"alpha"}:
+        detail = (f"alpha must be 1, not {alpha!r}" if alpha != 1 else
+                  "only the sum of two tensors is supported (no scalars or broadcasting)")
+        raise _unsupported("add", path, detail)
+    a, b = names
+    if shapes[a] != shapes[b]:
+        raise _unsupported("add", path, f"adds {_describe(a, shapes)} and {_describe(b, shapes)}"
+                                        ": the shapes must be equal (no broadcasting)")
+    return FloatNode("add", path, shapes[a], shapes[a], sources=(path,))
+
+
+def _cat_node(node, path, names, shapes):
+    """``torch.cat`` of tensors along channels (features for vectors)."""
+    a = _call_args(node, {"dim": 0})
+    parts = [shapes[n] for n in names]
+    rank = len(parts[0])
+    if a["dim"] not in (1, -rank):
+        raise _unsupported("cat", path, f"only concatenation along channels (dim=1) is "
+                                        f"supported, not dim={a['dim']!r}")
+    if any(len(p) != rank or tuple(p[1:]) != tuple(parts[0][1:]) for p in parts):
+        found = ", ".join(_describe(n, shapes) for n in names)
+        raise _unsupported("cat", path, f"joins {found}: all but the channels must be equal")
+    out = (sum(p[0] for p in parts),) + tuple(parts[0][1:])
+    return FloatNode("concat", path, parts[0], out, sources=(path,))
+
+
+def _mutates(node, modules) -> bool:
+    """Whether ``node`` writes its first tensor argument in place (later readers of that
+    tensor then see the result, as in PyTorch)."""
+    if node.op == "call_module":
+        return bool(getattr(modules[node.target], "inplace", False))
+    if node.op == "call_method":
+        return node.target.endswith("_")
+    return node.op == "call_function" and bool(node.kwargs.get("inplace", False))
 
 
 def trace(model: nn.Module, input_shape: tuple) -> list:
-    """Trace ``model`` (in eval mode) into a chain of `FloatNode` for ``C x H x W`` inputs."""
+    """Trace ``model`` (in eval mode) into `FloatNode` s for ``C x H x W`` (or ``F``) inputs:
+    a DAG in topological order whose last node is the output; nodes the output does not
+    depend on are left out."""
     gm = _symbolic_trace(model)
     modules = dict(gm.named_modules())
-    nodes, shape_nodes, current, shape = [], set(), None, tuple(input_shape)
+    nodes, shape_nodes, tensors = [], set(), {}   # tensors: fx node -> tensor name
+    shapes, used, output = {INPUT: tuple(input_shape)}, set(), None
     for node in gm.graph.nodes:
         path = node.target if node.op == "call_module" else node.name
         if node.op == "placeholder":
-            if current is not None:
+            if tensors:
                 raise UnsupportedLayerError(f"model must take one input, found another: '{path}'")
-            current = node
+            tensors[node] = INPUT
             continue
         if node.op == "output":
-            if node.args[0] is not current:
-                raise UnsupportedLayerError("model output must be the last op's single tensor")
+            result = node.args[0]
+            if not isinstance(result, torch.fx.Node) or result not in tensors:
+                raise UnsupportedLayerError("model output must be a single tensor")
+            output = tensors[result]
             break
         if _is_shape_node(node, shape_nodes):
             shape_nodes.add(node)
             continue
         if node.op == "get_attr":
             raise _unsupported("parameter access", str(node.target))
-        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node) and a not in shape_nodes]
-        if not tensor_args or tensor_args[0] is not current or len(tensor_args) > 1:
-            what = node.target if node.op != "call_function" else getattr(node.target, "__name__",
-                                                                          node.target)
-            raise _unsupported(str(what), path, "only a single chain of ops is supported "
-                                                "(no branches, residual adds or multiple inputs)")
-        if node.op == "call_module":
-            fnode = _module_node(modules[node.target], path, shape)
-        elif node.op == "call_function":
-            fnode = _function_node(node, path, shape)
+        args = _tensor_args(node, shape_nodes)
+        names = [tensors[a] for a in args]
+        is_add = node.target in ADDS if node.op == "call_function" else \
+            node.op == "call_method" and node.target in ADD_METHODS
+        if is_add:
+            fnode = _add_node(node, path, names, shapes)
+        elif node.op == "call_function" and node.target in CATS:
+            fnode = _cat_node(node, path, names, shapes)
         else:
-            fnode = _method_node(node, path, shape, shape_nodes)
-        current = node
-        if fnode is not None:
-            nodes.append(fnode)
-            shape = fnode.out_shape
-    return nodes
+            if len(args) != 1:
+                raise _unsupported(_op_name(node), path,
+                                   f"reads {len(args)} tensors; only adds and torch.cat may "
+                                   "read more than one")
+            shape = shapes[names[0]]
+            if node.op == "call_module":
+                fnode = _module_node(modules[node.target], path, shape)
+            elif node.op == "call_function":
+                fnode = _function_node(node, path, shape)
+            else:
+                fnode = _method_node(node, path, shape, shape_nodes)
+        if fnode is None:                   # a no-op: the tensor passes through
+            tensors[node] = names[0]
+            continue
+        name = _unique(path, used)
+        fnode = fnode.replace(name=name, inputs=tuple(names))
+        nodes.append(fnode)
+        shapes[name] = fnode.out_shape
+        tensors[node] = name
+        if _mutates(node, modules) and args:
+            tensors[args[0]] = name
+    return _needed(nodes, output)
+
+
+def _unique(path: str, used: set) -> str:
+    """``path`` for a module's first call, ``path#2``, ``path#3``... for later ones."""
+    name, k = path, 1
+    while name in used:
+        k += 1
+        name = f"{path}#{k}"
+    used.add(name)
+    return name
+
+
+def _needed(nodes: list, output: str) -> list:
+    """The nodes ``output`` depends on, in order (it is then the last)."""
+    wanted = {output}
+    for node in reversed(nodes):
+        if node.name in wanted:
+            wanted.update(node.inputs)
+    return [node for node in nodes if node.name in wanted]

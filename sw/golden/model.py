@@ -1,22 +1,32 @@
-"""The NumPy golden model: exact integer execution of a `QGraph` (see `graph` for the semantics)."""
+"""The NumPy golden model: exact integer execution of a `QGraph` (see `striate.sw.ir.graph` for
+the semantics)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir import numerics
 from ..arguments import as_array, check_flag, dims, dtype_of
 from ..errors import StriateError
-from ..ir.graph import QGraph, QLayer
+from ..ir import numerics
+from ..ir.graph import INPUT, QGraph, QLayer
 from ..ir.kernels import conv2d, max_pool, sum_pool, windows
 
 
-def run_layer(layer: QLayer, x: np.ndarray) -> np.ndarray:
-    """Run one layer on int8 ``N x ...`` input; return int8 ``N x out_shape``."""
+def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
+    """Run one layer on its int8 ``N x ...`` inputs (in ``layer.inputs`` order); return int8
+    ``N x out_shape``."""
+    x = inputs[0]
     n = x.shape[0]
+    if layer.op == "concat":
+        parts = [a.reshape(n, -1, *layer.out_shape[1:]) for a in inputs]
+        return np.concatenate(parts, axis=1).reshape(n, *layer.out_shape)
     x = x.reshape(n, *layer.in_shape)
     if layer.op == "flatten":
         return x.reshape(n, *layer.out_shape)
+    if layer.op == "add":
+        b = inputs[1].reshape(n, *layer.in_shape)
+        return numerics.add(x, b, *layer.add_mult, layer.add_shift, layer.lo,
+                            layer.hi).reshape(n, *layer.out_shape)
     if layer.op == "conv":
         acc = np.rint(conv2d(x, layer.weight, layer.stride, layer.padding)).astype(np.int64)
         acc += layer.bias.astype(np.int64)[None, :, None, None]
@@ -44,16 +54,17 @@ def im2col(xq: np.ndarray, spec: tuple) -> np.ndarray:
 
 
 def layer_inputs(graph: QGraph, xq: np.ndarray) -> np.ndarray:
-    """What the first layer reads for the int8 network input ``xq`` (after any host unfold)."""
+    """What the layers reading the network input read for the int8 network input ``xq`` (after
+    any host unfold)."""
     return im2col(xq, graph.input_im2col) if graph.input_im2col else xq
 
 
 def run_graph(graph: QGraph, xq, return_all: bool = False):
-    """Run the whole graph on int8 ``N x C x H x W`` input.
+    """Run the whole graph on an int8 ``N x input_shape`` batch.
 
     Returns the int8 output shaped ``N x graph.output_shape``, or with ``return_all`` the list of
-    every layer's int8 output (the last one shaped like the plain return value). An empty batch
-    (``N = 0``) gives empty outputs of those shapes.
+    every layer's int8 output in layer order (the output layer's shaped like the plain return
+    value). An empty batch (``N = 0``) gives empty outputs of those shapes.
     """
     return_all = check_flag(return_all, "return_all")
     a = as_array(xq)
@@ -63,12 +74,11 @@ def run_graph(graph: QGraph, xq, return_all: bool = False):
     if xq.ndim != 1 + len(graph.input_shape) or tuple(xq.shape[1:]) != tuple(graph.input_shape):
         raise StriateError(f"golden model input must be N x {dims(graph.input_shape)}, not "
                            f"{dims(xq.shape)}")
-    outputs, x = [], layer_inputs(graph, xq)
+    tensors = {INPUT: layer_inputs(graph, xq)}
     for layer in graph.layers:
-        x = run_layer(layer, x)
-        outputs.append(x)
-    final = x.reshape(x.shape[0], *graph.output_shape)
+        tensors[layer.name] = run_layer(layer, *(tensors[name] for name in layer.inputs))
+    final = tensors[graph.output].reshape(len(xq), *graph.output_shape)
     if return_all:
-        outputs[-1] = final
-        return outputs
+        return [final if layer.name == graph.output else tensors[layer.name]
+                for layer in graph.layers]
     return final

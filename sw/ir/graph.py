@@ -1,17 +1,28 @@
-"""The integer graph: a chain of `QLayer` objects, the compiler's output IR and the golden
-model's input.
+"""The integer graph: a DAG of `QLayer` nodes over named int8 tensors, the compiler's output IR
+and the golden model's input.
 
-Each `QLayer` computes, on an int8 ``N x C x H x W`` input reshaped to ``in_shape``:
+Every layer writes one tensor, named after the layer, and reads the tensors its ``inputs`` name:
+`INPUT` (the network input) or earlier layers. A tensor may feed several layers (fan-out); the
+graph's ``output`` names the tensor the network returns. Layers are kept in a topological order,
+so running them in order computes every input before it is read. A chain is the special case in
+which each layer reads the one before it; layers built without ``inputs`` are chained that way.
+
+Each `QLayer` computes, on int8 ``N x C x H x W`` inputs reshaped to its ``in_shape``:
 
 1. ``t``: for ``op == "conv"``, ``requantize(conv(x, weight) + bias, mult[c], shift[c], lo, hi)``;
-   for ``op == "pool"``, ``clip(x, lo, hi)``.
-2. the pooling stage on ``t``: ``"none"`` passes it on; ``"max"`` takes window maxima (padding
-   reads -128); ``"avg"`` sums windows in int32 (padding reads 0) and applies
-   ``requantize(sum, pool_mult, pool_shift, lo, hi)`` with ``s_in / (kh * kw * s_out)`` folded in.
+   for ``op == "pool"``, ``clip(x, lo, hi)``; for ``op == "add"`` (two inputs ``a``, ``b`` of one
+   shape), ``requantize(a * add_mult[0] + b * add_mult[1], 1, add_shift, lo, hi)``
+   (`numerics.add`).
+2. the pooling stage on ``t`` (``conv`` and ``pool`` only): ``"none"`` passes it on; ``"max"``
+   takes window maxima (padding reads -128); ``"avg"`` sums windows in int32 (padding reads 0)
+   and applies ``requantize(sum, pool_mult, pool_shift, lo, hi)`` with
+   ``s_in / (kh * kw * s_out)`` folded in.
 
-``op == "flatten"`` only reshapes (``C x H x W`` -> ``C*H*W x 1 x 1`` in PyTorch's order). A linear
-layer is a ``conv`` on a ``1 x 1`` map. After the compiler's passes a graph holds only ``conv``
-and ``pool`` layers, each of which maps onto one hardware descriptor.
+``op == "concat"`` joins its inputs (same height and width, one scale) along channels;
+``op == "flatten"`` only reshapes (``C x H x W`` -> ``C*H*W x 1 x 1`` in PyTorch's order). A
+linear layer is a ``conv`` on a ``1 x 1`` map; a vector input of ``F`` features is an ``F x 1 x 1``
+map. After the compiler's integer passes a graph holds only ``conv``, ``add`` and ``concat``
+layers.
 """
 
 from __future__ import annotations
@@ -23,14 +34,16 @@ import numpy as np
 
 from . import numerics
 
-OPS = ("conv", "pool", "flatten")
+OPS = ("conv", "pool", "flatten", "add", "concat")
 POOLS = ("none", "max", "avg")
+INPUT = "@input"        # the network input's tensor name (no module path contains "@")
 
 
 @dataclass(frozen=True, eq=False)
 class QLayer:
     """One integer layer. Arrays: ``weight`` int8 ``O x C x KH x KW``, ``bias`` int32 ``O``,
-    ``mult`` (31-bit) and ``shift`` per output channel as int64 ``O``."""
+    ``mult`` (31-bit) and ``shift`` per output channel as int64 ``O``. ``inputs`` name the
+    tensors it reads (empty: the layer before it in its graph, or `INPUT`)."""
 
     name: str
     op: str
@@ -38,6 +51,7 @@ class QLayer:
     out_shape: tuple
     out_scale: float
     sources: tuple = ()
+    inputs: tuple = ()
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     mult: np.ndarray | None = None
@@ -52,6 +66,8 @@ class QLayer:
     pool_padding: tuple = (0, 0)
     pool_mult: int = 0
     pool_shift: int = 0
+    add_mult: tuple = (0, 0)
+    add_shift: int = 0
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -84,7 +100,7 @@ class QLayer:
     def conv_shape(self) -> tuple:
         """``O x OH x OW`` after the convolution stage, before pooling."""
         if self.op != "conv":
-            return self.in_shape
+            return self.in_shape if self.op == "pool" else self.out_shape
         from .kernels import out_size
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         return (self.weight.shape[0], out_size(self.in_shape[1], kh, sh, ph),
@@ -101,17 +117,75 @@ class QLayer:
 
 @dataclass(frozen=True, eq=False)
 class QGraph:
-    """A chain of integer layers with the scales that connect it to floats."""
+    """A DAG of integer layers in topological order, with the scales that connect it to floats.
+
+    ``output`` names the tensor the network returns (empty: the last layer's). Layers without
+    ``inputs`` read the layer before them (the first one `INPUT`), so a chain needs no names.
+    """
 
     layers: tuple
-    input_shape: tuple          # C x H x W of one image
+    input_shape: tuple          # shape of one input: C x H x W, or F for a vector
     input_scale: float
     output_shape: tuple         # logical shape of one output (e.g. (10,) after a classifier)
     input_im2col: tuple = ()    # (kh, kw, sh, sw, ph, pw): the host unfolds input windows
+    output: str = ""
+
+    def __post_init__(self):
+        layers, previous = [], INPUT
+        for layer in self.layers:
+            if not layer.inputs:
+                layer = layer.replace(inputs=(previous,))
+            layers.append(layer)
+            previous = layer.name
+        object.__setattr__(self, "layers", tuple(layers))
+        if not self.output:
+            object.__setattr__(self, "output", previous)
 
     def replace(self, **changes) -> "QGraph":
         return dataclasses.replace(self, **changes)
 
     @property
     def output_scale(self) -> float:
-        return self.layers[-1].out_scale if self.layers else self.input_scale
+        return self.scale_of(self.output)
+
+    def layer(self, name: str) -> QLayer:
+        """The layer that writes tensor ``name``."""
+        return next(layer for layer in self.layers if layer.name == name)
+
+    def scale_of(self, name: str) -> float:
+        return self.input_scale if name == INPUT else self.layer(name).out_scale
+
+    def consumers(self, name: str) -> list:
+        """Layers that read tensor ``name`` (a layer reading it twice counts once)."""
+        return [layer for layer in self.layers if name in layer.inputs]
+
+    def readers(self, name: str) -> int:
+        """How many places read tensor ``name``: layers (each input counted) and the output."""
+        return sum(layer.inputs.count(name) for layer in self.layers) + (name == self.output)
+
+    @property
+    def is_chain(self) -> bool:
+        """Each layer reads exactly the tensor of the one before it (the first, the input)."""
+        previous = INPUT
+        for layer in self.layers:
+            if layer.inputs != (previous,):
+                return False
+            previous = layer.name
+        return self.output == previous
+
+    def check_topology(self) -> str | None:
+        """None if names are unique, every input is written before it is read and ``output``
+        exists; else what is wrong, for an error message."""
+        seen = {INPUT}
+        for layer in self.layers:
+            if layer.name in seen:
+                return f"layer name '{layer.name}' is used twice"
+            missing = [name for name in layer.inputs if name not in seen]
+            if not layer.inputs or missing:
+                return (f"layer '{layer.name}' reads "
+                        f"{', '.join(repr(m) for m in missing) or 'nothing'}, which no earlier "
+                        "layer writes")
+            seen.add(layer.name)
+        if self.output not in seen:
+            return f"output {self.output!r} is no tensor of the graph"
+        return None

@@ -27,6 +27,10 @@ rounding constant it still fits a signed 64-bit integer. Ties round towards +inf
 >>> requantize(np.array([-7, 7, 300]), half, 31, lo=0, hi=100).tolist()  # fused ReLU, lowered hi
 [0, 4, 100]
 
+The residual add of two int8 tensors at scales ``s_a`` and ``s_b`` into one at ``s_out`` also rounds
+once: ``y = clamp((a * M_a + b * M_b + (1 << (S - 1))) >> S, lo, hi)`` with 16-bit multipliers
+``M_a ~ s_a / s_out * 2**S`` and ``M_b ~ s_b / s_out * 2**S`` (`add_multipliers`, `add`).
+
 Multipliers are derived from a positive real scale by `quantize_multiplier`, which returns a
 normalized ``M`` in ``[2**30, 2**31 - 1]``:
 
@@ -148,3 +152,54 @@ def fits_accumulator(bound) -> np.ndarray:
 def max_abs_of_range(lo: int, hi: int) -> int:
     """Largest magnitude of an int8 value clamped to ``[lo, hi]``."""
     return max(abs(int(lo)), abs(int(hi)))
+
+
+# -- residual add -------------------------------------------------------------------------------
+
+ADD_MULT_BITS = 16              # M_a, M_b are unsigned, 0 <= M < 2**16
+ADD_SHIFT_BITS = 5
+ADD_SHIFT_MIN, ADD_SHIFT_MAX = 1, 31
+
+
+def add_multipliers(ratio_a: float, ratio_b: float) -> tuple[int, int, int]:
+    """``(M_a, M_b, S)`` for the sum of two int8 tensors at scales ``s_a``, ``s_b`` into one at
+    ``s_out``, given ``ratio_a = s_a / s_out`` and ``ratio_b = s_b / s_out``.
+
+    The larger ratio gets a multiplier normalized to ``[2**15, 2**16 - 1]`` (16 significant bits);
+    the other shares its shift ``S`` in ``[ADD_SHIFT_MIN, ADD_SHIFT_MAX]``. A ratio of ``2**15``
+    or more (an output range 32,768 times narrower than an input's: the two inputs cancel on
+    the calibration data) raises `QuantizationError`.
+
+    >>> add_multipliers(0.5, 0.25)
+    (32768, 16384, 16)
+    >>> add_multipliers(1.0, 0.3)
+    (32768, 9830, 15)
+    """
+    for ratio in (ratio_a, ratio_b):
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise QuantizationError(f"add input scale ratios must be finite and > 0, not "
+                                    f"{ratio!r}")
+    exponent = math.frexp(max(ratio_a, ratio_b))[1]      # max ratio = mantissa * 2**exponent
+    shift = min(ADD_SHIFT_MAX, ADD_MULT_BITS - exponent)
+    if shift < ADD_SHIFT_MIN:
+        raise QuantizationError(
+            f"add input scales must be less than 2**{ADD_MULT_BITS - ADD_SHIFT_MIN - 1} times "
+            f"the output scale, not {max(ratio_a, ratio_b):.6g} times (the inputs cancel on the "
+            "calibration data)")
+    top = (1 << ADD_MULT_BITS) - 1
+    return (min(top, round(ratio_a * (1 << shift))), min(top, round(ratio_b * (1 << shift))),
+            shift)
+
+
+def add(a, b, mult_a: int, mult_b: int, shift: int, lo: int = INT8_MIN,
+        hi: int = INT8_MAX) -> np.ndarray:
+    """The residual add with one rounding: ``clamp((a * M_a + b * M_b + (1 << (S - 1))) >> S,
+    lo, hi)``, as `requantize` rounds (ties towards +infinity); returns int8.
+
+    >>> add(np.array([3, -3, 100]), np.array([1, -1, 100]), 32768, 16384, 16).tolist()
+    [2, -2, 75]
+    >>> add(np.array([-100]), np.array([20]), 32768, 32768, 15, lo=0).tolist()   # fused ReLU
+    [0]
+    """
+    total = np.asarray(a, np.int64) * int(mult_a) + np.asarray(b, np.int64) * int(mult_b)
+    return requantize(total, 1, shift, lo, hi)

@@ -1,6 +1,8 @@
 """Integer passes: pure functions from `QGraph` to `QGraph`, run after quantization.
 
 Every integer pass leaves the golden model's output bit for bit unchanged; tests check it.
+Fusions merge a layer into the one that writes its input only when that tensor has no other
+reader, so a tensor that fans out is computed once, as it is.
 """
 
 from __future__ import annotations
@@ -8,40 +10,52 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from .graph import QGraph
+from .graph import INPUT, QGraph
 
 
 def _is_clamp(layer) -> bool:
     return layer.op == "pool" and layer.pool == "none"
 
 
-def _merge_chain(graph: QGraph, merge) -> QGraph:
-    """Fold layer pairs left to right: ``merge(a, b)`` returns the fused layer or None."""
-    layers = []
+def _renamed(layer, names: dict):
+    """``layer`` reading ``names.get(t, t)`` for each of its input tensors ``t``."""
+    inputs = tuple(names.get(t, t) for t in layer.inputs)
+    return layer if inputs == layer.inputs else layer.replace(inputs=inputs)
+
+
+def _merge_pairs(graph: QGraph, merge) -> QGraph:
+    """Fuse each layer ``b`` into the layer ``a`` that writes its only input when ``b`` is that
+    tensor's only reader: ``merge(a, b)`` returns the fused layer (which keeps ``a``'s name and
+    place) or None. Readers of ``b`` then read the fused layer."""
+    layers, index, names = [], {}, {}
     for layer in graph.layers:
-        fused = merge(layers[-1], layer) if layers else None
+        b = _renamed(layer, names)
+        a = layers[index[b.inputs[0]]] if len(b.inputs) == 1 and b.inputs[0] in index else None
+        fused = merge(a, b) if a is not None and graph.readers(layer.inputs[0]) == 1 else None
         if fused is None:
-            layers.append(layer)
+            index[b.name] = len(layers)
+            layers.append(b)
         else:
-            layers[-1] = fused
-    return graph.replace(layers=tuple(layers))
+            layers[index[a.name]] = fused
+            names[b.name] = a.name
+    return graph.replace(layers=tuple(layers), output=names.get(graph.output, graph.output))
 
 
 def fuse_activation(graph: QGraph) -> QGraph:
-    """Merge a clamp-only layer (ReLU, ReLU6) into the layer before it.
+    """Merge a clamp-only layer (ReLU, ReLU6) into the layer before it (a convolution, a
+    pooling layer or an add).
 
     Exact because clamps compose and commute with max pooling; not done after average pooling,
     whose rounding does not commute with a clamp.
     """
     def merge(a, b):
-        if not _is_clamp(b) or a.op == "flatten" or a.pool == "avg":
+        if not _is_clamp(b) or a.op not in ("conv", "pool", "add") or a.pool == "avg":
             return None
         lo, hi = max(a.lo, b.lo), min(a.hi, b.hi)
         if lo > hi:
             return None
-        return a.replace(lo=lo, hi=hi, out_scale=b.out_scale, name=a.name,
-                         sources=a.sources + b.sources)
-    return _merge_chain(graph, merge)
+        return a.replace(lo=lo, hi=hi, out_scale=b.out_scale, sources=a.sources + b.sources)
+    return _merge_pairs(graph, merge)
 
 
 def fuse_pool(graph: QGraph) -> QGraph:
@@ -61,51 +75,58 @@ def fuse_pool(graph: QGraph) -> QGraph:
                          pool_padding=b.pool_padding, pool_mult=b.pool_mult,
                          pool_shift=b.pool_shift, out_shape=b.out_shape, out_scale=b.out_scale,
                          lo=lo, hi=hi, sources=a.sources + b.sources)
-    return _merge_chain(graph, merge)
+    return _merge_pairs(graph, merge)
 
 
 def lower_flatten(graph: QGraph) -> QGraph:
     """Remove flatten layers: a linear layer on a flattened ``C x H x W`` map becomes a
     convolution with an ``H x W`` kernel and no padding over the map itself (the same sums in
     PyTorch's flatten order); clamp layers in between keep the map's shape (they are elementwise).
+    A flattened map may feed only those; the graph's output may be one.
     """
-    layers, pending = [], None
+    layers, names, maps = [], {}, {}    # maps: tensor -> the C x H x W map it flattens
     for layer in graph.layers:
+        flat = [t for t in layer.inputs if t in maps]
+        layer = _renamed(layer, names)
         if layer.op == "flatten":
-            pending = pending or layer.in_shape
+            maps[layer.name] = maps[flat[0]] if flat else layer.in_shape
+            names[layer.name] = layer.inputs[0]
             continue
-        if pending is not None:
+        if flat:
+            shape = maps[flat[0]]
             if _is_clamp(layer):
-                layer = layer.replace(in_shape=pending, out_shape=pending)
+                layer = layer.replace(in_shape=shape, out_shape=shape)
+                maps[layer.name] = shape
             elif layer.op == "conv" and layer.kernel == (1, 1) and \
-                    layer.in_shape == (int(np.prod(pending)), 1, 1):
+                    layer.in_shape == (int(np.prod(shape)), 1, 1):
                 o = layer.weight.shape[0]
-                layer = layer.replace(in_shape=pending, weight=layer.weight.reshape(o, *pending))
-                pending = None      # the layers after it see a C x 1 x 1 map again
+                layer = layer.replace(in_shape=shape, weight=layer.weight.reshape(o, *shape))
             else:
                 raise UnsupportedLayerError(
                     f"layer '{layer.name}' is not supported after a flatten: only clamps and "
                     "linear layers may follow one")
         layers.append(layer)
-    return graph.replace(layers=tuple(layers))
+    return graph.replace(layers=tuple(layers), output=names.get(graph.output, graph.output))
 
 
 IDENTITY_MULT, IDENTITY_SHIFT = 1 << 30, 30   # (x * 2**30 + 2**29) >> 30 == x for integers
 
 
+def identity_conv(layer, channels: int, mult=IDENTITY_MULT, shift=IDENTITY_SHIFT):
+    """``layer`` as a 1x1 convolution of ``channels`` channels with identity weights, zero bias
+    and multipliers ``mult`` / ``shift`` (default: unit), keeping its clamp and pooling."""
+    return layer.replace(
+        op="conv", weight=np.eye(channels, dtype=np.int8).reshape(channels, channels, 1, 1),
+        bias=np.zeros(channels, np.int32), mult=np.full(channels, mult, np.int64),
+        shift=np.full(channels, shift, np.int64), stride=(1, 1), padding=(0, 0))
+
+
 def lower_pool_layers(graph: QGraph) -> QGraph:
     """Turn each remaining pooling or clamp layer into a 1x1 convolution with identity weights,
-    zero bias and a unit multiplier, so every layer runs on the convolution datapath."""
-    layers = []
-    for layer in graph.layers:
-        if layer.op == "pool":
-            c = layer.in_shape[0]
-            layer = layer.replace(
-                op="conv", weight=np.eye(c, dtype=np.int8).reshape(c, c, 1, 1),
-                bias=np.zeros(c, np.int32), mult=np.full(c, IDENTITY_MULT, np.int64),
-                shift=np.full(c, IDENTITY_SHIFT, np.int64), stride=(1, 1), padding=(0, 0))
-        layers.append(layer)
-    return graph.replace(layers=tuple(layers))
+    zero bias and a unit multiplier, so it runs on the convolution datapath."""
+    return graph.replace(layers=tuple(
+        identity_conv(layer, layer.in_shape[0]) if layer.op == "pool" else layer
+        for layer in graph.layers))
 
 
 INTEGER_PASSES = (fuse_activation, fuse_pool, lower_flatten, lower_pool_layers)

@@ -8,7 +8,11 @@ their input's scale, so they lower to clamps and pools with no rescaling. Averag
 its own output scale, calibrated the same way, and folds ``s_in / (kh * kw * s_out)`` into its
 multiplier: an average spans a narrower range than its inputs (a global average pool of a
 feature map often a small fraction of it), which the input's scale would leave to a few int8
-levels.
+levels. A residual add gets its own output scale the same way and adds its two inputs with
+integer multipliers (`numerics.add_multipliers`). A concatenation stores all its inputs at one
+scale, calibrated on its output; the layers that compute its inputs take that scale as theirs
+(`concat_sources`), and an input whose producer cannot (the network input, or a tensor other
+layers read too) is requantized by a 1x1 identity convolution first.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import numpy as np
 from . import numerics
 from ..errors import QuantizationError
 from ..frontend.float_ref import run_float
-from .graph import QGraph, QLayer
+from .graph import INPUT, QGraph, QLayer
+from .passes import identity_conv
 from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
 RANGE_ONLY = ("relu", "relu6", "maxpool")
-RESCALING = ("conv", "linear", "avgpool")    # nodes whose output gets a scale of its own
+RESCALING = ("conv", "linear", "avgpool", "add")   # nodes whose output gets a scale of its own
 
 
 def _scale(max_abs: float) -> float:
@@ -31,19 +36,67 @@ def _scale(max_abs: float) -> float:
     return float(max_abs) / numerics.INT8_MAX if max_abs > 0 else 1.0 / numerics.INT8_MAX
 
 
-def calibrate(nodes: list, calibration: np.ndarray) -> tuple[float, list]:
-    """Return the input scale and, per node, the scale of its output tensor."""
+def _readers(nodes: list) -> dict:
+    """Tensor name -> the nodes that read it (the last node's tensor is also the output)."""
+    readers = {}
+    for node in nodes:
+        for name in node.inputs:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _chain_end(nodes: list, readers: dict, name: str) -> str:
+    """The tensor at the end of the range-only ops (ReLU, ReLU6, max pooling) that alone read
+    tensor ``name``, one after another: what a fused layer ending there stores."""
+    last = nodes[-1].name
+    while name != last and len(readers.get(name, [])) == 1 and \
+            readers[name][0].kind in RANGE_ONLY:
+        name = readers[name][0].name
+    return name
+
+
+def calibrate(nodes: list, calibration: np.ndarray) -> tuple[float, dict]:
+    """Return the input scale and, per node that sets a scale (`RESCALING` and concatenations),
+    the scale of its output tensor, by node name.
+
+    A concatenation stores its inputs at one scale, its own; the layers that compute its inputs
+    (through range-only ops that nothing else reads) are given that scale, so their outputs can
+    be written straight into it (`concat_sources`).
+    """
     x = np.asarray(calibration, dtype=np.float64)
     outs = run_float(nodes, x, return_all=True)
-    maxima = [float(np.abs(o).max()) if o.size else 0.0 for o in outs]
-    scales = [0.0] * len(nodes)
-    for i, node in enumerate(nodes):
-        if node.kind in RESCALING:
-            end = i
-            while end + 1 < len(nodes) and nodes[end + 1].kind in RANGE_ONLY:
-                end += 1
-            scales[i] = _scale(maxima[end])
+    maxima = {node.name: float(np.abs(o).max()) if o.size else 0.0
+              for node, o in zip(nodes, outs)}
+    readers = _readers(nodes)
+    scales = {}
+    for node in nodes:
+        if node.kind in RESCALING or node.kind == "concat":
+            scales[node.name] = _scale(maxima[_chain_end(nodes, readers, node.name)])
+    for node in reversed(nodes):
+        if node.kind == "concat":
+            for source in concat_sources(nodes, node):
+                scales[source] = scales[node.name]
     return _scale(float(np.abs(x).max())), scales
+
+
+def concat_sources(nodes: list, concat) -> list:
+    """Nodes that may take ``concat``'s scale as their own: for each input, the rescaling node
+    or concatenation reached backwards through range-only ops, when only the path to ``concat``
+    reads each tensor on the way (concatenations recursively)."""
+    by_name, readers = {node.name: node for node in nodes}, _readers(nodes)
+    found = []
+    for name in dict.fromkeys(concat.inputs):
+        while name in by_name and by_name[name].kind in RANGE_ONLY and \
+                len(readers[name]) == 1:
+            name = by_name[name].inputs[0]
+        node = by_name.get(name)
+        if node is None or len(readers[name]) != 1 or node.name == nodes[-1].name:
+            continue
+        if node.kind in RESCALING:
+            found.append(node.name)
+        elif node.kind == "concat":
+            found += [node.name] + concat_sources(nodes, node)
+    return found
 
 
 def _found(bad: np.ndarray, name: str, what: str) -> str:
@@ -136,25 +189,43 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
     return wq, bq.astype(np.int32), np.array(mults, np.int64), np.array(shifts, np.int64)
 
 
+def _shape3(shape) -> tuple:
+    """A map's ``C x H x W``; a vector of ``F`` features is an ``F x 1 x 1`` map."""
+    return tuple(shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
+
+
+def _rescaled(name: str, shape: tuple, s_in: float, s_out: float, index: int, concat) -> QLayer:
+    """A 1x1 identity convolution that requantizes tensor ``name`` from ``s_in`` to ``s_out``:
+    the copy a concatenation input needs when its producer cannot take the concatenation's
+    scale."""
+    try:
+        mult, shift = numerics.requant_multiplier(s_in / s_out)
+    except QuantizationError as exc:
+        raise QuantizationError(f"layer '{concat.name}': {exc}") from None
+    layer = QLayer(name=f"{concat.name}.rescale{index}", op="pool", in_shape=shape,
+                   out_shape=shape, out_scale=s_out, sources=concat.sources, inputs=(name,))
+    return identity_conv(layer, shape[0], mult, shift)
+
+
 def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> QGraph:
-    """Quantize a BatchNorm-folded float chain into an unfused integer graph."""
+    """Quantize a BatchNorm-folded float DAG into an unfused integer graph."""
     s_in, scales = calibrate(nodes, calibration)
-    input_scale, scale, rng = s_in, s_in, (numerics.INT8_MIN, numerics.INT8_MAX)
+    full = (numerics.INT8_MIN, numerics.INT8_MAX)
+    tensors = {INPUT: (s_in, full)}         # tensor name -> (scale, range of its values)
     layers = []
-
-    def shape3(shape):
-        return tuple(shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
-
-    for node, node_scale in zip(nodes, scales):
-        common = dict(name=node.name, in_shape=shape3(node.in_shape),
-                      out_shape=shape3(node.out_shape), sources=node.sources)
+    for node in nodes:
+        scale, rng = tensors[node.inputs[0]]
+        common = dict(name=node.name, in_shape=_shape3(node.in_shape),
+                      out_shape=_shape3(node.out_shape), sources=node.sources,
+                      inputs=node.inputs)
+        out_rng = full
         if node.kind in ("conv", "linear"):
-            wq, bq, mult, shift = _quantize_weights(node, node.name, scale, node_scale, rng)
+            wq, bq, mult, shift = _quantize_weights(node, node.name, scale, scales[node.name],
+                                                    rng)
             a = node.attrs
-            layer = QLayer(op="conv", out_scale=node_scale, weight=wq, bias=bq, mult=mult,
-                           shift=shift, stride=a.get("stride", (1, 1)),
+            layer = QLayer(op="conv", out_scale=scales[node.name], weight=wq, bias=bq,
+                           mult=mult, shift=shift, stride=a.get("stride", (1, 1)),
                            padding=a.get("padding", (0, 0)), **common)
-            scale, rng = node_scale, (numerics.INT8_MIN, numerics.INT8_MAX)
         elif node.kind == "relu":
             layer = QLayer(op="pool", out_scale=scale, lo=0, **common)
         elif node.kind == "relu6":
@@ -164,7 +235,7 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
             a = node.attrs
             mult, shift, out_scale = 0, 0, scale
             if node.kind == "avgpool":
-                out_scale = node_scale
+                out_scale = scales[node.name]
                 area = a["kernel"][0] * a["kernel"][1]
                 try:
                     mult, shift = numerics.requant_multiplier(scale / (area * out_scale))
@@ -173,16 +244,44 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
             layer = QLayer(op="pool", out_scale=out_scale, pool=node.kind[:3],
                            pool_kernel=a["kernel"], pool_stride=a["stride"],
                            pool_padding=a["padding"], pool_mult=mult, pool_shift=shift, **common)
-            if node.kind == "avgpool":
-                scale, rng = out_scale, (numerics.INT8_MIN, numerics.INT8_MAX)
         elif node.kind == "flatten":
             layer = QLayer(op="flatten", out_scale=scale, **common)
+            out_rng = rng
+        elif node.kind == "add":
+            s_out = scales[node.name]
+            (s_a, _), (s_b, _) = (tensors[name] for name in node.inputs)
+            try:
+                m_a, m_b, shift = numerics.add_multipliers(s_a / s_out, s_b / s_out)
+            except QuantizationError as exc:
+                raise QuantizationError(f"layer '{node.name}': {exc}") from None
+            layer = QLayer(op="add", out_scale=s_out, add_mult=(m_a, m_b), add_shift=shift,
+                           **common)
+        elif node.kind == "concat":
+            s_out, inputs = scales[node.name], []
+            for i, name in enumerate(node.inputs):
+                if tensors[name][0] != s_out:
+                    copy = _rescaled(name, _shape3(_shape_of(nodes, name, input_shape)),
+                                     tensors[name][0], s_out, i, node)
+                    layers.append(copy)
+                    tensors[copy.name] = (s_out, full)
+                    name = copy.name
+                inputs.append(name)
+            common["inputs"] = tuple(inputs)
+            layer = QLayer(op="concat", out_scale=s_out, **common)
+            ranges = [tensors[name][1] for name in inputs]
+            out_rng = (min(r[0] for r in ranges), max(r[1] for r in ranges))
         else:
             raise QuantizationError(f"layer '{node.name}': {node.kind!r} must be folded before "
                                     "quantization")
-        if layer.op != "flatten":
-            rng = (max(rng[0], layer.lo), min(rng[1], layer.hi))
+        if layer.op == "pool" and layer.pool != "avg":     # clamps and max pooling keep values
+            out_rng = (max(rng[0], layer.lo), min(rng[1], layer.hi))
+        tensors[node.name] = (layer.out_scale, out_rng)
         layers.append(layer)
     output_shape = tuple(nodes[-1].out_shape) if nodes else tuple(input_shape)
-    return QGraph(layers=tuple(layers), input_shape=tuple(input_shape), input_scale=input_scale,
-                  output_shape=output_shape)
+    return QGraph(layers=tuple(layers), input_shape=tuple(input_shape), input_scale=s_in,
+                  output_shape=output_shape, output=nodes[-1].name if nodes else "")
+
+
+def _shape_of(nodes: list, name: str, input_shape: tuple) -> tuple:
+    return tuple(input_shape) if name == INPUT else next(n.out_shape for n in nodes
+                                                         if n.name == name)

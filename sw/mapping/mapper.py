@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ..config import AcceleratorConfig
 from .descriptor import OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from ..errors import MappingError
-from ..ir.graph import QGraph, QLayer
+from ..ir.graph import INPUT, QGraph, QLayer
 from .layout import groups
 
 
@@ -99,6 +99,19 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
              config.max_stride, "max_stride")
 
 
+def _check_chain(graph: QGraph) -> None:
+    """The ping-pong banks hold a chain: refuse a graph that branches, naming where."""
+    previous = INPUT
+    for layer in graph.layers:
+        if layer.inputs != (previous,) or layer.op in ("add", "concat"):
+            reads = " and ".join("the input" if t == INPUT else f"'{t}'" for t in layer.inputs)
+            raise MappingError(
+                f"{_where(layer)} reads {reads}: graphs with residual adds, concatenations or "
+                "tensors read by several layers do not map onto the accelerator yet, only "
+                "chains")
+        previous = layer.name
+
+
 def _place_activations(graph: QGraph, config: AcceleratorConfig):
     """(bank, addr, bytes) of every layer's input and output, and which outputs survive."""
     first = act_bytes(graph.layers[0].in_shape, config)
@@ -118,6 +131,7 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig):
 
 def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     """Place every layer of a lowered graph; raise `MappingError` for what does not fit."""
+    _check_chain(graph)
     if not 1 <= len(graph.layers) <= config.program_depth:
         raise MappingError(f"program must have 1 to {config.program_depth} layers "
                            f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")

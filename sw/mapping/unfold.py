@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from ..config import AcceleratorConfig
-from ..ir.graph import QGraph
+from ..ir.graph import INPUT, QGraph
 from .mapper import act_bytes
 
 
 def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
-    """Unfold the first convolution's windows on the host when its input has fewer channels
-    than the PE array has input lanes and the unfolded map fits an activation bank.
+    """Unfold the windows of the convolution that reads the network input on the host, when it
+    is the input's only reader, its input has fewer channels than the PE array has input lanes
+    and the unfolded map fits an activation bank.
 
-    The first layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
+    That layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
     ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
     the same way (`golden.im2col`). With one input channel and 4 lanes a 5x5 layer then needs
     7 cycles per pixel instead of 25.
     """
-    if not graph.layers or graph.input_im2col:
+    readers = graph.consumers(INPUT)
+    if len(readers) != 1 or graph.readers(INPUT) != 1 or graph.input_im2col:
         return graph
-    first = graph.layers[0]
+    first = readers[0]
     c = first.in_shape[0]
     if first.op != "conv" or c >= config.pe_in or first.kernel == (1, 1):
         return graph
@@ -28,5 +30,6 @@ def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
         return graph
     unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
                              weight=first.weight.reshape(o, c * kh * kw, 1, 1))
-    return graph.replace(layers=(unfolded,) + graph.layers[1:],
+    return graph.replace(layers=tuple(unfolded if layer is first else layer
+                                      for layer in graph.layers),
                          input_im2col=(kh, kw) + tuple(first.stride) + tuple(first.padding))

@@ -33,9 +33,11 @@ def _bank(program, bank: int, byte_addr: int):
 
 
 def input_image(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
-    """``(bus address, words)`` of one int8 ``C x H x W`` input image (unfolded if the program
+    """``(bus address, words)`` of one int8 ``C x H x W`` (or ``F``) input (unfolded if the program
     unfolds its input on the host)."""
     x = golden.layer_inputs(program.graph, xq[None])[0]
+    if x.ndim == 1:                 # a vector of F features is an F x 1 x 1 map
+        x = x.reshape(-1, 1, 1)
     addr, shape = _bank(program, *program.plan.act_in[0][:2])
     return addr, shape.to_bus(layout.pack_activation(x, program.config))
 

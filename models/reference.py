@@ -1,0 +1,96 @@
+"""Reference architectures the field runs on this class of hardware, written as plain PyTorch
+(untrained: for compiling, mapping and timing them, not for accuracy).
+
+* `resnet8`: the MLPerf Tiny image-classification model (CIFAR-10, 32 x 32 x 3): a 3x3 stem of
+  16 filters, three residual stages of 16, 32 and 64 filters (the last two with 1x1 stride-2
+  projection shortcuts), ReLU after each add, an 8 x 8 average pool and a 10-way classifier.
+  PyTorch's symmetric padding replaces Keras' asymmetric 'same' padding on stride-2 layers.
+* `fc_autoencoder`: the MLPerf Tiny anomaly-detection model: 640-128-128-128-128-8-128-128-128-
+  128-640, each hidden Linear followed by BatchNorm1d and ReLU, on ``N x 640`` inputs.
+* `fire_stack`: SqueezeNet-style fire modules (1x1 squeeze, then 1x1 and 3x3 expands
+  concatenated along channels) on 32 x 32 x 3 inputs, with max pooling between them (floor
+  mode).
+
+>>> import torch
+>>> resnet8()(torch.zeros(2, 3, 32, 32)).shape
+torch.Size([2, 10])
+>>> fc_autoencoder()(torch.zeros(2, 640)).shape
+torch.Size([2, 640])
+>>> fire_stack()(torch.zeros(2, 3, 32, 32)).shape
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class _Block(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the input (or its 1x1 strided projection), then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else \
+            nn.Conv2d(c_in, c_out, 1, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        y += self.shortcut(x)
+        return self.relu(y)
+
+
+class ResNet8(nn.Module):
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU())
+        self.stage1 = _Block(16, 16, 1)
+        self.stage2 = _Block(16, 32, 2)
+        self.stage3 = _Block(32, 64, 2)
+        self.pool = nn.AvgPool2d(8)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def resnet8(classes: int = 10) -> nn.Module:
+    return ResNet8(classes).eval()
+
+
+def fc_autoencoder(features: int = 640, hidden: int = 128, code: int = 8) -> nn.Module:
+    widths = [features] + [hidden] * 4 + [code] + [hidden] * 4
+    layers = []
+    for a, b in zip(widths, widths[1:]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU()]
+    layers.append(nn.Linear(hidden, features))
+    return nn.Sequential(*layers).eval()
+
+
+class _Fire(nn.Module):
+    def __init__(self, c_in: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(c_in, squeeze, 1)
+        self.expand1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        s = self.relu(self.squeeze(x))
+        return torch.cat([self.relu(self.expand1(s)), self.relu(self.expand3(s))], 1)
+
+
+def fire_stack(classes: int = 10) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+        _Fire(32, 8, 16), _Fire(32, 8, 16), nn.MaxPool2d(2),
+        _Fire(32, 16, 32), _Fire(64, 16, 32),
+        nn.Conv2d(64, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
