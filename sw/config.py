@@ -33,9 +33,10 @@ class AcceleratorConfig:
         Largest convolution kernel side.
     max_stride : int
         Largest convolution and pooling stride.
-    act_bank_bytes : int
-        Bytes in each of the two ping-pong activation banks. A layer reads one bank and writes
-        the other; a map occupies ``ceil(C / pe_in) * pe_in * H * W`` bytes.
+    act_bytes : int
+        Bytes of the activation memory: one pool that holds every tensor while it is alive (the
+        compiler plans their addresses); a map occupies ``ceil(C / pe_in) * pe_in * H * W``
+        bytes. Built as two RAMs, even and odd words.
     weight_bytes : int
         Bytes of weight memory for the whole program (weights of all layers stay resident).
     param_entries : int
@@ -67,7 +68,7 @@ class AcceleratorConfig:
     max_height: int = 64
     max_kernel: int = 7
     max_stride: int = 4
-    act_bank_bytes: int = 32 * 1024
+    act_bytes: int = 64 * 1024
     weight_bytes: int = 128 * 1024
     param_entries: int = 1024
     program_depth: int = 32
@@ -80,7 +81,7 @@ class AcceleratorConfig:
     def __post_init__(self):
         limits = {
             "pe_out": (1, 256), "pe_in": (1, 256), "max_width": (1, 1023), "max_height": (1, 1023),
-            "max_kernel": (1, 15), "max_stride": (1, 7), "act_bank_bytes": (1, 1 << 24),
+            "max_kernel": (1, 15), "max_stride": (1, 7), "act_bytes": (1, 1 << 25),
             "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
@@ -103,11 +104,11 @@ class AcceleratorConfig:
                                                or self.requant_lanes & (self.requant_lanes - 1)):
             raise ConfigError(f"AcceleratorConfig.requant_lanes must be a power of two dividing "
                               f"pe_out ({self.pe_out}), not {self.requant_lanes}")
-        for name in ("pe_out", "pe_in", "act_bank_bytes", "weight_bytes", "param_entries"):
+        for name in ("pe_out", "pe_in", "act_bytes", "weight_bytes", "param_entries"):
             value = getattr(self, name)
             if value & (value - 1):
                 raise ConfigError(f"AcceleratorConfig.{name} must be a power of two, not {value}")
-        for name, unit in (("act_bank_bytes", self.pe_in),
+        for name, unit in (("act_bytes", 2 * self.pe_in),
                            ("weight_bytes", self.pe_out * self.pe_in),
                            ("param_entries", self.pe_out)):
             if getattr(self, name) < unit:

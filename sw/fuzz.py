@@ -34,18 +34,18 @@ import numpy as np
 from .golden import cycles as cycle_model
 from .config import AcceleratorConfig
 from .errors import MappingError, QuantizationError
-from .mapping.mapper import act_bytes
+from .mapping.mapper import map_bytes
 
 #: Configurations of the fuzzer's own: the default array, a small one with a one-lane
 #: requantizer, and a serial-requantizer one with every option.
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
-                               act_bank_bytes=8192, weight_bytes=65536, param_entries=256,
+                               act_bytes=16384, weight_bytes=65536, param_entries=256,
                                program_depth=8),
     "serial": AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=4,
                                 max_width=24, max_height=20, max_kernel=5, max_stride=3,
-                                act_bank_bytes=4096, weight_bytes=32768, param_entries=128,
+                                act_bytes=8192, weight_bytes=32768, param_entries=128,
                                 program_depth=8),
 }
 
@@ -149,7 +149,7 @@ class _Builder:
         if not self.legal:
             return True
         c, h, w = shape
-        return act_bytes(shape, self.cfg) <= self.cfg.act_bank_bytes and h >= 1 and w >= 1
+        return map_bytes(shape, self.cfg) <= self.cfg.act_bytes // 2 and h >= 1 and w >= 1
 
     # --- layer kinds: each returns the new shape, or None if it drew nothing usable
 

@@ -50,7 +50,7 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
             "clamp": f"[{layer.lo}, {layer.hi}]",
             "input": "x".join(map(str, layer.in_shape)), "output": "x".join(map(str, layer.out_shape)),
             "MACs": layer.macs, "parameters": int(layer.weight.size + layer.bias.size),
-            "act bytes in/out": f"{plan.act_in[i][2]}/{plan.act_out[i][2]}",
+            "act bytes in/out": f"{plan.act_in[i][1]}/{plan.act_out[i][1]}",
             "weight bytes": plan.weight[i][1], "ideal cycles": round(ideal),
             "measured cycles": measured,
             "utilization": f"{ideal / measured:.1%}" if measured else "",

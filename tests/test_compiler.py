@@ -265,8 +265,8 @@ MAPPING_CASES = [
     (dict(max_kernel=3), WHERE.format(4, 5, 6, 7) +
      "kernel size must be <= 3 (AcceleratorConfig.max_kernel), not 5x5"),
     # the unfolded first layer (25x16x16, 7168 bytes) does not fit, so it stays 1x16x16
-    (dict(act_bank_bytes=512), WHERE.format(0, 1, 2, 3) +
-     "input map 1x16x16 needs 1024 bytes, must fit an activation bank of 512 bytes"),
+    (dict(act_bytes=512), WHERE.format(0, 1, 2, 3) +
+     "input map 1x16x16 needs 1024 bytes, must fit the activation memory of 512 bytes"),
     # 16x28 (conv1, unfolded) + 32x16x25 (conv2) + 64x32x16 (fc1) + 16x64 (fc2, 10 rows padded)
     (dict(weight_bytes=4096), "weights need 47040 bytes, must fit the weight memory of 4096 "
                               "bytes"),

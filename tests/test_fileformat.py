@@ -168,7 +168,7 @@ CASES = {
                           r"layer 'features\.0': out_scale .* not None"),
     # input shape and the host-side unfold
     "input shape of 2": ("lenet", setitem("input_shape", [1, 16]),
-                         r"input_shape must be a list of 3 integers >= 1, not \[1, 16\]"),
+                         r"input_shape must be \[C, H, W\] or \[F\], not \[1, 16\]"),
     "bool in input shape": ("lenet", setitem("input_shape", [1, 16, True]), r"input_shape must"),
     "zero in input shape": ("lenet", setitem("input_shape", [1, 16, 0]), r"input_shape must"),
     "float in input shape": ("lenet", setitem("input_shape", [1.0, 16, 16]), r"input_shape must"),
@@ -368,7 +368,8 @@ def test_header_length_beyond_payload_is_refused(saved, tmp_path):
     payload = bytearray(data[fileformat._HEADER.size:])
     payload[:4] = struct.pack("<I", len(payload))
     path = tmp_path / "t.stp"
-    path.write_bytes(fileformat._HEADER.pack(fileformat.MAGIC, 1, 0, len(payload),
+    path.write_bytes(fileformat._HEADER.pack(fileformat.MAGIC, fileformat.FORMAT_VERSION, 0,
+                                             len(payload),
                                              hashlib.sha256(payload).digest()) + payload)
     refused(path, rf"header length must be at most {len(payload) - 4} bytes, "
                   rf"not {len(payload)}")
@@ -393,7 +394,12 @@ ACCEPTED = {
     "scale": (setitem("input_scale", 3), lambda p: p.input_scale == 3.0),
     "out scale": (setitem("layers", 2, "out_scale", 1e-30),
                   lambda p: p.layers[2].out_scale == 1e-30),
-    "names": (setitem("layers", 0, "name", "first"), lambda p: p.layers[0].name == "first"),
+    "names": (lambda h, b: (setitem("layers", 0, "name", "first")(h, b),
+                            setitem("layers", 1, "inputs", ["first"])(h, b)),
+              lambda p: p.layers[0].name == "first" and p.layers[1].inputs == ("first",)),
+    "output name": (lambda h, b: (setitem("layers", 3, "name", "out")(h, b),
+                                  setitem("output", "out")(h, b)),
+                    lambda p: p.graph.output == "out"),
     "sources": (setitem("layers", 0, "sources", []), lambda p: p.layers[0].sources == ()),
     "metadata": (setitem("metadata", {"a": [1, None, {"b": 2.5}]}),
                  lambda p: p.metadata == {"a": [1, None, {"b": 2.5}]}),

@@ -102,14 +102,14 @@ def test_outputs_beyond_2048_words(shape, model):
 
 
 def test_preserved_outputs_survive_later_layers():
-    """A 24 x 31 x 31 map at the start of bank 1 must survive a later 8 x 33 x 32 layer written
-    after it in the same bank (the writer wrote 16 channels' worth of words for 8)."""
+    """A 24 x 31 x 31 map must survive a later 8 x 33 x 32 layer written right after it in the
+    activation memory (the writer wrote 16 channels' worth of words for 8)."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 24, 1), nn.ReLU(), nn.Conv2d(24, 4, 1),
                           nn.Conv2d(4, 8, (5, 6), padding=3))
     program = _rtl_equals_golden_on_every_layer(model, torch.randn(8, 3, 31, 31).numpy())
     assert program.layers[0].out_shape == (24, 31, 31)
     assert program.layers[-1].out_shape == (8, 33, 32)
-    (bank, addr, _), (later_bank, _, _) = program.plan.act_out[0], program.plan.act_out[2]
-    assert (bank, addr) == (1, 0) and later_bank == bank    # the 24 x 31 x 31 map stays below it
+    (addr, size), (later, _) = program.plan.act_out[0], program.plan.act_out[2]
+    assert later == addr + size     # the 8 x 33 x 32 map (32 channels' words wide) right after it
     assert all(program.plan.preserved)

@@ -66,9 +66,16 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     with pytest.raises(ProgramFormatError, match="is not a striate program"):
         striate.load_program(foreign)
     future = bytearray(data)
-    future[8:10] = (2).to_bytes(2, "little")
+    future[8:10] = (3).to_bytes(2, "little")
     path.write_bytes(bytes(future))
-    with pytest.raises(ProgramFormatError, match="format version must be 1, not 2"):
+    with pytest.raises(ProgramFormatError, match="format version must be 2, not 3"):
+        striate.load_program(path)
+    future[8:10] = (1).to_bytes(2, "little")
+    path.write_bytes(bytes(future))
+    with pytest.raises(ProgramFormatError, match=r"is format version 1 \(chains in two ping-pong "
+                                                 r"activation banks\), which this striate no "
+                                                 r"longer runs; compile the model again to write "
+                                                 r"format version 2"):
         striate.load_program(path)
     with pytest.raises(ProgramFormatError, match="cannot read program file"):
         striate.load_program(tmp_path / "missing.stp")
@@ -76,7 +83,7 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
 
 def _resign(payload: bytes) -> bytes:
     import hashlib
-    return fileformat._HEADER.pack(fileformat.MAGIC, 1, 0, len(payload),
+    return fileformat._HEADER.pack(fileformat.MAGIC, fileformat.FORMAT_VERSION, 0, len(payload),
                                    hashlib.sha256(payload).digest()) + payload
 
 
@@ -133,7 +140,7 @@ def test_descriptor_words_roundtrip(desc):
 
 
 def test_descriptor_packing_order_is_lsb_first():
-    words = LayerDescriptor(op=1, pool=2, in_bank=1).to_words()
+    words = LayerDescriptor(op=1, pool=2, in_c=1).to_words()
     assert words[0] == 0b1_10_01
     assert LayerDescriptor(act_lo=-1).to_int() >> sum(
         b for n, b, _ in DESCRIPTOR_FIELDS[:[n for n, *_ in DESCRIPTOR_FIELDS].index("act_lo")]
@@ -167,7 +174,7 @@ def test_config_validation_and_peak():
 def test_program_for_other_config_differs_only_in_plan(lenet, calibration):
     small = striate.compile(lenet, calibration, striate.AcceleratorConfig(pe_out=2, pe_in=4))
     assert small.config.macs_per_cycle == 8
-    assert small.plan.act_in[0][2] == 28 * 16 * 16    # 25 unfolded channels padded to 4 lanes
+    assert small.plan.act_in[0][1] == 28 * 16 * 16    # 25 unfolded channels padded to 4 lanes
 
 
 @pytest.mark.parametrize("seed", range(60))

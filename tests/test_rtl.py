@@ -17,7 +17,7 @@ import rtl_cases
 
 DEFAULT = striate.AcceleratorConfig()
 SMALL = striate.AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32,
-                                  act_bank_bytes=8192, weight_bytes=65536, param_entries=256,
+                                  act_bytes=16384, weight_bytes=65536, param_entries=256,
                                   program_depth=8)
 CONFIGS = {"default": DEFAULT, "small": SMALL}
 
@@ -91,9 +91,12 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
     program = lenet_program
     cfg = program.config
     descs = list(program.descriptors)
-    bank_bytes = cfg.act_bank_bytes
+    act_bytes = cfg.act_bytes
     sentinel = np.arange(64, dtype=np.uint32) * 0x01010101
-    sentinel_block = (memmap.address(memmap.BANK1), sentinel)
+    # the sentinel sits at the end of the activation memory, where no LeNet tensor is placed
+    sentinel_at = memmap.address(memmap.ACT, act_bytes // 4 - len(sentinel))
+    assert max(a + s for a, s in program.plan.tensors.values()) <= act_bytes - 4 * len(sentinel)
+    sentinel_block = (sentinel_at, sentinel)
     x = program.quantize_input(digits_test[0][:1])[0]
     d0, d2 = descs[0], descs[2]
     cases = [  # (layer index, replacement descriptor, layers to run, expected error)
@@ -107,8 +110,8 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
         (0, _with(d0, conv_h=d0.conv_h + 1), 4, memmap.E_SHAPE),
         (0, _with(d0, out_w=d0.out_w + 3), 4, memmap.E_SHAPE),
         (0, _with(d0, in_addr=d0.in_addr + 1), 4, memmap.E_ALIGN),
-        (0, _with(d0, out_addr=bank_bytes - 4 * cfg.pe_in), 4, memmap.E_ACT),
-        (0, _with(d0, in_addr=bank_bytes - 4 * cfg.pe_in), 4, memmap.E_ACT),
+        (0, _with(d0, out_addr=act_bytes - 4 * cfg.pe_in), 4, memmap.E_ACT),
+        (0, _with(d0, in_addr=act_bytes - 4 * cfg.pe_in), 4, memmap.E_ACT),
         (0, _with(d0, weight_addr=cfg.weight_bytes - cfg.pe_out * cfg.pe_in), 4,
          memmap.E_WEIGHT),
         (0, _with(d0, param_addr=cfg.param_entries), 4, memmap.E_PARAM),
@@ -122,7 +125,7 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
         runs.append({"inputs": [(memmap.address(memmap.PROGRAM), np.array(words, np.uint32)),
                                 sentinel_block, image.input_image(program, x)],
                      "layers": layers,
-                     "outputs": [(memmap.address(memmap.BANK1), len(sentinel))]})
+                     "outputs": [(sentinel_at, len(sentinel))]})
     # A good run afterwards: an error leaves the accelerator ready for the next program.
     good = [w for d in descs for w in d.to_words()]
     runs.append({"inputs": [(memmap.address(memmap.PROGRAM), np.array(good, np.uint32)),

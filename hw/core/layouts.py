@@ -9,7 +9,7 @@ from amaranth.lib import data
 from ...sw.mapping import derive
 from ...sw.config import AcceleratorConfig
 from ...sw.mapping.descriptor import LayerDescriptor
-from ...sw.mapping.memmap import memories, BANK0, WEIGHTS, PARAMS
+from ...sw.mapping.memmap import ACT, PARAMS, WEIGHTS, memories
 
 ACC = signed(32)
 
@@ -31,7 +31,7 @@ class Layouts:
         self.config = config
         po, pi = config.pe_out, config.pe_in
         mems = memories(config)
-        self.act_addr = bits_for(mems[BANK0].depth)
+        self.act_addr = bits_for(mems[ACT].depth)
         self.w_addr = bits_for(mems[WEIGHTS].depth)
         self.p_addr = bits_for(mems[PARAMS].depth)
         # Width of the sequencer's derived sizes (`striate.sw.mapping.derive`): a legal layer's products

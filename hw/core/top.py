@@ -1,8 +1,9 @@
 """The accelerator top: memories, host bus, sequencer and the streaming datapath.
 
-Datapath: `WindowGen` -> `Fetch` (activation bank + weight memory) -> `MacArray` -> `Requant`
-(parameter memory) -> `Pool` -> `Writer` (the other activation bank). The register map and
-memory windows are defined in `striate.sw.mapping.memmap`.
+Datapath: `WindowGen` -> `Fetch` (activation memory + weight memory) -> `MacArray` -> `Requant`
+(parameter memory) -> `Pool` -> `Writer` (activation memory). The register map and memory
+windows are defined in `striate.sw.mapping.memmap`. The activation memory is one pool of words
+whose even words live in one RAM and odd words in another.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ...sw.mapping import memmap
+from ...sw.mapping.memmap import MemoryShape
 from ...sw.config import AcceleratorConfig
 from .layouts import Layouts
 from .pe import Fetch, MacArray
@@ -112,12 +114,14 @@ class Accelerator(wiring.Component):
         m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region), r_offset.eq(offset)]
         reads = {}
 
-        def window(key, mem_shape, engine_read=None, engine_write=None, ram=None):
-            """Host access to one memory, shared with the engine while busy."""
+        def window(key, mem_shape, engine_read=None, engine_write=None, ram=None, part=None):
+            """Host access to one memory, shared with the engine while busy. With ``part =
+            (index, parts)`` the memory holds the region's rows ``index``, ``index + parts``,
+            ... (``parts`` a power of two) at its rows 0, 1, ..."""
             width, rw = mem_shape.width, mem_shape.row_words
             sub_bits = rw.bit_length() - 1
-            # Activation banks take byte enables from the writer (a pixel may fill part of a
-            # word); host writes enable whole 32-bit words.
+            # The activation memory takes byte enables from the writer (a pixel may fill part
+            # of a word); host writes enable whole 32-bit words.
             granularity = 8 if engine_write is not None else min(32, width)
             if ram is None:
                 mem = Memory(shape=width, depth=mem_shape.depth, init=[])
@@ -127,12 +131,17 @@ class Accelerator(wiring.Component):
                 mem = ram(width, mem_shape.depth)
                 rp = SimpleNamespace(addr=mem.addr, en=mem.r_en, data=mem.r_data)
                 wp = SimpleNamespace(addr=mem.addr, en=mem.w_en, data=mem.w_data)
-            m.submodules[f"mem{key}"] = mem
+            m.submodules[f"mem{key}" + (f"_{part[0]}" if part else "")] = mem
             row = offset >> sub_bits
+            sel = (region == key)
+            if part:
+                index, parts = part
+                part_bits = parts.bit_length() - 1
+                sel &= row[:part_bits] == index
+                row = row >> part_bits
             word = (Const(1, rw) << offset[:sub_bits])[:rw] if sub_bits else Const(1, 1)
             per_word = min(32, width) // granularity
             host_enable = Cat(*[word[w // per_word] for w in range(len(wp.en))])
-            sel = (region == key)
             m.d.comb += [rp.addr.eq(row), rp.en.eq(self.r_en & sel),
                          wp.data.eq(Cat(*([self.w_data] * rw))[:width]),
                          wp.en.eq(Mux(self.w_en & sel & host, host_enable, 0))]
@@ -148,7 +157,12 @@ class Accelerator(wiring.Component):
                     m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
             elif ram is None:   # one address for both ports, as in a single-port RAM
                 m.d.comb += wp.addr.eq(rp.addr)
-            reads[key] = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
+            data = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
+            if part:        # the part the read's row is in picks the data
+                reads[key] = Mux((r_offset >> sub_bits)[:part_bits] == index, data,
+                                 reads.get(key, 0))
+            else:
+                reads[key] = data
             return rp, wp
 
         window(memmap.PROGRAM, shapes[memmap.PROGRAM],
@@ -157,7 +171,7 @@ class Accelerator(wiring.Component):
                engine_read=(requant.p_addr, requant.p_en, requant.p_data))
         window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
                engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
-        self._banks(m, seq, fetch, writer, shapes, window)
+        self._pool(m, fetch, writer, shapes, window)
         memory_data = Signal(32)    # the memory read, valid unless the engine owns the ports
         with m.Switch(r_region):
             for key, value in reads.items():
@@ -167,17 +181,20 @@ class Accelerator(wiring.Component):
         m.d.comb += self.r_data.eq(Mux(r_region == memmap.REG, registers,
                                        Mux(host, memory_data, 0)))
 
-    def _banks(self, m, seq, fetch, writer, shapes, window):
-        """The two activation banks: the layer reads ``in_bank`` and writes the other."""
-        in_bank = seq.desc.in_bank
-        data0, data1 = Signal(8 * self.config.pe_in), Signal(8 * self.config.pe_in)
-        for key, bank_index, data in ((memmap.BANK0, 0, data0), (memmap.BANK1, 1, data1)):
-            reading = in_bank == bank_index
-            window(key, shapes[key],
-                   engine_read=(fetch.act_addr, fetch.act_en & reading, data),
-                   engine_write=(writer.wr_addr, writer.wr_data,
-                                 Mux(reading, 0, writer.wr_en)))
-        m.d.comb += fetch.act_data.eq(Mux(in_bank, data1, data0))
+    def _pool(self, m, fetch, writer, shapes, window):
+        """The activation memory: pool word ``w`` is row ``w >> 1`` of RAM ``w & 1``."""
+        shape = shapes[memmap.ACT]
+        half = MemoryShape(shape.depth // 2, shape.width)
+        datas = [Signal(shape.width, name=f"act_data{k}") for k in range(2)]
+        read_odd = Signal()             # the RAM the fetch read last (its data is current)
+        with m.If(fetch.act_en):
+            m.d.sync += read_odd.eq(fetch.act_addr[0])
+        for k, data in enumerate(datas):
+            window(memmap.ACT, half, part=(k, 2),
+                   engine_read=(fetch.act_addr >> 1, fetch.act_en, data),
+                   engine_write=(writer.wr_addr >> 1, writer.wr_data,
+                                 Mux(writer.wr_addr[0] == k, writer.wr_en, 0)))
+        m.d.comb += fetch.act_data.eq(Mux(read_odd, datas[1], datas[0]))
 
     def _registers(self, m, seq, region, offset, host):
         """The register file; returns the read data of the register region."""

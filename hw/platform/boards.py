@@ -144,7 +144,7 @@ ICEBREAKER = Board(
     clock_mhz=24.0,
     config=AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=2,
                              max_width=32, max_height=32, max_kernel=5, max_stride=2,
-                             act_bank_bytes=2048, weight_bytes=128 * 1024, param_entries=128,
+                             act_bytes=4096, weight_bytes=128 * 1024, param_entries=128,
                              program_depth=8, avg_pool=False, pool_padding=False))
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
@@ -153,7 +153,7 @@ ICEBREAKER = Board(
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
     clock_mhz=25.0,
-    config=AcceleratorConfig(requant_lanes=4, act_bank_bytes=8192, weight_bytes=64 * 1024,
+    config=AcceleratorConfig(requant_lanes=4, act_bytes=16384, weight_bytes=64 * 1024,
                              param_entries=256, program_depth=16))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S)}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
 from .descriptor import LayerDescriptor
-from .memmap import BANK0, PARAMS, WEIGHTS, memories
+from .memmap import ACT, PARAMS, WEIGHTS, memories
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ PROGRAM = (
     *_fits("conv_w", "k_w", "stride_w", "pad_w", "in_w"),
     *_fits("out_h", "pool_k_h", "pool_stride_h", "pool_pad_h", "conv_h"),
     *_fits("out_w", "pool_k_w", "pool_stride_w", "pool_pad_w", "conv_w"),
-    Check("act", ((1, "hw_in", "cg_n"), (1, "in_base", 1), (-1, "bank_depth", 1))),
-    Check("act", ((1, "out_hw", "out_cg"), (1, "out_base", 1), (-1, "bank_depth", 1))),
+    Check("act", ((1, "hw_in", "cg_n"), (1, "in_base", 1), (-1, "act_depth", 1))),
+    Check("act", ((1, "out_hw", "out_cg"), (1, "out_base", 1), (-1, "act_depth", 1))),
     Check("weight", ((1, "kk", "og_n"), (1, "w_base", 1), (-1, "weight_depth", 1))),
     Check("param", ((1, "og_n", "param_rows"), (1, "p_base", 1), (-1, "param_depth", 1))),
 )
@@ -105,7 +105,7 @@ def group_counts(fields: dict, config: AcceleratorConfig) -> dict:
 def depths(config: AcceleratorConfig) -> dict:
     """Memory depths in words (rows) and parameter rows per output channel group."""
     mems = memories(config)
-    return {"bank_depth": mems[BANK0].depth, "weight_depth": mems[WEIGHTS].depth,
+    return {"act_depth": mems[ACT].depth, "weight_depth": mems[WEIGHTS].depth,
             "param_depth": mems[PARAMS].depth,
             "param_rows": config.pe_out // config.requant_parallel}
 

@@ -38,7 +38,7 @@ def _bits(width: int, signed: bool = False):
 class LayerDescriptor:
     """One layer as the sequencer executes it. Sizes are in elements, addresses in bytes.
 
-    The layer reads ``in_c x in_h x in_w`` from activation bank ``in_bank`` at ``in_addr``,
+    The layer reads ``in_c x in_h x in_w`` from the activation memory at ``in_addr``,
     convolves (``op == OP_CONV``) with ``k_h x k_w`` weights at ``weight_addr`` and bias/requant
     parameters from entry ``param_addr`` on, producing ``out_c x conv_h x conv_w``, clamps to
     ``[act_lo, act_hi]``, pools (``pool``) to ``out_c x out_h x out_w`` and writes the other bank
@@ -47,7 +47,6 @@ class LayerDescriptor:
 
     op: int = _bits(2)
     pool: int = _bits(2)
-    in_bank: int = _bits(1)
     in_c: int = _bits(16)
     in_h: int = _bits(10)
     in_w: int = _bits(10)

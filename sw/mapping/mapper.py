@@ -2,13 +2,13 @@
 
 Memory plan (documented contract with the hardware):
 
-* Activations live in two ping-pong banks of ``act_bank_bytes``. The input image is written to
-  bank 0 at address 0; layer ``i`` reads bank ``i % 2`` and writes bank ``(i + 1) % 2``. Each
-  output is placed after the earlier maps of its bank while they fit, so every layer's output
-  stays readable after the run (``MemoryPlan.preserved``); one that does not fit goes to address
-  0, over maps no later layer reads. A ``C x H x W`` map occupies `act_bytes` =
-  ``ceil(C / pe_in) * pe_in * H * W`` bytes (channels padded to the PE array's input lanes), laid
-  out as words of ``pe_in`` channels in ``[channel group][row][column]`` order (`layout`).
+* Activations live in one pool of ``act_bytes``: every tensor (the input, each layer's output)
+  gets an address from the liveness planner (`allocate`), so tensors alive at the same time
+  never overlap and memory is reused once a tensor's last reader has run. A ``C x H x W`` map
+  occupies `map_bytes` = ``ceil(C / pe_in) * pe_in * H * W`` bytes (channels padded to the PE
+  array's input lanes), laid out as words of ``pe_in`` channels in ``[channel group][row]
+  [column]`` order (`layout`); a vector of ``F`` features is an ``F x 1 x 1`` map.
+  ``MemoryPlan.preserved`` says which layers' outputs are still intact after a run.
 * Weights of all layers stay resident, layer after layer, in words of ``pe_out * pe_in`` bytes
   (`weight_bytes` of a layer; `layout.pack_weights` gives the order).
 * Bias and requantization parameters take one entry per output channel; each layer's block
@@ -26,12 +26,14 @@ from ..config import AcceleratorConfig
 from .descriptor import OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from ..errors import MappingError
 from ..ir.graph import INPUT, QGraph, QLayer
+from . import allocate
 from .layout import groups
 
 
-def act_bytes(shape: tuple, config: AcceleratorConfig) -> int:
-    """Bytes a ``C x H x W`` map occupies in an activation bank."""
-    c, h, w = shape
+def map_bytes(shape: tuple, config: AcceleratorConfig) -> int:
+    """Bytes a ``C x H x W`` map (or a vector of ``F``: ``F x 1 x 1``) occupies in the
+    activation memory."""
+    c, h, w = shape if len(shape) == 3 else (int(shape[0]), 1, 1)
     return groups(c, config.pe_in) * config.pe_in * h * w
 
 
@@ -47,14 +49,15 @@ def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
 class MemoryPlan:
     """Where every tensor and parameter block lives. Lists are per layer."""
 
-    act_in: tuple        # (bank, addr, bytes) of each layer's input
-    act_out: tuple       # (bank, addr, bytes) of each layer's output
+    act_in: tuple        # (addr, bytes) of each layer's input
+    act_out: tuple       # (addr, bytes) of each layer's output
     weight: tuple        # (addr, bytes) of each layer's weights
     param: tuple         # (first entry, entries) of each layer's channel parameters
     weight_total: int
     param_total: int
-    act_peak: int        # largest map in bytes
+    act_peak: int        # most activation bytes alive at once
     preserved: tuple     # per layer: its output is still intact after the last layer
+    tensors: dict        # tensor name -> (addr, bytes)
 
 
 def _where(layer: QLayer) -> str:
@@ -100,7 +103,8 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
 
 
 def _check_chain(graph: QGraph) -> None:
-    """The ping-pong banks hold a chain: refuse a graph that branches, naming where."""
+    """Refuse a graph that branches, naming where: the datapath has no add or concatenation
+    yet."""
     previous = INPUT
     for layer in graph.layers:
         if layer.inputs != (previous,) or layer.op in ("add", "concat"):
@@ -112,21 +116,22 @@ def _check_chain(graph: QGraph) -> None:
         previous = layer.name
 
 
-def _place_activations(graph: QGraph, config: AcceleratorConfig):
-    """(bank, addr, bytes) of every layer's input and output, and which outputs survive."""
-    first = act_bytes(graph.layers[0].in_shape, config)
-    used = [first, 0]                       # bytes used per bank
-    act_in, act_out = [(0, 0, first)], []
-    for i, layer in enumerate(graph.layers):
-        size = act_bytes(layer.out_shape, config)
-        bank = (i + 1) % 2
-        addr = used[bank] if used[bank] + size <= config.act_bank_bytes else 0
-        used[bank] = addr + size
-        act_out.append((bank, addr, size))
-        if i + 1 < len(graph.layers):
-            act_in.append((bank, addr, size))
-    alive = _intact(act_out, len(act_out))
-    return tuple(act_in), tuple(act_out), tuple(i in alive for i in range(len(graph.layers)))
+def _place_activations(graph: QGraph, config: AcceleratorConfig) -> dict:
+    """Tensor name -> (addr, bytes) in the activation pool; `MappingError` if it cannot hold
+    the tensors alive at once."""
+    sizes = {INPUT: map_bytes(graph.layers[0].in_shape, config)}
+    sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
+    buffers = allocate.lifetimes(graph, sizes.__getitem__)
+    placed = allocate.plan(buffers, config.act_bytes)
+    if placed is None:
+        total, step = allocate.peak(buffers)
+        layer = graph.layers[max(0, min(step, len(graph.layers) - 1))]
+        alive = ", ".join(f"'{b.name}'" if b.name != INPUT else "the input" for b in buffers
+                          if b.first <= step <= b.last)
+        raise MappingError(f"{_where(layer)}: activations alive at once ({alive}) need {total} "
+                           f"bytes, must fit the activation memory of {config.act_bytes} bytes "
+                           "(AcceleratorConfig.act_bytes)")
+    return {b.name: (b.addr, b.size) for b in placed}
 
 
 def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
@@ -136,17 +141,16 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
         raise MappingError(f"program must have 1 to {config.program_depth} layers "
                            f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
     weight, param = [], []
-    w_addr = p_addr = peak = 0
+    w_addr = p_addr = 0
     for layer in graph.layers:
         _check_geometry(layer, config)
         for shape, what in ((layer.in_shape, "input"), (layer.out_shape, "output")):
-            size = act_bytes(shape, config)
-            peak = max(peak, size)
-            if size > config.act_bank_bytes:
+            size = map_bytes(shape, config)
+            if size > config.act_bytes:
                 raise MappingError(
                     f"{_where(layer)}: {what} map {'x'.join(map(str, shape))} needs {size} bytes, "
-                    f"must fit an activation bank of {config.act_bank_bytes} bytes "
-                    "(AcceleratorConfig.act_bank_bytes)")
+                    f"must fit the activation memory of {config.act_bytes} bytes "
+                    "(AcceleratorConfig.act_bytes)")
         size = weight_bytes(layer, config)
         weight.append((w_addr, size))
         w_addr += size
@@ -159,16 +163,21 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     if p_addr > config.param_entries:
         raise MappingError(f"channel parameters need {p_addr} entries, must fit "
                            f"{config.param_entries} (AcceleratorConfig.param_entries)")
-    act_in, act_out, preserved = _place_activations(graph, config)
+    tensors = _place_activations(graph, config)
+    act_in = tuple(tensors[layer.inputs[0]] for layer in graph.layers)
+    act_out = tuple(tensors[layer.name] for layer in graph.layers)
+    sizes = {INPUT: tensors[INPUT][1], **{name: size for name, (_, size) in tensors.items()}}
+    peak = allocate.peak(allocate.lifetimes(graph, sizes.__getitem__))[0]
+    alive = _intact(act_out, len(act_out))
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
-                      preserved)
+                      tuple(i in alive for i in range(len(graph.layers))), tensors)
 
 
 def _intact(act_out, count: int) -> tuple:
-    """Layers among the first ``count`` whose (bank, addr, bytes) output region no later layer
-    among them writes over."""
+    """Layers among the first ``count`` whose (addr, bytes) output region no later layer among
+    them writes over."""
     def overlaps(a, b):
-        return a[0] == b[0] and a[1] < b[1] + b[2] and b[1] < a[1] + a[2]
+        return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
     return tuple(i for i in range(count)
                  if not any(overlaps(act_out[i], act_out[j]) for j in range(i + 1, count)))
 
@@ -211,8 +220,8 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
     """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
     try:
         return LayerDescriptor(
-            **layer_fields(layer), in_bank=plan.act_in[index][0],
-            in_addr=plan.act_in[index][1], out_addr=plan.act_out[index][1],
+            **layer_fields(layer), in_addr=plan.act_in[index][0],
+            out_addr=plan.act_out[index][0],
             weight_addr=plan.weight[index][0], param_addr=plan.param[index][0])
     except DescriptorError as exc:
         raise MappingError(f"{_where(layer)}: {exc}") from None

@@ -39,7 +39,7 @@ from .descriptor import LayerDescriptor
 
 REGION_SHIFT = 20
 ADDR_BITS = 24              # bus word address width (4-bit region, 20-bit offset)
-REG, PROGRAM, PARAMS, WEIGHTS, BANK0, BANK1 = range(6)
+REG, PROGRAM, PARAMS, WEIGHTS, ACT = range(5)
 
 CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
 LAYER_CYCLES = 1024
@@ -50,7 +50,7 @@ ERRORS = {
     1: "unknown op or pool code",
     2: "zero size",
     3: "beyond the configuration's limits (width or stride)",
-    4: "activation map outside its bank",
+    4: "activation map outside the activation memory",
     5: "weights outside weight memory",
     6: "parameters outside parameter memory",
     7: "inconsistent convolution or pooling geometry",
@@ -117,14 +117,13 @@ class MemoryShape:
 def memories(config: AcceleratorConfig) -> dict:
     """The memories a configuration instantiates, by region."""
     po, pi = config.pe_out, config.pe_in
-    bank = MemoryShape(config.act_bank_bytes // pi, 8 * pi)
+    act = MemoryShape(config.act_bytes // pi, 8 * pi)
     return {
         PROGRAM: MemoryShape(config.program_depth * LayerDescriptor.WORDS, 32),
         PARAMS: MemoryShape(config.param_entries // config.requant_parallel,
                             32 * PARAM_ENTRY_WORDS * config.requant_parallel),
         WEIGHTS: MemoryShape(config.weight_bytes // (po * pi), 8 * po * pi),
-        BANK0: bank,
-        BANK1: bank,
+        ACT: act,
     }
 
 

@@ -1,15 +1,17 @@
-"""The program file format (``.stp``), version 1.
+"""The program file format (``.stp``), version 2.
 
 Layout: 8-byte magic ``b"STRIATE\\0"``, format version (uint16 LE), reserved uint16 (0), payload
 length (uint64 LE), SHA-256 of the payload (32 bytes), then the payload: a uint32 LE length, a
 UTF-8 JSON header and a binary blob of little-endian arrays the header indexes.
 
-The header stores the config, the scales, the host-side input unfold (if any), and per layer its
-name, module paths, output scale, its descriptor as 32-bit words and its arrays. A valid checksum
+The header stores the config, the scales, the host-side input unfold (if any), the name of the
+output tensor, and per layer its name, module paths, the tensors it reads (`INPUT` or earlier
+layers' names), output scale, its descriptor as 32-bit words and its arrays. Version 1 files
+(chains in two ping-pong banks) are refused with a message that says to recompile. A valid checksum
 only proves the file is intact, not that it was written by `save_program`, so loading checks
 everything it reads (docs/program-format.md lists the checks): the header's JSON types, every
 layer's geometry (rebuilt from its descriptor) and arrays against the numerics contract, the
-chain of shapes from the input to the output, the host-side unfold (re-derived with
+graph (every tensor read is written first, shapes agree from the input to the output), the host-side unfold (re-derived with
 `unfold.im2col_input`), the int32 accumulator bound (`numerics.accumulator_bound`), and that the
 mapper reproduces the stored descriptors. A file either loads as a program the compiler could
 have produced or raises `ProgramFormatError` naming the file and the field or layer at fault.
@@ -33,21 +35,22 @@ from ..ir import numerics
 from ..config import AcceleratorConfig
 from ..mapping.descriptor import LayerDescriptor
 from ..errors import ProgramFormatError, StriateError
-from ..ir.graph import QGraph, QLayer
+from ..ir.graph import INPUT, QGraph, QLayer
 from ..ir.kernels import out_size
 from ..mapping.mapper import geometry
 from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
 from ..mapping.unfold import im2col_input
 
 MAGIC = b"STRIATE\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OLD_VERSIONS = {1: "chains in two ping-pong activation banks"}
 _HEADER = struct.Struct("<8sHHQ32s")
 # Per layer, in blob order: dtype and number of dimensions of each array.
 _ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1)}
 _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input_im2col",
-                  "metadata", "layers")
+                  "metadata", "output", "layers")
 _OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
-_LAYER_FIELDS = ("name", "sources", "out_scale", "descriptor", "arrays")
+_LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays")
 _ARRAY_FIELDS = ("dtype", "shape", "offset", "nbytes")
 _WORD_MAX = (1 << 32) - 1
 
@@ -65,13 +68,14 @@ def _encode(program) -> bytes:
                             "nbytes": len(data)}
             blob += data
         layers.append({"name": layer.name, "sources": list(layer.sources),
+                       "inputs": list(layer.inputs),
                        "out_scale": layer.out_scale, "descriptor": desc.to_words(),
                        "arrays": arrays})
     g = program.graph
     header = {"config": program.config.to_dict(), "input_shape": list(g.input_shape),
               "input_scale": g.input_scale, "output_shape": list(g.output_shape),
               "input_im2col": list(g.input_im2col), "metadata": program.metadata,
-              "layers": layers}
+              "output": g.output, "layers": layers}
     text = json.dumps(header, sort_keys=True).encode()
     return struct.pack("<I", len(text)) + text + bytes(blob)
 
@@ -205,6 +209,9 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     if not (isinstance(entry["sources"], list)
             and all(isinstance(s, str) for s in entry["sources"])):
         raise _bad(where, "sources", "a list of strings (PyTorch module paths)", entry["sources"])
+    inputs = entry["inputs"]
+    if not (isinstance(inputs, list) and inputs and all(isinstance(s, str) for s in inputs)):
+        raise _bad(where, "inputs", "a non-empty list of tensor names", inputs)
     out_scale = _scale(entry["out_scale"], "out_scale", where)
     words = list(_ints(entry["descriptor"], "descriptor", where, LayerDescriptor.WORDS, 0,
                        _WORD_MAX))
@@ -225,7 +232,8 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     if arrays["weight"].shape != kernel:
         raise ProgramFormatError(f"{where}: weight must have shape {kernel} as its descriptor "
                                  f"says, not {arrays['weight'].shape}")
-    layer = QLayer(name=name, sources=tuple(entry["sources"]), out_scale=out_scale, **fields,
+    layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
+                   out_scale=out_scale, **fields,
                    weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
                    mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64))
     try:
@@ -299,8 +307,9 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
     ``max|x|`` is that of the layer input's range as `quantize.quantize_graph` tracks it: any
     int8 for the network input, the clamp of the layer that writes it, narrowed through
     layers that only clamp and max-pool (their identity convolutions)."""
-    rng = (numerics.INT8_MIN, numerics.INT8_MAX)       # the network input: any int8
+    ranges = {INPUT: (numerics.INT8_MIN, numerics.INT8_MAX)}     # the network input: any int8
     for layer in graph.layers:
+        rng = ranges[layer.inputs[0]]
         o = layer.weight.shape[0]
         w = np.abs(layer.weight.astype(np.int64).reshape(o, -1))
         bound = numerics.accumulator_bound(w.shape[1], w.max(axis=1),
@@ -311,14 +320,20 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
             raise ProgramFormatError(
                 f"{where}: layer {layer.name!r}: int32 accumulator may overflow on channel {c}: "
                 f"K * max|w| * max|x| + |bias| = {bound[c]} must be < 2**31")
-        rng = ((max(rng[0], layer.lo), min(rng[1], layer.hi)) if _passes_through(layer)
-               else (layer.lo, layer.hi))
+        ranges[layer.name] = ((max(rng[0], layer.lo), min(rng[1], layer.hi))
+                              if _passes_through(layer) else (layer.lo, layer.hi))
 
 
 def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
     """The input shape and the host-side unfold must be what `unfold.im2col_input` derives
     from the first layer as the compiler had it (before any unfold) on ``config``."""
-    first, spec, shape = graph.layers[0], tuple(graph.input_im2col), tuple(graph.input_shape)
+    readers = graph.consumers(INPUT)
+    if len(readers) != 1:
+        raise ProgramFormatError(f"{where}: the input must be read by one layer, not "
+                                 f"{len(readers)}")
+    first, spec = readers[0], tuple(graph.input_im2col)
+    shape = tuple(graph.input_shape) if len(graph.input_shape) == 3 else \
+        (graph.input_shape[0], 1, 1)
     folded = first
     if spec:
         kh, kw, sh, sw, ph, pw = spec
@@ -336,14 +351,15 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
     elif first.in_shape != shape:
         raise ProgramFormatError(f"{where}: input_shape {list(shape)} must be layer "
                                  f"{first.name!r}'s input shape {_dims(first.in_shape)}")
-    derived = im2col_input(graph.replace(layers=(folded,) + graph.layers[1:], input_im2col=()),
-                           config)
+    derived = im2col_input(graph.replace(layers=tuple(folded if layer is first else layer
+                                                      for layer in graph.layers),
+                                         input_im2col=()), config)
     if tuple(derived.input_im2col) != spec:
         raise ProgramFormatError(
             f"{where}: input_im2col must be {list(derived.input_im2col)} as the compiler derives "
             f"for a {_dims(shape)} input and layer {first.name!r} on this configuration, not "
             f"{list(spec)}")
-    unfolded = derived.layers[0]
+    unfolded = derived.layer(first.name)
     if (unfolded.in_shape, unfolded.stride, unfolded.padding) != \
             (first.in_shape, first.stride, first.padding):
         raise ProgramFormatError(
@@ -353,13 +369,19 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
 
 
 def _check_graph(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
-    """Shapes chain from the input to the output, and the accumulators cannot overflow."""
-    for a, b in zip(graph.layers, graph.layers[1:]):
-        if b.in_shape != a.out_shape:      # `passes.lower_flatten` keeps the map's own shape
-            raise ProgramFormatError(f"{where}: layer {b.name!r}: input shape {_dims(b.in_shape)}"
-                                     f" must be layer {a.name!r}'s output shape "
-                                     f"{_dims(a.out_shape)}")
-    last = list(graph.layers[-1].out_shape)
+    """Every tensor is written before it is read, shapes agree from the input to the output,
+    and the accumulators cannot overflow."""
+    problem = graph.check_topology()
+    if problem or graph.output == INPUT:
+        raise ProgramFormatError(f"{where}: {problem or 'output must be a layer, not the input'}")
+    for b in graph.layers:
+        for name in b.inputs:
+            a = None if name == INPUT else graph.layer(name)
+            if a is not None and b.in_shape != a.out_shape:   # `lower_flatten` keeps map shapes
+                raise ProgramFormatError(f"{where}: layer {b.name!r}: input shape "
+                                         f"{_dims(b.in_shape)} must be layer {a.name!r}'s output "
+                                         f"shape {_dims(a.out_shape)}")
+    last = list(graph.layer(graph.output).out_shape)
     # The network's output as its last op left it: a C x H x W map or, after a flatten or a
     # linear layer, a vector.
     if list(graph.output_shape) not in (last, [math.prod(last)]):
@@ -391,7 +413,9 @@ def _decode(payload: bytes, where: str):
         config = AcceleratorConfig.from_dict(config)   # absent parameters take their defaults
     except StriateError as exc:
         raise ProgramFormatError(f"{where}: config: {exc}") from None
-    input_shape = _ints(header["input_shape"], "input_shape", where, 3, 1)
+    input_shape = _ints(header["input_shape"], "input_shape", where, None, 1)
+    if len(input_shape) not in (1, 3):
+        raise _bad(where, "input_shape", "[C, H, W] or [F]", list(input_shape))
     input_scale = _scale(header["input_scale"], "input_scale", where)
     output_shape = _ints(header["output_shape"], "output_shape", where, None, 1)
     im2col = header["input_im2col"]
@@ -413,9 +437,10 @@ def _decode(payload: bytes, where: str):
     if pos != len(blob):
         raise ProgramFormatError(f"{where}: the array blob must end after the last array at byte "
                                  f"{pos}, not run to byte {len(blob)}")
+    output = _str(header["output"], "output", where)
     graph = QGraph(layers=tuple(layer for layer, _ in decoded), input_shape=input_shape,
                    input_scale=input_scale, output_shape=output_shape,
-                   input_im2col=tuple(im2col))
+                   input_im2col=tuple(im2col), output=output)
     _check_graph(graph, config, where)
     program = Program(graph, config, metadata)       # plans memory: `MappingError` if it fails
     for (layer, stored), derived in zip(decoded, program.descriptors):
@@ -445,6 +470,10 @@ def load_program(path):
     if len(data) < _HEADER.size or data[:8] != MAGIC:
         raise ProgramFormatError(f"{where} is not a striate program (bad magic)")
     _, version, reserved, length, digest = _HEADER.unpack_from(data)
+    if version in OLD_VERSIONS:
+        raise ProgramFormatError(
+            f"{where} is format version {version} ({OLD_VERSIONS[version]}), which this striate "
+            f"no longer runs; compile the model again to write format version {FORMAT_VERSION}")
     if version != FORMAT_VERSION:
         raise ProgramFormatError(f"{where}: format version must be {FORMAT_VERSION}, not {version}")
     if reserved != 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..golden import model as golden
+from ..ir.graph import INPUT
 from ..mapping import layout, memmap
 
 
@@ -26,10 +27,10 @@ def program_image(program) -> list[tuple[int, np.ndarray]]:
     return blocks
 
 
-def _bank(program, bank: int, byte_addr: int):
-    """(bus address, memory shape) of a byte address in activation bank ``bank``."""
-    shape = memmap.memories(program.config)[memmap.BANK0 + bank]
-    return memmap.address(memmap.BANK0 + bank, shape.bus_offset(byte_addr)), shape
+def _act(program, byte_addr: int):
+    """(bus address, memory shape) of a byte address in the activation memory."""
+    shape = memmap.memories(program.config)[memmap.ACT]
+    return memmap.address(memmap.ACT, shape.bus_offset(byte_addr)), shape
 
 
 def input_image(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
@@ -38,19 +39,19 @@ def input_image(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
     x = golden.layer_inputs(program.graph, xq[None])[0]
     if x.ndim == 1:                 # a vector of F features is an F x 1 x 1 map
         x = x.reshape(-1, 1, 1)
-    addr, shape = _bank(program, *program.plan.act_in[0][:2])
+    addr, shape = _act(program, program.plan.tensors[INPUT][0])
     return addr, shape.to_bus(layout.pack_activation(x, program.config))
 
 
 def output_location(program, index: int) -> tuple[int, int]:
     """``(bus address, word count)`` of layer ``index``'s output map."""
-    bank, byte_addr, size = program.plan.act_out[index]
-    addr, shape = _bank(program, bank, byte_addr)
+    byte_addr, size = program.plan.act_out[index]
+    addr, shape = _act(program, byte_addr)
     return addr, shape.bus_offset(size)
 
 
 def decode_output(program, index: int, words: np.ndarray) -> np.ndarray:
     """Bus words read from `output_location` -> int8 output of layer ``index``."""
-    shape = memmap.memories(program.config)[memmap.BANK0]
+    shape = memmap.memories(program.config)[memmap.ACT]
     return layout.unpack_activation(shape.from_bus(words), program.layers[index].out_shape,
                                     program.config)

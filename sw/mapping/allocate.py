@@ -1,0 +1,82 @@
+"""The activation memory plan: where every tensor of a graph lives in the activation pool.
+
+One pool of ``act_bytes`` holds every int8 tensor while it is alive: from the layer that writes
+it (the network input: before the first layer) to the last layer that reads it (the network
+output: to the end of the run). Two tensors alive at the same time never overlap. The planner is
+greedy, largest tensor first, each at the lowest offset that clears every placed tensor it is
+alive with (TensorFlow Lite Micro's greedy planner works the same way). When the pool is large
+enough it places each tensor clear of every other one instead, so that every layer's output is
+still intact after a run (the driver then reads every layer without reruns); it never gives up a
+plan that fits for that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.graph import INPUT, QGraph
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One tensor in the pool: ``[first, last]`` is its lifetime in layer indices (-1: before
+    the first layer; ``len(layers)``: after the last), ``addr`` and ``size`` in bytes."""
+
+    name: str
+    size: int
+    first: int
+    last: int
+    addr: int = -1
+
+    def alive_with(self, other: "Buffer") -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+    def overlaps(self, other: "Buffer") -> bool:
+        return self.addr < other.addr + other.size and other.addr < self.addr + self.size
+
+
+def lifetimes(graph: QGraph, size_of) -> list:
+    """A `Buffer` (unplaced) per tensor: the input and every layer's output."""
+    n = len(graph.layers)
+    last = {INPUT: -1}
+    for i, layer in enumerate(graph.layers):
+        last[layer.name] = i
+        for name in layer.inputs:
+            last[name] = i
+    last[graph.output] = n
+    buffers = [Buffer(INPUT, size_of(INPUT), -1, last[INPUT])]
+    buffers += [Buffer(layer.name, size_of(layer.name), i, last[layer.name])
+                for i, layer in enumerate(graph.layers)]
+    return buffers
+
+
+def _place(buffers: list, capacity: int, conflicts) -> list | None:
+    """Greedy placement, largest first; ``conflicts(a, b)`` says whether two buffers may not
+    overlap. None if some buffer does not fit ``capacity``."""
+    placed = []
+    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
+        rivals = sorted((p for p in placed if conflicts(buf, p)), key=lambda p: p.addr)
+        addr = 0
+        for p in rivals:
+            if addr + buf.size <= p.addr:
+                break
+            addr = max(addr, p.addr + p.size)
+        if addr + buf.size > capacity:
+            return None
+        placed.append(Buffer(buf.name, buf.size, buf.first, buf.last, addr))
+    return placed
+
+
+def plan(buffers: list, capacity: int) -> list | None:
+    """Placed buffers (each clear of every other one if that fits, else of those alive with
+    it), or None when even the liveness plan does not fit ``capacity``."""
+    kept = _place(buffers, capacity, lambda a, b: True)
+    return kept or _place(buffers, capacity, Buffer.alive_with)
+
+
+def peak(buffers: list) -> tuple[int, int]:
+    """``(bytes, layer)``: the most bytes alive at once and the first layer where that is."""
+    steps = range(min(b.first for b in buffers), max(b.last for b in buffers) + 1)
+    totals = [(sum(b.size for b in buffers if b.first <= t <= b.last), t) for t in steps]
+    best = max(total for total, _ in totals)
+    return best, next(t for total, t in totals if total == best)
