@@ -1,4 +1,5 @@
-"""``make bench``: cycles, simulator speeds and software speeds on the committed LeNet.
+"""``make bench``: cycles, simulator speeds and software speeds on the committed LeNet, and the
+cycles of the MLPerf Tiny reference graphs (`striate.models.reference`) layer by layer.
 
 Wall-clock figures are reported as ratios or rates measured in one run on a shared machine;
 hardware cycle counts are exact.
@@ -62,6 +63,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
         "golden_images_per_s": len(xq) / golden_s, "torch_float_images_per_s": len(xq) / torch_s,
         "compile_s": compile_s,
     }
+    result["reference_models"] = _reference_models(log=lambda line: None)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     log(f"striate bench: lenet-digits on {program.config.pe_out}x{program.config.pe_in} "
@@ -79,5 +81,48 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     log(f"golden model {result['golden_images_per_s']:,.0f} images/s, PyTorch float "
         f"{result['torch_float_images_per_s']:,.0f} images/s "
         f"(ratio {result['golden_images_per_s'] / result['torch_float_images_per_s']:.2f})")
+    for name, rows in result["reference_models"].items():
+        _log_layers(log, f"{name} (MLPerf Tiny reference, random weights)", rows)
     log(f"compile: {compile_s:.2f} s; written to {out}")
     return result
+
+
+REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8"),
+                    "fc-autoencoder": ((640,), "fc_autoencoder")}
+
+
+def _reference_models(log=print) -> dict:
+    """Per layer of each reference graph on the default configuration: its op, ideal cycles
+    (its MACs over the peak) and the cycles the RTL counted for one input (cycle counts do not
+    depend on the weights)."""
+    import numpy as np
+    import torch
+    from .compiler import compile as compile_model
+    from .runtime.driver import open as open_device
+    from ..models import reference
+    results = {}
+    with open_device("verilator") as dev:
+        for name, (shape, builder) in REFERENCE_MODELS.items():
+            torch.manual_seed(0)
+            model = getattr(reference, builder)()
+            x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+            program = compile_model(model, x)
+            dev.run(program, program.quantize_input(x[:1]))
+            stats = dev.last_run
+            results[name] = [{"name": layer.name, "op": layer.op, "ideal_cycles": ideal,
+                              "measured_cycles": measured, "utilization": ideal / measured}
+                             for layer, ideal, measured in zip(program.layers,
+                                                               stats.ideal_cycles,
+                                                               stats.layer_cycles)]
+    return results
+
+
+def _log_layers(log, title: str, rows: list) -> None:
+    ideal = sum(r["ideal_cycles"] for r in rows)
+    measured = sum(r["measured_cycles"] for r in rows)
+    log(f"{title}")
+    log(f"{'layer':<18} {'op':<5} {'ideal':>8} {'measured':>9} {'utilization':>12}")
+    for row in rows:
+        log(f"{row['name']:<18} {row['op']:<5} {row['ideal_cycles']:>8,.0f} "
+            f"{row['measured_cycles']:>9,} {row['utilization']:>12.1%}")
+    log(f"{'network':<18} {'':<5} {ideal:>8,.0f} {measured:>9,} {ideal / measured:>12.1%}")

@@ -57,6 +57,9 @@ class AcceleratorConfig:
     avg_pool : bool
         Average pooling in hardware. False leaves out the pooling scaler's adders and operand
         paths (max pooling stays); the mapper refuses average-pooled layers. For small parts.
+    residual_add : bool
+        The element-wise add path (`striate.hw.core.eltwise`): residual adds of two maps. False
+        leaves it out; the mapper refuses adds. For small parts.
     pool_padding : bool
         Pooling windows that start outside the conv map (pool padding). False leaves out the
         window generator's negative window starts; the mapper refuses pool-padded layers.
@@ -69,14 +72,15 @@ class AcceleratorConfig:
     max_kernel: int = 7
     max_stride: int = 4
     act_bytes: int = 64 * 1024
-    weight_bytes: int = 128 * 1024
-    param_entries: int = 1024
+    weight_bytes: int = 512 * 1024
+    param_entries: int = 2048
     program_depth: int = 32
     bus_width: int = 32
     requant_lanes: int | None = None
     serial_scale_bits: int | None = None
     avg_pool: bool = True
     pool_padding: bool = True
+    residual_add: bool = True
 
     def __post_init__(self):
         limits = {
@@ -108,12 +112,12 @@ class AcceleratorConfig:
             value = getattr(self, name)
             if value & (value - 1):
                 raise ConfigError(f"AcceleratorConfig.{name} must be a power of two, not {value}")
-        for name, unit in (("act_bytes", 2 * self.pe_in),
-                           ("weight_bytes", self.pe_out * self.pe_in),
-                           ("param_entries", self.pe_out)):
-            if getattr(self, name) < unit:
-                raise ConfigError(f"AcceleratorConfig.{name} must hold at least one word of "
-                                  f"{unit}, not {getattr(self, name)}")
+        for name, unit, words in (("act_bytes", self.pe_in, 4),
+                                  ("weight_bytes", self.pe_out * self.pe_in, 1),
+                                  ("param_entries", self.pe_out, 1)):
+            if getattr(self, name) < unit * words:
+                raise ConfigError(f"AcceleratorConfig.{name} must hold at least {words} "
+                                  f"word{'s' * (words > 1)} of {unit}, not {getattr(self, name)}")
 
     @property
     def requant_parallel(self) -> int:

@@ -4,13 +4,20 @@ import json
 
 import pytest
 
+import striate
 from striate.sw.bench import run_bench
+from striate.sw.golden.cycles import program_cycles
 
 
 @pytest.mark.slow
-def test_bench_writes_its_table(tmp_path):
+def test_bench_writes_its_table(tmp_path, lenet, calibration):
     result = run_bench(tmp_path / "bench.json", images=4, log=lambda line: None)
     saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["cycles_per_image"] == result["cycles_per_image"] == 15232
+    predicted = program_cycles(striate.compile(lenet, calibration))
+    assert saved["cycles_per_image"] == result["cycles_per_image"] == sum(predicted)
+    assert [r["measured_cycles"] for r in saved["layers"]] == predicted
     assert set(saved["simulators"]) == {"verilator", "cocotb", "pysim"}
-    assert [r["measured_cycles"] for r in saved["layers"]] == [1820, 12828, 540, 44]
+    resnet8 = saved["reference_models"]["resnet8"]
+    ideal = sum(r["ideal_cycles"] for r in resnet8)
+    assert ideal / sum(r["measured_cycles"] for r in resnet8) >= 0.85
+    assert [r["op"] for r in resnet8].count("add") == 3

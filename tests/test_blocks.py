@@ -11,6 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from striate.hw.core import scale
+from striate.hw.core.eltwise import AddLanes
 from striate.hw.core.layouts import Layouts
 from striate.hw.core.pe import MacArray
 from striate.hw.core.post import Pool, Requant, SerialPost
@@ -380,3 +381,28 @@ def test_writer_stores_the_bank_layout(config):
         assert bytes(layout.pack_activation(expected[:out_c], config)) == got
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_add_lanes_match_the_contract(config):
+    """The add's lanes against `numerics.add`: random words, multipliers over the whole 16-bit
+    range and shifts over the whole range, extremes included, with random stalls."""
+    rng = np.random.default_rng(5)
+    dut = AddLanes(Layouts(config))
+    lanes = config.pe_in
+    a = rng.integers(-128, 128, (60, lanes))
+    b = rng.integers(-128, 128, (60, lanes))
+    a[::7], b[::5] = -128, 127
+    mult_a, mult_b = int(rng.integers(0, 1 << 16)), (1 << 16) - 1
+    for shift, lo, hi in ((16, -128, 127), (1, 0, 127), (numerics.ADD_SHIFT_MAX, -128, 127),
+                          (9, 0, 37)):
+        items = [dut.i.payload.shape().const({"a": x.tolist(), "b": y.tolist()})
+                 for x, y in zip(a, b)]
+        want = numerics.add(a, b, mult_a, mult_b, shift, lo, hi)
+
+        def setup(ctx, shift=shift, lo=lo, hi=hi):
+            for name, value in (("mult_a", mult_a), ("mult_b", mult_b), ("shift", shift),
+                                ("lo", lo), ("hi", hi)):
+                ctx.set(getattr(dut, name), value)
+        outs = simulate(dut, dut, items, len(items), setup=setup, seed=shift)
+        assert [list(o) for o in outs] == want.tolist()

@@ -218,8 +218,6 @@ CASES = [
     (Wrap(nn.Linear(8, 2), forward=_bare_linear), UnsupportedLayerError,
      r"Linear at 'body.0' is not supported: expects a flat input of 8 features, not shape "
      r"\(1, 8, 8\)"),
-    (Wrap(nn.Conv2d(1, 1, 3, padding=1), forward=_residual), MappingError,
-     r"layer 'add' \(module add\) reads 'body.0' and the input: graphs with residual adds"),
     (Wrap(nn.Conv2d(1, 4, 3, padding=1), forward=_residual), UnsupportedLayerError,
      r"add at 'add' is not supported: adds 'body.0' \(4 x 8 x 8\) and the input \(1 x 8 x 8\): "
      r"the shapes must be equal \(no broadcasting\)"),

@@ -269,3 +269,95 @@ def test_add_multipliers_refuse_inputs_that_cancel():
     assert numerics.add_multipliers(2.0 ** 14, 1.0)[2] == 1
     with pytest.raises(QuantizationError, match="the inputs cancel on the calibration data"):
         numerics.add_multipliers(2.0 ** 15, 1.0)
+
+
+# -- on the RTL ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def device():
+    with striate.open("verilator") as dev:
+        yield dev
+
+
+def _run_on_rtl(device, program, xq):
+    """Every layer read back from the RTL equals the golden model; the counters equal the cycle
+    model (exactly for layers that cannot stall). Returns the run's counters."""
+    from striate.sw.golden import cycles
+    got = device.run(program, xq, return_all=True)
+    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+    stats = device.last_run
+    for layer, measured, predicted in zip(program.layers, stats.layer_cycles,
+                                          cycles.program_cycles(program)):
+        if cycles.may_stall(layer, program.config):
+            assert predicted <= measured <= cycles.layer_cycles_bound(layer, program.config)
+        else:
+            assert measured == predicted, layer.name
+    return stats
+
+
+def test_resnet8_runs_bit_exact_on_the_rtl(device):
+    """MLPerf Tiny ResNet-8 on the default configuration: every layer bit-exact, the cycle
+    model exact, at least 85 % of the PE array busy over the whole network."""
+    torch.manual_seed(0)
+    model = _randomize_bn(reference.resnet8())
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert sum(l.op == "add" for l in program.layers) == 3
+    stats = _run_on_rtl(device, program, program.quantize_input(x[:2]))
+    assert stats.utilization["network"] >= 0.85
+
+
+def test_autoencoder_runs_bit_exact_on_the_rtl(device):
+    """The MLPerf Tiny FC autoencoder on N x 640 vectors, BatchNorm1d folded."""
+    torch.manual_seed(0)
+    model = _randomize_bn(reference.fc_autoencoder())
+    x = np.random.default_rng(0).standard_normal((16, 640)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert program.graph.input_shape == (640,) and len(program.layers) == 10
+    _run_on_rtl(device, program, program.quantize_input(x[:2]))
+
+
+@pytest.mark.parametrize("forward", [
+    lambda s, x: s.relu(s.b(s.relu(s.a(x))) + x),           # an identity shortcut
+    lambda s, x: s.a(x) + s.relu(s.b(x)),                     # two branches from one tensor
+    lambda s, x: x + x,                                       # one tensor twice: one RAM
+    lambda s, x: F.relu6(s.a(x).add(x)) + s.b(x),             # adds in a row, fan-out of x
+])
+def test_adds_run_bit_exact_in_either_ram_layout(device, forward):
+    model = Net(forward).eval()
+    x = np.random.default_rng(2).standard_normal((8, 3, 7, 9)).astype(np.float32)
+    program = striate.compile(model, x)
+    _run_on_rtl(device, program, program.quantize_input(x[:3]))
+
+
+def test_illegal_add_descriptors_stop_with_an_error(device):
+    """An add whose second input lies outside the activation memory, or is unaligned, stops
+    the run with the error code of any descriptor, and the device runs on afterwards."""
+    from striate.sw.mapping import memmap
+    from striate.sw.runtime.driver import DeviceError
+    model = Net(lambda s, x: s.a(x) + x).eval()
+    x = np.random.default_rng(2).standard_normal((4, 3, 5, 5)).astype(np.float32)
+    program = striate.compile(model, x)
+    xq = program.quantize_input(x[:1])
+    good = program.descriptors
+    cfg = program.config
+    for change, code in ((dict(in2_addr=cfg.act_bytes - cfg.pe_in), memmap.E_ACT),
+                         (dict(in2_addr=good[-1].in2_addr + 1), memmap.E_ALIGN)):
+        bad = type(good[-1])(**{**good[-1].__dict__, **change})
+        program.descriptors = good[:-1] + (bad,)
+        try:
+            with pytest.raises(DeviceError, match=f"error {code} "):
+                device.run(program, xq)
+        finally:
+            program.descriptors = good
+            device._loaded = None
+    _run_on_rtl(device, program, xq)
+
+
+def test_a_configuration_without_the_add_path_refuses_adds():
+    model = Net(lambda s, x: s.a(x) + x).eval()
+    with pytest.raises(striate.MappingError, match=r"layer 'add' \(module add\): a residual add "
+                                                   r"needs AcceleratorConfig.residual_add"):
+        striate.compile(model, np.random.rand(4, 3, 5, 5),
+                        striate.AcceleratorConfig(residual_add=False))

@@ -191,6 +191,7 @@ def test_sequencer_program_passes_every_legal_layer(seed):
     for desc in program.descriptors:
         fields = dict(desc.__dict__, in_base=desc.in_addr // config.pe_in,
                       out_base=desc.out_addr // config.pe_in,
+                      in2_base=desc.in2_addr // config.pe_in,
                       w_base=desc.weight_addr // config.macs_per_cycle,
                       p_base=desc.param_addr // config.requant_parallel)
         values, failed = derive.run(fields, config)

@@ -2,8 +2,8 @@
 
 Per layer: fetch the descriptor words from program memory, derive sizes with one shared
 shift-add multiplier (`striate.sw.mapping.derive`) and check them (an illegal descriptor stops the run
-with an error code and never starts the datapath), start the window generator, wait until the
-last output pixel is written, record the layer's cycles.
+with an error code and never starts the datapath), start the window generator (or the add
+unit), wait until the last output pixel is written, record the layer's cycles.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...sw.mapping import derive, memmap
-from ...sw.mapping.descriptor import OP_CONV, LayerDescriptor
+from ...sw.mapping.descriptor import OP_ADD, OP_CONV, LayerDescriptor
 from .layouts import Layouts, bits_for, descriptor_layout
 
 
@@ -26,7 +26,8 @@ def base_widths(layouts: Layouts) -> dict:
     fail their memory's check before they are narrowed (`Sequencer._registered`)."""
     lay = layouts
     return {"cg_n": lay.act_addr + 1, "og_n": lay.p_addr + 1, "out_cg": lay.act_addr + 1,
-            "in_base": lay.act_addr, "out_base": lay.act_addr, "w_base": lay.w_addr,
+            "in_base": lay.act_addr, "out_base": lay.act_addr, "in2_base": lay.act_addr,
+            "w_base": lay.w_addr,
             "p_base": lay.p_addr}
 
 
@@ -64,6 +65,7 @@ class Sequencer(wiring.Component):
         self._registered(m)
         derive_start, derive_done = self._multiply(m)
         error = self._check(m)
+        code = Signal.like(self.error)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -87,9 +89,12 @@ class Sequencer(wiring.Component):
             with m.State("DERIVE"):
                 with m.If(derive_done):
                     m.next = "CHECK"
-            with m.State("CHECK"):
-                with m.If(error != 0):
-                    m.d.sync += self.error.eq(error)
+            with m.State("CHECK"):      # the error code is registered: off the start path
+                m.d.sync += code.eq(error)
+                m.next = "START"
+            with m.State("START"):
+                with m.If(code != 0):
+                    m.d.sync += self.error.eq(code)
                     m.next = "FAIL"
                 with m.Else():
                     m.d.comb += self.run.eq(1)
@@ -119,6 +124,7 @@ class Sequencer(wiring.Component):
             "og_n": ((d.out_c + cfg.pe_out - 1) >> lpo, "param"),
             "out_cg": ((d.out_c + cfg.pe_in - 1) >> lpi, "act"),
             "in_base": (d.in_addr >> lpi, "act"), "out_base": (d.out_addr >> lpi, "act"),
+            **({"in2_base": (d.in2_addr >> lpi, "act")} if cfg.residual_add else {}),
             "w_base": (d.weight_addr >> (lpi + lpo), "weight"),
             "p_base": (d.param_addr >> (cfg.requant_parallel.bit_length() - 1), "param"),
         }
@@ -134,7 +140,7 @@ class Sequencer(wiring.Component):
             m.d.sync += self._too_big[error].eq(reduce(operator.or_, flags, Const(0)))
 
     def _multiply(self, m):
-        """Run `derive.PROGRAM` on one shift-add unit. Each term loads ``+-a`` and ``b`` (clearing
+        """Run `derive.program` on one shift-add unit. Each term loads ``+-a`` and ``b`` (clearing
         the accumulator at a step's first term), then adds ``a << i`` for each set bit ``i`` of
         ``b`` until no bit is left; a step's last term stores the result or records a failed
         check. A result that does not fit its register (`Layouts.derived`) sets ``saturated``. Returns
@@ -154,7 +160,7 @@ class Sequencer(wiring.Component):
         # The term table as small ROMs indexed by the term number: which source is a, which
         # is b (indices into the distinct sources), negate, first and last term of a step.
         terms = [(sign, a, b, t == 0, t == len(step.terms) - 1, step)
-                 for step in derive.PROGRAM for t, (sign, a, b) in enumerate(step.terms)]
+                 for step in derive.program(cfg) for t, (sign, a, b) in enumerate(step.terms)]
         a_names = sorted({a for _, a, _, _, _, _ in terms}, key=str)
         b_names = sorted({b for _, _, b, _, _, _ in terms}, key=str)
         a_srcs, b_srcs = [source(n) for n in a_names], [source(n) for n in b_names]
@@ -168,20 +174,22 @@ class Sequencer(wiring.Component):
         first = rom([int(f) for _, _, _, f, _, _ in terms])[index]
         a_bits = max(len(a) for a in a_srcs)
         b_bits = max(len(b) for b in b_srcs)
-        loading, active, neg = Signal(), Signal(), Signal()
-        a, acc = Signal(a_bits + b_bits), Signal(signed(a_bits + b_bits + 3))
+        loading, active = Signal(), Signal()
+        # ``a`` holds the term's signed addend (negated at load for a negative term), so the
+        # loop is one adder that maps onto carry chains.
+        a, acc = Signal(signed(a_bits + b_bits + 1)), Signal(signed(a_bits + b_bits + 3))
         b = Signal(b_bits)
         self._saturated = saturated = Signal()
         self._failed = {error: Signal(name=f"failed_{error}") for error in derive.ERRORS}
-        addend = Mux(b[0], a, 0)
-        total = Mux(neg, acc - addend, acc + addend)
+        total = acc + Mux(b[0], a, 0)
         last_bit = b[1:] == 0
         with m.If(start):
             m.d.sync += [index.eq(0), loading.eq(1), active.eq(1), saturated.eq(0)]
             m.d.sync += [flag.eq(0) for flag in self._failed.values()]
         with m.Elif(loading):
-            m.d.sync += [loading.eq(0), a.eq(Array(a_srcs)[a_code]),
-                         b.eq(Array(b_srcs)[b_code]), neg.eq(negative)]
+            value = Array(a_srcs)[a_code]
+            m.d.sync += [loading.eq(0), a.eq(Mux(negative, -value, value)),
+                         b.eq(Array(b_srcs)[b_code])]
             with m.If(first):
                 m.d.sync += acc.eq(0)
         with m.Elif(active):
@@ -226,13 +234,20 @@ class Sequencer(wiring.Component):
         pool_pads_fit = registered((2 * d.pool_pad_h <= d.pool_k_h)
                                    & (2 * d.pool_pad_w <= d.pool_k_w), "pool_pads_fit")
         shape_ok = ~self._failed["shape"] & pool_pads_fit
+        in2 = d.in2_addr if cfg.residual_add else Const(0)     # read only by an add
         misaligned = ((d.in_addr & (cfg.pe_in - 1)) | (d.out_addr & (cfg.pe_in - 1))
+                      | (in2 & (cfg.pe_in - 1))
                       | (d.weight_addr & (cfg.pe_in * cfg.pe_out - 1))
                       | (d.param_addr & (cfg.pe_out - 1))) != 0
         no_avg = Const(not cfg.avg_pool) & (d.pool == 2)
+        is_add = d.op == OP_ADD
+        known_op = (d.op == OP_CONV) | (Const(cfg.residual_add) & is_add)
+        # An add reads no weights or parameters: their checks do not apply to it.
+        convolving = Signal(name="convolving")
+        m.d.sync += convolving.eq(~is_add)
         pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
         checks = [  # first failing check wins
-            (registered((d.op != OP_CONV) | (d.pool > 2) | no_avg, "bad_op"), memmap.E_OP),
+            (registered(~known_op | (d.pool > 2) | no_avg, "bad_op"), memmap.E_OP),
             (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
             (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
                         | (d.stride_h > cfg.max_stride)
@@ -242,8 +257,8 @@ class Sequencer(wiring.Component):
             (~shape_ok, memmap.E_SHAPE),
             (registered(misaligned, "misaligned"), memmap.E_ALIGN),
             (self._failed["act"] | self._too_big["act"], memmap.E_ACT),
-            (self._failed["weight"] | self._too_big["weight"], memmap.E_WEIGHT),
-            (self._failed["param"] | self._too_big["param"], memmap.E_PARAM),
+            ((self._failed["weight"] | self._too_big["weight"]) & convolving, memmap.E_WEIGHT),
+            ((self._failed["param"] | self._too_big["param"]) & convolving, memmap.E_PARAM),
             (self._saturated, memmap.E_LIMIT),
         ]
         code = 0

@@ -16,8 +16,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ...sw.mapping import memmap
+from ...sw.mapping.descriptor import OP_ADD
 from ...sw.mapping.memmap import MemoryShape
 from ...sw.config import AcceleratorConfig
+from .eltwise import AddUnit
 from .layouts import Layouts
 from .pe import Fetch, MacArray
 from .post import Pool, Requant, SerialPost
@@ -72,18 +74,25 @@ class Accelerator(wiring.Component):
             connect(m, mac.o, requant.i)
             connect(m, requant.o, pool.i)
         connect(m, pool.o, writer.i)
-        self._configure(m, seq, win, requant, pool, writer)
+        adder = engine("add", AddUnit(self._l)) if self.config.residual_add else None
+        self._configure(m, seq, win, requant, pool, writer, adder)
 
         # Output pixels the window generator has issued and the writer not yet written: at
         # most one per pipeline register between them (about twenty).
         outstanding = Signal(8)
         m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + win.writes - writer.written))
-        m.d.comb += [seq.layer_done.eq(win.done & (outstanding == 0)), seq.pe_busy.eq(mac.busy),
-                     win.start.eq(seq.run), self.busy.eq(seq.busy), self.done.eq(seq.done)]
-        self._memories(m, seq, fetch, requant, writer)
+        conv_done = win.done & (outstanding == 0)
+        self._adding = adding = (seq.desc.op == OP_ADD) if adder is not None else Const(0)
+        m.d.comb += [seq.layer_done.eq(Mux(adding, adder.done, conv_done) if adder is not None
+                                       else conv_done),
+                     seq.pe_busy.eq(mac.busy), win.start.eq(seq.run & ~adding),
+                     self.busy.eq(seq.busy), self.done.eq(seq.done)]
+        if adder is not None:
+            m.d.comb += adder.start.eq(seq.run & adding)
+        self._memories(m, seq, fetch, requant, writer, adder)
         return m
 
-    def _configure(self, m, seq, win, requant, pool, writer):
+    def _configure(self, m, seq, win, requant, pool, writer, adder):
         """Wire descriptor fields and derived sizes to the blocks."""
         d = seq.desc
         fields = {"in_h": d.in_h, "in_w": d.in_w, "k_h": d.k_h, "k_w": d.k_w,
@@ -102,8 +111,16 @@ class Accelerator(wiring.Component):
             writer.out_base.eq(seq.out_base), writer.out_c.eq(d.out_c),
             writer.out_hw.eq(seq.out_hw),
         ]
+        if adder is not None:
+            m.d.comb += [
+                adder.a_base.eq(seq.in_base), adder.b_base.eq(seq.in2_base),
+                adder.o_base.eq(seq.out_base), adder.pixels.eq(seq.hw_in),
+                adder.groups.eq(seq.cg_n), adder.mult_a.eq(d.add_mult_a),
+                adder.mult_b.eq(d.add_mult_b), adder.shift.eq(d.add_shift),
+                adder.lo.eq(d.act_lo), adder.hi.eq(d.act_hi),
+            ]
 
-    def _memories(self, m, seq, fetch, requant, writer):
+    def _memories(self, m, seq, fetch, requant, writer, adder):
         cfg = self.config
         shapes = memmap.memories(cfg)
         region = self.addr[memmap.REGION_SHIFT:]
@@ -171,7 +188,7 @@ class Accelerator(wiring.Component):
                engine_read=(requant.p_addr, requant.p_en, requant.p_data))
         window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
                engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
-        self._pool(m, fetch, writer, shapes, window)
+        self._pool(m, fetch, writer, adder, shapes, window)
         memory_data = Signal(32)    # the memory read, valid unless the engine owns the ports
         with m.Switch(r_region):
             for key, value in reads.items():
@@ -181,19 +198,29 @@ class Accelerator(wiring.Component):
         m.d.comb += self.r_data.eq(Mux(r_region == memmap.REG, registers,
                                        Mux(host, memory_data, 0)))
 
-    def _pool(self, m, fetch, writer, shapes, window):
-        """The activation memory: pool word ``w`` is row ``w >> 1`` of RAM ``w & 1``."""
+    def _pool(self, m, fetch, writer, adder, shapes, window):
+        """The activation memory: pool word ``w`` is row ``w >> 1`` of RAM ``w & 1``. The
+        convolution datapath reads one word a cycle (both RAMs read its row; the word's parity
+        picks the data) and writes one; an add reads a word of each RAM."""
         shape = shapes[memmap.ACT]
         half = MemoryShape(shape.depth // 2, shape.width)
         datas = [Signal(shape.width, name=f"act_data{k}") for k in range(2)]
         read_odd = Signal()             # the RAM the fetch read last (its data is current)
         with m.If(fetch.act_en):
             m.d.sync += read_odd.eq(fetch.act_addr[0])
+        wr_addr, wr_data, wr_en = writer.wr_addr, writer.wr_data, writer.wr_en
+        if adder is not None:
+            wr_addr = Mux(self._adding, adder.wr_addr, wr_addr)
+            wr_data = Mux(self._adding, adder.wr_data, wr_data)
+            wr_en = Mux(self._adding, adder.wr_en, wr_en)
         for k, data in enumerate(datas):
-            window(memmap.ACT, half, part=(k, 2),
-                   engine_read=(fetch.act_addr >> 1, fetch.act_en, data),
-                   engine_write=(writer.wr_addr >> 1, writer.wr_data,
-                                 Mux(writer.wr_addr[0] == k, writer.wr_en, 0)))
+            addr, en = fetch.act_addr >> 1, fetch.act_en
+            if adder is not None:
+                addr = Mux(self._adding, adder.ram_addr[k], addr)
+                en = Mux(self._adding, adder.ram_en[k], en)
+                m.d.comb += adder.ram_data[k].eq(data)
+            window(memmap.ACT, half, part=(k, 2), engine_read=(addr, en, data),
+                   engine_write=(wr_addr >> 1, wr_data, Mux(wr_addr[0] == k, wr_en, 0)))
         m.d.comb += fetch.act_data.eq(Mux(read_odd, datas[1], datas[0]))
 
     def _registers(self, m, seq, region, offset, host):

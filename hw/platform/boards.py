@@ -145,7 +145,8 @@ ICEBREAKER = Board(
     config=AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=2,
                              max_width=32, max_height=32, max_kernel=5, max_stride=2,
                              act_bytes=4096, weight_bytes=128 * 1024, param_entries=128,
-                             program_depth=8, avg_pool=False, pool_padding=False))
+                             program_depth=8, avg_pool=False, pool_padding=False,
+                             residual_add=False))
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what

@@ -1,7 +1,7 @@
 """Cycle model of the accelerator: what the hardware counters will read for a program.
 
 The window generator issues one item of work per cycle (`layer_items`). Around the items each
-layer spends ``LayerDescriptor.WORDS + 14`` cycles (descriptor fetch and checks: ``WORDS + 2``;
+layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks: ``WORDS + 3``;
 pipeline fill and drain and the done handshake: 12), the sequencer's size products
 (`striate.sw.mapping.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
 ``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
@@ -10,6 +10,10 @@ The model is exact unless some stage gets work faster than it takes it (`may_sta
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
 writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
 the model does not count, and it is a lower bound (`layer_cycles_bound` gives an upper one).
+
+An add reads, sums and writes one word per cycle when its inputs lie in different RAMs of the
+activation memory (`parallel_add`), else one word per two cycles, plus ``ADD_FIXED`` and the
+sequencer's program: exact.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from ..mapping.layout import groups, writes_per_pixel
 from ..mapping.mapper import layer_fields
 from ..ir.numerics import MULT_BITS
 
-FIXED = LayerDescriptor.WORDS + 14
+FIXED = LayerDescriptor.WORDS + 15
+# An add: descriptor fetch and checks, then from its start to its done: a cycle to issue the
+# first read, its data, the two stages of `AddLanes`, the write and the done handshake.
+ADD_FIXED = LayerDescriptor.WORDS + 7
 
 
 def _window_spans(out: int, kernel: int, stride: int, pad: int, size: int) -> list[int]:
@@ -38,6 +45,18 @@ def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig) -> int:
     """Items per conv pixel: kernel positions times input channel groups."""
     kh, kw = layer.kernel
     return kh * kw * groups(layer.in_shape[0], config.pe_in)
+
+
+def add_words(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Words an add layer reads from each input and writes."""
+    c, h, w = layer.out_shape
+    return groups(c, config.pe_in) * h * w
+
+
+def parallel_add(desc, config: AcceleratorConfig) -> bool:
+    """Whether an add's inputs start on words of different parity (in different RAMs), so the
+    add unit reads one word of each per cycle; otherwise it takes two cycles per word."""
+    return (desc.in_addr // config.pe_in - desc.in2_addr // config.pe_in) % 2 == 1
 
 
 def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
@@ -95,6 +114,8 @@ def post_latency(config: AcceleratorConfig) -> int:
 def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles."""
+    if layer.op == "add":
+        return False
     if chunks_per_pixel(layer, config) < requant_steps(config):
         return True
     if config.serial_scale_bits and (layer.pool == "avg" or chunks_per_pixel(layer, config)
@@ -117,22 +138,27 @@ def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
     return layer.macs / config.macs_per_cycle
 
 
-def layer_cycles(layer: QLayer, config: AcceleratorConfig) -> int:
-    """Predicted LAYER_CYCLES counter value (exact unless `may_stall`)."""
+def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False) -> int:
+    """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
+    says whether it reads its two inputs in one cycle (`parallel_add`)."""
     sequencer = derive.cycles(layer_fields(layer), config)
+    if layer.op == "add":
+        return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
     return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)
             + writes_per_pixel(config))
 
 
 def program_cycles(program) -> list[int]:
-    return [layer_cycles(layer, program.config) for layer in program.layers]
+    cfg = program.config
+    return [layer_cycles(layer, cfg, layer.op == "add" and parallel_add(desc, cfg))
+            for layer, desc in zip(program.layers, program.descriptors)]
 
 
 def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig) -> int:
     """An upper bound of LAYER_CYCLES: `layer_cycles` (exact unless `may_stall`) plus, for a
     layer that may stall, each conv pixel's requantization and write as if nothing overlapped
     them. The driver's default timeout and the fuzzer's check use it."""
-    exact = layer_cycles(layer, config)
+    exact = layer_cycles(layer, config)     # an add: two cycles per word, the slower case
     if not may_stall(layer, config):
         return exact
     pixels = layer_items(layer, config) // chunks_per_pixel(layer, config)

@@ -107,9 +107,20 @@ class QLayer:
                 out_size(self.in_shape[2], kw, sw, pw))
 
     @property
+    def is_copy(self) -> bool:
+        """A 1x1 convolution with identity weights and zero bias: a clamp, pooling layer or
+        requantizing copy lowered onto the convolution datapath (`passes.identity_conv`)."""
+        if self.op != "conv" or self.kernel != (1, 1) or self.weight.shape[0] != \
+                self.weight.shape[1]:
+            return False
+        eye = np.eye(self.weight.shape[0], dtype=self.weight.dtype)
+        return bool(np.array_equal(self.weight[:, :, 0, 0], eye) and not self.bias.any())
+
+    @property
     def macs(self) -> int:
-        """Multiply-accumulates of the convolution stage per image."""
-        if self.op != "conv":
+        """Multiply-accumulates of the convolution stage per image: the network's work, so 0
+        for layers that only copy (`is_copy`) or add."""
+        if self.op != "conv" or self.is_copy:
             return 0
         o, oh, ow = self.conv_shape
         return o * oh * ow * int(np.prod(self.weight.shape[1:]))

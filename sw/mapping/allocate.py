@@ -4,7 +4,9 @@ One pool of ``act_bytes`` holds every int8 tensor while it is alive: from the la
 it (the network input: before the first layer) to the last layer that reads it (the network
 output: to the end of the run). Two tensors alive at the same time never overlap. The planner is
 greedy, largest tensor first, each at the lowest offset that clears every placed tensor it is
-alive with (TensorFlow Lite Micro's greedy planner works the same way). When the pool is large
+alive with (TensorFlow Lite Micro's greedy planner works the same way); the two inputs of an
+add start on words of different parity where the memory allows, so that the add reads both in
+one cycle (`striate.hw.core.eltwise`). When the pool is large
 enough it places each tensor clear of every other one instead, so that every layer's output is
 still intact after a run (the driver then reads every layer without reruns); it never gives up a
 plan that fits for that.
@@ -50,28 +52,39 @@ def lifetimes(graph: QGraph, size_of) -> list:
     return buffers
 
 
-def _place(buffers: list, capacity: int, conflicts) -> list | None:
-    """Greedy placement, largest first; ``conflicts(a, b)`` says whether two buffers may not
-    overlap. None if some buffer does not fit ``capacity``."""
-    placed = []
+def _fits(buf: Buffer, addr: int, rivals: list, capacity: int) -> bool:
+    return addr + buf.size <= capacity and all(
+        addr >= p.addr + p.size or p.addr >= addr + buf.size for p in rivals)
+
+
+def _place(buffers: list, capacity: int, conflicts, apart: dict, word: int) -> list | None:
+    """Greedy placement, largest first, each at the lowest address that fits; ``conflicts(a,
+    b)`` says whether two buffers may not overlap. A buffer whose ``apart`` partners are placed
+    prefers a start word of the other parity than theirs. None if some buffer does not fit
+    ``capacity``."""
+    placed = {}
     for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
-        rivals = sorted((p for p in placed if conflicts(buf, p)), key=lambda p: p.addr)
-        addr = 0
-        for p in rivals:
-            if addr + buf.size <= p.addr:
-                break
-            addr = max(addr, p.addr + p.size)
-        if addr + buf.size > capacity:
+        rivals = [p for p in placed.values() if conflicts(buf, p)]
+        starts = sorted({0, *(p.addr + p.size for p in rivals)})
+        fitting = [a for s in starts for a in (s, s + word) if _fits(buf, a, rivals, capacity)]
+        if not fitting:
             return None
-        placed.append(Buffer(buf.name, buf.size, buf.first, buf.last, addr))
-    return placed
+        partners = [placed[n] for n in apart.get(buf.name, ()) if n in placed]
+        preferred = [a for a in fitting
+                     if all((a // word) % 2 != (p.addr // word) % 2 for p in partners)]
+        addr = min(preferred or fitting)
+        placed[buf.name] = Buffer(buf.name, buf.size, buf.first, buf.last, addr)
+    return list(placed.values())
 
 
-def plan(buffers: list, capacity: int) -> list | None:
+def plan(buffers: list, capacity: int, apart: dict | None = None, word: int = 1) -> list | None:
     """Placed buffers (each clear of every other one if that fits, else of those alive with
-    it), or None when even the liveness plan does not fit ``capacity``."""
-    kept = _place(buffers, capacity, lambda a, b: True)
-    return kept or _place(buffers, capacity, Buffer.alive_with)
+    it), or None when even the liveness plan does not fit ``capacity``. ``apart`` maps a tensor
+    to those it should start on a word (``word`` bytes) of the other parity than: the two
+    inputs of an add, which the hardware then reads in one cycle."""
+    apart = apart or {}
+    kept = _place(buffers, capacity, lambda a, b: True, apart, word)
+    return kept or _place(buffers, capacity, Buffer.alive_with, apart, word)
 
 
 def peak(buffers: list) -> tuple[int, int]:

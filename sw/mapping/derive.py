@@ -15,7 +15,7 @@ load, one per bit of ``b``).
 >>> fields = dict(in_c=16, in_h=8, in_w=8, out_c=32, out_h=4, out_w=4, conv_h=8, conv_w=8,
 ...               k_h=5, k_w=5, stride_h=1, stride_w=1, pad_h=2, pad_w=2, pool_k_h=2,
 ...               pool_k_w=2, pool_stride_h=2, pool_stride_w=2, pool_pad_h=0, pool_pad_w=0,
-...               in_base=0, out_base=32, w_base=0, p_base=0)
+...               in_base=0, out_base=32, in2_base=0, w_base=0, p_base=0)
 >>> from striate.sw.config import AcceleratorConfig
 >>> values, failed = run(fields, AcceleratorConfig(pe_out=16, pe_in=4))
 >>> values["kk"], values["p_row"], failed
@@ -82,7 +82,16 @@ PROGRAM = (
     Check("weight", ((1, "kk", "og_n"), (1, "w_base", 1), (-1, "weight_depth", 1))),
     Check("param", ((1, "og_n", "param_rows"), (1, "p_base", 1), (-1, "param_depth", 1))),
 )
+# With the add path (`AcceleratorConfig.residual_add`): an add's second input lies inside the
+# activation memory (for a convolution ``in2_base`` is 0, so it repeats the first act check).
+ADD_CHECKS = (Check("act", ((1, "hw_in", "cg_n"), (1, "in2_base", 1), (-1, "act_depth", 1))),)
 RESULTS = tuple(dict.fromkeys(step.dest for step in PROGRAM if isinstance(step, Size)))
+
+
+def program(config: AcceleratorConfig) -> tuple:
+    """The steps the sequencer of ``config`` runs: `PROGRAM`, and `ADD_CHECKS` with the add
+    path."""
+    return PROGRAM + (ADD_CHECKS if config.residual_add else ())
 ERRORS = ("shape", "act", "weight", "param")
 
 
@@ -112,10 +121,11 @@ def depths(config: AcceleratorConfig) -> dict:
 
 def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
     """The results and the failed checks of `PROGRAM` for descriptor ``fields`` (which must
-    include the word addresses ``in_base``, ``out_base``, ``w_base`` and ``p_base``)."""
+    include the word addresses ``in_base``, ``out_base``, ``in2_base``, ``w_base`` and
+    ``p_base``)."""
     values = {**fields, **group_counts(fields, config), **depths(config)}
     failed = set()
-    for step in PROGRAM:
+    for step in program(config):
         total = sum(sign * values[a] * (values[b] if isinstance(b, str) else b)
                     for sign, a, b in step.terms)
         if isinstance(step, Size):
@@ -126,7 +136,7 @@ def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
 
 
 def cycles(fields: dict, config: AcceleratorConfig) -> int:
-    """Cycles the sequencer spends on `PROGRAM` for ``fields``."""
+    """Cycles the sequencer spends on `program` for ``fields``."""
     values = {**fields, **group_counts(fields, config), **depths(config)}
     return sum(1 + max(1, (values[b] if isinstance(b, str) else b).bit_length())
-               for step in PROGRAM for _, _, b in step.terms)
+               for step in program(config) for _, _, b in step.terms)

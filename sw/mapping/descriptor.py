@@ -19,8 +19,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import StriateError
+from ..ir.numerics import ADD_MULT_BITS, ADD_SHIFT_BITS
 
-OP_CONV = 1       # every layer runs on the convolution datapath; other codes are illegal
+OP_CONV = 1       # a layer on the convolution datapath
+OP_ADD = 2        # an element-wise add of the maps at in_addr and in2_addr (other codes: illegal)
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
 POOL_CODES = {"none": POOL_NONE, "max": POOL_MAX, "avg": POOL_AVG}
 WORD_BITS = 32
@@ -42,7 +44,10 @@ class LayerDescriptor:
     convolves (``op == OP_CONV``) with ``k_h x k_w`` weights at ``weight_addr`` and bias/requant
     parameters from entry ``param_addr`` on, producing ``out_c x conv_h x conv_w``, clamps to
     ``[act_lo, act_hi]``, pools (``pool``) to ``out_c x out_h x out_w`` and writes the other bank
-    at ``out_addr``.
+    at ``out_addr``. An add (``op == OP_ADD``) reads the ``in_c x in_h x in_w`` maps at
+    ``in_addr`` and ``in2_addr`` and writes their sum (``add_mult_a``, ``add_mult_b``,
+    ``add_shift``, clamped to ``[act_lo, act_hi]``) at ``out_addr``; its other sizes are those of
+    a 1x1 convolution that keeps the shape.
     """
 
     op: int = _bits(2)
@@ -75,6 +80,10 @@ class LayerDescriptor:
     out_addr: int = _bits(24)
     weight_addr: int = _bits(26)
     param_addr: int = _bits(16)
+    in2_addr: int = _bits(24)
+    add_mult_a: int = _bits(ADD_MULT_BITS)
+    add_mult_b: int = _bits(ADD_MULT_BITS)
+    add_shift: int = _bits(ADD_SHIFT_BITS)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
-from .descriptor import OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
+from .descriptor import OP_ADD, OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from ..errors import MappingError
 from ..ir.graph import INPUT, QGraph, QLayer
 from . import allocate
@@ -75,7 +75,7 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
         if not ok:
             raise MappingError(f"{_where(layer)}: {what} must be <= {limit} "
                                f"(AcceleratorConfig.{field}), not {value}")
-    if layer.op != "conv":
+    if layer.op not in ("conv", "add"):
         raise MappingError(f"{_where(layer)}: op {layer.op!r} has no descriptor; run the "
                            "integer passes first")
     kh, kw = layer.kernel
@@ -102,18 +102,17 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
              config.max_stride, "max_stride")
 
 
-def _check_chain(graph: QGraph) -> None:
-    """Refuse a graph that branches, naming where: the datapath has no add or concatenation
-    yet."""
-    previous = INPUT
+def _check_ops(graph: QGraph, config: AcceleratorConfig) -> None:
+    """Refuse layers the configuration has no datapath for, naming them."""
     for layer in graph.layers:
-        if layer.inputs != (previous,) or layer.op in ("add", "concat"):
-            reads = " and ".join("the input" if t == INPUT else f"'{t}'" for t in layer.inputs)
-            raise MappingError(
-                f"{_where(layer)} reads {reads}: graphs with residual adds, concatenations or "
-                "tensors read by several layers do not map onto the accelerator yet, only "
-                "chains")
-        previous = layer.name
+        if layer.op == "concat":
+            reads = ", ".join("the input" if t == INPUT else f"'{t}'" for t in layer.inputs)
+            raise MappingError(f"{_where(layer)}: the concatenation of {reads} does not map "
+                               "onto the accelerator yet")
+        if layer.op == "add" and not config.residual_add:
+            raise MappingError(f"{_where(layer)}: a residual add needs "
+                               "AcceleratorConfig.residual_add, which this configuration leaves "
+                               "out")
 
 
 def _place_activations(graph: QGraph, config: AcceleratorConfig) -> dict:
@@ -122,7 +121,13 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig) -> dict:
     sizes = {INPUT: map_bytes(graph.layers[0].in_shape, config)}
     sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
     buffers = allocate.lifetimes(graph, sizes.__getitem__)
-    placed = allocate.plan(buffers, config.act_bytes)
+    apart = {}
+    for layer in graph.layers:
+        if layer.op == "add" and layer.inputs[0] != layer.inputs[1]:
+            a, b = layer.inputs
+            apart.setdefault(a, []).append(b)
+            apart.setdefault(b, []).append(a)
+    placed = allocate.plan(buffers, config.act_bytes, apart, config.pe_in)
     if placed is None:
         total, step = allocate.peak(buffers)
         layer = graph.layers[max(0, min(step, len(graph.layers) - 1))]
@@ -136,7 +141,7 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig) -> dict:
 
 def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     """Place every layer of a lowered graph; raise `MappingError` for what does not fit."""
-    _check_chain(graph)
+    _check_ops(graph, config)
     if not 1 <= len(graph.layers) <= config.program_depth:
         raise MappingError(f"program must have 1 to {config.program_depth} layers "
                            f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
@@ -154,7 +159,8 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
         size = weight_bytes(layer, config)
         weight.append((w_addr, size))
         w_addr += size
-        entries = groups(layer.out_shape[0], config.pe_out) * config.pe_out
+        entries = groups(layer.out_shape[0], config.pe_out) * config.pe_out \
+            if layer.op == "conv" else 0
         param.append((p_addr, entries))
         p_addr += entries
     if w_addr > config.weight_bytes:
@@ -205,6 +211,13 @@ def layer_fields(layer: QLayer) -> dict:
     out_c, conv_h, conv_w = layer.conv_shape
     kh, kw = layer.kernel
     ps_h, ps_w = pool_stride(layer)
+    if layer.op == "add":       # sizes of a 1x1 convolution that keeps the shape
+        return dict(op=OP_ADD, pool=POOL_CODES["none"], in_c=in_c, in_h=in_h, in_w=in_w,
+                    out_c=in_c, conv_h=in_h, conv_w=in_w, out_h=in_h, out_w=in_w, k_h=1, k_w=1,
+                    stride_h=1, stride_w=1, pad_h=0, pad_w=0, act_lo=layer.lo, act_hi=layer.hi,
+                    pool_k_h=1, pool_k_w=1, pool_stride_h=1, pool_stride_w=1, pool_pad_h=0,
+                    pool_pad_w=0, pool_mult=0, pool_shift=0, add_mult_a=int(layer.add_mult[0]),
+                    add_mult_b=int(layer.add_mult[1]), add_shift=int(layer.add_shift))
     return dict(
         op=OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
         conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
@@ -218,9 +231,10 @@ def layer_fields(layer: QLayer) -> dict:
 
 def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
     """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
+    second = plan.tensors[layer.inputs[1]][0] if layer.op == "add" else 0
     try:
         return LayerDescriptor(
-            **layer_fields(layer), in_addr=plan.act_in[index][0],
+            **layer_fields(layer), in_addr=plan.act_in[index][0], in2_addr=second,
             out_addr=plan.act_out[index][0],
             weight_addr=plan.weight[index][0], param_addr=plan.param[index][0])
     except DescriptorError as exc:
@@ -230,8 +244,12 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
 def geometry(desc: LayerDescriptor) -> dict:
     """The `QLayer` geometry fields a descriptor encodes (inverse of `describe`)."""
     pools = {code: name for name, code in POOL_CODES.items()}
-    if desc.op != OP_CONV or desc.pool not in pools:
+    if desc.op not in (OP_CONV, OP_ADD) or desc.pool not in pools:
         raise DescriptorError(f"descriptor op {desc.op} / pool {desc.pool} is not a known code")
+    if desc.op == OP_ADD:
+        shape = (desc.in_c, desc.in_h, desc.in_w)
+        return dict(op="add", in_shape=shape, out_shape=shape, lo=desc.act_lo, hi=desc.act_hi,
+                    add_mult=(desc.add_mult_a, desc.add_mult_b), add_shift=desc.add_shift)
     return dict(
         op="conv", pool=pools[desc.pool],
         in_shape=(desc.in_c, desc.in_h, desc.in_w),

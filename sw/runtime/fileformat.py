@@ -223,10 +223,20 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
         fields = geometry(desc)
     except StriateError as exc:
         raise ProgramFormatError(f"{where}: {exc}") from None
-    specs = _fields(entry["arrays"], "arrays", where, tuple(_ARRAYS))
+    wanted = tuple(_ARRAYS) if fields["op"] == "conv" else ()      # an add has no arrays
+    specs = _fields(entry["arrays"], "arrays", where, wanted)
     arrays = {}
-    for key in _ARRAYS:
+    for key in wanted:
         arrays[key], pos = _array(blob, specs[key], key, pos, where)
+    if fields["op"] == "add":
+        if len(inputs) != 2:
+            raise _bad(where, "inputs", "two tensor names for an add", inputs)
+        layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
+                       out_scale=out_scale, **fields)
+        _check_add(layer, where)
+        return layer, desc, pos
+    if len(inputs) != 1:
+        raise _bad(where, "inputs", "one tensor name for a convolution", inputs)
     # The kernel lives only in the weights' shape; the rest QLayer.check compares itself.
     kernel = (desc.out_c, desc.in_c, desc.k_h, desc.k_w)
     if arrays["weight"].shape != kernel:
@@ -244,6 +254,23 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     return layer, desc, pos
 
 
+def _check_clamp(layer: QLayer, where: str) -> None:
+    lo, hi = layer.lo, layer.hi
+    if lo not in (numerics.INT8_MIN, 0) or not 0 <= hi <= numerics.INT8_MAX:
+        raise _bad(where, "clamp [lo, hi]", f"[{numerics.INT8_MIN} or 0 (a fused ReLU), 0 to "
+                   f"{numerics.INT8_MAX}]", [lo, hi])
+
+
+def _check_add(layer: QLayer, where: str) -> None:
+    """An add: a map of sizes >= 1, a clamp as for a convolution, a shift of at least 1."""
+    if min(layer.in_shape) < 1:
+        raise _bad(where, "in_shape", ">= 1 in every dimension", list(layer.in_shape))
+    _check_clamp(layer, where)
+    if not numerics.ADD_SHIFT_MIN <= layer.add_shift <= numerics.ADD_SHIFT_MAX:
+        raise _bad(where, "add_shift", f"in [{numerics.ADD_SHIFT_MIN}, "
+                   f"{numerics.ADD_SHIFT_MAX}]", layer.add_shift)
+
+
 def _check_layer(layer: QLayer, where: str) -> None:
     """What the compiler guarantees of one lowered layer beyond `QLayer.check`."""
     for what, value in (("in_shape", layer.in_shape), ("out_shape", layer.out_shape),
@@ -255,10 +282,7 @@ def _check_layer(layer: QLayer, where: str) -> None:
     if w.min() < -numerics.WEIGHT_MAX:
         raise ProgramFormatError(f"{where}: weights must be in [-{numerics.WEIGHT_MAX}, "
                                  f"{numerics.WEIGHT_MAX}] (symmetric int8), not {int(w.min())}")
-    lo, hi = layer.lo, layer.hi
-    if lo not in (numerics.INT8_MIN, 0) or not 0 <= hi <= numerics.INT8_MAX:
-        raise _bad(where, "clamp [lo, hi]", f"[{numerics.INT8_MIN} or 0 (a fused ReLU), 0 to "
-                   f"{numerics.INT8_MAX}]", [lo, hi])
+    _check_clamp(layer, where)
     o, ch, cw = layer.conv_shape
     if min(ch, cw) < 1:
         raise ProgramFormatError(f"{where}: kernel {_dims(layer.kernel)} must fit the "
@@ -310,6 +334,9 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
     ranges = {INPUT: (numerics.INT8_MIN, numerics.INT8_MAX)}     # the network input: any int8
     for layer in graph.layers:
         rng = ranges[layer.inputs[0]]
+        if layer.op == "add":
+            ranges[layer.name] = (layer.lo, layer.hi)
+            continue
         o = layer.weight.shape[0]
         w = np.abs(layer.weight.astype(np.int64).reshape(o, -1))
         bound = numerics.accumulator_bound(w.shape[1], w.max(axis=1),
@@ -326,16 +353,18 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
 
 def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
     """The input shape and the host-side unfold must be what `unfold.im2col_input` derives
-    from the first layer as the compiler had it (before any unfold) on ``config``."""
-    readers = graph.consumers(INPUT)
-    if len(readers) != 1:
-        raise ProgramFormatError(f"{where}: the input must be read by one layer, not "
-                                 f"{len(readers)}")
-    first, spec = readers[0], tuple(graph.input_im2col)
+    from the layers reading the input as the compiler had them (before any unfold) on
+    ``config``."""
+    readers, spec = graph.consumers(INPUT), tuple(graph.input_im2col)
     shape = tuple(graph.input_shape) if len(graph.input_shape) == 3 else \
         (graph.input_shape[0], 1, 1)
-    folded = first
+    if not readers:
+        raise ProgramFormatError(f"{where}: no layer reads the input")
+    first = folded = readers[0]
     if spec:
+        if len(readers) != 1 or graph.readers(INPUT) != 1:
+            raise ProgramFormatError(f"{where}: input_im2col {list(spec)} needs one layer to read "
+                                     f"the input, not {graph.readers(INPUT)}")
         kh, kw, sh, sw, ph, pw = spec
         c, o = shape[0], first.weight.shape[0]
         if first.kernel != (1, 1) or first.in_shape[0] != c * kh * kw:
@@ -348,9 +377,12 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
         if min(folded.conv_shape[1:]) < 1:
             raise ProgramFormatError(f"{where}: input_im2col {list(spec)}: the {kh}x{kw} window "
                                      f"must fit the {_dims(shape)} input")
-    elif first.in_shape != shape:
-        raise ProgramFormatError(f"{where}: input_shape {list(shape)} must be layer "
-                                 f"{first.name!r}'s input shape {_dims(first.in_shape)}")
+    else:
+        for layer in readers:
+            if layer.in_shape != shape:
+                raise ProgramFormatError(f"{where}: input_shape {list(graph.input_shape)} must "
+                                         f"be layer {layer.name!r}'s input shape "
+                                         f"{_dims(layer.in_shape)}")
     derived = im2col_input(graph.replace(layers=tuple(folded if layer is first else layer
                                                       for layer in graph.layers),
                                          input_im2col=()), config)

@@ -19,6 +19,8 @@ def program_image(program) -> list[tuple[int, np.ndarray]]:
     blocks = [(memmap.address(memmap.PROGRAM),
                np.array([w for d in program.descriptors for w in d.to_words()], np.uint32))]
     for i, layer in enumerate(program.layers):
+        if layer.op != "conv":          # an add reads neither weights nor parameters
+            continue
         blocks.append((memmap.address(memmap.PARAMS,
                                       plan.param[i][0] * memmap.PARAM_ENTRY_WORDS),
                        layout.pack_params(layer, cfg)))
