@@ -433,7 +433,7 @@ def _vector_case(b: _Builder, rng) -> Case:
         if rng.random() < 0.6:
             layers.append(nn.ReLU())
         block = nn.Sequential(*layers)
-        if out == features and rng.random() < 0.4:
+        if out == features and rng.random() < 0.4 and (b.cfg.residual_add or not b.legal):
             block = residual(block, nn.Identity(), b.pick(["+", ".add"]),
                              b.pick([nn.Identity(), nn.ReLU()]))
         b.add(block, repr(block))
@@ -456,13 +456,15 @@ def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
     while steps < depth:
         kind = b.pick(["conv", "activation", "pool", "no_op", "residual"],
                       p=[0.4, 0.18, 0.2, 0.07, 0.15])
+        if kind == "residual" and not config.residual_add and b.legal and rng.random() < 0.9:
+            kind = "conv"               # mostly what the configuration can run
         if kind == "conv" or not b.recipe:
             kind = "conv"
         new = getattr(b, kind)(shape)
         if new is None:
             depth -= 1
             continue
-        shape, steps = new, steps + (kind in ("conv", "pool")) + 2 * (kind == "residual")
+        shape, steps = new, steps + (kind in ("conv", "pool")) + 3 * (kind == "residual")
     if rng.random() < 0.5 and int(np.prod(shape)) <= 4096:
         b.head(shape)
     if not b.ops:                    # nothing fitted: a single 1x1 convolution

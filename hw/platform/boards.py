@@ -141,7 +141,7 @@ class BoardTop(Elaboratable):
 # maps up to 32 x 32 and no average pooling or pool padding, so that it fits (docs/fpga.md).
 ICEBREAKER = Board(
     name="icebreaker", platform="ICEBreakerPlatform", module="icebreaker", family="ice40",
-    clock_mhz=24.0,
+    clock_mhz=22.5,
     config=AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=2,
                              max_width=32, max_height=32, max_kernel=5, max_stride=2,
                              act_bytes=4096, weight_bytes=128 * 1024, param_entries=128,

@@ -28,6 +28,7 @@ from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
 RANGE_ONLY = ("relu", "relu6", "maxpool")
+ADD_RATIO_MAX = 2.0 ** (numerics.ADD_MULT_BITS - numerics.ADD_SHIFT_MIN - 1)  # s_in / s_out
 RESCALING = ("conv", "linear", "avgpool", "add")   # nodes whose output gets a scale of its own
 
 
@@ -248,8 +249,10 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
             layer = QLayer(op="flatten", out_scale=scale, **common)
             out_rng = rng
         elif node.kind == "add":
-            s_out = scales[node.name]
             (s_a, _), (s_b, _) = (tensors[name] for name in node.inputs)
+            # An output calibrated far narrower than the inputs (they cancel, or a ReLU after
+            # the add keeps little of them) gets the finest scale the add's multipliers reach.
+            s_out = max(scales[node.name], max(s_a, s_b) / ADD_RATIO_MAX)
             try:
                 m_a, m_b, shift = numerics.add_multipliers(s_a / s_out, s_b / s_out)
             except QuantizationError as exc:
