@@ -28,7 +28,7 @@ def add_params() -> dict:
 
 
 class AddLanes(wiring.Component):
-    """Two pipeline stages: the lanes' products, then their sum rounded, shifted and clamped."""
+    """Two pipeline stages: the lanes' sums of products, then rounded, shifted and clamped."""
 
     def __init__(self, layouts: Layouts):
         lanes = layouts.config.pe_in
@@ -45,16 +45,15 @@ class AddLanes(wiring.Component):
         lanes = self._word.length
         advance = ~self.o.valid | self.o.ready
         v1 = Signal()
-        # int8 times an unsigned 16-bit multiplier: 25 bits; their sum 26
-        pa = [Signal(signed(8 + ADD_MULT_BITS + 1), name=f"pa{r}") for r in range(lanes)]
-        pb = [Signal(signed(8 + ADD_MULT_BITS + 1), name=f"pb{r}") for r in range(lanes)]
+        # int8 times an unsigned 16-bit multiplier: 25 bits; the sum of two: 26
+        total = [Signal(signed(8 + ADD_MULT_BITS + 2), name=f"add_sum{r}") for r in range(lanes)]
         m.d.comb += [self.i.ready.eq(advance), self.busy.eq(v1 | self.o.valid)]
         with m.If(advance):
             m.d.sync += [v1.eq(self.i.valid), self.o.valid.eq(v1)]
             for r in range(lanes):
-                m.d.sync += [pa[r].eq(self.i.payload.a[r] * self.mult_a),
-                             pb[r].eq(self.i.payload.b[r] * self.mult_b),
-                             self.o.payload[r].eq(round_clamp(pa[r] + pb[r], self.shift, self.lo,
+                m.d.sync += [total[r].eq(self.i.payload.a[r] * self.mult_a
+                                         + self.i.payload.b[r] * self.mult_b),
+                             self.o.payload[r].eq(round_clamp(total[r], self.shift, self.lo,
                                                               self.hi))]
         return m
 
