@@ -113,7 +113,7 @@ class Device:
 
     def run(self, program, xq, return_all: bool = False, timeout_cycles: int | None = None,
             progress=None):
-        """Run int8 ``N x C x H x W`` images; return the output like `Program.run_reference`.
+        """Run int8 ``N x input_shape`` inputs; return the output like `Program.run_reference`.
 
         With ``return_all``, the list of every layer's output (``N x ...``), all read back from
         the hardware: a layer whose output a later layer overwrites in the activation banks is

@@ -61,7 +61,7 @@ class Program:
         return self.graph.output_scale
 
     def quantize_input(self, x) -> np.ndarray:
-        """Float ``N x C x H x W`` (torch or NumPy) -> int8 at the input scale.
+        """Float ``N x input_shape`` (images or vectors, torch or NumPy) -> int8 at the input scale.
 
         Values beyond the int8 range saturate (infinities too); NaN raises `StriateError`.
         """
