@@ -405,4 +405,4 @@ def test_add_lanes_match_the_contract(config):
                                 ("lo", lo), ("hi", hi)):
                 ctx.set(getattr(dut, name), value)
         outs = simulate(dut, dut, items, len(items), setup=setup, seed=shift)
-        assert [list(o) for o in outs] == want.tolist()
+        assert [list(o.y) for o in outs] == want.tolist()

@@ -35,7 +35,9 @@ class AddLanes(wiring.Component):
         self._word = data.ArrayLayout(signed(8), lanes)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"a": self._word, "b": self._word}))),
-            "o": Out(stream.Signature(self._word)),
+            # A struct payload, as the other blocks have: with a bare array payload the pinned
+            # Yosys's ABC9 fails an assertion on this module (Yosys issue 4349).
+            "o": Out(stream.Signature(data.StructLayout({"y": self._word}))),
             "busy": Out(1),
             **add_params(),
         })
@@ -53,8 +55,8 @@ class AddLanes(wiring.Component):
             for r in range(lanes):
                 m.d.sync += [total[r].eq(self.i.payload.a[r] * self.mult_a
                                          + self.i.payload.b[r] * self.mult_b),
-                             self.o.payload[r].eq(round_clamp(total[r], self.shift, self.lo,
-                                                              self.hi))]
+                             self.o.payload.y[r].eq(round_clamp(total[r], self.shift, self.lo,
+                                                                self.hi))]
         return m
 
 
@@ -131,7 +133,7 @@ class AddUnit(wiring.Component):
                      lanes.i.payload.a.eq(Mux(serial, a_held, a_word)),
                      lanes.i.payload.b.eq(b_word),
                      lanes.o.ready.eq(1)]
-        m.d.comb += [self.wr_addr.eq(o_ptr), self.wr_data.eq(lanes.o.payload),
+        m.d.comb += [self.wr_addr.eq(o_ptr), self.wr_data.eq(lanes.o.payload.y),
                      self.wr_en.eq(Mux(lanes.o.valid, (1 << len(self.wr_en)) - 1, 0)),
                      self.done.eq(~running & ~valid & ~lanes.busy)]
         with m.If(lanes.o.valid):

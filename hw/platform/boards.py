@@ -149,13 +149,12 @@ ICEBREAKER = Board(
                              residual_add=False))
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
-# MULT18X18D), four requantizer lanes, memories sized for models like LeNet. No add path yet:
-# the pinned Yosys fails an assertion mapping it with ABC9 (Yosys issue 4349). The clock is what
+# MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what
 # the design meets today (about 30 MHz after routing; see docs/fpga.md).
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
     clock_mhz=25.0,
     config=AcceleratorConfig(requant_lanes=4, act_bytes=16384, weight_bytes=64 * 1024,
-                             param_entries=256, program_depth=16, residual_add=False))
+                             param_entries=256, program_depth=16))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S)}
