@@ -63,7 +63,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
         "golden_images_per_s": len(xq) / golden_s, "torch_float_images_per_s": len(xq) / torch_s,
         "compile_s": compile_s,
     }
-    result["reference_models"] = _reference_models(log=lambda line: None)
+    result["reference_models"] = _reference_models()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     log(f"striate bench: lenet-digits on {program.config.pe_out}x{program.config.pe_in} "
@@ -91,7 +91,7 @@ REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8"),
                     "fc-autoencoder": ((640,), "fc_autoencoder")}
 
 
-def _reference_models(log=print) -> dict:
+def _reference_models() -> dict:
     """Per layer of each reference graph on the default configuration: its op, ideal cycles
     (its MACs over the peak) and the cycles the RTL counted for one input (cycle counts do not
     depend on the weights)."""

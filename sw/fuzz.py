@@ -423,8 +423,8 @@ def _vector_case(b: _Builder, rng) -> Case:
     """A multilayer perceptron on ``N x F`` vectors: Linear layers with BatchNorm1d, clamps and
     residual adds of vectors at random."""
     import torch.nn as nn
-    features = b.small_int(1, 256)
-    first, ops = features, []
+    features = b.small_int(1, 1024)     # the MLPerf Tiny autoencoder reads 640
+    first = features
     for _ in range(int(rng.integers(1, 6))):
         out = b.small_int(1, 128) if rng.random() < 0.6 else features
         layers = [nn.Linear(features, out, bias=bool(rng.random() < 0.8))]

@@ -39,6 +39,11 @@ POOLS = ("none", "max", "avg")
 INPUT = "@input"        # the network input's tensor name (no module path contains "@")
 
 
+def map_shape(shape) -> tuple:
+    """A tensor's ``C x H x W`` map: a vector of ``F`` features is an ``F x 1 x 1`` map."""
+    return tuple(int(n) for n in shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
+
+
 @dataclass(frozen=True, eq=False)
 class QLayer:
     """One integer layer. Arrays: ``weight`` int8 ``O x C x KH x KW``, ``bias`` int32 ``O``,

@@ -159,6 +159,8 @@ def max_abs_of_range(lo: int, hi: int) -> int:
 ADD_MULT_BITS = 16              # M_a, M_b are unsigned, 0 <= M < 2**16
 ADD_SHIFT_BITS = 5
 ADD_SHIFT_MIN, ADD_SHIFT_MAX = 1, 31
+ADD_RATIO_LIMIT = 2.0 ** (ADD_MULT_BITS - ADD_SHIFT_MIN)     # s_in / s_out must stay below it
+ADD_RATIO_SAFE = ADD_RATIO_LIMIT / 2                         # what the compiler keeps to
 
 
 def add_multipliers(ratio_a: float, ratio_b: float) -> tuple[int, int, int]:
@@ -183,7 +185,7 @@ def add_multipliers(ratio_a: float, ratio_b: float) -> tuple[int, int, int]:
     shift = min(ADD_SHIFT_MAX, ADD_MULT_BITS - exponent)
     if shift < ADD_SHIFT_MIN:
         raise QuantizationError(
-            f"add input scales must be less than 2**{ADD_MULT_BITS - ADD_SHIFT_MIN - 1} times "
+            f"add input scales must be less than 2**{ADD_MULT_BITS - ADD_SHIFT_MIN} times "
             f"the output scale, not {max(ratio_a, ratio_b):.6g} times (the inputs cancel on the "
             "calibration data)")
     top = (1 << ADD_MULT_BITS) - 1

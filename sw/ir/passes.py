@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from .graph import INPUT, QGraph
+from .graph import QGraph
 
 
 def _is_clamp(layer) -> bool:

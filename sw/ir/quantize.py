@@ -22,13 +22,12 @@ import numpy as np
 from . import numerics
 from ..errors import QuantizationError
 from ..frontend.float_ref import run_float
-from .graph import INPUT, QGraph, QLayer
+from .graph import INPUT, QGraph, QLayer, map_shape
 from .passes import identity_conv
 from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
 RANGE_ONLY = ("relu", "relu6", "maxpool")
-ADD_RATIO_MAX = 2.0 ** (numerics.ADD_MULT_BITS - numerics.ADD_SHIFT_MIN - 1)  # s_in / s_out
 RESCALING = ("conv", "linear", "avgpool", "add")   # nodes whose output gets a scale of its own
 
 
@@ -190,11 +189,6 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
     return wq, bq.astype(np.int32), np.array(mults, np.int64), np.array(shifts, np.int64)
 
 
-def _shape3(shape) -> tuple:
-    """A map's ``C x H x W``; a vector of ``F`` features is an ``F x 1 x 1`` map."""
-    return tuple(shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
-
-
 def _rescaled(name: str, shape: tuple, s_in: float, s_out: float, index: int, concat) -> QLayer:
     """A 1x1 identity convolution that requantizes tensor ``name`` from ``s_in`` to ``s_out``:
     the copy a concatenation input needs when its producer cannot take the concatenation's
@@ -216,8 +210,8 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
     layers = []
     for node in nodes:
         scale, rng = tensors[node.inputs[0]]
-        common = dict(name=node.name, in_shape=_shape3(node.in_shape),
-                      out_shape=_shape3(node.out_shape), sources=node.sources,
+        common = dict(name=node.name, in_shape=map_shape(node.in_shape),
+                      out_shape=map_shape(node.out_shape), sources=node.sources,
                       inputs=node.inputs)
         out_rng = full
         if node.kind in ("conv", "linear"):
@@ -252,7 +246,7 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
             (s_a, _), (s_b, _) = (tensors[name] for name in node.inputs)
             # An output calibrated far narrower than the inputs (they cancel, or a ReLU after
             # the add keeps little of them) gets the finest scale the add's multipliers reach.
-            s_out = max(scales[node.name], max(s_a, s_b) / ADD_RATIO_MAX)
+            s_out = max(scales[node.name], max(s_a, s_b) / numerics.ADD_RATIO_SAFE)
             try:
                 m_a, m_b, shift = numerics.add_multipliers(s_a / s_out, s_b / s_out)
             except QuantizationError as exc:
@@ -263,7 +257,7 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple) -> 
             s_out, inputs = scales[node.name], []
             for i, name in enumerate(node.inputs):
                 if tensors[name][0] != s_out:
-                    copy = _rescaled(name, _shape3(_shape_of(nodes, name, input_shape)),
+                    copy = _rescaled(name, map_shape(_shape_of(nodes, name, input_shape)),
                                      tensors[name][0], s_out, i, node)
                     layers.append(copy)
                     tensors[copy.name] = (s_out, full)

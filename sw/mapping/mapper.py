@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ..config import AcceleratorConfig
 from .descriptor import OP_ADD, OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from ..errors import MappingError
-from ..ir.graph import INPUT, QGraph, QLayer
+from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from . import allocate
 from .layout import groups
 
@@ -33,7 +33,7 @@ from .layout import groups
 def map_bytes(shape: tuple, config: AcceleratorConfig) -> int:
     """Bytes a ``C x H x W`` map (or a vector of ``F``: ``F x 1 x 1``) occupies in the
     activation memory."""
-    c, h, w = shape if len(shape) == 3 else (int(shape[0]), 1, 1)
+    c, h, w = map_shape(shape)
     return groups(c, config.pe_in) * config.pe_in * h * w
 
 
@@ -115,9 +115,9 @@ def _check_ops(graph: QGraph, config: AcceleratorConfig) -> None:
                                "out")
 
 
-def _place_activations(graph: QGraph, config: AcceleratorConfig) -> dict:
-    """Tensor name -> (addr, bytes) in the activation pool; `MappingError` if it cannot hold
-    the tensors alive at once."""
+def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, int]:
+    """Tensor name -> (addr, bytes) in the activation pool, and the most bytes alive at once;
+    `MappingError` if the pool cannot hold the tensors alive at once."""
     sizes = {INPUT: map_bytes(graph.layers[0].in_shape, config)}
     sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
     buffers = allocate.lifetimes(graph, sizes.__getitem__)
@@ -128,15 +128,15 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig) -> dict:
             apart.setdefault(a, []).append(b)
             apart.setdefault(b, []).append(a)
     placed = allocate.plan(buffers, config.act_bytes, apart, config.pe_in)
+    total, step = allocate.peak(buffers)
     if placed is None:
-        total, step = allocate.peak(buffers)
         layer = graph.layers[max(0, min(step, len(graph.layers) - 1))]
         alive = ", ".join(f"'{b.name}'" if b.name != INPUT else "the input" for b in buffers
                           if b.first <= step <= b.last)
         raise MappingError(f"{_where(layer)}: activations alive at once ({alive}) need {total} "
                            f"bytes, must fit the activation memory of {config.act_bytes} bytes "
                            "(AcceleratorConfig.act_bytes)")
-    return {b.name: (b.addr, b.size) for b in placed}
+    return {b.name: (b.addr, b.size) for b in placed}, total
 
 
 def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
@@ -169,11 +169,9 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     if p_addr > config.param_entries:
         raise MappingError(f"channel parameters need {p_addr} entries, must fit "
                            f"{config.param_entries} (AcceleratorConfig.param_entries)")
-    tensors = _place_activations(graph, config)
+    tensors, peak = _place_activations(graph, config)
     act_in = tuple(tensors[layer.inputs[0]] for layer in graph.layers)
     act_out = tuple(tensors[layer.name] for layer in graph.layers)
-    sizes = {INPUT: tensors[INPUT][1], **{name: size for name, (_, size) in tensors.items()}}
-    peak = allocate.peak(allocate.lifetimes(graph, sizes.__getitem__))[0]
     alive = _intact(act_out, len(act_out))
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
                       tuple(i in alive for i in range(len(graph.layers))), tensors)

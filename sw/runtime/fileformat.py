@@ -35,7 +35,7 @@ from ..ir import numerics
 from ..config import AcceleratorConfig
 from ..mapping.descriptor import LayerDescriptor
 from ..errors import ProgramFormatError, StriateError
-from ..ir.graph import INPUT, QGraph, QLayer
+from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from ..ir.kernels import out_size
 from ..mapping.mapper import geometry
 from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
@@ -356,8 +356,7 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
     from the layers reading the input as the compiler had them (before any unfold) on
     ``config``."""
     readers, spec = graph.consumers(INPUT), tuple(graph.input_im2col)
-    shape = tuple(graph.input_shape) if len(graph.input_shape) == 3 else \
-        (graph.input_shape[0], 1, 1)
+    shape = map_shape(graph.input_shape)
     if not readers:
         raise ProgramFormatError(f"{where}: no layer reads the input")
     first = folded = readers[0]

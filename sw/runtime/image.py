@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..golden import model as golden
-from ..ir.graph import INPUT
+from ..ir.graph import INPUT, map_shape
 from ..mapping import layout, memmap
 
 
@@ -39,8 +39,7 @@ def input_image(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
     """``(bus address, words)`` of one int8 ``C x H x W`` (or ``F``) input (unfolded if the program
     unfolds its input on the host)."""
     x = golden.layer_inputs(program.graph, xq[None])[0]
-    if x.ndim == 1:                 # a vector of F features is an F x 1 x 1 map
-        x = x.reshape(-1, 1, 1)
+    x = x.reshape(map_shape(x.shape))
     addr, shape = _act(program, program.plan.tensors[INPUT][0])
     return addr, shape.to_bus(layout.pack_activation(x, program.config))
 
