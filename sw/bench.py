@@ -53,7 +53,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     result = {
         "model": "lenet-digits", "config": program.config.to_dict(),
         "layers": [{"name": name, "ideal_cycles": ideal, "measured_cycles": measured,
-                    "utilization": ideal / measured}
+                    "utilization": _ratio(ideal, measured)}
                    for name, ideal, measured in zip(stats.layer_names, stats.ideal_cycles,
                                                     stats.layer_cycles)],
         "cycles_per_image": stats.cycles, "utilization": stats.utilization["network"],
@@ -71,7 +71,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     log(f"{'layer':<14} {'ideal':>8} {'measured':>9} {'utilization':>12}")
     for row in result["layers"]:
         log(f"{row['name']:<14} {row['ideal_cycles']:>8,.0f} {row['measured_cycles']:>9,} "
-            f"{row['utilization']:>12.1%}")
+            f"{_percent(row['utilization']):>12}")
     log(f"{'network':<14} {sum(r['ideal_cycles'] for r in result['layers']):>8,.0f} "
         f"{stats.cycles:>9,} {stats.utilization['network']:>12.1%}")
     log(f"{'simulator':<10} {'cycles/s':>12} {'vs fastest':>11}")
@@ -88,7 +88,8 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
 
 
 REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8"),
-                    "fc-autoencoder": ((640,), "fc_autoencoder")}
+                    "fc-autoencoder": ((640,), "fc_autoencoder"),
+                    "fire-stack": ((3, 32, 32), "fire_stack")}
 
 
 def _reference_models() -> dict:
@@ -110,11 +111,21 @@ def _reference_models() -> dict:
             dev.run(program, program.quantize_input(x[:1]))
             stats = dev.last_run
             results[name] = [{"name": layer.name, "op": layer.op, "ideal_cycles": ideal,
-                              "measured_cycles": measured, "utilization": ideal / measured}
+                              "measured_cycles": measured,
+                              "utilization": _ratio(ideal, measured)}
                              for layer, ideal, measured in zip(program.layers,
                                                                stats.ideal_cycles,
                                                                stats.layer_cycles)]
     return results
+
+
+def _ratio(ideal: float, measured: int) -> float | None:
+    """Utilization of a layer, None for one that takes no cycles (a concatenation)."""
+    return ideal / measured if measured else None
+
+
+def _percent(util: float | None) -> str:
+    return "in place" if util is None else f"{util:.1%}"
 
 
 def _log_layers(log, title: str, rows: list) -> None:
@@ -124,5 +135,5 @@ def _log_layers(log, title: str, rows: list) -> None:
     log(f"{'layer':<18} {'op':<5} {'ideal':>8} {'measured':>9} {'utilization':>12}")
     for row in rows:
         log(f"{row['name']:<18} {row['op']:<5} {row['ideal_cycles']:>8,.0f} "
-            f"{row['measured_cycles']:>9,} {row['utilization']:>12.1%}")
+            f"{row['measured_cycles']:>9,} {_percent(row['utilization']):>12}")
     log(f"{'network':<18} {'':<5} {ideal:>8,.0f} {measured:>9,} {ideal / measured:>12.1%}")

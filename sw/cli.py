@@ -100,7 +100,8 @@ def print_summary(program, s: dict, show_source: bool = False) -> None:
     print(f"cycles/image:          {stats.cycles:,}; utilization {util['network']:.1%} of "
           f"{program.config.macs_per_cycle} MACs/cycle")
     for name, ideal, cyc in zip(stats.layer_names, stats.ideal_cycles, stats.layer_cycles):
-        print(f"  {name:<14} {cyc:>8,} cycles  ideal {ideal:>9,.0f}  utilization {util[name]:6.1%}")
+        use = f"utilization {util[name]:6.1%}" if name in util else "(written in place)"
+        print(f"  {name:<14} {cyc:>8,} cycles  ideal {ideal:>9,.0f}  {use}")
     speed = f", {s['cycles_per_s']:,.0f} simulated cycles/s" if s.get("cycles_per_s") else ""
     print(f"simulation:            {s['run_s']:.1f} s for {s['images']} images{speed}")
 

@@ -4,7 +4,7 @@ Pipeline: trace (torch.fx, a DAG) -> fold BatchNorm (float pass) -> calibrate an
 (per-channel int8 weights, per-tensor int8 activations, int32 bias, integer requantization,
 residual adds and concatenations) -> integer passes (fuse activation, fuse pooling, lower
 flatten, lower remaining pools) -> configuration-dependent passes (unfold a thin first layer on
-the host) -> map onto the `AcceleratorConfig`.
+the host, place concatenations' inputs in their output) -> map onto the `AcceleratorConfig`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .arguments import as_array, describe
 from .frontend.fold import fold_batchnorm
 from .ir.graph import QGraph
 from .ir.passes import INTEGER_PASSES
+from .mapping.concat import place_concats
 from .mapping.unfold import im2col_input
 from .runtime.program import Program, as_config
 from .ir.quantize import check_finite, check_folded, quantize_graph
@@ -67,13 +68,14 @@ def lower(model, calibration) -> tuple:
 
 def compile_graph(model, calibration, config=None) -> QGraph:
     """The fused integer graph `compile` maps: traced, BatchNorm-folded, quantized, with the
-    integer passes and the configuration's host-side unfold applied."""
+    integer passes and the configuration's passes (host-side unfold, concatenations placed)
+    applied."""
     config = as_config(config)
     nodes, x = lower(model, calibration)
     graph = quantize_graph(nodes, x, tuple(x.shape[1:]))
     for integer_pass in INTEGER_PASSES:
         graph = integer_pass(graph)
-    return im2col_input(graph, config)
+    return place_concats(im2col_input(graph, config), config)
 
 
 def compile(model, calibration, config=None) -> Program:

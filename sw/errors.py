@@ -21,6 +21,11 @@ class MappingError(StriateError):
     """A layer does not fit the `AcceleratorConfig` it is compiled for."""
 
 
+class PlacementError(MappingError):
+    """A concatenation's inputs cannot be written into it in place as the graph stands (the
+    compiler places them so that they can: a graph it did not write)."""
+
+
 class ProgramFormatError(StriateError):
     """A program file is truncated, corrupted, foreign or of an unsupported version."""
 

@@ -3,7 +3,8 @@
 Each case is an `nn.Module` built at random from what `docs/compiler.md` lists as supported
 (modules and their functional forms, every option: kernels, strides, paddings incl. ``'same'``
 and ``'valid'``, BatchNorm, clamps, max / average / global pooling, flatten and linear heads,
-no-ops), with shapes up to the configuration's limits and now and then past them, random weights
+no-ops, residual blocks, concatenations of branches with any channel counts (nested, fanned
+out, the input itself, one tensor twice), multilayer perceptrons on vectors), with shapes up to the configuration's limits and now and then past them, random weights
 and BatchNorm statistics, and calibration data over many decades of scale. A case is compiled
 for one configuration and then checked:
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from .golden import cycles as cycle_model
 from .config import AcceleratorConfig
-from .errors import MappingError, QuantizationError
+from .errors import MappingError, PlacementError, QuantizationError
 from .mapping.mapper import map_bytes
 
 #: Configurations of the fuzzer's own: the default array, a small one with a one-lane
@@ -120,6 +121,47 @@ def residual(main, shortcut, form: str, after):
                 y += s
             return self.after(y)
     return Residual()
+
+
+def concatenation(parts, form: str, shortcut, after):
+    """An `nn.Module` computing ``after(cat(ys) [+ shortcut(x)])`` along channels, where
+    ``parts`` is a list of ``(kind, module)`` and each ``kind`` draws one ``y``: ``"branch"``
+    ``module(x)``; ``"input"`` ``x`` itself; ``"repeat"`` the previous ``y`` again; ``"chain"``
+    ``module(previous y)`` (so that tensor fans out); ``"nested"`` ``cat([module(x), previous
+    y])``. ``form`` is ``"torch.cat"``, ``"torch.concat"`` or ``"dim=-3"``."""
+    import torch
+    import torch.nn as nn
+
+    class Concat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.kinds = [kind for kind, _ in parts]
+            self.parts = nn.ModuleList([module or nn.Identity() for _, module in parts])
+            self.shortcut, self.after = shortcut, after
+
+        def forward(self, x):
+            ys = []
+            for kind, module in zip(self.kinds, self.parts):
+                if kind == "branch":
+                    ys.append(module(x))
+                elif kind == "input":
+                    ys.append(x)
+                elif kind == "repeat":
+                    ys.append(ys[-1])
+                elif kind == "chain":
+                    ys.append(module(ys[-1]))
+                else:
+                    ys.append(torch.cat([module(x), ys[-1]], 1))
+            if form == "torch.cat":
+                y = torch.cat(ys, 1)
+            elif form == "torch.concat":
+                y = torch.concat(ys, dim=1)
+            else:
+                y = torch.cat(ys, dim=-3)
+            if self.shortcut is not None:
+                y = y + self.shortcut(x)
+            return self.after(y)
+    return Concat()
 
 
 def _method(name, *args):
@@ -284,6 +326,49 @@ class _Builder:
                  f"residual({main!r}, {shortcut!r}, {form!r}, {after!r})")
         return out_shape
 
+    def concat(self, shape):
+        """Two to four tensors joined along channels: branches of convolutions with any
+        number of channels, the block's input itself, a tensor twice, a branch on another part
+        (fan-out), a nested concatenation; an add of a branch after it and a ReLU at random."""
+        import torch.nn as nn
+        c, h, w = shape
+        rng = self.rng
+        stride = 2 if min(h, w) > 1 and rng.random() < 0.2 else 1
+        kinds = ["branch", "input", "repeat", "chain", "nested"]
+        spatial = (h, w) if stride == 1 else ((h + 1) // 2, (w + 1) // 2)   # odd kernels, k // 2 padding
+        parts, channels, macs = [], [], 0
+        for i in range(int(rng.integers(2, 5))):
+            kind = self.pick(kinds, p=[0.45, 0.15, 0.1, 0.15, 0.15])
+            if i == 0 and kind in ("repeat", "chain", "nested"):
+                kind = "branch"
+            if kind == "input" and stride != 1:
+                kind = "branch"
+            width = self.small_int(1, max(1, min(3 * self.cfg.pe_out, 40)))
+            module = None
+            if kind in ("branch", "nested"):
+                module, _, more = self.branch(shape, stride, width, int(rng.integers(1, 3)))
+                macs += more
+            elif kind == "chain":
+                module, _, more = self.branch((channels[-1],) + spatial, 1, width, 1)
+                macs += more
+            parts.append((kind, module))
+            channels.append({"branch": width, "chain": width, "input": c,
+                             "repeat": channels[-1] if channels else 0,
+                             "nested": width + (channels[-1] if channels else 0)}[kind])
+        out_shape = (sum(channels),) + spatial
+        shortcut = None
+        if rng.random() < 0.2 and (self.cfg.residual_add or not self.legal):
+            shortcut, _, more = self.branch(shape, stride, out_shape[0], 1)
+            macs += more
+        if macs > self.macs_left or not self.fits(out_shape):
+            return None
+        self.macs_left -= macs
+        form = self.pick(["torch.cat", "torch.concat", "dim=-3"])
+        after = self.pick([nn.Identity(), nn.ReLU(), nn.ReLU(inplace=True)])
+        self.add(concatenation(parts, form, shortcut, after),
+                 f"concatenation({parts!r}, {form!r}, {shortcut!r}, {after!r})")
+        return out_shape
+
     def _bn(self, channels: int, cls=None):
         """A BatchNorm with random statistics (``cls`` default: BatchNorm2d)."""
         import torch.nn as nn
@@ -420,8 +505,8 @@ def _calibration(rng, shape) -> np.ndarray:
 
 
 def _vector_case(b: _Builder, rng) -> Case:
-    """A multilayer perceptron on ``N x F`` vectors: Linear layers with BatchNorm1d, clamps and
-    residual adds of vectors at random."""
+    """A multilayer perceptron on ``N x F`` vectors: Linear layers with BatchNorm1d, clamps,
+    residual adds and concatenations of vectors at random."""
     import torch.nn as nn
     features = b.small_int(1, 1024)     # the MLPerf Tiny autoencoder reads 640
     first = features
@@ -436,6 +521,15 @@ def _vector_case(b: _Builder, rng) -> Case:
         if out == features and rng.random() < 0.4 and (b.cfg.residual_add or not b.legal):
             block = residual(block, nn.Identity(), b.pick(["+", ".add"]),
                              b.pick([nn.Identity(), nn.ReLU()]))
+        elif rng.random() < 0.25:       # joined with the block's input or another linear layer
+            kind = b.pick(["input", "repeat", "branch", "chain"])
+            width = {"input": features, "repeat": out}.get(kind, b.small_int(1, 64))
+            other = nn.Linear(out if kind == "chain" else features, width) \
+                if kind in ("branch", "chain") else None
+            block = concatenation([("branch", block), (kind, other)],
+                                  b.pick(["torch.cat", "torch.concat"]), None,
+                                  b.pick([nn.Identity(), nn.ReLU()]))
+            out += width
         b.add(block, repr(block))
         features = out
     return Case(sequential(b.ops), _calibration(rng, (first,)), b.recipe)
@@ -454,8 +548,8 @@ def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
     depth = int(rng.integers(1, 9)) if rng.random() < 0.95 else config.program_depth + 1
     steps = 0
     while steps < depth:
-        kind = b.pick(["conv", "activation", "pool", "no_op", "residual"],
-                      p=[0.4, 0.18, 0.2, 0.07, 0.15])
+        kind = b.pick(["conv", "activation", "pool", "no_op", "residual", "concat"],
+                      p=[0.36, 0.16, 0.18, 0.06, 0.13, 0.11])
         if kind == "residual" and not config.residual_add and b.legal and rng.random() < 0.9:
             kind = "conv"               # mostly what the configuration can run
         if kind == "conv" or not b.recipe:
@@ -464,7 +558,8 @@ def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
         if new is None:
             depth -= 1
             continue
-        shape, steps = new, steps + (kind in ("conv", "pool")) + 3 * (kind == "residual")
+        shape, steps = new, steps + (kind in ("conv", "pool")) + 3 * (kind in ("residual",
+                                                                              "concat"))
     if rng.random() < 0.5 and int(np.prod(shape)) <= 4096:
         b.head(shape)
     if not b.ops:                    # nothing fitted: a single 1x1 convolution
@@ -585,6 +680,9 @@ def run_case(name: str, seed: int, case: int, device) -> Outcome:
     out.recipe = generated.recipe
     try:
         program = compile_model(generated.model, generated.calibration, config)
+    except PlacementError as exc:       # the compiler's own graph must be placeable
+        out.reason = f"compile raised {type(exc).__name__}: {exc}"
+        return out
     except DOCUMENTED as exc:
         out.status, out.reason, out.detail = "refused", refusal_reason(exc), str(exc)
         return out

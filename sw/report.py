@@ -36,12 +36,14 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
     rows, plan, cfg = [], program.plan, program.config
     for i, layer in enumerate(program.layers):
         (kh, kw), pool = layer.kernel, layer.pool
-        if i == 0 and program.graph.input_im2col:     # unfolded on the host
+        if layer.op in ("add", "concat"):
+            op = layer.op if layer.op == "add" else "concat (written in place)"
+        elif i == 0 and program.graph.input_im2col:     # unfolded on the host
             kh, kw, sh = program.graph.input_im2col[:3]
             op = f"conv {kh}x{kw}/{sh} (unfolded on the host)"
         else:
             op = f"conv {kh}x{kw}/{layer.stride[0]}"
-        if pool != "none":
+        if pool != "none" and layer.op == "conv":
             op += f" + {pool} pool {layer.pool_kernel[0]}x{layer.pool_kernel[1]}"
         measured = stats.layer_cycles[i] if stats else None
         ideal = ideal_cycles(layer, cfg)
@@ -49,7 +51,8 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
             "layer": layer.name, "modules": ", ".join(layer.sources), "op": op,
             "clamp": f"[{layer.lo}, {layer.hi}]",
             "input": "x".join(map(str, layer.in_shape)), "output": "x".join(map(str, layer.out_shape)),
-            "MACs": layer.macs, "parameters": int(layer.weight.size + layer.bias.size),
+            "MACs": layer.macs,
+            "parameters": int(layer.weight.size + layer.bias.size) if layer.op == "conv" else 0,
             "act bytes in/out": f"{plan.act_in[i][1]}/{plan.act_out[i][1]}",
             "weight bytes": plan.weight[i][1], "ideal cycles": round(ideal),
             "measured cycles": measured,

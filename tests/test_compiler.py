@@ -269,8 +269,8 @@ MAPPING_CASES = [
     (dict(weight_bytes=4096), "weights need 47040 bytes, must fit the weight memory of 4096 "
                               "bytes"),
     (dict(param_entries=64), "channel parameters need 128 entries, must fit 64"),
-    (dict(program_depth=3), "program must have 1 to 3 layers (AcceleratorConfig.program_depth), "
-                            "not 4"),
+    (dict(program_depth=3), "program must have 1 to 3 layers (AcceleratorConfig.program_depth; "
+                            "concatenations take none), not 4"),
 ]
 
 

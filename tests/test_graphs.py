@@ -254,7 +254,7 @@ def test_concatenation_producers_take_its_scale():
         model.b.weight.mul_(10)
     x = np.random.default_rng(0).standard_normal((8, 3, 5, 5))
     graph = compiler.compile_graph(model, x)
-    cat = graph.layers[-1]
+    cat = graph.layer("cat")
     assert cat.inputs == ("cat.rescale0", "cat.rescale1", "b")
     assert graph.layer("cat.rescale0").inputs == ("relu",)
     assert graph.layer("cat.rescale1").inputs == (INPUT,)

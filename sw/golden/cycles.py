@@ -114,7 +114,7 @@ def post_latency(config: AcceleratorConfig) -> int:
 def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles."""
-    if layer.op == "add":
+    if layer.op in ("add", "concat"):
         return False
     if chunks_per_pixel(layer, config) < requant_steps(config):
         return True
@@ -141,6 +141,8 @@ def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
 def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
     says whether it reads its two inputs in one cycle (`parallel_add`)."""
+    if layer.op == "concat":            # written in place by its inputs' producers
+        return 0
     sequencer = derive.cycles(layer_fields(layer), config)
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer

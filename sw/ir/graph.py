@@ -113,13 +113,14 @@ class QLayer:
 
     @property
     def is_copy(self) -> bool:
-        """A 1x1 convolution with identity weights and zero bias: a clamp, pooling layer or
-        requantizing copy lowered onto the convolution datapath (`passes.identity_conv`)."""
-        if self.op != "conv" or self.kernel != (1, 1) or self.weight.shape[0] != \
-                self.weight.shape[1]:
+        """A 1x1 convolution with zero bias that sets each output channel to one input channel
+        or to zero (0/1 weights, at most one 1 per output channel): a clamp, pooling layer or
+        requantizing copy lowered onto the convolution datapath (`passes.identity_conv`), or a
+        copy that places a concatenation (`striate.sw.mapping.concat`)."""
+        if self.op != "conv" or self.kernel != (1, 1) or self.bias.any():
             return False
-        eye = np.eye(self.weight.shape[0], dtype=self.weight.dtype)
-        return bool(np.array_equal(self.weight[:, :, 0, 0], eye) and not self.bias.any())
+        w = self.weight[:, :, 0, 0]
+        return bool(np.isin(w, (0, 1)).all() and (w.sum(axis=1) <= 1).all())
 
     @property
     def macs(self) -> int:

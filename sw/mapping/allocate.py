@@ -9,7 +9,8 @@ add start on words of different parity where the memory allows, so that the add 
 one cycle (`striate.hw.core.eltwise`). When the pool is large
 enough it places each tensor clear of every other one instead, so that every layer's output is
 still intact after a run (the driver then reads every layer without reruns); it never gives up a
-plan that fits for that.
+plan that fits for that. A concatenation's inputs are views: they lie inside its buffer, which
+is alive from the first of them being written to its last read (`merge`).
 """
 
 from __future__ import annotations
@@ -77,14 +78,47 @@ def _place(buffers: list, capacity: int, conflicts, apart: dict, word: int) -> l
     return list(placed.values())
 
 
-def plan(buffers: list, capacity: int, apart: dict | None = None, word: int = 1) -> list | None:
+def merge(buffers: list, views: dict) -> list:
+    """The buffers to place when some tensors are views (``views``: tensor -> (tensor it lies
+    in, byte offset), possibly a view itself): every other buffer, each alive from the first
+    write of any tensor inside it to the last read of any."""
+    def root(name):
+        while name in views:
+            name = views[name][0]
+        return name
+    span = {}
+    for buf in buffers:
+        first, last = span.get(root(buf.name), (buf.first, buf.last))
+        span[root(buf.name)] = (min(first, buf.first), max(last, buf.last))
+    return [Buffer(b.name, b.size, *span[b.name]) for b in buffers if b.name not in views]
+
+
+def spread(placed: list, buffers: list, views: dict) -> list:
+    """``placed`` (from `merge`d buffers) with the views added at their addresses."""
+    where = {b.name: b for b in placed}
+
+    def addr(name):
+        if name in views:
+            outer, offset = views[name]
+            return addr(outer) + offset
+        return where[name].addr
+    return [Buffer(b.name, b.size, b.first, b.last, addr(b.name)) for b in buffers]
+
+
+def plan(buffers: list, capacity: int, apart: dict | None = None, word: int = 1,
+         views: dict | None = None) -> list | None:
     """Placed buffers (each clear of every other one if that fits, else of those alive with
     it), or None when even the liveness plan does not fit ``capacity``. ``apart`` maps a tensor
     to those it should start on a word (``word`` bytes) of the other parity than: the two
-    inputs of an add, which the hardware then reads in one cycle."""
-    apart = apart or {}
-    kept = _place(buffers, capacity, lambda a, b: True, apart, word)
-    return kept or _place(buffers, capacity, Buffer.alive_with, apart, word)
+    inputs of an add, which the hardware then reads in one cycle. ``views`` (see `merge`) lie
+    inside other buffers and take no space of their own."""
+    views = views or {}
+    apart = {name: [p for p in partners if p not in views]
+             for name, partners in (apart or {}).items() if name not in views}
+    roots = merge(buffers, views)
+    kept = _place(roots, capacity, lambda a, b: True, apart, word)
+    placed = kept or _place(roots, capacity, Buffer.alive_with, apart, word)
+    return None if placed is None else spread(placed, buffers, views)
 
 
 def peak(buffers: list) -> tuple[int, int]:

@@ -9,6 +9,9 @@ Memory plan (documented contract with the hardware):
   array's input lanes), laid out as words of ``pe_in`` channels in ``[channel group][row]
   [column]`` order (`layout`); a vector of ``F`` features is an ``F x 1 x 1`` map.
   ``MemoryPlan.preserved`` says which layers' outputs are still intact after a run.
+* A concatenation has no descriptor: each of its inputs is a view of its output, written by its
+  producer at the offset of its first channel group (`concat_views`; the compiler's
+  `concat.place_concats` makes every input one).
 * Weights of all layers stay resident, layer after layer, in words of ``pe_out * pe_in`` bytes
   (`weight_bytes` of a layer; `layout.pack_weights` gives the order).
 * Bias and requantization parameters take one entry per output channel; each layer's block
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
 from .descriptor import OP_ADD, OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
-from ..errors import MappingError
+from ..errors import MappingError, PlacementError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from . import allocate
 from .layout import groups
@@ -58,6 +61,12 @@ class MemoryPlan:
     act_peak: int        # most activation bytes alive at once
     preserved: tuple     # per layer: its output is still intact after the last layer
     tensors: dict        # tensor name -> (addr, bytes)
+    executed: tuple      # per layer: it has a descriptor (a concatenation has none)
+
+    def descriptors_before(self, count: int) -> int:
+        """How many descriptors the first ``count`` layers have: the LAYERS value that runs
+        them."""
+        return sum(self.executed[:count])
 
 
 def _where(layer: QLayer) -> str:
@@ -75,6 +84,8 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
         if not ok:
             raise MappingError(f"{_where(layer)}: {what} must be <= {limit} "
                                f"(AcceleratorConfig.{field}), not {value}")
+    if layer.op == "concat":
+        return
     if layer.op not in ("conv", "add"):
         raise MappingError(f"{_where(layer)}: op {layer.op!r} has no descriptor; run the "
                            "integer passes first")
@@ -105,14 +116,41 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
 def _check_ops(graph: QGraph, config: AcceleratorConfig) -> None:
     """Refuse layers the configuration has no datapath for, naming them."""
     for layer in graph.layers:
-        if layer.op == "concat":
-            reads = ", ".join("the input" if t == INPUT else f"'{t}'" for t in layer.inputs)
-            raise MappingError(f"{_where(layer)}: the concatenation of {reads} does not map "
-                               "onto the accelerator yet")
         if layer.op == "add" and not config.residual_add:
             raise MappingError(f"{_where(layer)}: a residual add needs "
                                "AcceleratorConfig.residual_add, which this configuration leaves "
                                "out")
+
+
+def concat_views(graph: QGraph, config: AcceleratorConfig) -> dict:
+    """Tensor -> (concatenation, byte offset in it) for every concatenation input.
+    `MappingError` unless each input is a layer's output in one slot only, of the
+    concatenation's height and width, and every input but the last fills whole words."""
+    views = {}
+    for layer in graph.layers:
+        if layer.op != "concat":
+            continue
+        c, h, w = layer.out_shape
+        offset = 0
+        for i, name in enumerate(layer.inputs):
+            if name == INPUT or name in views:
+                what = "the network input" if name == INPUT else \
+                    f"tensor '{name}', which is in another concatenation slot too,"
+                raise PlacementError(f"{_where(layer)}: {what} must be copied into the "
+                                   "concatenation, not written into it in place; compile the "
+                                   "model again")
+            pc, ph, pw = graph.layer(name).out_shape
+            if (ph, pw) != (h, w) or (i < len(layer.inputs) - 1 and pc % config.pe_in):
+                raise PlacementError(
+                    f"{_where(layer)}: input '{name}' ({pc}x{ph}x{pw}) must be {h}x{w} and, "
+                    f"unless it is the last input, have a multiple of {config.pe_in} channels "
+                    "(AcceleratorConfig.pe_in) to be written into the concatenation in place")
+            views[name] = (layer.name, offset * h * w)
+            offset += pc
+        if offset != c:
+            raise PlacementError(f"{_where(layer)}: output must have the {offset} channels of "
+                               f"its inputs, not {c}")
+    return views
 
 
 def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, int]:
@@ -121,17 +159,19 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, 
     sizes = {INPUT: map_bytes(graph.layers[0].in_shape, config)}
     sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
     buffers = allocate.lifetimes(graph, sizes.__getitem__)
+    views = concat_views(graph, config)
     apart = {}
     for layer in graph.layers:
         if layer.op == "add" and layer.inputs[0] != layer.inputs[1]:
             a, b = layer.inputs
             apart.setdefault(a, []).append(b)
             apart.setdefault(b, []).append(a)
-    placed = allocate.plan(buffers, config.act_bytes, apart, config.pe_in)
-    total, step = allocate.peak(buffers)
+    placed = allocate.plan(buffers, config.act_bytes, apart, config.pe_in, views)
+    roots = allocate.merge(buffers, views)
+    total, step = allocate.peak(roots)
     if placed is None:
         layer = graph.layers[max(0, min(step, len(graph.layers) - 1))]
-        alive = ", ".join(f"'{b.name}'" if b.name != INPUT else "the input" for b in buffers
+        alive = ", ".join(f"'{b.name}'" if b.name != INPUT else "the input" for b in roots
                           if b.first <= step <= b.last)
         raise MappingError(f"{_where(layer)}: activations alive at once ({alive}) need {total} "
                            f"bytes, must fit the activation memory of {config.act_bytes} bytes "
@@ -142,9 +182,11 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, 
 def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     """Place every layer of a lowered graph; raise `MappingError` for what does not fit."""
     _check_ops(graph, config)
-    if not 1 <= len(graph.layers) <= config.program_depth:
+    executed = tuple(layer.op != "concat" for layer in graph.layers)
+    if not 1 <= sum(executed) <= config.program_depth:
         raise MappingError(f"program must have 1 to {config.program_depth} layers "
-                           f"(AcceleratorConfig.program_depth), not {len(graph.layers)}")
+                           f"(AcceleratorConfig.program_depth; concatenations take none), not "
+                           f"{sum(executed)}")
     weight, param = [], []
     w_addr = p_addr = 0
     for layer in graph.layers:
@@ -172,24 +214,25 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     tensors, peak = _place_activations(graph, config)
     act_in = tuple(tensors[layer.inputs[0]] for layer in graph.layers)
     act_out = tuple(tensors[layer.name] for layer in graph.layers)
-    alive = _intact(act_out, len(act_out))
+    alive = _intact(act_out, executed, len(act_out))
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
-                      tuple(i in alive for i in range(len(graph.layers))), tensors)
+                      tuple(i in alive for i in range(len(graph.layers))), tensors, executed)
 
 
-def _intact(act_out, count: int) -> tuple:
+def _intact(act_out, executed, count: int) -> tuple:
     """Layers among the first ``count`` whose (addr, bytes) output region no later layer among
-    them writes over."""
+    them writes over (a concatenation writes nothing: its inputs are written into it)."""
     def overlaps(a, b):
         return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
     return tuple(i for i in range(count)
-                 if not any(overlaps(act_out[i], act_out[j]) for j in range(i + 1, count)))
+                 if not any(executed[j] and overlaps(act_out[i], act_out[j])
+                            for j in range(i + 1, count)))
 
 
 def survivors(plan: MemoryPlan, count: int) -> tuple:
     """Layers among the first ``count`` whose output is intact after a run of just those
     layers (a program prefix)."""
-    return _intact(plan.act_out, count)
+    return _intact(plan.act_out, plan.executed, count)
 
 
 def pool_stride(layer: QLayer) -> tuple[int, int]:
@@ -227,8 +270,11 @@ def layer_fields(layer: QLayer) -> dict:
         pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift))
 
 
-def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor:
-    """The descriptor of ``graph.layers[index]`` placed by ``plan``."""
+def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | None:
+    """The descriptor of ``graph.layers[index]`` placed by ``plan`` (None for a
+    concatenation)."""
+    if layer.op == "concat":
+        return None
     second = plan.tensors[layer.inputs[1]][0] if layer.op == "add" else 0
     try:
         return LayerDescriptor(

@@ -76,9 +76,10 @@ class RunStats:
 
     @property
     def utilization(self) -> dict:
-        """Per layer name and ``"network"``: ideal cycles / measured cycles."""
+        """Per layer name and ``"network"``: ideal cycles / measured cycles (layers that take no
+        cycles, concatenations, are left out)."""
         util = {name: ideal / measured for name, ideal, measured in
-                zip(self.layer_names, self.ideal_cycles, self.layer_cycles)}
+                zip(self.layer_names, self.ideal_cycles, self.layer_cycles) if measured}
         util["network"] = sum(self.ideal_cycles) / self.cycles
         return util
 
@@ -197,7 +198,8 @@ class Device:
             raise StriateError(f"{self.name} is busy (still running an earlier start)")
         addr, words = image.input_image(program, x)
         self.transport.write(addr, words)
-        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [layers])
+        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS),
+                             [program.plan.descriptors_before(layers)])
         self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
 
     def _wait_done(self, program, first_wait: int, budget: int) -> None:
@@ -225,14 +227,19 @@ class Device:
 
     @staticmethod
     def _layer_name(program, index: int) -> str:
-        if 0 <= index < len(program.layers):
-            return f" ('{program.layers[index].name}')"
+        """The name of the layer descriptor ``index`` runs, for a message."""
+        ran = [layer for layer, run in zip(program.layers, program.plan.executed) if run]
+        if 0 <= index < len(ran):
+            return f" ('{ran[index].name}')"
         return ""
 
     def _stats(self, program) -> RunStats:
-        n = len(program.layers)
-        stamps = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES), n)
-        return RunStats.of(program, self._reg(memmap.CYCLES), memmap.layer_cycles(stamps),
+        plan = program.plan
+        stamps = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES),
+                                     plan.descriptors_before(len(program.layers)))
+        measured = iter(memmap.layer_cycles(stamps))
+        layer_cycles = [next(measured) if run else 0 for run in plan.executed]
+        return RunStats.of(program, self._reg(memmap.CYCLES), layer_cycles,
                            self._reg(memmap.PE_BUSY))
 
     def close(self) -> None:

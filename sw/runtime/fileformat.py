@@ -6,7 +6,8 @@ UTF-8 JSON header and a binary blob of little-endian arrays the header indexes.
 
 The header stores the config, the scales, the host-side input unfold (if any), the name of the
 output tensor, and per layer its name, module paths, the tensors it reads (`INPUT` or earlier
-layers' names), output scale, its descriptor as 32-bit words and its arrays. Version 1 files
+layers' names), output scale, its descriptor as 32-bit words and its arrays. A concatenation has
+no descriptor (an empty list) and no arrays; its shape follows from its inputs'. Version 1 files
 (chains in two ping-pong banks) are refused with a message that says to recompile. A valid checksum
 only proves the file is intact, not that it was written by `save_program`, so loading checks
 everything it reads (docs/program-format.md lists the checks): the header's JSON types, every
@@ -69,7 +70,8 @@ def _encode(program) -> bytes:
             blob += data
         layers.append({"name": layer.name, "sources": list(layer.sources),
                        "inputs": list(layer.inputs),
-                       "out_scale": layer.out_scale, "descriptor": desc.to_words(),
+                       "out_scale": layer.out_scale,
+                       "descriptor": desc.to_words() if desc else [],
                        "arrays": arrays})
     g = program.graph
     header = {"config": program.config.to_dict(), "input_shape": list(g.input_shape),
@@ -213,6 +215,11 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     if not (isinstance(inputs, list) and inputs and all(isinstance(s, str) for s in inputs)):
         raise _bad(where, "inputs", "a non-empty list of tensor names", inputs)
     out_scale = _scale(entry["out_scale"], "out_scale", where)
+    if entry["descriptor"] == []:       # a concatenation: `_concat_shapes` sets its shapes
+        _fields(entry["arrays"], "arrays", where, ())
+        layer = QLayer(name=name, op="concat", in_shape=(), out_shape=(),
+                       sources=tuple(entry["sources"]), inputs=tuple(inputs), out_scale=out_scale)
+        return layer, None, pos
     words = list(_ints(entry["descriptor"], "descriptor", where, LayerDescriptor.WORDS, 0,
                        _WORD_MAX))
     desc = LayerDescriptor.from_words(words)
@@ -334,6 +341,10 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
     ranges = {INPUT: (numerics.INT8_MIN, numerics.INT8_MAX)}     # the network input: any int8
     for layer in graph.layers:
         rng = ranges[layer.inputs[0]]
+        if layer.op == "concat":
+            parts = [ranges[name] for name in layer.inputs]
+            ranges[layer.name] = (min(p[0] for p in parts), max(p[1] for p in parts))
+            continue
         if layer.op == "add":
             ranges[layer.name] = (layer.lo, layer.hi)
             continue
@@ -406,7 +417,7 @@ def _check_graph(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
     if problem or graph.output == INPUT:
         raise ProgramFormatError(f"{where}: {problem or 'output must be a layer, not the input'}")
     for b in graph.layers:
-        for name in b.inputs:
+        for name in b.inputs if b.op != "concat" else ():      # `_concat_shapes` checked those
             a = None if name == INPUT else graph.layer(name)
             if a is not None and b.in_shape != a.out_shape:   # `lower_flatten` keeps map shapes
                 raise ProgramFormatError(f"{where}: layer {b.name!r}: input shape "
@@ -420,6 +431,31 @@ def _check_graph(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
                    "output)", list(graph.output_shape))
     _check_input(graph, config, where)
     _check_accumulators(graph, where)
+
+
+def _concat_shapes(graph: QGraph, where: str) -> QGraph:
+    """``graph`` with each concatenation's shapes set from its inputs, which must be written
+    before it, share its height, width and scale."""
+    shapes, layers = {INPUT: (map_shape(graph.input_shape), graph.input_scale)}, []
+    for layer in graph.layers:
+        if layer.op == "concat":
+            missing = [n for n in layer.inputs if n not in shapes]
+            if missing:
+                raise ProgramFormatError(f"{where}: layer {layer.name!r} reads {missing[0]!r}, "
+                                         "which no earlier layer writes")
+            parts = [shapes[n] for n in layer.inputs]
+            if len({shape[1:] for shape, _ in parts}) > 1 or \
+                    any(scale != layer.out_scale for _, scale in parts):
+                raise ProgramFormatError(
+                    f"{where}: layer {layer.name!r}: the inputs of a concatenation must have "
+                    f"its height, width and out_scale {layer.out_scale!r}, not "
+                    f"{', '.join(f'{_dims(s)} at {c!r}' for s, c in parts)}")
+            first = parts[0][0]
+            layer = layer.replace(in_shape=first, out_shape=(sum(s[0] for s, _ in parts),)
+                                  + tuple(first[1:]))
+        shapes[layer.name] = (tuple(layer.out_shape), layer.out_scale)
+        layers.append(layer)
+    return graph.replace(layers=tuple(layers))
 
 
 def _decode(payload: bytes, where: str):
@@ -472,9 +508,12 @@ def _decode(payload: bytes, where: str):
     graph = QGraph(layers=tuple(layer for layer, _ in decoded), input_shape=input_shape,
                    input_scale=input_scale, output_shape=output_shape,
                    input_im2col=tuple(im2col), output=output)
+    graph = _concat_shapes(graph, where)
     _check_graph(graph, config, where)
     program = Program(graph, config, metadata)       # plans memory: `MappingError` if it fails
     for (layer, stored), derived in zip(decoded, program.descriptors):
+        if derived is None:         # a concatenation (stored without a descriptor too)
+            continue
         changed = [f.name for f in dataclasses.fields(derived)
                    if getattr(stored, f.name) != getattr(derived, f.name)]
         if changed:

@@ -17,7 +17,7 @@ def program_image(program) -> list[tuple[int, np.ndarray]]:
     cfg, plan = program.config, program.plan
     weights = memmap.memories(cfg)[memmap.WEIGHTS]
     blocks = [(memmap.address(memmap.PROGRAM),
-               np.array([w for d in program.descriptors for w in d.to_words()], np.uint32))]
+               np.array([w for d in program.descriptors if d for w in d.to_words()], np.uint32))]
     for i, layer in enumerate(program.layers):
         if layer.op != "conv":          # an add reads neither weights nor parameters
             continue

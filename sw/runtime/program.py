@@ -35,8 +35,9 @@ class Program:
     config : AcceleratorConfig
         The configuration the program was compiled and mapped for.
     graph : QGraph
-        The fused integer graph; ``graph.layers[i]`` is executed by ``descriptors[i]``.
-    descriptors : tuple of LayerDescriptor
+        The fused integer graph; ``graph.layers[i]`` is executed by ``descriptors[i]`` (None
+        for a concatenation, which its inputs' producers write in place).
+    descriptors : tuple of LayerDescriptor or None
     plan : MemoryPlan
     """
 
