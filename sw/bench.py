@@ -1,5 +1,6 @@
 """``make bench``: cycles, simulator speeds and software speeds on the committed LeNet, and the
-cycles of the MLPerf Tiny reference graphs (`striate.models.reference`) layer by layer.
+cycles of the reference graphs (`striate.models.reference`: MLPerf Tiny ResNet-8 and FC
+autoencoder, SqueezeNet-style fire modules) layer by layer.
 
 Wall-clock figures are reported as ratios or rates measured in one run on a shared machine;
 hardware cycle counts are exact.
@@ -82,14 +83,14 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
         f"{result['torch_float_images_per_s']:,.0f} images/s "
         f"(ratio {result['golden_images_per_s'] / result['torch_float_images_per_s']:.2f})")
     for name, rows in result["reference_models"].items():
-        _log_layers(log, f"{name} (MLPerf Tiny reference, random weights)", rows)
+        _log_layers(log, f"{name} ({REFERENCE_MODELS[name][2]}, random weights)", rows)
     log(f"compile: {compile_s:.2f} s; written to {out}")
     return result
 
 
-REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8"),
-                    "fc-autoencoder": ((640,), "fc_autoencoder"),
-                    "fire-stack": ((3, 32, 32), "fire_stack")}
+REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8", "MLPerf Tiny reference"),
+                    "fc-autoencoder": ((640,), "fc_autoencoder", "MLPerf Tiny reference"),
+                    "fire-stack": ((3, 32, 32), "fire_stack", "SqueezeNet fire modules")}
 
 
 def _reference_models() -> dict:
@@ -103,7 +104,7 @@ def _reference_models() -> dict:
     from ..models import reference
     results = {}
     with open_device("verilator") as dev:
-        for name, (shape, builder) in REFERENCE_MODELS.items():
+        for name, (shape, builder, _) in REFERENCE_MODELS.items():
             torch.manual_seed(0)
             model = getattr(reference, builder)()
             x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
