@@ -96,15 +96,19 @@ def _lists(blocks):
 
 
 def run_program(program, images, simulator="verilator", layers=None, **kwargs) -> list[dict]:
-    """Run ``program`` on int8 ``N x C x H x W`` images; return per image the registers and every
-    layer's decoded output (``None`` for outputs a later layer overwrote)."""
+    """Run the first ``layers`` layers (default: all) of ``program`` on int8 ``N x C x H x W``
+    images; return per image the registers, the layers' cycle counters (0 for a concatenation,
+    which has no descriptor) and every layer's decoded output (``None`` for outputs a later
+    layer overwrote)."""
     n_layers = len(program.layers) if layers is None else layers
     readable = [i for i in range(n_layers) if program.plan.preserved[i] or i == n_layers - 1]
-    runs = [{"inputs": [image.input_image(program, x)], "layers": n_layers,
+    runs = [{"inputs": [image.input_image(program, x)],
+             "layers": program.plan.descriptors_before(n_layers),
              "outputs": [image.output_location(program, i) for i in readable]} for x in images]
     results = run_job(program.config, image.program_image(program), runs, simulator, **kwargs)
     for res in results:
         words = dict(zip(readable, res.pop("outputs")))
         res["outputs"] = [image.decode_output(program, i, words[i]) if i in words else None
                           for i in range(n_layers)]
+        res["layer_cycles"] = np.array(program.plan.per_layer(res["layer_cycles"])[:n_layers])
     return results

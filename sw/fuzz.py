@@ -221,6 +221,11 @@ class _Builder:
         c, h, w = shape
         return map_bytes(shape, self.cfg) <= self.cfg.act_bytes // 2 and h >= 1 and w >= 1
 
+    def fits_alive(self, *shapes) -> bool:
+        """Maps alive at once (a block's input kept for a shortcut or a concatenation beside
+        its branches) fit the activation memory together."""
+        return not self.legal or sum(map_bytes(s, self.cfg) for s in shapes) <= self.cfg.act_bytes
+
     # --- layer kinds: each returns the new shape, or None if it drew nothing usable
 
     def conv(self, shape):
@@ -255,7 +260,7 @@ class _Builder:
                          padding=padding, bias=bias)
         out = self.shape_after(conv, shape)
         macs = out[0] * out[1] * out[2] * c * kh * kw
-        if macs > self.macs_left or not self.fits(out):
+        if macs > self.macs_left or not self.fits(out) or not self.fits_alive(shape, out):
             return None
         self.macs_left -= macs
         with self.torch.no_grad():       # weights over decades, some channels much smaller
@@ -317,6 +322,7 @@ class _Builder:
             shortcut, _, more = self.branch(shape, stride, out, 1)
             macs += more
         if macs > self.macs_left or not self.fits(out_shape) or \
+                not self.fits_alive(shape, out_shape, out_shape) or \
                 self.shape_after(shortcut, shape) != out_shape:
             return None
         self.macs_left -= macs
@@ -346,7 +352,8 @@ class _Builder:
             width = self.small_int(1, max(1, min(3 * self.cfg.pe_out, 40)))
             module = None
             if kind in ("branch", "nested"):
-                module, _, more = self.branch(shape, stride, width, int(rng.integers(1, 3)))
+                convs = 1 if self.cfg.program_depth < 16 else int(rng.integers(1, 3))
+                module, _, more = self.branch(shape, stride, width, convs)
                 macs += more
             elif kind == "chain":
                 module, _, more = self.branch((channels[-1],) + spatial, 1, width, 1)
@@ -360,13 +367,23 @@ class _Builder:
         if rng.random() < 0.2 and (self.cfg.residual_add or not self.legal):
             shortcut, _, more = self.branch(shape, stride, out_shape[0], 1)
             macs += more
-        if macs > self.macs_left or not self.fits(out_shape):
+        lanes = self.cfg.pe_in
+        slots = (sum(-(-n // lanes) * lanes for n in channels),) + spatial   # zero channels too
+        if macs > self.macs_left or not self.fits(out_shape) or \
+                not self.fits_alive(shape, slots, out_shape):
             return None
-        self.macs_left -= macs
         form = self.pick(["torch.cat", "torch.concat", "dim=-3"])
         after = self.pick([nn.Identity(), nn.ReLU(), nn.ReLU(inplace=True)])
-        self.add(concatenation(parts, form, shortcut, after),
-                 f"concatenation({parts!r}, {form!r}, {shortcut!r}, {after!r})")
+        block = concatenation(parts, form, shortcut, after)
+        # Layers it takes: its convolutions, copies of the input or a repeated tensor, and
+        # about two more (a copy without zero channels, the add, a ReLU's own layer).
+        layers = sum(isinstance(m, nn.Conv2d) for m in block.modules()) + \
+            sum(kind in ("input", "repeat") for kind, _ in parts) + 2
+        if self.legal and layers > self.cfg.program_depth // 2 + 1:
+            return None
+        self.macs_left -= macs
+        self.layers_drawn = layers
+        self.add(block, f"concatenation({parts!r}, {form!r}, {shortcut!r}, {after!r})")
         return out_shape
 
     def _bn(self, channels: int, cls=None):
@@ -487,6 +504,8 @@ def _input_shape(b: _Builder):
     c = b.small_int(1, 3 * cfg.pe_in + 2)
     while c > 1 and not b.fits((c, h, w)):
         c -= 1
+    while not b.fits((c, h, w)) and h * w > 1:      # too large for the memory at any width
+        h, w = (h - max(1, h // 4), w) if h >= w else (h, w - max(1, w // 4))
     return (c, h, w)
 
 
@@ -550,16 +569,20 @@ def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
     while steps < depth:
         kind = b.pick(["conv", "activation", "pool", "no_op", "residual", "concat"],
                       p=[0.36, 0.16, 0.18, 0.06, 0.13, 0.11])
-        if kind == "residual" and not config.residual_add and b.legal and rng.random() < 0.9:
+        if kind == "residual" and not config.residual_add and b.legal and rng.random() < 0.95:
             kind = "conv"               # mostly what the configuration can run
+        if kind == "concat" and config.program_depth < 16 and b.legal and rng.random() < 0.75:
+            kind = "conv"               # it takes several layers of a short program
         if kind == "conv" or not b.recipe:
             kind = "conv"
         new = getattr(b, kind)(shape)
         if new is None:
             depth -= 1
             continue
-        shape, steps = new, steps + (kind in ("conv", "pool")) + 3 * (kind in ("residual",
-                                                                              "concat"))
+        steps += {"conv": 1, "pool": 1, "residual": 3}.get(kind, 0)
+        if kind == "concat":
+            steps += b.layers_drawn
+        shape = new
     if rng.random() < 0.5 and int(np.prod(shape)) <= 4096:
         b.head(shape)
     if not b.ops:                    # nothing fitted: a single 1x1 convolution

@@ -68,6 +68,18 @@ class MemoryPlan:
         them."""
         return sum(self.executed[:count])
 
+    def per_layer(self, counts) -> list:
+        """Per-descriptor ``counts`` (the hardware's, in descriptor order, for all descriptors
+        or those of a program prefix) spread over the layers they cover: 0 for a layer without
+        a descriptor."""
+        counts, out = iter(counts), []
+        for run in self.executed:
+            value = next(counts, None) if run else 0
+            if value is None:
+                break
+            out.append(int(value))
+        return out
+
 
 def _where(layer: QLayer) -> str:
     src = ", ".join(layer.sources) if layer.sources else layer.name

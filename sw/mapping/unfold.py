@@ -10,7 +10,7 @@ from .mapper import map_bytes
 def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
     """Unfold the windows of the convolution that reads the network input on the host, when it
     is the input's only reader, its input has fewer channels than the PE array has input lanes
-    and the unfolded map fits half the activation memory.
+    and the unfolded map fits half the activation memory, and beside the layer's output.
 
     That layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
     ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
@@ -26,8 +26,10 @@ def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
         return graph
     o, _, kh, kw = first.weight.shape
     _, oh, ow = first.conv_shape
-    if map_bytes((c * kh * kw, oh, ow), config) > config.act_bytes // 2:
-        return graph
+    unfolded_bytes = map_bytes((c * kh * kw, oh, ow), config)
+    if unfolded_bytes > config.act_bytes // 2 or \
+            unfolded_bytes + map_bytes(first.out_shape, config) > config.act_bytes:
+        return graph            # the unfolded input and the layer's output must fit together
     unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
                              weight=first.weight.reshape(o, c * kh * kw, 1, 1))
     return graph.replace(layers=tuple(unfolded if layer is first else layer

@@ -237,10 +237,8 @@ class Device:
         plan = program.plan
         stamps = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES),
                                      plan.descriptors_before(len(program.layers)))
-        measured = iter(memmap.layer_cycles(stamps))
-        layer_cycles = [next(measured) if run else 0 for run in plan.executed]
-        return RunStats.of(program, self._reg(memmap.CYCLES), layer_cycles,
-                           self._reg(memmap.PE_BUSY))
+        return RunStats.of(program, self._reg(memmap.CYCLES),
+                           plan.per_layer(memmap.layer_cycles(stamps)), self._reg(memmap.PE_BUSY))
 
     def close(self) -> None:
         self.transport.close()

@@ -323,13 +323,12 @@ def _check_layer(layer: QLayer, where: str) -> None:
 
 
 def _passes_through(layer: QLayer) -> bool:
-    """An identity convolution (`passes.lower_pool_layers`) with max or no pooling: it emits
-    values of its input, clamped, as the clamp and max pooling layers it was lowered from."""
-    o, c, kh, kw = layer.weight.shape
-    identity = (o == c and (kh, kw) == (1, 1) and not layer.bias.any()
-                and np.array_equal(layer.weight[:, :, 0, 0], np.eye(c))
-                and np.all(layer.mult == IDENTITY_MULT) and np.all(layer.shift == IDENTITY_SHIFT))
-    return bool(identity) and layer.pool != "avg"
+    """A copy with a unit multiplier and max or no pooling (an identity convolution from
+    `passes.lower_pool_layers`, or one of `concat.place_concats`' copies): it emits values of
+    its input or 0, clamped, as the clamp, max pooling or placement it stands for. (Every range
+    holds 0: clamps are [-128 or 0, 0 to 127].)"""
+    return (layer.is_copy and bool(np.all(layer.mult == IDENTITY_MULT))
+            and bool(np.all(layer.shift == IDENTITY_SHIFT)) and layer.pool != "avg")
 
 
 def _check_accumulators(graph: QGraph, where: str) -> None:
@@ -337,7 +336,10 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
 
     ``max|x|`` is that of the layer input's range as `quantize.quantize_graph` tracks it: any
     int8 for the network input, the clamp of the layer that writes it, narrowed through
-    layers that only clamp and max-pool (their identity convolutions)."""
+    layers that only clamp and max-pool (their identity convolutions) and through copies. ``K``
+    counts the input channels with a nonzero weight (times the kernel size): the zero channels
+    `concat.place_concats` adds to a concatenation, and the zero weight columns of the layers
+    reading it, leave the compiler's bound as it was."""
     ranges = {INPUT: (numerics.INT8_MIN, numerics.INT8_MAX)}     # the network input: any int8
     for layer in graph.layers:
         rng = ranges[layer.inputs[0]]
@@ -348,9 +350,10 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
         if layer.op == "add":
             ranges[layer.name] = (layer.lo, layer.hi)
             continue
-        o = layer.weight.shape[0]
-        w = np.abs(layer.weight.astype(np.int64).reshape(o, -1))
-        bound = numerics.accumulator_bound(w.shape[1], w.max(axis=1),
+        o, c, kh, kw = layer.weight.shape
+        w = np.abs(layer.weight.astype(np.int64).reshape(o, c, kh * kw))
+        fan_in = int(w.any(axis=(0, 2)).sum()) * kh * kw
+        bound = numerics.accumulator_bound(fan_in, w.reshape(o, -1).max(axis=1),
                                            numerics.max_abs_of_range(*rng),
                                            np.abs(layer.bias.astype(np.int64)))
         if not numerics.fits_accumulator(bound).all():
