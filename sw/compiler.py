@@ -27,19 +27,19 @@ FLOAT_PASSES = (fold_batchnorm,)
 
 
 def check_calibration(model, calibration, what: str = "calibration data must be") -> np.ndarray:
-    """``calibration`` as a NumPy array: a non-empty ``N x C x H x W`` (images) or ``N x F``
-    (vectors) array of finite real numbers, else `StriateError` starting with ``what`` (its
-    subject and verb). A model the compiler cannot take is blamed before data of another rank
-    (``N x C x L`` for a ``Conv1d``)."""
+    """``calibration`` as a NumPy array: a non-empty ``N x C x H x W`` (images), ``N x C x L``
+    (signals) or ``N x F`` (vectors) array of finite real numbers, else `StriateError` starting
+    with ``what`` (its subject and verb). A model the compiler cannot take is blamed before data
+    of another rank (``N x C x D x H x W`` for a ``Conv3d``)."""
     x = as_array(calibration)
     if x is None:
-        raise StriateError(f"{what} an N x C x H x W or N x F array of real numbers, not "
-                           f"{describe(calibration)}")
-    if x.ndim not in (2, 4):
+        raise StriateError(f"{what} an N x C x H x W, N x C x L or N x F array of real numbers, "
+                           f"not {describe(calibration)}")
+    if x.ndim not in (2, 3, 4):
         check_input_rank(model, x.shape)     # a model the compiler cannot take is at fault first
-    if x.ndim not in (2, 4) or x.shape[0] < 1:
-        raise StriateError(f"{what} a non-empty N x C x H x W or N x F array, not shape "
-                           f"{tuple(x.shape)}")
+    if x.ndim not in (2, 3, 4) or x.shape[0] < 1:
+        raise StriateError(f"{what} a non-empty N x C x H x W, N x C x L or N x F array, not "
+                           f"shape {tuple(x.shape)}")
     if not np.all(np.isfinite(x)):
         raise StriateError(f"{what} finite numbers, not {int(np.isnan(x).sum())} NaN and "
                            f"{int(np.isinf(x).sum())} infinities")

@@ -4,7 +4,8 @@ Each case is an `nn.Module` built at random from what `docs/compiler.md` lists a
 (modules and their functional forms, every option: kernels, strides, paddings incl. ``'same'``
 and ``'valid'``, BatchNorm, clamps, max / average / global pooling, flatten and linear heads,
 no-ops, residual blocks, concatenations of branches with any channel counts (nested, fanned
-out, the input itself, one tensor twice), multilayer perceptrons on vectors), with shapes up to the configuration's limits and now and then past them, random weights
+out, the input itself, one tensor twice), multilayer perceptrons on vectors, time-delay nets of
+1-D layers on signals), with shapes up to the configuration's limits and now and then past them, random weights
 and BatchNorm statistics, and calibration data over many decades of scale. A case is compiled
 for one configuration and then checked:
 
@@ -35,6 +36,7 @@ import numpy as np
 from .golden import cycles as cycle_model
 from .config import AcceleratorConfig
 from .errors import MappingError, PlacementError, QuantizationError
+from .ir.graph import map_shape
 from .mapping.mapper import map_bytes
 
 #: Configurations of the fuzzer's own: the default array, a small one with a one-lane
@@ -128,7 +130,8 @@ def concatenation(parts, form: str, shortcut, after):
     ``parts`` is a list of ``(kind, module)`` and each ``kind`` draws one ``y``: ``"branch"``
     ``module(x)``; ``"input"`` ``x`` itself; ``"repeat"`` the previous ``y`` again; ``"chain"``
     ``module(previous y)`` (so that tensor fans out); ``"nested"`` ``cat([module(x), previous
-    y])``. ``form`` is ``"torch.cat"``, ``"torch.concat"`` or ``"dim=-3"``."""
+    y])``. ``form`` is ``"torch.cat"``, ``"torch.concat"``, ``"dim=-3"`` (maps) or ``"dim=-2"``
+    (signals)."""
     import torch
     import torch.nn as nn
 
@@ -156,8 +159,8 @@ def concatenation(parts, form: str, shortcut, after):
                 y = torch.cat(ys, 1)
             elif form == "torch.concat":
                 y = torch.concat(ys, dim=1)
-            else:
-                y = torch.cat(ys, dim=-3)
+            else:                       # "dim=-3" on maps, "dim=-2" on signals
+                y = torch.cat(ys, dim=int(form[4:]))
             if self.shortcut is not None:
                 y = y + self.shortcut(x)
             return self.after(y)
@@ -218,7 +221,7 @@ class _Builder:
     def fits(self, shape) -> bool:
         if not self.legal:
             return True
-        c, h, w = shape
+        c, h, w = map_shape(shape)
         return map_bytes(shape, self.cfg) <= self.cfg.act_bytes // 2 and h >= 1 and w >= 1
 
     def fits_alive(self, *shapes) -> bool:
@@ -523,6 +526,96 @@ def _calibration(rng, shape) -> np.ndarray:
     return (x * 10 ** rng.uniform(-4, 4)).astype(np.float32)
 
 
+def _signal_layer(b: _Builder, shape):
+    """One layer of a time-delay net on a ``C x L`` signal: ``Conv1d`` (with ``BatchNorm1d`` at
+    random), a clamp, a 1-D pool (module or functional), a global pool, a residual ``Conv1d``
+    or a concatenation of two ``Conv1d`` along channels. Returns the new shape or None."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    cfg, rng = b.cfg, b.rng
+    c, length = shape
+    kind = b.pick(["conv", "activation", "pool", "global", "residual", "concat"],
+                  p=[0.45, 0.15, 0.2, 0.05, 0.08, 0.07])
+    if kind in ("residual", "concat"):
+        k = int(rng.choice([k for k in (1, 3, 5) if k <= min(cfg.max_kernel, length + 2)]))
+        out = b.small_int(1, max(1, min(2 * cfg.pe_out, 32)))
+        first = nn.Conv1d(c, out if kind == "concat" else c, k, padding=k // 2)
+        second = nn.Conv1d(c, out, 1) if kind == "concat" else nn.Identity()
+        new = (2 * out, length) if kind == "concat" else shape
+        if kind == "residual" and not (cfg.residual_add or not b.legal):
+            return None
+        if not b.fits_alive(shape, new, new):
+            return None
+        block = concatenation([("branch", first), ("branch", second)],
+                              b.pick(["torch.cat", "torch.concat", "dim=-2"]), None, nn.ReLU()) \
+            if kind == "concat" else residual(first, second, b.pick(["+", ".add"]), nn.ReLU())
+        b.add(block, f"{kind}({first!r}, {second!r})")
+        return new
+    if kind == "activation":
+        return b.activation(shape)
+    if kind == "global":
+        op, text = b.pick([(nn.AdaptiveAvgPool1d(1), "nn.AdaptiveAvgPool1d(1)"),
+                           (partial(F.adaptive_avg_pool1d, output_size=1),
+                            "F.adaptive_avg_pool1d(x, 1)")])
+        if not cfg.avg_pool and b.legal:
+            return None
+        b.add(op, text)
+        return (c, 1)
+    kmax = min(cfg.max_kernel if b.legal else cfg.max_kernel + 1, length + 2)
+    k = b.small_int(1, kmax)
+    stride = b.small_int(1, cfg.max_stride if b.legal else cfg.max_stride + 1)
+    if kind == "pool":
+        k = min(k, length)
+        avg = rng.random() < 0.4 and (cfg.avg_pool or not b.legal)
+        pad = int(rng.integers(0, k // 2 + 1)) if cfg.pool_padding and rng.random() < 0.3 else 0
+        if rng.random() < 0.3:
+            fn = F.avg_pool1d if avg else F.max_pool1d
+            op = partial(fn, kernel_size=k, stride=stride, padding=pad)
+            text = f"F.{'avg' if avg else 'max'}_pool1d({k}, {stride}, {pad})"
+        else:
+            op = (nn.AvgPool1d if avg else nn.MaxPool1d)(k, stride, pad)
+            text = repr(op)
+    else:
+        padding = b.pick([0, k // 2, "same", "valid"])
+        if padding == "same" and (k % 2 == 0 or stride != 1):
+            padding = k // 2
+        if padding == "valid" and k > length:
+            return None
+        out = b.small_int(1, max(1, min(4 * cfg.pe_out, 48)))
+        op = nn.Conv1d(c, out, k, stride=stride, padding=padding, bias=bool(rng.random() < 0.8))
+        with torch.no_grad():
+            op.weight.mul_(float(10 ** rng.uniform(-2, 1)))
+        text = repr(op)
+    try:
+        new = b.shape_after(op, shape)
+    except RuntimeError:            # the window does not fit
+        return None
+    if min(new) < 1 or not b.fits_alive(shape, new):
+        return None
+    b.add(op, text)
+    if kind == "conv" and rng.random() < 0.3:
+        bn = b._bn(new[0], nn.BatchNorm1d)
+        b.add(bn, repr(bn))
+    return new
+
+
+def _signal_case(b: _Builder, rng) -> Case:
+    """A time-delay net on ``N x C x L`` signals: 1-D layers, then a flatten and linear head at
+    random."""
+    cfg = b.cfg
+    length = b.small_int(1, cfg.max_width if b.legal else cfg.max_width + 2)
+    shape = (b.small_int(1, 3 * cfg.pe_in + 2), length)
+    while shape[0] > 1 and not b.fits(shape):
+        shape = (shape[0] - 1, length)
+    first = shape
+    for _ in range(int(rng.integers(1, 7))):
+        shape = _signal_layer(b, shape) or shape
+    if not b.ops or rng.random() < 0.5 and int(np.prod(shape)) <= 4096:
+        b.head(shape)
+    return Case(sequential(b.ops), _calibration(rng, first), b.recipe)
+
+
 def _vector_case(b: _Builder, rng) -> Case:
     """A multilayer perceptron on ``N x F`` vectors: Linear layers with BatchNorm1d, clamps,
     residual adds and concatenations of vectors at random."""
@@ -562,6 +655,8 @@ def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
     b = _Builder(rng, config, legal=bool(rng.random() < 0.9))
     if rng.random() < 0.08:
         return _vector_case(b, rng)
+    if rng.random() < 0.08:
+        return _signal_case(b, rng)
     shape = _input_shape(b)
     first = shape
     depth = int(rng.integers(1, 9)) if rng.random() < 0.95 else config.program_depth + 1

@@ -221,14 +221,14 @@ def test_a_program_without_a_data_set_needs_inputs(user, capsys):
     assert "--random must be a positive number of inputs, not 0" in capsys.readouterr().err
 
 
-CONV1D_MODEL = '''
+CONV3D_MODEL = '''
 import numpy as np
 import torch.nn as nn
 
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv1d(2, 4, 3)
+        self.conv1 = nn.Conv3d(2, 4, 3)
 
     def forward(self, x):
         return self.conv1(x).relu()
@@ -237,11 +237,11 @@ def model():
     return Net().eval()
 
 def calibration():
-    return np.zeros((4, 2, 16), np.float32)
+    return np.zeros((4, 2, 6, 6, 6), np.float32)
 '''
 
 BAD_MODELS = {
-    "conv1d.py": (CONV1D_MODEL, "Conv1d at 'conv1' is not supported: 1-D layers are not "
+    "conv3d.py": (CONV3D_MODEL, "Conv3d at 'conv1' is not supported: 3-D layers are not "
                                 "supported yet"),
     "imports.py": ("import no_such_module_here\n", "model file {}: ModuleNotFoundError: No module "
                                                    "named 'no_such_module_here'"),
@@ -253,8 +253,8 @@ BAD_MODELS = {
                  "model file {}: model() must return a torch.nn.Module, not str"),
     "calib.py": ("import torch.nn as nn\ndef model():\n    return nn.Conv2d(2, 4, 3)\n"
                  "def calibration():\n    return 'images'\n",
-                 "model file {}: calibration() must return an N x C x H x W or N x F array of real "
-                 "numbers, not str"),
+                 "model file {}: calibration() must return an N x C x H x W, N x C x L or N x F array "
+                 "of real numbers, not str"),
 }
 
 

@@ -247,8 +247,8 @@ def test_refuses_bad_calibration():
     with pytest.raises(StriateError, match=r"Conv2d at 'body.0' is not supported: expects 1 x H x "
                                            r"W input, not \(8,\)"):
         striate.compile(model, np.zeros((8, 8), np.float32))     # 8 vectors of 8 features
-    with pytest.raises(StriateError, match=r"must be a non-empty N x C x H x W or N x F array, "
-                                           r"not shape \(0, 1, 8, 8\)"):
+    with pytest.raises(StriateError, match=r"must be a non-empty N x C x H x W, N x C x L or "
+                                           r"N x F array, not shape \(0, 1, 8, 8\)"):
         striate.compile(model, np.zeros((0, 1, 8, 8), np.float32))
     with pytest.raises(StriateError, match="must be finite"):
         striate.compile(model, np.full((1, 1, 8, 8), np.nan, np.float32))

@@ -99,14 +99,14 @@ def test_compile_refuses_what_is_not_a_model_or_data(lenet, calibration):
         striate.compile(None, calibration)
     with raises(StriateError, "model must be a torch.nn.Module, not function"):
         striate.compile(lambda x: x, calibration)
-    with raises(StriateError, "calibration data must be an N x C x H x W or N x F array of real "
-                              "numbers, not str"):
+    with raises(StriateError, "calibration data must be an N x C x H x W, N x C x L or N x F array "
+                              "of real numbers, not str"):
         striate.compile(lenet, "digits")
-    with raises(StriateError, "calibration data must be an N x C x H x W or N x F array of real "
-                              "numbers, not list"):
+    with raises(StriateError, "calibration data must be an N x C x H x W, N x C x L or N x F array "
+                              "of real numbers, not list"):
         striate.compile(lenet, [[0.0], [0.0, 1.0]])
-    with raises(StriateError, "calibration data must be a non-empty N x C x H x W or N x F array, "
-                              "not shape (0, 1, 16, 16)"):
+    with raises(StriateError, "calibration data must be a non-empty N x C x H x W, N x C x L or N x F "
+                              "array, not shape (0, 1, 16, 16)"):
         striate.compile(lenet, calibration[:0])
 
 
@@ -276,24 +276,24 @@ def test_verilator_takes_a_config_dict_and_an_empty_batch(lenet_program, digits_
 
 # -- 3. a model the compiler cannot take is named, even when the data is not N x C x H x W ----
 
-class Conv1dNet(nn.Module):
+class Conv3dNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv1d(1, 4, 3)
-        self.pool = nn.MaxPool1d(2)
+        self.conv1 = nn.Conv3d(1, 4, 3)
+        self.pool = nn.MaxPool3d(2)
 
     def forward(self, x):
         return self.pool(F.relu(self.conv1(x)))
 
 
-CONV1D = ("Conv1d at 'conv1' is not supported: 1-D layers are not supported yet (a 1-D signal "
-          "can be compiled as a C x 1 x L image with 1 x k Conv2d and pooling kernels)")
+CONV3D = ("Conv3d at 'conv1' is not supported: 3-D layers are not supported yet, only 2-D ones on "
+          "N x C x H x W inputs and 1-D ones on N x C x L inputs")
 
 
-@pytest.mark.parametrize("shape", [(4, 1, 16), (4, 1, 1, 16)])
-def test_a_conv1d_model_is_named_whatever_the_data(shape):
-    with raises(UnsupportedLayerError, CONV1D):
-        striate.compile(Conv1dNet(), np.random.rand(*shape).astype(np.float32))
+@pytest.mark.parametrize("shape", [(4, 1, 6, 6, 6), (4, 1, 16), (4, 1, 6, 6)])
+def test_a_conv3d_model_is_named_whatever_the_data(shape):
+    with raises(UnsupportedLayerError, CONV3D):
+        striate.compile(Conv3dNet(), np.random.rand(*shape).astype(np.float32))
 
 
 class GeluNet(nn.Module):
@@ -330,8 +330,12 @@ def test_a_linear_model_on_vectors_compiles():
 
 
 def test_a_supported_model_blames_the_data():
-    with raises(StriateError, "calibration data must be a non-empty N x C x H x W or N x F array, "
-                              "not shape (4, 8, 8)"):
+    with raises(StriateError, "calibration data must be a non-empty N x C x H x W, N x C x L or "
+                              "N x F array, not shape (4, 1, 1, 8, 8)"):
+        striate.compile(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()),
+                        np.random.rand(4, 1, 1, 8, 8))
+    with raises(UnsupportedLayerError, "Conv2d at '0' is not supported: expects 1 x H x W input, "
+                                       "not (8, 8)"):      # 4 signals of 8 channels
         striate.compile(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()), np.random.rand(4, 8, 8))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.graph import INPUT
+from ..ir.graph import INPUT, map_shape
 from ..ir.kernels import conv2d, max_pool, sum_pool
 
 
@@ -18,8 +18,9 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
     x = inputs[0]
     n = x.shape[0]
     p, a = node.params, node.attrs
-    if node.kind == "conv":
-        return conv2d(x, p["weight"], a["stride"], a["padding"]) + p["bias"][None, :, None, None]
+    if node.kind in ("conv", "maxpool", "avgpool"):        # on maps; signals are C x 1 x L
+        x = x.reshape(n, *map_shape(node.in_shape))
+        return _on_map(node, x).reshape(n, *node.out_shape)
     if node.kind == "bn":
         scale = p["gamma"] / np.sqrt(p["var"] + a["eps"])
         return (x - _per_channel(p["mean"], x.ndim)) * _per_channel(scale, x.ndim) \
@@ -28,11 +29,6 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
     if node.kind == "relu6":
         return np.clip(x, 0.0, 6.0)
-    if node.kind == "maxpool":
-        return max_pool(x, a["kernel"], a["stride"], a["padding"], -np.inf)
-    if node.kind == "avgpool":
-        kh, kw = a["kernel"]
-        return sum_pool(x, a["kernel"], a["stride"], a["padding"]) / (kh * kw)
     if node.kind == "flatten":
         return x.reshape(n, -1)
     if node.kind == "linear":
@@ -42,6 +38,16 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
     if node.kind == "concat":
         return np.concatenate(inputs, axis=1)
     raise ValueError(f"unknown float node kind {node.kind!r}")
+
+
+def _on_map(node, x: np.ndarray) -> np.ndarray:
+    p, a = node.params, node.attrs
+    if node.kind == "conv":
+        return conv2d(x, p["weight"], a["stride"], a["padding"]) + p["bias"][None, :, None, None]
+    if node.kind == "maxpool":
+        return max_pool(x, a["kernel"], a["stride"], a["padding"], -np.inf)
+    kh, kw = a["kernel"]
+    return sum_pool(x, a["kernel"], a["stride"], a["padding"]) / (kh * kw)
 
 
 def run_float(nodes, x, return_all: bool = False):

@@ -9,8 +9,8 @@ from ..errors import UnsupportedLayerError
 
 
 def fold_batchnorm(nodes: list) -> list:
-    """Fold each BatchNorm into the Conv2d (BatchNorm2d) or Linear (BatchNorm1d) that writes
-    its input, when nothing else reads that layer's output (float pass)."""
+    """Fold each BatchNorm into the Conv2d (BatchNorm2d), Conv1d or Linear (BatchNorm1d) that
+    writes its input, when nothing else reads that layer's output (float pass)."""
     out, index, names = [], {}, {}
     readers = {}
     for node in nodes:
@@ -28,9 +28,10 @@ def fold_batchnorm(nodes: list) -> list:
         if prev is None or prev.kind not in ("conv", "linear") or readers[source] != 1:
             what = ("the input" if prev is None else repr(prev.kind) if prev.kind not in
                     ("conv", "linear") else f"'{prev.name}', which other layers read too")
+            follows = {3: "Conv2d", 2: "Conv1d", 1: "Linear"}[len(node.in_shape)]
             raise UnsupportedLayerError(
                 f"{kind} at '{node.name}' is not supported: it must directly follow a "
-                f"{'Conv2d' if kind == 'BatchNorm2d' else 'Linear'} to be folded, not {what}")
+                f"{follows} to be folded, not {what}")
         p = node.params
         scale = p["gamma"] / np.sqrt(p["var"] + node.attrs["eps"])
         weight = prev.params["weight"] * scale.reshape(-1, *[1] * (prev.params["weight"].ndim - 1))

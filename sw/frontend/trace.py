@@ -5,9 +5,11 @@ Supported: Conv2d, BatchNorm2d, ReLU, ReLU6, MaxPool2d, AvgPool2d, AdaptiveAvgPo
 BatchNorm1d on vectors, and in eval mode the no-ops Dropout and Identity; the functional forms
 of ReLU, ReLU6, pooling and dropout too; residual adds of two tensors of one shape (``x + y``,
 ``torch.add``, ``.add``, ``+=``, in-place forms) and ``torch.cat`` along channels. A tensor may
-feed any number of ops. Inputs are ``N x C x H x W`` images or ``N x F`` vectors. Anything else
-raises `UnsupportedLayerError` naming the op and its module path. `check_input_rank` finds such
-an op without shapes, for inputs of another rank.
+feed any number of ops. Inputs are ``N x C x H x W`` images, ``N x C x L`` signals or ``N x F``
+vectors. On signals: Conv1d, BatchNorm1d, MaxPool1d, AvgPool1d, AdaptiveAvgPool1d(1) and their
+functional forms, each lowered to its 2-D form on a ``C x 1 x L`` map (kernel ``1 x k``); node
+shapes keep the signal's ``C x L``. Anything else raises `UnsupportedLayerError` naming the op and
+its module path. `check_input_rank` finds such an op without shapes, for inputs of another rank.
 """
 
 from __future__ import annotations
@@ -62,40 +64,64 @@ def _arr(t) -> np.ndarray:
     return t.detach().to(torch.float64).cpu().numpy().copy()
 
 
-def _conv_node(m: nn.Conv2d, path, shape):
+def _planar(values, one_d: bool, fill: int) -> tuple:
+    """A 1-D layer's kernel, stride or padding as its 2-D form on a ``C x 1 x L`` map (``fill``
+    along the height); a 2-D layer's as a pair."""
+    if one_d:
+        return (fill, int(values if isinstance(values, int) else values[0]))
+    return _pair(values)
+
+
+def _map(shape: tuple) -> tuple:
+    """A node shape as the map the 2-D kernels see: ``C x L`` signals as ``C x 1 x L``."""
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
+
+
+def _unmap(shape: tuple, one_d: bool) -> tuple:
+    return (shape[0], shape[2]) if one_d else tuple(shape)
+
+
+def _conv_node(m, path, shape):
+    kind, one_d = type(m).__name__, isinstance(m, nn.Conv1d)
     if m.groups != 1:
-        raise _unsupported("Conv2d", path, f"groups must be 1, not {m.groups}")
-    if _pair(m.dilation) != (1, 1):
-        raise _unsupported("Conv2d", path, f"dilation must be 1, not {m.dilation}")
+        raise _unsupported(kind, path, f"groups must be 1, not {m.groups}")
+    if _planar(m.dilation, one_d, 1) != (1, 1):
+        raise _unsupported(kind, path, f"dilation must be 1, not {m.dilation}")
     if m.padding_mode != "zeros":
-        raise _unsupported("Conv2d", path, f"padding_mode must be 'zeros', not {m.padding_mode!r}")
-    kh, kw = _pair(m.kernel_size)
-    stride = _pair(m.stride)
+        raise _unsupported(kind, path, f"padding_mode must be 'zeros', not {m.padding_mode!r}")
+    kh, kw = _planar(m.kernel_size, one_d, 1)
+    stride = _planar(m.stride, one_d, 1)
     if m.padding == "valid":
         padding = (0, 0)
     elif m.padding == "same":
         if stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
-            raise _unsupported("Conv2d", path, "padding='same' needs stride 1 and odd kernels")
+            raise _unsupported(kind, path, "padding='same' needs stride 1 and odd kernels")
         padding = (kh // 2, kw // 2)
     else:
-        padding = _pair(m.padding)
-    if len(shape) != 3 or shape[0] != m.in_channels:
-        raise _unsupported("Conv2d", path, f"expects {m.in_channels} x H x W input, not {shape}")
-    oh, ow = out_size(shape[1], kh, stride[0], padding[0]), out_size(shape[2], kw, stride[1], padding[1])
+        padding = _planar(m.padding, one_d, 0)
+    if len(shape) != 2 + (not one_d) or shape[0] != m.in_channels:
+        dims = "L" if one_d else "H x W"
+        raise _unsupported(kind, path, f"expects {m.in_channels} x {dims} input, not {shape}")
+    _, h, w = _map(shape)
+    oh, ow = out_size(h, kh, stride[0], padding[0]), out_size(w, kw, stride[1], padding[1])
     if oh < 1 or ow < 1:
-        raise _unsupported("Conv2d", path, f"kernel {kh}x{kw} does not fit a {shape[1]}x{shape[2]} map")
+        raise _unsupported(kind, path, f"kernel {kh}x{kw} does not fit a {h}x{w} map")
     bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_channels)
-    return FloatNode("conv", path, shape, (m.out_channels, oh, ow),
-                     {"weight": _arr(m.weight), "bias": bias},
+    weight = _arr(m.weight).reshape(m.out_channels, m.in_channels, kh, kw)
+    return FloatNode("conv", path, shape, _unmap((m.out_channels, oh, ow), one_d),
+                     {"weight": weight, "bias": bias},
                      {"stride": stride, "padding": padding}, (path,))
 
 
 def _pool_node(kind, path, shape, kernel, stride, padding):
-    kernel = _pair(kernel)
-    stride = _pair(stride if stride not in (None, ()) else kernel)
-    padding = _pair(padding)
-    if len(shape) != 3:
-        raise _unsupported(kind, path, f"expects a C x H x W input, not {shape}")
+    one_d = "1d" in kind
+    kernel = _planar(kernel, one_d, 1)
+    stride = _planar(stride if stride not in (None, ()) else kernel[one_d:], one_d, 1)
+    padding = _planar(padding, one_d, 0)
+    if len(shape) != 2 + (not one_d):
+        raise _unsupported(kind, path, f"expects a {'C x L' if one_d else 'C x H x W'} input, "
+                                       f"not {shape}")
+    shape = _map(shape)
     if any(p > k // 2 for p, k in zip(padding, kernel)):   # PyTorch refuses to run these
         raise _unsupported(kind, path, f"padding must be at most half the "
                                        f"{kernel[0]}x{kernel[1]} window, not "
@@ -104,8 +130,8 @@ def _pool_node(kind, path, shape, kernel, stride, padding):
     ow = out_size(shape[2], kernel[1], stride[1], padding[1])
     if oh < 1 or ow < 1:
         raise _unsupported(kind, path, f"window {kernel} does not fit a {shape[1]}x{shape[2]} map")
-    name = "maxpool" if kind.startswith("Max") or kind.endswith("max_pool2d") else "avgpool"
-    return FloatNode(name, path, shape, (shape[0], oh, ow), {},
+    name = "maxpool" if kind.lower().startswith("max") else "avgpool"
+    return FloatNode(name, path, _unmap(shape, one_d), _unmap((shape[0], oh, ow), one_d), {},
                      {"kernel": kernel, "stride": stride, "padding": padding}, (path,))
 
 
@@ -123,10 +149,15 @@ def _check_pool_options(kind, path, ceil_mode=False, dilation=1, count_include_p
         raise _unsupported(kind, path, "count_include_pad=False with padding")
 
 
-def _adaptive(path, shape, output_size):
-    if output_size not in (1, (1, 1), [1, 1]):
-        raise _unsupported("AdaptiveAvgPool2d", path, f"output_size must be 1, not {output_size!r}")
-    return _pool_node("AvgPool2d", path, shape, shape[1:], shape[1:], 0)
+def _adaptive(path, shape, output_size, one_d: bool = False):
+    kind = f"AdaptiveAvgPool{1 if one_d else 2}d"
+    if output_size not in ((1, (1,), [1]) if one_d else (1, (1, 1), [1, 1])):
+        raise _unsupported(kind, path, f"output_size must be 1, not {output_size!r}")
+    if len(shape) != 2 + (not one_d):
+        raise _unsupported(kind, path, f"expects a {'C x L' if one_d else 'C x H x W'} input, "
+                                       f"not {shape}")
+    window = shape[1:] if not one_d else shape[1]
+    return _pool_node(f"AvgPool{1 if one_d else 2}d", path, shape, window, window, 0)
 
 
 def _flatten(path, shape, start_dim=1, end_dim=-1):
@@ -149,8 +180,9 @@ def _bn_node(m, path, shape):
     if not m.track_running_stats or m.running_mean is None:
         raise _unsupported(kind, path, "needs running statistics")
     c = m.num_features
-    want = f"{c} x H x W maps" if isinstance(m, nn.BatchNorm2d) else f"vectors of {c} features"
-    if len(shape) != (3 if isinstance(m, nn.BatchNorm2d) else 1) or shape[0] != c:
+    want = f"{c} x H x W maps" if isinstance(m, nn.BatchNorm2d) else \
+        f"vectors of {c} features or {c} x L signals"
+    if len(shape) not in ((3,) if isinstance(m, nn.BatchNorm2d) else (1, 2)) or shape[0] != c:
         raise _unsupported(kind, path, f"expects {want}, not shape {shape}")
     weight = _arr(m.weight) if m.affine else np.ones(c)
     bias = _arr(m.bias) if m.affine else np.zeros(c)
@@ -165,15 +197,16 @@ PARAM_NAMES = {"bn": {"gamma": "weight", "beta": "bias", "mean": "running_mean",
 
 
 def _maxpool_module(m, path, shape):
-    _check_pool_options("MaxPool2d", path, m.ceil_mode, m.dilation,
-                        return_indices=m.return_indices)
-    return _pool_node("MaxPool2d", path, shape, m.kernel_size, m.stride, m.padding)
+    kind = type(m).__name__
+    _check_pool_options(kind, path, m.ceil_mode, m.dilation, return_indices=m.return_indices)
+    return _pool_node(kind, path, shape, m.kernel_size, m.stride, m.padding)
 
 
 def _avgpool_module(m, path, shape):
-    _check_pool_options("AvgPool2d", path, m.ceil_mode, 1, m.count_include_pad,
-                        m.divisor_override, padding=m.padding)
-    return _pool_node("AvgPool2d", path, shape, m.kernel_size, m.stride, m.padding)
+    kind = type(m).__name__
+    _check_pool_options(kind, path, m.ceil_mode, 1, m.count_include_pad,
+                        getattr(m, "divisor_override", None), padding=m.padding)
+    return _pool_node(kind, path, shape, m.kernel_size, m.stride, m.padding)
 
 
 def _linear_node(m: nn.Linear, path, shape):
@@ -194,10 +227,14 @@ def _module_builder(m: nn.Module):
         return lambda m, path, shape: _act("relu", path, shape)
     if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
         return lambda m, path, shape: _act("relu6", path, shape)
-    builders = ((nn.Conv2d, _conv_node), (nn.BatchNorm2d, _bn_node), (nn.BatchNorm1d, _bn_node),
-                (nn.MaxPool2d, _maxpool_module), (nn.AvgPool2d, _avgpool_module),
+    builders = ((nn.Conv2d, _conv_node), (nn.Conv1d, _conv_node), (nn.BatchNorm2d, _bn_node),
+                (nn.BatchNorm1d, _bn_node), (nn.MaxPool2d, _maxpool_module),
+                (nn.MaxPool1d, _maxpool_module), (nn.AvgPool2d, _avgpool_module),
+                (nn.AvgPool1d, _avgpool_module),
                 (nn.AdaptiveAvgPool2d, lambda m, path, shape: _adaptive(path, shape,
                                                                         m.output_size)),
+                (nn.AdaptiveAvgPool1d, lambda m, path, shape: _adaptive(path, shape,
+                                                                        m.output_size, True)),
                 (nn.Flatten, lambda m, path, shape: _flatten(path, shape, m.start_dim,
                                                              m.end_dim)),
                 (nn.Linear, _linear_node))
@@ -206,13 +243,9 @@ def _module_builder(m: nn.Module):
 
 def _unsupported_module(m: nn.Module, path: str) -> UnsupportedLayerError:
     name = type(m).__name__
-    if name.endswith("1d"):
-        hint = (" (a 1-D signal can be compiled as a C x 1 x L image with 1 x k Conv2d and "
-                "pooling kernels)" if name.startswith(("Conv", "MaxPool", "AvgPool")) else "")
-        return _unsupported(name, path, f"1-D layers are not supported yet{hint}")
     if name.endswith("3d"):
         return _unsupported(name, path, "3-D layers are not supported yet, only 2-D ones on "
-                                        "N x C x H x W inputs")
+                                        "N x C x H x W inputs and 1-D ones on N x C x L inputs")
     return _unsupported(name, path)
 
 
@@ -240,20 +273,23 @@ def _dropout_fn(node, path, shape):
     return None
 
 
-def _max_pool_fn(node, path, shape):
+def _max_pool_fn(node, path, shape, kind="max_pool2d"):
     a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1,
                           "ceil_mode": False, "return_indices": False})
-    _check_pool_options("max_pool2d", path, a["ceil_mode"], a["dilation"],
+    _check_pool_options(kind, path, a["ceil_mode"], a["dilation"],
                         return_indices=a["return_indices"])
-    return _pool_node("max_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
+    return _pool_node(kind, path, shape, a["kernel_size"], a["stride"], a["padding"])
 
 
-def _avg_pool_fn(node, path, shape):
-    a = _call_args(node, {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False,
-                          "count_include_pad": True, "divisor_override": None})
-    _check_pool_options("avg_pool2d", path, a["ceil_mode"], 1, a["count_include_pad"],
-                        a["divisor_override"], padding=a["padding"])
-    return _pool_node("avg_pool2d", path, shape, a["kernel_size"], a["stride"], a["padding"])
+def _avg_pool_fn(node, path, shape, kind="avg_pool2d"):
+    defaults = {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False,
+                "count_include_pad": True}
+    if kind == "avg_pool2d":
+        defaults["divisor_override"] = None
+    a = _call_args(node, defaults)
+    _check_pool_options(kind, path, a["ceil_mode"], 1, a["count_include_pad"],
+                        a.get("divisor_override"), padding=a["padding"])
+    return _pool_node(kind, path, shape, a["kernel_size"], a["stride"], a["padding"])
 
 
 def _flatten_call(node, path, shape, *_):
@@ -273,6 +309,12 @@ FUNCTIONS = {   # supported functions -> builder (node, path, shape)
     F.avg_pool2d: _avg_pool_fn, torch._C._nn.avg_pool2d: _avg_pool_fn,
     F.adaptive_avg_pool2d: lambda node, path, shape: _adaptive(
         path, shape, _call_args(node, {"output_size": None})["output_size"]),
+    F.max_pool1d: lambda node, path, shape: _max_pool_fn(node, path, shape, "max_pool1d"),
+    torch.max_pool1d: lambda node, path, shape: _max_pool_fn(node, path, shape, "max_pool1d"),
+    F.avg_pool1d: lambda node, path, shape: _avg_pool_fn(node, path, shape, "avg_pool1d"),
+    torch.avg_pool1d: lambda node, path, shape: _avg_pool_fn(node, path, shape, "avg_pool1d"),
+    F.adaptive_avg_pool1d: lambda node, path, shape: _adaptive(
+        path, shape, _call_args(node, {"output_size": None})["output_size"], True),
     torch.flatten: _flatten_call,
 }
 
@@ -340,10 +382,10 @@ def _supported_call(node, modules) -> bool:
 
 def check_input_rank(model: nn.Module, shape: tuple) -> None:
     """Blame the model, if it is at fault, for calibration data of ``shape`` (with N) that is
-    neither ``N x C x H x W`` nor ``N x F``.
+    none of ``N x C x H x W``, ``N x C x L`` and ``N x F``.
 
     Raises `UnsupportedLayerError` naming the first op of ``model`` the compiler does not
-    support (e.g. a ``Conv1d``). Returns when the model is fine, so the caller blames the data.
+    support (e.g. a ``Conv3d``). Returns when the model is fine, so the caller blames the data.
     """
     gm = _symbolic_trace(model)
     modules = dict(gm.named_modules())
@@ -351,8 +393,7 @@ def check_input_rank(model: nn.Module, shape: tuple) -> None:
     for node in gm.graph.nodes:
         if _is_shape_node(node, shape_nodes):
             shape_nodes.add(node)
-        elif node.op == "call_module" and (not _supported_call(node, modules) or len(shape) == 3
-                                           and isinstance(modules[node.target], nn.BatchNorm1d)):
+        elif node.op == "call_module" and not _supported_call(node, modules):
             raise _unsupported_module(modules[node.target], node.target)
         elif node.op in ("call_function", "call_method") and not _supported_call(node, modules):
             raise _unsupported(_op_name(node), node.name)

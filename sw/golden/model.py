@@ -8,7 +8,7 @@ import numpy as np
 from ..arguments import as_array, check_flag, dims, dtype_of
 from ..errors import StriateError
 from ..ir import numerics
-from ..ir.graph import INPUT, QGraph, QLayer
+from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from ..ir.kernels import conv2d, max_pool, sum_pool, windows
 
 
@@ -56,7 +56,9 @@ def im2col(xq: np.ndarray, spec: tuple) -> np.ndarray:
 def layer_inputs(graph: QGraph, xq: np.ndarray) -> np.ndarray:
     """What the layers reading the network input read for the int8 network input ``xq`` (after
     any host unfold)."""
-    return im2col(xq, graph.input_im2col) if graph.input_im2col else xq
+    if not graph.input_im2col:
+        return xq
+    return im2col(xq.reshape(len(xq), *map_shape(graph.input_shape)), graph.input_im2col)
 
 
 def run_graph(graph: QGraph, xq, return_all: bool = False):

@@ -40,7 +40,10 @@ INPUT = "@input"        # the network input's tensor name (no module path contai
 
 
 def map_shape(shape) -> tuple:
-    """A tensor's ``C x H x W`` map: a vector of ``F`` features is an ``F x 1 x 1`` map."""
+    """A tensor's ``C x H x W`` map: a signal of ``C x L`` is a ``C x 1 x L`` map, a vector of
+    ``F`` features an ``F x 1 x 1`` map."""
+    if len(shape) == 2:
+        return (int(shape[0]), 1, int(shape[1]))
     return tuple(int(n) for n in shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
 
 

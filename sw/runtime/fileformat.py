@@ -427,10 +427,13 @@ def _check_graph(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
                                          f"{_dims(b.in_shape)} must be layer {a.name!r}'s output "
                                          f"shape {_dims(a.out_shape)}")
     last = list(graph.layer(graph.output).out_shape)
-    # The network's output as its last op left it: a C x H x W map or, after a flatten or a
-    # linear layer, a vector.
-    if list(graph.output_shape) not in (last, [math.prod(last)]):
-        raise _bad(where, "output_shape", f"{last} or {[math.prod(last)]} (the last layer's "
+    # The network's output as its last op left it: a C x H x W map, a C x L signal (a C x 1 x L
+    # map of a network on signals) or, after a flatten or a linear layer, a vector.
+    shapes = [last, [math.prod(last)]]
+    if len(graph.input_shape) == 2 and last[1] == 1:
+        shapes.insert(1, [last[0], last[2]])
+    if list(graph.output_shape) not in shapes:
+        raise _bad(where, "output_shape", f"{' or '.join(map(str, shapes))} (the last layer's "
                    "output)", list(graph.output_shape))
     _check_input(graph, config, where)
     _check_accumulators(graph, where)
@@ -484,8 +487,8 @@ def _decode(payload: bytes, where: str):
     except StriateError as exc:
         raise ProgramFormatError(f"{where}: config: {exc}") from None
     input_shape = _ints(header["input_shape"], "input_shape", where, None, 1)
-    if len(input_shape) not in (1, 3):
-        raise _bad(where, "input_shape", "[C, H, W] or [F]", list(input_shape))
+    if len(input_shape) not in (1, 2, 3):
+        raise _bad(where, "input_shape", "[C, H, W], [C, L] or [F]", list(input_shape))
     input_scale = _scale(header["input_scale"], "input_scale", where)
     output_shape = _ints(header["output_shape"], "output_shape", where, None, 1)
     im2col = header["input_im2col"]
