@@ -306,14 +306,19 @@ class GeluNet(nn.Module):
 
 
 @pytest.mark.parametrize("model, message", [
-    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm1d(4)),
-     "BatchNorm1d at '1' is not supported: 1-D layers are not supported yet"),
     (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid()), "Sigmoid at '1' is not supported"),
     (GeluNet(), "gelu at 'gelu' is not supported"),
 ])
 def test_the_first_unsupported_op_is_named_before_the_data_is_blamed(model, message):
     with raises(UnsupportedLayerError, message):
-        striate.compile(model, np.random.rand(4, 8, 8).astype(np.float32))
+        striate.compile(model, np.random.rand(4, 1, 1, 8, 8).astype(np.float32))
+
+
+def test_a_layer_on_the_wrong_rank_is_named():
+    with raises(UnsupportedLayerError, "BatchNorm1d at '1' is not supported: expects vectors of 4 "
+                                       "features or 4 x L signals, not shape (4, 6, 6)"):
+        striate.compile(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm1d(4)),
+                        np.random.rand(4, 1, 8, 8).astype(np.float32))
 
 
 def test_a_linear_model_on_vectors_compiles():

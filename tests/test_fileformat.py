@@ -191,8 +191,9 @@ CASES = {
     "missing out scale": ("lenet", setitem("layers", 0, "out_scale", None),
                           r"layer 'features\.0': out_scale .* not None"),
     # input shape and the host-side unfold
-    "input shape of 2": ("lenet", setitem("input_shape", [1, 16]),
-                         r"input_shape must be \[C, H, W\] or \[F\], not \[1, 16\]"),
+    "input shape of 4": ("lenet", setitem("input_shape", [1, 1, 16, 16]),
+                         r"input_shape must be \[C, H, W\], \[C, L\] or \[F\], not "
+                         r"\[1, 1, 16, 16\]"),
     "bool in input shape": ("lenet", setitem("input_shape", [1, 16, True]), r"input_shape must"),
     "zero in input shape": ("lenet", setitem("input_shape", [1, 16, 0]), r"input_shape must"),
     "float in input shape": ("lenet", setitem("input_shape", [1.0, 16, 16]), r"input_shape must"),
