@@ -149,7 +149,7 @@ def cmd_compile(args) -> int:
     if args.board:
         from ..hw.platform.boards import BOARDS
         config = BOARDS[args.board].config
-    program = compile_model(spec.module, spec.calibration, config)
+    program = compile_model(spec.module, spec.calibration, config, args.calibration_method)
     program.metadata.update({"model": spec.name, **({"dataset": spec.dataset}
                                                     if spec.dataset else {})})
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -365,6 +365,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-data", metavar="FILE.npy",
                    help="float N x C x H x W calibration images, instead of the registered "
                         "model's training images or the model file's calibration()")
+    p.add_argument("--calibration-method", choices=["minmax", "percentile", "mse"],
+                   default="minmax", help="clipping value per tensor: largest magnitude "
+                   "(default), 99.99th percentile, or least squared quantization error")
     p.add_argument("--board", choices=["icebreaker", "ulx3s"],
                    help="compile for that board's accelerator (default: the default config)")
     p.set_defaults(func=cmd_compile)

@@ -20,7 +20,7 @@ from .ir.passes import INTEGER_PASSES
 from .mapping.concat import place_concats
 from .mapping.unfold import im2col_input
 from .runtime.program import Program, as_config
-from .ir.quantize import check_finite, check_folded, quantize_graph
+from .ir.quantize import CALIBRATION_METHODS, check_finite, check_folded, quantize_graph
 from .frontend.trace import check_input_rank, trace
 
 FLOAT_PASSES = (fold_batchnorm,)
@@ -66,21 +66,32 @@ def lower(model, calibration) -> tuple:
     return nodes, x
 
 
-def compile_graph(model, calibration, config=None) -> QGraph:
+def check_method(method) -> str:
+    """``method`` if it names one of `CALIBRATION_METHODS`, else `StriateError`."""
+    if not isinstance(method, str) or method not in CALIBRATION_METHODS:
+        raise StriateError(f"calibration_method must be one of "
+                           f"{', '.join(map(repr, CALIBRATION_METHODS))}, not {method!r}")
+    return method
+
+
+def compile_graph(model, calibration, config=None, calibration_method: str = "minmax") -> QGraph:
     """The fused integer graph `compile` maps: traced, BatchNorm-folded, quantized, with the
     integer passes and the configuration's passes (host-side unfold, concatenations placed)
     applied."""
     config = as_config(config)
+    method = check_method(calibration_method)
     nodes, x = lower(model, calibration)
-    graph = quantize_graph(nodes, x, tuple(x.shape[1:]))
+    graph = quantize_graph(nodes, x, tuple(x.shape[1:]), method)
     for integer_pass in INTEGER_PASSES:
         graph = integer_pass(graph)
     return place_concats(im2col_input(graph, config), config)
 
 
-def compile(model, calibration, config=None) -> Program:
+def compile(model, calibration, config=None, calibration_method: str = "minmax") -> Program:
     """Compile ``model`` for ``config`` (an `AcceleratorConfig` or a dict of its parameters;
     default `AcceleratorConfig()`), calibrating on ``calibration`` (float ``N x C x H x W``
-    images or ``N x F`` vectors, torch or NumPy)."""
+    images, ``N x C x L`` signals or ``N x F`` vectors, torch or NumPy). ``calibration_method``
+    sets each tensor's clipping value: ``"minmax"`` (its largest magnitude), ``"percentile"``
+    (the 99.99th percentile of magnitudes) or ``"mse"`` (least squared quantization error)."""
     config = as_config(config)
-    return Program(compile_graph(model, calibration, config), config)
+    return Program(compile_graph(model, calibration, config, calibration_method), config)

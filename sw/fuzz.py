@@ -184,11 +184,13 @@ def _flat_reshape(x):
 
 @dataclass
 class Case:
-    """One generated network: the module, its calibration images and a readable recipe."""
+    """One generated network: the module, its calibration images, a readable recipe and the
+    calibration method it is compiled with."""
 
     model: object
     calibration: np.ndarray
     recipe: list
+    method: str = "minmax"
 
 
 class _Builder:
@@ -648,7 +650,16 @@ def _vector_case(b: _Builder, rng) -> Case:
 
 
 def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
-    """Case ``case`` of ``seed`` for ``config`` (deterministic)."""
+    """Case ``case`` of ``seed`` for ``config`` (deterministic), with a calibration method
+    drawn from a stream of its own."""
+    generated = _random_network(config, seed, case)
+    method = ["minmax", "percentile", "mse"][int(np.random.default_rng([seed, case, 2])
+                                                 .choice(3, p=[0.6, 0.2, 0.2]))]
+    recipe = generated.recipe + ([f"calibration_method={method!r}"] if method != "minmax" else [])
+    return Case(generated.model, generated.calibration, recipe, method)
+
+
+def _random_network(config: AcceleratorConfig, seed: int, case: int) -> Case:
     import torch
     rng = np.random.default_rng([seed, case])
     torch.manual_seed(int(rng.integers(1 << 31)))
@@ -797,7 +808,8 @@ def run_case(name: str, seed: int, case: int, device) -> Outcome:
         return out
     out.recipe = generated.recipe
     try:
-        program = compile_model(generated.model, generated.calibration, config)
+        program = compile_model(generated.model, generated.calibration, config,
+                                generated.method)
     except PlacementError as exc:       # the compiler's own graph must be placeable
         out.reason = f"compile raised {type(exc).__name__}: {exc}"
         return out
