@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from .errors import StriateError
 from .arguments import as_array, describe
-from .frontend.fold import fold_batchnorm
+from .frontend.fold import fold_batchnorm, fold_padding
 from .ir.graph import QGraph
 from .ir.passes import INTEGER_PASSES
 from .mapping.concat import place_concats
@@ -23,7 +23,7 @@ from .runtime.program import Program, as_config
 from .ir.quantize import CALIBRATION_METHODS, check_finite, check_folded, quantize_graph
 from .frontend.trace import check_input_rank, trace
 
-FLOAT_PASSES = (fold_batchnorm,)
+FLOAT_PASSES = (fold_batchnorm, fold_padding)
 
 
 def check_calibration(model, calibration, what: str = "calibration data must be") -> np.ndarray:

@@ -459,6 +459,29 @@ class _Builder:
         self.add(op, text)
         return out
 
+    def pad(self, shape):
+        """Zero padding of 0 to 2 on each side (a signal's length only): ``F.pad``,
+        ``ZeroPad1d/2d`` or ``ConstantPad1d/2d`` with value 0; folded into a convolution or
+        average pool after it when even, else a layer of its own."""
+        import torch.nn as nn
+        import torch.nn.functional as F
+        signal = len(shape) == 2
+        pads = [int(p) for p in self.rng.integers(0, 3, 2 if signal else 4)]
+        if not any(pads) or not self.fits(self.shape_after(partial(F.pad, pad=pads), shape)):
+            return None
+        form = self.pick(["F.pad", "ZeroPad", "ConstantPad"])
+        if form == "F.pad":
+            op = partial(F.pad, pad=tuple(pads))
+            text = f"F.pad(x, {tuple(pads)})"
+        elif form == "ZeroPad":
+            op = (nn.ZeroPad1d if signal else nn.ZeroPad2d)(tuple(pads))
+            text = repr(op)
+        else:
+            op = (nn.ConstantPad1d if signal else nn.ConstantPad2d)(tuple(pads), 0.0)
+            text = repr(op)
+        self.add(op, text)
+        return self.shape_after(op, shape)
+
     def no_op(self, shape):
         import torch.nn as nn
         import torch.nn.functional as F
@@ -537,8 +560,8 @@ def _signal_layer(b: _Builder, shape):
     import torch.nn.functional as F
     cfg, rng = b.cfg, b.rng
     c, length = shape
-    kind = b.pick(["conv", "activation", "pool", "global", "residual", "concat"],
-                  p=[0.45, 0.15, 0.2, 0.05, 0.08, 0.07])
+    kind = b.pick(["conv", "activation", "pool", "global", "residual", "concat", "pad"],
+                  p=[0.42, 0.14, 0.19, 0.05, 0.08, 0.07, 0.05])
     if kind in ("residual", "concat"):
         k = int(rng.choice([k for k in (1, 3, 5) if k <= min(cfg.max_kernel, length + 2)]))
         out = b.small_int(1, max(1, min(2 * cfg.pe_out, 32)))
@@ -556,6 +579,8 @@ def _signal_layer(b: _Builder, shape):
         return new
     if kind == "activation":
         return b.activation(shape)
+    if kind == "pad":
+        return b.pad(shape)
     if kind == "global":
         op, text = b.pick([(nn.AdaptiveAvgPool1d(1), "nn.AdaptiveAvgPool1d(1)"),
                            (partial(F.adaptive_avg_pool1d, output_size=1),
@@ -673,8 +698,8 @@ def _random_network(config: AcceleratorConfig, seed: int, case: int) -> Case:
     depth = int(rng.integers(1, 9)) if rng.random() < 0.95 else config.program_depth + 1
     steps = 0
     while steps < depth:
-        kind = b.pick(["conv", "activation", "pool", "no_op", "residual", "concat"],
-                      p=[0.36, 0.16, 0.18, 0.06, 0.13, 0.11])
+        kind = b.pick(["conv", "activation", "pool", "no_op", "residual", "concat", "pad"],
+                      p=[0.33, 0.15, 0.17, 0.06, 0.13, 0.1, 0.06])
         if kind == "residual" and not config.residual_add and b.legal and rng.random() < 0.95:
             kind = "conv"               # mostly what the configuration can run
         if kind == "concat" and config.program_depth < 16 and b.legal and rng.random() < 0.75:
@@ -685,7 +710,7 @@ def _random_network(config: AcceleratorConfig, seed: int, case: int) -> Case:
         if new is None:
             depth -= 1
             continue
-        steps += {"conv": 1, "pool": 1, "residual": 3}.get(kind, 0)
+        steps += {"conv": 1, "pool": 1, "residual": 3, "pad": 1}.get(kind, 0)
         if kind == "concat":
             steps += b.layers_drawn
         shape = new

@@ -29,6 +29,11 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
     if node.kind == "relu6":
         return np.clip(x, 0.0, 6.0)
+    if node.kind == "pad":
+        top, bottom, left, right = a["pads"]
+        x = x.reshape(n, *map_shape(node.in_shape))
+        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))) \
+            .reshape(n, *node.out_shape)
     if node.kind == "flatten":
         return x.reshape(n, -1)
     if node.kind == "linear":

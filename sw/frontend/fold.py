@@ -40,3 +40,33 @@ def fold_batchnorm(nodes: list) -> list:
                                           sources=prev.sources + node.sources)
         names[node.name] = prev.name
     return out
+
+
+def fold_padding(nodes: list) -> list:
+    """Fold each zero padding that is even on both sides of an axis into the convolution or
+    average pooling (which pads with zeros and divides by the whole window) that alone reads
+    it; any other padding stays a node of its own (float pass)."""
+    readers = {}
+    for node in nodes:
+        for name in node.inputs:
+            readers.setdefault(name, []).append(node)
+    folded, out = {}, []
+    last = nodes[-1].name if nodes else None
+    for node in nodes:
+        if node.kind == "pad" and node.name != last and len(readers.get(node.name, [])) == 1:
+            top, bottom, left, right = node.attrs["pads"]
+            reader = readers[node.name][0]
+            if top == bottom and left == right and reader.kind in ("conv", "avgpool"):
+                ph, pw = (p + q for p, q in zip(reader.attrs["padding"], (top, left)))
+                kh, kw = reader.attrs["kernel"] if reader.kind == "avgpool" else \
+                    reader.params["weight"].shape[2:]
+                if reader.kind == "conv" or (2 * ph <= kh and 2 * pw <= kw):
+                    folded[reader.name] = (node, (ph, pw))
+                    continue
+        if node.name in folded:
+            pad, padding = folded[node.name]
+            node = node.replace(in_shape=pad.in_shape, inputs=pad.inputs,
+                                attrs={**node.attrs, "padding": padding},
+                                sources=pad.sources + node.sources)
+        out.append(node)
+    return out

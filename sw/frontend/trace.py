@@ -29,7 +29,7 @@ from ..ir.graph import INPUT
 from ..ir.kernels import out_size
 
 KINDS = ("conv", "bn", "relu", "relu6", "maxpool", "avgpool", "flatten", "linear", "add",
-         "concat")
+         "concat", "pad")
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +160,39 @@ def _adaptive(path, shape, output_size, one_d: bool = False):
     return _pool_node(f"AvgPool{1 if one_d else 2}d", path, shape, window, window, 0)
 
 
+def _pad_node(kind, path, shape, pads, mode="constant", value=0.0):
+    """Zero padding: ``pads`` as PyTorch orders them (last dimension first: left, right, then
+    top, bottom). Node attribute ``pads`` is ``(top, bottom, left, right)`` on the map."""
+    if mode != "constant" or value not in (None, 0, 0.0):
+        why = f"mode must be 'constant', not {mode!r}" if mode != "constant" else \
+            f"the padding value must be 0, not {value!r}"
+        raise _unsupported(kind, path, why)
+    pads = [int(p) for p in pads]
+    if len(shape) not in (2, 3) or len(pads) not in (2, 4) or len(pads) // 2 > len(shape) - 1:
+        raise _unsupported(kind, path, f"pads {pads} must pad the width (and height) of a "
+                                       f"C x L signal or C x H x W map, not shape {shape}")
+    if min(pads) < 0:
+        raise _unsupported(kind, path, f"pads {pads} must be >= 0 (no cropping)")
+    left, right, top, bottom = (pads + [0, 0])[:4]
+    if len(shape) == 2 and (top or bottom):
+        raise _unsupported(kind, path, f"pads {pads} must pad only the length of a signal")
+    c, h, w = _map(shape)
+    out = _unmap((c, h + top + bottom, w + left + right), len(shape) == 2)
+    return FloatNode("pad", path, shape, out, {}, {"pads": (top, bottom, left, right)}, (path,))
+
+
+def _pad_module(m, path, shape):
+    kind = type(m).__name__
+    pads = list(m.padding) if isinstance(m.padding, (tuple, list)) else \
+        [m.padding] * (2 if kind.endswith("1d") else 4)
+    return _pad_node(kind, path, shape, pads, "constant", getattr(m, "value", 0.0))
+
+
+def _pad_fn(node, path, shape):
+    a = _call_args(node, {"pad": None, "mode": "constant", "value": None})
+    return _pad_node("pad", path, shape, a["pad"], a["mode"], a["value"])
+
+
 def _flatten(path, shape, start_dim=1, end_dim=-1):
     if start_dim != 1 or end_dim != -1:
         raise _unsupported("Flatten", path, f"only flatten(start_dim=1, end_dim=-1), not "
@@ -237,7 +270,8 @@ def _module_builder(m: nn.Module):
                                                                         m.output_size, True)),
                 (nn.Flatten, lambda m, path, shape: _flatten(path, shape, m.start_dim,
                                                              m.end_dim)),
-                (nn.Linear, _linear_node))
+                (nn.Linear, _linear_node),
+                ((nn.ZeroPad2d, nn.ZeroPad1d, nn.ConstantPad2d, nn.ConstantPad1d), _pad_module))
     return next((build for cls, build in builders if isinstance(m, cls)), None)
 
 
@@ -316,6 +350,7 @@ FUNCTIONS = {   # supported functions -> builder (node, path, shape)
     F.adaptive_avg_pool1d: lambda node, path, shape: _adaptive(
         path, shape, _call_args(node, {"output_size": None})["output_size"], True),
     torch.flatten: _flatten_call,
+    F.pad: _pad_fn,
 }
 
 

@@ -116,13 +116,14 @@ class QLayer:
 
     @property
     def is_copy(self) -> bool:
-        """A 1x1 convolution with zero bias that sets each output channel to one input channel
-        or to zero (0/1 weights, at most one 1 per output channel): a clamp, pooling layer or
-        requantizing copy lowered onto the convolution datapath (`passes.identity_conv`), or a
-        copy that places a concatenation (`striate.sw.mapping.concat`)."""
-        if self.op != "conv" or self.kernel != (1, 1) or self.bias.any():
+        """A convolution with zero bias that sets each output value to one input value (at one
+        channel and kernel offset) or to zero: 0/1 weights, at most one 1 per output channel.
+        A clamp, pooling layer or requantizing copy lowered onto the convolution datapath
+        (`passes.identity_conv`), a zero padding (`quantize`), or a copy that places a
+        concatenation (`striate.sw.mapping.concat`)."""
+        if self.op != "conv" or self.bias.any():
             return False
-        w = self.weight[:, :, 0, 0]
+        w = self.weight.reshape(self.weight.shape[0], -1)
         return bool(np.isin(w, (0, 1)).all() and (w.sum(axis=1) <= 1).all())
 
     @property

@@ -25,11 +25,11 @@ from . import numerics
 from ..errors import QuantizationError
 from ..frontend.float_ref import run_float
 from .graph import INPUT, QGraph, QLayer, map_shape
-from .passes import identity_conv
+from .passes import IDENTITY_MULT, IDENTITY_SHIFT, identity_conv
 from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
-RANGE_ONLY = ("relu", "relu6", "maxpool")
+RANGE_ONLY = ("relu", "relu6", "maxpool", "pad")
 RESCALING = ("conv", "linear", "avgpool", "add")   # nodes whose output gets a scale of its own
 
 
@@ -222,6 +222,22 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
     return wq, bq.astype(np.int32), np.array(mults, np.int64), np.array(shifts, np.int64)
 
 
+def _padding(node, scale: float, common: dict) -> QLayer:
+    """Zero padding ``(top, bottom, left, right)`` as a copy: a convolution with symmetric
+    padding ``P = max`` of each axis and one unit weight per channel at ``P - top`` /
+    ``P - left`` of a ``2P - top - bottom + 1`` (by width alike) kernel, so output pixel
+    ``(y, x)`` is input pixel ``(y - top, x - left)``, or 0 outside the input."""
+    top, bottom, left, right = node.attrs["pads"]
+    ph, pw = max(top, bottom), max(left, right)
+    kh, kw = 2 * ph - top - bottom + 1, 2 * pw - left - right + 1
+    c = common["in_shape"][0]
+    weight = np.zeros((c, c, kh, kw), np.int8)
+    weight[np.arange(c), np.arange(c), ph - top, pw - left] = 1
+    return QLayer(op="conv", out_scale=scale, weight=weight, bias=np.zeros(c, np.int32),
+                  mult=np.full(c, IDENTITY_MULT, np.int64),
+                  shift=np.full(c, IDENTITY_SHIFT, np.int64), padding=(ph, pw), **common)
+
+
 def _rescaled(name: str, shape: tuple, s_in: float, s_out: float, index: int, concat) -> QLayer:
     """A 1x1 identity convolution that requantizes tensor ``name`` from ``s_in`` to ``s_out``:
     the copy a concatenation input needs when its producer cannot take the concatenation's
@@ -274,6 +290,9 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
             layer = QLayer(op="pool", out_scale=out_scale, pool=node.kind[:3],
                            pool_kernel=a["kernel"], pool_stride=a["stride"],
                            pool_padding=a["padding"], pool_mult=mult, pool_shift=shift, **common)
+        elif node.kind == "pad":
+            layer = _padding(node, scale, common)
+            out_rng = rng
         elif node.kind == "flatten":
             layer = QLayer(op="flatten", out_scale=scale, **common)
             out_rng = rng

@@ -1,0 +1,84 @@
+"""Zero padding as its own op (``F.pad``, ``ZeroPad1d/2d``, ``ConstantPad1d/2d`` with 0): folded
+into the convolution or average pool after it when even on both sides, else a copy layer that
+shifts the map into a larger one (asymmetric 'same' padding of stride-2 layers, padding before
+a max pool); bit-exact on the RTL."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import striate
+from striate import UnsupportedLayerError
+
+
+class Net(nn.Module):
+    def __init__(self, forward, c_in=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(c_in, 8, 3, stride=2)
+        self.b = nn.Conv2d(8, 8, 3)
+        self.c = nn.Conv1d(c_in, 8, 3)
+        self.zero2d, self.zero1d = nn.ZeroPad2d(1), nn.ZeroPad1d((2, 0))
+        self.constant = nn.ConstantPad2d(2, 0.0)
+        self._forward = forward
+
+    def forward(self, x):
+        return self._forward(self, x)
+
+
+CASES = {
+    # Keras / TFLite 'same' on a stride-2 layer: 0 rows and columns before, 1 after
+    "asymmetric stride 2": (lambda s, x: s.a(F.pad(x, (0, 1, 0, 1))), (3, 17, 16), 1),
+    "before a max pool": (lambda s, x: F.max_pool2d(s.zero2d(F.relu(s.a(x))), 2),
+                          (3, 15, 15), 1),
+    "even, folded": (lambda s, x: s.b(s.constant(s.a(x))), (3, 15, 15), 0),
+    "even before an average pool": (lambda s, x: F.avg_pool2d(F.pad(s.a(x), (1, 1, 1, 1)), 3),
+                                    (3, 15, 15), 0),
+    "causal signal": (lambda s, x: s.c(s.zero1d(x)), (3, 20), 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_padding_runs_bit_exact(case):
+    forward, shape, copies = CASES[case]
+    model = Net(forward).eval()
+    x = np.random.default_rng(3).standard_normal((8, *shape)).astype(np.float32)
+    program = striate.compile(model, x)
+    pads = [l for l in program.layers if l.is_copy]
+    assert len(pads) == copies and all(l.macs == 0 for l in pads)
+    xq = program.quantize_input(x[:2])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x[:2])).numpy()
+    y = program.run_reference(xq) * program.output_scale
+    assert np.abs(y - ref).max() <= 0.05 * np.abs(ref).max() + 4 * program.output_scale
+    with striate.open("verilator") as dev:
+        got = dev.run(program, xq, return_all=True)
+    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+
+
+def test_even_padding_folds_into_the_convolution():
+    model = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(8, 4, 3), nn.ReLU()).eval()
+    program = striate.compile(model, np.random.rand(4, 8, 8, 8))
+    assert len(program.layers) == 1 and program.layers[0].padding == (1, 1)
+    assert program.layers[0].sources == ("0", "1", "2")
+
+
+@pytest.mark.parametrize("layer, message", [
+    (lambda x: F.pad(x, (1, 1, 1, 1), mode="reflect"),
+     "pad at 'pad' is not supported: mode must be 'constant', not 'reflect'"),
+    (nn.ConstantPad2d(1, 0.5), "ConstantPad2d at '0' is not supported: the padding value must "
+                               "be 0, not 0.5"),
+    (lambda x: F.pad(x, (-1, 0, 0, 0)), r"pad at 'pad' is not supported: pads \[-1, 0, 0, 0\] "
+                                        r"must be >= 0 \(no cropping\)"),
+    (lambda x: F.pad(x, (0, 0, 0, 0, 1, 1)), "pad at 'pad' is not supported: pads "),
+])
+def test_padding_the_hardware_cannot_do_is_named(layer, message):
+    class Wrap(nn.Module):
+        def forward(self, x):
+            return layer(x)
+    model = nn.Sequential(layer).eval() if isinstance(layer, nn.Module) else Wrap()
+    with pytest.raises(UnsupportedLayerError, match=message):
+        striate.compile(model, np.random.rand(4, 3, 8, 8))
