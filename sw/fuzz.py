@@ -441,9 +441,11 @@ class _Builder:
         if rng.random() < 0.3 and (cfg.pool_padding or not self.legal):
             padding = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
         functional = rng.random() < 0.3
+        ceil = kind == "max" and rng.random() < 0.25     # after a ReLU, as it must be
         if kind == "max":
-            op = (partial(F.max_pool2d, kernel_size=(kh, kw), stride=stride, padding=padding)
-                  if functional else nn.MaxPool2d((kh, kw), stride, padding))
+            op = (partial(F.max_pool2d, kernel_size=(kh, kw), stride=stride, padding=padding,
+                          ceil_mode=ceil)
+                  if functional else nn.MaxPool2d((kh, kw), stride, padding, ceil_mode=ceil))
         else:
             # count_include_pad=False is supported where no window reaches padding
             count = not (padding == (0, 0) and rng.random() < 0.3)
@@ -451,11 +453,13 @@ class _Builder:
                           count_include_pad=count)
                   if functional else nn.AvgPool2d((kh, kw), stride, padding,
                                                   count_include_pad=count))
-        text = (f"F.{kind}_pool2d(kernel_size={(kh, kw)}, stride={stride}, padding={padding})"
-                if functional else repr(op))
+        text = (f"F.{kind}_pool2d(kernel_size={(kh, kw)}, stride={stride}, padding={padding}"
+                f"{', ceil_mode=True' * ceil})" if functional else repr(op))
         out = self.shape_after(op, shape)
         if min(out[1:]) < 1:
             return None
+        if ceil:
+            self.add(nn.ReLU(), "nn.ReLU()")
         self.add(op, text)
         return out
 

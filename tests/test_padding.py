@@ -82,3 +82,36 @@ def test_padding_the_hardware_cannot_do_is_named(layer, message):
     model = nn.Sequential(layer).eval() if isinstance(layer, nn.Module) else Wrap()
     with pytest.raises(UnsupportedLayerError, match=message):
         striate.compile(model, np.random.rand(4, 3, 8, 8))
+
+
+def test_ceil_mode_max_pooling_after_a_relu():
+    """``ceil_mode=True`` (SqueezeNet's pools): the last windows' rows and columns past the map
+    become a zero padding layer before the pool, exact after a ReLU; bit-exact on the RTL."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                          nn.Conv2d(8, 4, 1), nn.ReLU(),
+                          nn.MaxPool2d(2, ceil_mode=True, padding=1)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 8, 14, 13)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert [l.name for l in program.layers] == ["0", "2.ceil", "3"]
+    assert program.graph.output_shape == (4, 4, 3)
+    xq = program.quantize_input(x[:2])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x[:2])).numpy()
+    assert np.abs(program.run_reference(xq) * program.output_scale - ref).max() <= \
+        0.05 * np.abs(ref).max()
+    with striate.open("verilator") as dev:
+        got = dev.run(program, xq, return_all=True)
+    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+
+
+def test_ceil_mode_the_hardware_cannot_do_is_named():
+    x = np.random.rand(4, 8, 8, 8)     # 6 x 6 after the convolution: a window past it
+    with pytest.raises(UnsupportedLayerError, match="max pooling at '1' is not supported: "
+                                                    "ceil_mode=True needs a non-negative input"):
+        striate.compile(nn.Sequential(nn.Conv2d(8, 8, 3), nn.MaxPool2d(3, 2, ceil_mode=True))
+                        .eval(), x)
+    with pytest.raises(UnsupportedLayerError, match=r"AvgPool2d at '0' is not supported: "
+                                                    r"ceil_mode=True \(supported for max"):
+        striate.compile(nn.Sequential(nn.AvgPool2d(2, ceil_mode=True)).eval(), x)

@@ -113,7 +113,17 @@ def _conv_node(m, path, shape):
                      {"stride": stride, "padding": padding}, (path,))
 
 
-def _pool_node(kind, path, shape, kernel, stride, padding):
+def _ceil_extra(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Rows (or columns) past the padded input that ``ceil_mode=True`` windows reach: PyTorch
+    rounds the output count up, but drops a last window that would start in the right
+    padding."""
+    out = -(-(size + 2 * padding - kernel) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return max(0, (out - 1) * stride + kernel - (size + 2 * padding))
+
+
+def _pool_node(kind, path, shape, kernel, stride, padding, ceil_mode=False):
     one_d = "1d" in kind
     kernel = _planar(kernel, one_d, 1)
     stride = _planar(stride if stride not in (None, ()) else kernel[one_d:], one_d, 1)
@@ -126,19 +136,24 @@ def _pool_node(kind, path, shape, kernel, stride, padding):
         raise _unsupported(kind, path, f"padding must be at most half the "
                                        f"{kernel[0]}x{kernel[1]} window, not "
                                        f"{padding[0]}x{padding[1]}")
-    oh = out_size(shape[1], kernel[0], stride[0], padding[0])
-    ow = out_size(shape[2], kernel[1], stride[1], padding[1])
+    extra = tuple(_ceil_extra(n, k, s, p) if ceil_mode else 0
+                  for n, k, s, p in zip(shape[1:], kernel, stride, padding))
+    oh = out_size(shape[1] + extra[0], kernel[0], stride[0], padding[0])
+    ow = out_size(shape[2] + extra[1], kernel[1], stride[1], padding[1])
     if oh < 1 or ow < 1:
         raise _unsupported(kind, path, f"window {kernel} does not fit a {shape[1]}x{shape[2]} map")
     name = "maxpool" if kind.lower().startswith("max") else "avgpool"
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding}
+    if any(extra):      # ceil_mode windows past the map: bottom and right
+        attrs["extra"] = extra
     return FloatNode(name, path, _unmap(shape, one_d), _unmap((shape[0], oh, ow), one_d), {},
-                     {"kernel": kernel, "stride": stride, "padding": padding}, (path,))
+                     attrs, (path,))
 
 
 def _check_pool_options(kind, path, ceil_mode=False, dilation=1, count_include_pad=True,
                         divisor_override=None, return_indices=False, padding=0):
-    if ceil_mode:
-        raise _unsupported(kind, path, "ceil_mode=True")
+    if ceil_mode and not kind.lower().startswith("max"):
+        raise _unsupported(kind, path, "ceil_mode=True (supported for max pooling only)")
     if _pair(dilation) != (1, 1):
         raise _unsupported(kind, path, f"dilation must be 1, not {dilation}")
     if divisor_override is not None:
@@ -232,7 +247,7 @@ PARAM_NAMES = {"bn": {"gamma": "weight", "beta": "bias", "mean": "running_mean",
 def _maxpool_module(m, path, shape):
     kind = type(m).__name__
     _check_pool_options(kind, path, m.ceil_mode, m.dilation, return_indices=m.return_indices)
-    return _pool_node(kind, path, shape, m.kernel_size, m.stride, m.padding)
+    return _pool_node(kind, path, shape, m.kernel_size, m.stride, m.padding, m.ceil_mode)
 
 
 def _avgpool_module(m, path, shape):
@@ -312,7 +327,8 @@ def _max_pool_fn(node, path, shape, kind="max_pool2d"):
                           "ceil_mode": False, "return_indices": False})
     _check_pool_options(kind, path, a["ceil_mode"], a["dilation"],
                         return_indices=a["return_indices"])
-    return _pool_node(kind, path, shape, a["kernel_size"], a["stride"], a["padding"])
+    return _pool_node(kind, path, shape, a["kernel_size"], a["stride"], a["padding"],
+                      a["ceil_mode"])
 
 
 def _avg_pool_fn(node, path, shape, kind="avg_pool2d"):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import numerics
-from ..errors import QuantizationError
+from ..errors import QuantizationError, UnsupportedLayerError
 from ..frontend.float_ref import run_float
 from .graph import INPUT, QGraph, QLayer, map_shape
 from .passes import IDENTITY_MULT, IDENTITY_SHIFT, identity_conv
@@ -222,6 +222,33 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
     return wq, bq.astype(np.int32), np.array(mults, np.int64), np.array(shifts, np.int64)
 
 
+def _ceil_padding(node, common: dict, scale: float, rng: tuple, layers: list,
+                  tensors: dict) -> dict:
+    """For a ``ceil_mode=True`` max pool: append a zero padding layer ``<pool>.ceil`` of the
+    rows and columns its last windows reach past the map, and return the pool's fields reading
+    it. Exact when the input is never negative (a ReLU before it): each window holds a value of
+    the map (PyTorch's rule), so the zeros never win the maximum, as PyTorch's -inf would not."""
+    if rng[0] < 0:
+        raise UnsupportedLayerError(
+            f"max pooling at '{node.name}' is not supported: ceil_mode=True needs a "
+            "non-negative input (a ReLU before it)")
+    eh, ew = node.attrs["extra"]
+    c, h, w = common["in_shape"]
+    padded = (c, h + eh, w + ew)
+    pad = _padding(_Pads((0, eh, 0, ew)), scale,
+                   {**common, "name": f"{node.name}.ceil", "out_shape": padded})
+    layers.append(pad)
+    tensors[pad.name] = (scale, rng)
+    return {**common, "in_shape": padded, "inputs": (pad.name,)}
+
+
+class _Pads:
+    """What `_padding` reads of a padding node."""
+
+    def __init__(self, pads: tuple):
+        self.attrs = {"pads": pads}
+
+
 def _padding(node, scale: float, common: dict) -> QLayer:
     """Zero padding ``(top, bottom, left, right)`` as a copy: a convolution with symmetric
     padding ``P = max`` of each axis and one unit weight per channel at ``P - top`` /
@@ -280,6 +307,8 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
         elif node.kind in ("maxpool", "avgpool"):
             a = node.attrs
             mult, shift, out_scale = 0, 0, scale
+            if "extra" in a:
+                common = _ceil_padding(node, common, scale, rng, layers, tensors)
             if node.kind == "avgpool":
                 out_scale = scales[node.name]
                 area = a["kernel"][0] * a["kernel"][1]
