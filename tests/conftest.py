@@ -34,3 +34,11 @@ def lenet_program(lenet, calibration):
 def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def device():
+    """The default configuration on the Verilator backend, one per test module."""
+    import striate
+    with striate.open("verilator") as dev:
+        yield dev

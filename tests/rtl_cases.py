@@ -67,3 +67,24 @@ def random_inputs(rng, n, shape):
     x = rng.integers(-128, 128, (n, *shape))
     return np.where(rng.random(x.shape) < 0.1, rng.choice([-128, 0, 127], x.shape), x) \
         .astype(np.int8)
+
+
+def check_on_rtl(device, program, xq):
+    """Run ``program`` on ``device`` reading back every layer: each equals the golden model
+    (``np.array_equal``); the counters equal the cycle model (exactly for layers that cannot
+    stall, within its bound for the others; 0 for a concatenation, which has no descriptor)
+    and add up to CYCLES. Returns the run's counters."""
+    from striate.sw.golden import cycles
+    got = device.run(program, xq, return_all=True)
+    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+    stats = device.last_run
+    for layer, measured, predicted in zip(program.layers, stats.layer_cycles,
+                                          cycles.program_cycles(program)):
+        if cycles.may_stall(layer, program.config):
+            assert predicted <= measured <= cycles.layer_cycles_bound(layer, program.config)
+        else:
+            assert measured == predicted, layer.name
+        assert (measured == 0) == (layer.op == "concat"), layer.name
+    assert stats.cycles == sum(stats.layer_cycles)
+    return stats

@@ -12,6 +12,8 @@ from striate.sw.datasets import digits
 from striate.sw.ir.quantize import CALIBRATION_METHODS
 from striate.sw.ptq import compare
 
+import rtl_cases
+
 
 def test_committed_lenet_keeps_up_with_pytorch_ptq(lenet, calibration):
     """Every method: top-1 on the digits test split at least PyTorch's FX int8 PTQ (x86
@@ -29,7 +31,7 @@ def _outlier_net():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
 
 
-def test_clipping_methods_clip_long_tails_and_stay_bit_exact():
+def test_clipping_methods_clip_long_tails_and_stay_bit_exact(device):
     """With an extreme calibration value, percentile and MSE clipping give no tensor a coarser
     scale than min/max, the input a finer one; the programs run bit-exact on the RTL."""
     x = np.random.default_rng(0).laplace(size=(32, 3, 10, 10)).astype(np.float32)
@@ -43,12 +45,8 @@ def test_clipping_methods_clip_long_tails_and_stay_bit_exact():
         program = programs[method]
         assert all(a.out_scale <= b.out_scale * (1 + 1e-12)
                    for a, b in zip(program.layers, wide.layers)), method
-    with striate.open("verilator") as dev:
-        for program in programs.values():
-            xq = program.quantize_input(x[:2])
-            for a, b in zip(dev.run(program, xq, return_all=True),
-                            program.run_reference(xq, return_all=True)):
-                np.testing.assert_array_equal(a, b.reshape(a.shape))
+    for program in programs.values():
+        rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
 
 
 def test_an_unknown_method_is_refused():

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 import striate
 from striate.models import reference
 from striate.sw import compiler, fuzz
-from striate.sw.golden import cycles
 from striate.sw.golden import model as golden
 from striate.sw.ir import numerics
 from striate.sw.ir.passes import INTEGER_PASSES
 from striate.sw.ir.quantize import quantize_graph
 from striate.sw.mapping.concat import place_concats
 from striate.sw.runtime.program import Program
+
+import rtl_cases
 
 
 class Net(nn.Module):
@@ -68,24 +69,6 @@ def devices():
         device.close()
 
 
-def _check_on_rtl(device, program, xq):
-    """Every layer read back equals the golden model; the counters equal the cycle model
-    (concatenations: 0 cycles). Returns the counters."""
-    got = device.run(program, xq, return_all=True)
-    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
-        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
-    stats = device.last_run
-    for layer, measured, predicted in zip(program.layers, stats.layer_cycles,
-                                          cycles.program_cycles(program)):
-        if cycles.may_stall(layer, program.config):
-            assert predicted <= measured <= cycles.layer_cycles_bound(layer, program.config)
-        else:
-            assert measured == predicted, layer.name
-        assert (measured == 0) == (layer.op == "concat"), layer.name
-    assert stats.cycles == sum(stats.layer_cycles)
-    return stats
-
-
 def _views_in_place(program):
     """Each concatenation input lies in its output at its channel offset."""
     cfg, tensors = program.config, program.plan.tensors
@@ -111,7 +94,7 @@ def test_concatenations_run_bit_exact(case, config, devices):
         ref = model(torch.from_numpy(x[:3])).numpy()
     y = program.run_reference(xq) * program.output_scale
     assert np.abs(y - ref).max() <= 0.05 * np.abs(ref).max() + 4 * program.output_scale
-    _check_on_rtl(devices[config], program, xq)
+    rtl_cases.check_on_rtl(devices[config], program, xq)
 
 
 def test_placement_keeps_the_golden_model_and_adds_only_what_it_must():
@@ -162,7 +145,7 @@ def test_fire_stack_concatenates_in_place_on_the_rtl(devices):
     assert len(program.layers) == len(compiler.compile_graph(model, x).layers) == 19
     assert sum(d is not None for d in program.descriptors) == 15
     _views_in_place(program)
-    stats = _check_on_rtl(devices["default"], program, program.quantize_input(x[:2]))
+    stats = rtl_cases.check_on_rtl(devices["default"], program, program.quantize_input(x[:2]))
     assert stats.utilization["network"] >= 0.75 and "cat" not in stats.utilization
 
 

@@ -18,6 +18,8 @@ from striate.sw.ir import numerics, passes
 from striate.sw.ir.graph import INPUT
 from striate.sw.ir.quantize import quantize_graph
 
+import rtl_cases
+
 
 class Net(nn.Module):
     """Modules ``a``, ``b`` (3 -> 3 channel convolutions) and a forward given as a function."""
@@ -273,29 +275,6 @@ def test_add_multipliers_refuse_inputs_that_cancel():
 
 # -- on the RTL ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def device():
-    with striate.open("verilator") as dev:
-        yield dev
-
-
-def _run_on_rtl(device, program, xq):
-    """Every layer read back from the RTL equals the golden model; the counters equal the cycle
-    model (exactly for layers that cannot stall). Returns the run's counters."""
-    from striate.sw.golden import cycles
-    got = device.run(program, xq, return_all=True)
-    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
-        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
-    stats = device.last_run
-    for layer, measured, predicted in zip(program.layers, stats.layer_cycles,
-                                          cycles.program_cycles(program)):
-        if cycles.may_stall(layer, program.config):
-            assert predicted <= measured <= cycles.layer_cycles_bound(layer, program.config)
-        else:
-            assert measured == predicted, layer.name
-    return stats
-
-
 def test_resnet8_runs_bit_exact_on_the_rtl(device):
     """MLPerf Tiny ResNet-8 on the default configuration: every layer bit-exact, the cycle
     model exact, at least 85 % of the PE array busy over the whole network."""
@@ -304,7 +283,7 @@ def test_resnet8_runs_bit_exact_on_the_rtl(device):
     x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
     program = striate.compile(model, x)
     assert sum(l.op == "add" for l in program.layers) == 3
-    stats = _run_on_rtl(device, program, program.quantize_input(x[:2]))
+    stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
     assert stats.utilization["network"] >= 0.85
 
 
@@ -315,7 +294,7 @@ def test_autoencoder_runs_bit_exact_on_the_rtl(device):
     x = np.random.default_rng(0).standard_normal((16, 640)).astype(np.float32)
     program = striate.compile(model, x)
     assert program.graph.input_shape == (640,) and len(program.layers) == 10
-    _run_on_rtl(device, program, program.quantize_input(x[:2]))
+    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
 
 
 @pytest.mark.parametrize("forward", [
@@ -328,7 +307,7 @@ def test_adds_run_bit_exact_in_either_ram_layout(device, forward):
     model = Net(forward).eval()
     x = np.random.default_rng(2).standard_normal((8, 3, 7, 9)).astype(np.float32)
     program = striate.compile(model, x)
-    _run_on_rtl(device, program, program.quantize_input(x[:3]))
+    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:3]))
 
 
 def test_illegal_add_descriptors_stop_with_an_error(device):
@@ -352,7 +331,7 @@ def test_illegal_add_descriptors_stop_with_an_error(device):
         finally:
             program.descriptors = good
             device._loaded = None
-    _run_on_rtl(device, program, xq)
+    rtl_cases.check_on_rtl(device, program, xq)
 
 
 def test_a_configuration_without_the_add_path_refuses_adds():

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 import striate
 from striate import UnsupportedLayerError
 
+import rtl_cases
+
 
 class Net(nn.Module):
     def __init__(self, forward, c_in=3):
@@ -41,7 +43,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_padding_runs_bit_exact(case):
+def test_padding_runs_bit_exact(case, device):
     forward, shape, copies = CASES[case]
     model = Net(forward).eval()
     x = np.random.default_rng(3).standard_normal((8, *shape)).astype(np.float32)
@@ -53,10 +55,7 @@ def test_padding_runs_bit_exact(case):
         ref = model(torch.from_numpy(x[:2])).numpy()
     y = program.run_reference(xq) * program.output_scale
     assert np.abs(y - ref).max() <= 0.05 * np.abs(ref).max() + 4 * program.output_scale
-    with striate.open("verilator") as dev:
-        got = dev.run(program, xq, return_all=True)
-    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
-        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+    rtl_cases.check_on_rtl(device, program, xq)
 
 
 def test_even_padding_folds_into_the_convolution():
@@ -84,7 +83,7 @@ def test_padding_the_hardware_cannot_do_is_named(layer, message):
         striate.compile(model, np.random.rand(4, 3, 8, 8))
 
 
-def test_ceil_mode_max_pooling_after_a_relu():
+def test_ceil_mode_max_pooling_after_a_relu(device):
     """``ceil_mode=True`` (SqueezeNet's pools): the last windows' rows and columns past the map
     become a zero padding layer before the pool, exact after a ReLU; bit-exact on the RTL."""
     torch.manual_seed(0)
@@ -100,10 +99,7 @@ def test_ceil_mode_max_pooling_after_a_relu():
         ref = model(torch.from_numpy(x[:2])).numpy()
     assert np.abs(program.run_reference(xq) * program.output_scale - ref).max() <= \
         0.05 * np.abs(ref).max()
-    with striate.open("verilator") as dev:
-        got = dev.run(program, xq, return_all=True)
-    for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
-        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+    rtl_cases.check_on_rtl(device, program, xq)
 
 
 def test_ceil_mode_the_hardware_cannot_do_is_named():
