@@ -10,6 +10,9 @@
 * `fire_stack`: SqueezeNet-style fire modules (1x1 squeeze, then 1x1 and 3x3 expands
   concatenated along channels) on 32 x 32 x 3 inputs, with max pooling between them (floor
   mode).
+* `tdnn`: a time-delay net for keyword spotting on ``N x 40 x 64`` inputs (40 filterbank
+  features, 64 frames): four Conv1d + BatchNorm1d + ReLU layers (contexts 5, 3, 3, 3; the
+  second strided), a max pool, a global average pool and a 12-way classifier.
 
 >>> import torch
 >>> resnet8()(torch.zeros(2, 3, 32, 32)).shape
@@ -18,6 +21,8 @@ torch.Size([2, 10])
 torch.Size([2, 640])
 >>> fire_stack()(torch.zeros(2, 3, 32, 32)).shape
 torch.Size([2, 10])
+>>> tdnn()(torch.zeros(2, 40, 64)).shape
+torch.Size([2, 12])
 """
 
 from __future__ import annotations
@@ -94,3 +99,13 @@ def fire_stack(classes: int = 10) -> nn.Module:
         _Fire(32, 8, 16), _Fire(32, 8, 16), nn.MaxPool2d(2),
         _Fire(32, 16, 32), _Fire(64, 16, 32),
         nn.Conv2d(64, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+
+def tdnn(features: int = 40, classes: int = 12) -> nn.Module:
+    def layer(c_in, c_out, k, stride=1):
+        return [nn.Conv1d(c_in, c_out, k, stride, padding=k // 2, bias=False),
+                nn.BatchNorm1d(c_out), nn.ReLU()]
+    return nn.Sequential(
+        *layer(features, 64, 5), *layer(64, 64, 3, 2), nn.MaxPool1d(2),
+        *layer(64, 64, 3), *layer(64, 64, 3),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(64, classes)).eval()
