@@ -260,11 +260,14 @@ class _Builder:
                 return None
         out_max = max(1, min(4 * cfg.pe_out, 48))
         o = self.small_int(1, out_max)
+        groups = self.groups(c)
+        if groups > 1:          # depthwise (groups = c) or grouped, with a channel multiplier
+            o = groups * self.small_int(1, max(1, out_max // groups))
         bias = bool(rng.random() < 0.8)
         conv = nn.Conv2d(c, o, (kh, kw), stride=stride if mode != "same" else 1,
-                         padding=padding, bias=bias)
+                         padding=padding, bias=bias, groups=groups)
         out = self.shape_after(conv, shape)
-        macs = out[0] * out[1] * out[2] * c * kh * kw
+        macs = out[0] * out[1] * out[2] * c // groups * kh * kw
         if macs > self.macs_left or not self.fits(out) or not self.fits_alive(shape, out):
             return None
         self.macs_left -= macs
@@ -280,6 +283,15 @@ class _Builder:
             bn = self._bn(o)
             self.add(bn, repr(bn))
         return out
+
+    def groups(self, c: int) -> int:
+        """1, or for one convolution in five a divisor of its ``c`` input channels (``c``
+        itself, depthwise, half the time)."""
+        if c < 2 or self.rng.random() >= 0.2:
+            return 1
+        if self.rng.random() < 0.5:
+            return c
+        return int(self.rng.choice([d for d in range(2, c + 1) if c % d == 0]))
 
     def branch(self, shape, stride: int, out: int, convs: int):
         """An `nn.Sequential` of ``convs`` convolutions with odd kernels and half-kernel padding
@@ -614,7 +626,11 @@ def _signal_layer(b: _Builder, shape):
         if padding == "valid" and k > length:
             return None
         out = b.small_int(1, max(1, min(4 * cfg.pe_out, 48)))
-        op = nn.Conv1d(c, out, k, stride=stride, padding=padding, bias=bool(rng.random() < 0.8))
+        groups = b.groups(c)
+        if groups > 1:
+            out = groups * b.small_int(1, max(1, 48 // groups))
+        op = nn.Conv1d(c, out, k, stride=stride, padding=padding, bias=bool(rng.random() < 0.8),
+                       groups=groups)
         with torch.no_grad():
             op.weight.mul_(float(10 ** rng.uniform(-2, 1)))
         text = repr(op)

@@ -199,16 +199,15 @@ def _bare_linear(self, x):
 CASES = [
     (Wrap(nn.Conv2d(1, 4, 3), nn.Sigmoid()), UnsupportedLayerError,
      "Sigmoid at 'body.1' is not supported"),
-    (Wrap(nn.Conv2d(2, 4, 3, groups=2)), UnsupportedLayerError,
-     "Conv2d at 'body.0' is not supported: groups must be 1, not 2"),
     (Wrap(nn.Conv2d(1, 4, 3, dilation=2)), UnsupportedLayerError,
      r"Conv2d at 'body.0' is not supported: dilation must be 1, not \(2, 2\)"),
     (Wrap(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")), UnsupportedLayerError,
      "padding_mode must be 'zeros', not 'reflect'"),
     (Wrap(nn.ReLU(), nn.BatchNorm2d(1)), UnsupportedLayerError,
      "BatchNorm2d at 'body.1' is not supported: it must directly follow a Conv2d"),
-    (Wrap(nn.MaxPool2d(2, ceil_mode=True)), UnsupportedLayerError,
-     "MaxPool2d at 'body.0' is not supported: ceil_mode=True"),
+    (Wrap(nn.AvgPool2d(2, ceil_mode=True)), UnsupportedLayerError,
+     r"AvgPool2d at 'body.0' is not supported: ceil_mode=True \(supported for max pooling "
+     r"only\)"),
     (Wrap(nn.MaxPool2d(2, padding=2)), UnsupportedLayerError,
      "MaxPool2d at 'body.0' is not supported: padding must be at most half the 2x2 window, "
      "not 2x2"),

@@ -83,8 +83,6 @@ def _unmap(shape: tuple, one_d: bool) -> tuple:
 
 def _conv_node(m, path, shape):
     kind, one_d = type(m).__name__, isinstance(m, nn.Conv1d)
-    if m.groups != 1:
-        raise _unsupported(kind, path, f"groups must be 1, not {m.groups}")
     if _planar(m.dilation, one_d, 1) != (1, 1):
         raise _unsupported(kind, path, f"dilation must be 1, not {m.dilation}")
     if m.padding_mode != "zeros":
@@ -107,10 +105,25 @@ def _conv_node(m, path, shape):
     if oh < 1 or ow < 1:
         raise _unsupported(kind, path, f"kernel {kh}x{kw} does not fit a {h}x{w} map")
     bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_channels)
-    weight = _arr(m.weight).reshape(m.out_channels, m.in_channels, kh, kw)
+    weight = block_diagonal(_arr(m.weight).reshape(m.out_channels, -1, kh, kw), m.groups)
+    attrs = {"stride": stride, "padding": padding}
+    if m.groups > 1:
+        attrs["groups"] = m.groups
     return FloatNode("conv", path, shape, _unmap((m.out_channels, oh, ow), one_d),
-                     {"weight": weight, "bias": bias},
-                     {"stride": stride, "padding": padding}, (path,))
+                     {"weight": weight, "bias": bias}, attrs, (path,))
+
+
+def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped convolution's ``O x C/groups x KH x KW`` weights as the ``O x C x KH x KW``
+    weights of the dense convolution that computes the same: zero across groups."""
+    if groups == 1:
+        return weight
+    o, cg = weight.shape[:2]
+    og = o // groups
+    dense = np.zeros((o, cg * groups) + weight.shape[2:], weight.dtype)
+    for g in range(groups):
+        dense[g * og:(g + 1) * og, g * cg:(g + 1) * cg] = weight[g * og:(g + 1) * og]
+    return dense
 
 
 def _ceil_extra(size: int, kernel: int, stride: int, padding: int) -> int:

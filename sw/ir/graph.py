@@ -47,11 +47,18 @@ def map_shape(shape) -> tuple:
     return tuple(int(n) for n in shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
 
 
+def block_diagonal_mask(o: int, c: int, groups: int) -> np.ndarray:
+    """``O x C`` booleans: where a grouped convolution's dense weights may be nonzero."""
+    return (np.arange(o)[:, None] // (o // groups)) == (np.arange(c)[None, :] // (c // groups))
+
+
 @dataclass(frozen=True, eq=False)
 class QLayer:
     """One integer layer. Arrays: ``weight`` int8 ``O x C x KH x KW``, ``bias`` int32 ``O``,
     ``mult`` (31-bit) and ``shift`` per output channel as int64 ``O``. ``inputs`` name the
-    tensors it reads (empty: the layer before it in its graph, or `INPUT`)."""
+    tensors it reads (empty: the layer before it in its graph, or `INPUT`). A grouped (or
+    depthwise) convolution of ``groups`` groups is stored as the dense convolution that
+    computes the same, its weights zero where output and input channel groups differ."""
 
     name: str
     op: str
@@ -76,6 +83,7 @@ class QLayer:
     pool_shift: int = 0
     add_mult: tuple = (0, 0)
     add_shift: int = 0
+    groups: int = 1         # a grouped convolution: ``weight`` is zero across groups
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -95,6 +103,11 @@ class QLayer:
             if tuple(getattr(self, name).shape) != shape:
                 raise StriateError(f"layer '{self.name}': {name} must have shape {shape}, "
                                    f"not {tuple(getattr(self, name).shape)}")
+        g = self.groups
+        if g < 1 or o % g or c % g or np.any(self.weight[~block_diagonal_mask(o, c, g)]):
+            raise StriateError(f"layer '{self.name}': groups must divide the {o} output and {c} "
+                               f"input channels and the weights be zero across groups, not "
+                               f"groups={self.groups}")
         if not (np.all(self.mult >= 1) and np.all(self.mult < 1 << numerics.MULT_BITS)
                 and np.all(self.shift >= numerics.SHIFT_MIN)
                 and np.all(self.shift <= numerics.SHIFT_MAX)):
@@ -133,7 +146,7 @@ class QLayer:
         if self.op != "conv" or self.is_copy:
             return 0
         o, oh, ow = self.conv_shape
-        return o * oh * ow * int(np.prod(self.weight.shape[1:]))
+        return o * oh * ow * int(np.prod(self.weight.shape[1:])) // self.groups
 
 
 @dataclass(frozen=True, eq=False)

@@ -211,7 +211,7 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
             raise QuantizationError(f"layer '{layer_name}', channel {c}: {exc}") from None
         mults.append(m)
         shifts.append(s)
-    fan_in = int(np.prod(wq.shape[1:]))
+    fan_in = int(np.prod(wq.shape[1:])) // node.attrs.get("groups", 1)   # one group's inputs
     bound = numerics.accumulator_bound(fan_in, np.abs(wq.reshape(o, -1)).max(axis=1),
                                        numerics.max_abs_of_range(*in_range), np.abs(bq))
     if not numerics.fits_accumulator(bound).all():
@@ -297,7 +297,8 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
                                                     rng)
             a = node.attrs
             layer = QLayer(op="conv", out_scale=scales[node.name], weight=wq, bias=bq,
-                           mult=mult, shift=shift, stride=a.get("stride", (1, 1)),
+                           mult=mult, shift=shift, groups=a.get("groups", 1),
+                           stride=a.get("stride", (1, 1)),
                            padding=a.get("padding", (0, 0)), **common)
         elif node.kind == "relu":
             layer = QLayer(op="pool", out_scale=scale, lo=0, **common)

@@ -14,7 +14,7 @@ original layers:
 * An input that is the network input, or already a view in another slot, is copied into its
   slot by a 1x1 copy convolution (``<concat>.slot<i>``).
 * A convolution reading a tensor with holes gets zero weight columns at the holes; any other
-  reader (an add, the network output) reads a copy without holes (``<tensor>.dense``).
+  reader (an add, a grouped convolution, the network output) reads a copy without holes (``<tensor>.dense``).
 
 Copies are 1x1 convolutions with 0/1 weights and a unit multiplier (`QLayer.is_copy`).
 """
@@ -77,14 +77,14 @@ def place_concats(graph: QGraph, config: AcceleratorConfig) -> QGraph:
         return dense[name]
 
     for layer in graph.layers:
-        if layer.op == "conv" and layer.inputs[0] in holes:
+        if layer.op == "conv" and layer.inputs[0] in holes and layer.groups == 1:
             picks = holes[layer.inputs[0]]
             o, _, kh, kw = layer.weight.shape
             phys = out[index(layer.inputs[0])].out_shape
             weight = np.zeros((o, phys[0], kh, kw), np.int8)
             weight[:, picks] = layer.weight
             layer = layer.replace(in_shape=tuple(phys), weight=weight)
-        elif layer.op == "add":
+        elif layer.op in ("add", "conv"):      # a grouped convolution reads it without holes
             layer = layer.replace(inputs=tuple(without_holes(n, out[index(n)]) if n in holes
                                                else n for n in layer.inputs))
         elif layer.op == "concat":

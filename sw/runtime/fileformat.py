@@ -51,7 +51,8 @@ _ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift"
 _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input_im2col",
                   "metadata", "output", "layers")
 _OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
-_LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays")
+_LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays", "groups")
+_LAYER_OPTIONAL = ("groups",)       # files written before grouped convolutions lack it: 1
 _ARRAY_FIELDS = ("dtype", "shape", "offset", "nbytes")
 _WORD_MAX = (1 << 32) - 1
 
@@ -70,7 +71,7 @@ def _encode(program) -> bytes:
             blob += data
         layers.append({"name": layer.name, "sources": list(layer.sources),
                        "inputs": list(layer.inputs),
-                       "out_scale": layer.out_scale,
+                       "out_scale": layer.out_scale, "groups": layer.groups,
                        "descriptor": desc.to_words() if desc else [],
                        "arrays": arrays})
     g = program.graph
@@ -205,7 +206,7 @@ def _array(blob: bytes, spec, name: str, pos: int, where: str) -> tuple[np.ndarr
 def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     """Layer ``index``: returns ``(QLayer, stored LayerDescriptor, end of its arrays)``."""
     where = f"{file}: layer {index}"
-    entry = _fields(entry, f"layer {index}", file, _LAYER_FIELDS)
+    entry = _fields(entry, f"layer {index}", file, _LAYER_FIELDS, _LAYER_OPTIONAL)
     name = _str(entry["name"], "name", where)
     where = f"{file}: layer {name!r}"
     if not (isinstance(entry["sources"], list)
@@ -249,8 +250,11 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     if arrays["weight"].shape != kernel:
         raise ProgramFormatError(f"{where}: weight must have shape {kernel} as its descriptor "
                                  f"says, not {arrays['weight'].shape}")
+    groups = entry.get("groups", 1)
+    if not _is_int(groups) or groups < 1:
+        raise _bad(where, "groups", "an integer >= 1", groups)
     layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
-                   out_scale=out_scale, **fields,
+                   out_scale=out_scale, **fields, groups=groups,
                    weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
                    mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64))
     try:
@@ -352,7 +356,8 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
             continue
         o, c, kh, kw = layer.weight.shape
         w = np.abs(layer.weight.astype(np.int64).reshape(o, c, kh * kw))
-        fan_in = int(w.any(axis=(0, 2)).sum()) * kh * kw
+        # each output channel reads one group's channels, zero channels left out
+        fan_in = min(int(w.any(axis=(0, 2)).sum()), c // layer.groups) * kh * kw
         bound = numerics.accumulator_bound(fan_in, w.reshape(o, -1).max(axis=1),
                                            numerics.max_abs_of_range(*rng),
                                            np.abs(layer.bias.astype(np.int64)))
