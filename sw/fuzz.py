@@ -302,8 +302,10 @@ class _Builder:
         kmax = min(self.cfg.max_kernel, 5)
         for i in range(convs):
             k = int(self.rng.choice([k for k in (1, 3, 5) if k <= kmax]))
+            groups = self.groups(c)
             conv = nn.Conv2d(c, out, k, stride if i == 0 else 1, k // 2,
-                             bias=bool(self.rng.random() < 0.5))
+                             bias=bool(self.rng.random() < 0.5),
+                             groups=groups if out % groups == 0 else 1)
             with self.torch.no_grad():
                 conv.weight.mul_(float(10 ** self.rng.uniform(-2, 1)))
             layers.append(conv)

@@ -99,3 +99,24 @@ def test_a_file_whose_groups_do_not_match_its_weights_is_refused(groups, message
                      + payload)
     with pytest.raises(striate.ProgramFormatError, match=message):
         striate.load_program(path)
+
+
+def test_a_grouped_layer_is_copied_into_a_concatenation_it_does_not_fill(tmp_path):
+    """Zero output channels would break a grouped layer's groups: a copy fills the slot, and the
+    program file loads back."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.dw, self.b = nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(6, 4, 1)
+
+        def forward(self, x):
+            return torch.cat([self.dw(x), self.b(x)], 1)
+    x = np.random.default_rng(3).standard_normal((8, 6, 5, 5)).astype(np.float32)
+    program = striate.compile(Net().eval(), x)
+    assert program.graph.layer("cat").inputs == ("cat.slot0", "b")
+    assert program.graph.layer("dw").out_shape == (6, 5, 5)
+    program.save(tmp_path / "cat.stp")
+    xq = program.quantize_input(x[:2])
+    np.testing.assert_array_equal(striate.load_program(tmp_path / "cat.stp").run_reference(xq),
+                                  program.run_reference(xq))

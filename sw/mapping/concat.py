@@ -8,9 +8,9 @@ rewrites the graph so that both hold, keeping every value the golden model compu
 original layers:
 
 * An input whose channels are not a multiple of ``pe_in`` (not the last one) takes zero channels
-  up to the next multiple: its producer's, when a convolution that only this concatenation
-  reads (zero weights and bias give 0 under every clamp and pooling), otherwise a copy's. The
-  concatenation then holds those zero channels between its parts ("holes").
+  up to the next multiple: its producer's, when an ungrouped convolution that only this
+  concatenation reads (zero weights and bias give 0 under every clamp and pooling), otherwise
+  a copy's. The concatenation then holds those zero channels between its parts ("holes").
 * An input that is the network input, or already a view in another slot, is copied into its
   slot by a 1x1 copy convolution (``<concat>.slot<i>``).
 * A convolution reading a tensor with holes gets zero weight columns at the holes; any other
@@ -110,7 +110,8 @@ def _place(concat: QLayer, out: list, holes: dict, slotted: set, graph: QGraph,
         view = name != INPUT and name not in slotted
         if view and need != phys:
             producer = out[at]
-            if producer.op == "conv" and graph.readers(name) == 1 and name not in holes:
+            if producer.op == "conv" and producer.groups == 1 and graph.readers(name) == 1 \
+                    and name not in holes:
                 out[at] = _pad_outputs(producer, need)
             else:
                 view = False
