@@ -614,13 +614,18 @@ def _signal_layer(b: _Builder, shape):
         k = min(k, length)
         avg = rng.random() < 0.4 and (cfg.avg_pool or not b.legal)
         pad = int(rng.integers(0, k // 2 + 1)) if cfg.pool_padding and rng.random() < 0.3 else 0
+        ceil = not avg and rng.random() < 0.25          # after a ReLU, as it must be
         if rng.random() < 0.3:
             fn = F.avg_pool1d if avg else F.max_pool1d
-            op = partial(fn, kernel_size=k, stride=stride, padding=pad)
-            text = f"F.{'avg' if avg else 'max'}_pool1d({k}, {stride}, {pad})"
+            op = partial(fn, kernel_size=k, stride=stride, padding=pad,
+                         **({"ceil_mode": True} if ceil else {}))
+            text = f"F.{'avg' if avg else 'max'}_pool1d({k}, {stride}, {pad}{', ceil' * ceil})"
         else:
-            op = (nn.AvgPool1d if avg else nn.MaxPool1d)(k, stride, pad)
+            op = nn.AvgPool1d(k, stride, pad) if avg else nn.MaxPool1d(k, stride, pad,
+                                                                       ceil_mode=ceil)
             text = repr(op)
+        if ceil:
+            b.add(nn.ReLU(), "nn.ReLU()")
     else:
         padding = b.pick([0, k // 2, "same", "valid"])
         if padding == "same" and (k % 2 == 0 or stride != 1):

@@ -112,13 +112,23 @@ def lower_flatten(graph: QGraph) -> QGraph:
 IDENTITY_MULT, IDENTITY_SHIFT = 1 << 30, 30   # (x * 2**30 + 2**29) >> 30 == x for integers
 
 
+def copy_conv(layer, weight: np.ndarray, padding=(0, 0), mult=IDENTITY_MULT,
+              shift=IDENTITY_SHIFT):
+    """``layer`` as a stride-1 convolution with 0/1 ``weight`` (each output channel one input
+    value or zero: `QLayer.is_copy`), zero bias and multipliers ``mult`` / ``shift`` (default:
+    unit), keeping its clamp and pooling. Every copy the compiler adds is one."""
+    o = weight.shape[0]
+    return layer.replace(
+        op="conv", weight=np.asarray(weight, np.int8), bias=np.zeros(o, np.int32),
+        mult=np.full(o, mult, np.int64), shift=np.full(o, shift, np.int64), stride=(1, 1),
+        padding=tuple(padding))
+
+
 def identity_conv(layer, channels: int, mult=IDENTITY_MULT, shift=IDENTITY_SHIFT):
     """``layer`` as a 1x1 convolution of ``channels`` channels with identity weights, zero bias
     and multipliers ``mult`` / ``shift`` (default: unit), keeping its clamp and pooling."""
-    return layer.replace(
-        op="conv", weight=np.eye(channels, dtype=np.int8).reshape(channels, channels, 1, 1),
-        bias=np.zeros(channels, np.int32), mult=np.full(channels, mult, np.int64),
-        shift=np.full(channels, shift, np.int64), stride=(1, 1), padding=(0, 0))
+    eye = np.eye(channels, dtype=np.int8).reshape(channels, channels, 1, 1)
+    return copy_conv(layer, eye, mult=mult, shift=shift)
 
 
 def lower_pool_layers(graph: QGraph) -> QGraph:

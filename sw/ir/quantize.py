@@ -25,7 +25,7 @@ from . import numerics
 from ..errors import QuantizationError, UnsupportedLayerError
 from ..frontend.float_ref import run_float
 from .graph import INPUT, QGraph, QLayer, map_shape
-from .passes import IDENTITY_MULT, IDENTITY_SHIFT, identity_conv
+from .passes import copy_conv, identity_conv
 from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
@@ -235,34 +235,25 @@ def _ceil_padding(node, common: dict, scale: float, rng: tuple, layers: list,
     eh, ew = node.attrs["extra"]
     c, h, w = common["in_shape"]
     padded = (c, h + eh, w + ew)
-    pad = _padding(_Pads((0, eh, 0, ew)), scale,
+    pad = _padding((0, eh, 0, ew), scale,
                    {**common, "name": f"{node.name}.ceil", "out_shape": padded})
     layers.append(pad)
     tensors[pad.name] = (scale, rng)
     return {**common, "in_shape": padded, "inputs": (pad.name,)}
 
 
-class _Pads:
-    """What `_padding` reads of a padding node."""
-
-    def __init__(self, pads: tuple):
-        self.attrs = {"pads": pads}
-
-
-def _padding(node, scale: float, common: dict) -> QLayer:
+def _padding(pads: tuple, scale: float, common: dict) -> QLayer:
     """Zero padding ``(top, bottom, left, right)`` as a copy: a convolution with symmetric
     padding ``P = max`` of each axis and one unit weight per channel at ``P - top`` /
     ``P - left`` of a ``2P - top - bottom + 1`` (by width alike) kernel, so output pixel
     ``(y, x)`` is input pixel ``(y - top, x - left)``, or 0 outside the input."""
-    top, bottom, left, right = node.attrs["pads"]
+    top, bottom, left, right = pads
     ph, pw = max(top, bottom), max(left, right)
     kh, kw = 2 * ph - top - bottom + 1, 2 * pw - left - right + 1
     c = common["in_shape"][0]
     weight = np.zeros((c, c, kh, kw), np.int8)
     weight[np.arange(c), np.arange(c), ph - top, pw - left] = 1
-    return QLayer(op="conv", out_scale=scale, weight=weight, bias=np.zeros(c, np.int32),
-                  mult=np.full(c, IDENTITY_MULT, np.int64),
-                  shift=np.full(c, IDENTITY_SHIFT, np.int64), padding=(ph, pw), **common)
+    return copy_conv(QLayer(op="pool", out_scale=scale, **common), weight, (ph, pw))
 
 
 def _rescaled(name: str, shape: tuple, s_in: float, s_out: float, index: int, concat) -> QLayer:
@@ -321,7 +312,7 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
                            pool_kernel=a["kernel"], pool_stride=a["stride"],
                            pool_padding=a["padding"], pool_mult=mult, pool_shift=shift, **common)
         elif node.kind == "pad":
-            layer = _padding(node, scale, common)
+            layer = _padding(node.attrs["pads"], scale, common)
             out_rng = rng
         elif node.kind == "flatten":
             layer = QLayer(op="flatten", out_scale=scale, **common)

@@ -25,20 +25,19 @@ import numpy as np
 
 from ..config import AcceleratorConfig
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
-from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
+from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT, copy_conv
 from .layout import groups
 
 
 def _copy(name: str, source: str, in_shape: tuple, picks, channels: int, like: QLayer) -> QLayer:
-    """A 1x1 convolution writing input channel ``picks[i]`` to output channel ``i`` and zeros
-    to the rest of its ``channels``, at ``like``'s scale."""
+    """A 1x1 copy writing input channel ``picks[i]`` to output channel ``i`` and zeros to the
+    rest of its ``channels``, at ``like``'s scale."""
     weight = np.zeros((channels, in_shape[0], 1, 1), np.int8)
     weight[np.arange(len(picks)), np.asarray(picks, int), 0, 0] = 1
-    return QLayer(name=name, op="conv", in_shape=tuple(in_shape),
-                  out_shape=(channels,) + tuple(in_shape[1:]), out_scale=like.out_scale,
-                  sources=like.sources, inputs=(source,), weight=weight,
-                  bias=np.zeros(channels, np.int32), mult=np.full(channels, IDENTITY_MULT, np.int64),
-                  shift=np.full(channels, IDENTITY_SHIFT, np.int64))
+    return copy_conv(QLayer(name=name, op="pool", in_shape=tuple(in_shape),
+                            out_shape=(channels,) + tuple(in_shape[1:]),
+                            out_scale=like.out_scale, sources=like.sources, inputs=(source,)),
+                     weight)
 
 
 def _pad_outputs(layer: QLayer, channels: int) -> QLayer:

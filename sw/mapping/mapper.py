@@ -149,8 +149,8 @@ def concat_views(graph: QGraph, config: AcceleratorConfig) -> dict:
                 what = "the network input" if name == INPUT else \
                     f"tensor '{name}', which is in another concatenation slot too,"
                 raise PlacementError(f"{_where(layer)}: {what} must be copied into the "
-                                   "concatenation, not written into it in place; compile the "
-                                   "model again")
+                                     "concatenation, not written into it in place; compile the "
+                                     "model again")
             pc, ph, pw = graph.layer(name).out_shape
             if (ph, pw) != (h, w) or (i < len(layer.inputs) - 1 and pc % config.pe_in):
                 raise PlacementError(
@@ -161,7 +161,7 @@ def concat_views(graph: QGraph, config: AcceleratorConfig) -> dict:
             offset += pc
         if offset != c:
             raise PlacementError(f"{_where(layer)}: output must have the {offset} channels of "
-                               f"its inputs, not {c}")
+                                 f"its inputs, not {c}")
     return views
 
 
