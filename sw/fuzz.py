@@ -239,6 +239,8 @@ class _Builder:
         cfg, rng = self.cfg, self.rng
         kmax = cfg.max_kernel if self.legal else cfg.max_kernel + 1
         kh, kw = self.small_int(1, min(kmax, h + 2)), self.small_int(1, min(kmax, w + 2))
+        dilation = (self.dilation(kh, kmax), self.dilation(kw, kmax))
+        kh, kw = (d * (k - 1) + 1 for d, k in zip(dilation, (kh, kw)))  # the spans
         smax = cfg.max_stride if self.legal else cfg.max_stride + 1
         stride = (self.small_int(1, smax), self.small_int(1, smax))
         mode = self.pick(["int", "tuple", "same", "valid"], p=[0.4, 0.35, 0.15, 0.1])
@@ -264,10 +266,11 @@ class _Builder:
         if groups > 1:          # depthwise (groups = c) or grouped, with a channel multiplier
             o = groups * self.small_int(1, max(1, out_max // groups))
         bias = bool(rng.random() < 0.8)
-        conv = nn.Conv2d(c, o, (kh, kw), stride=stride if mode != "same" else 1,
-                         padding=padding, bias=bias, groups=groups)
+        taps = tuple((k - 1) // d + 1 for k, d in zip((kh, kw), dilation))
+        conv = nn.Conv2d(c, o, taps, stride=stride if mode != "same" else 1,
+                         padding=padding, bias=bias, groups=groups, dilation=dilation)
         out = self.shape_after(conv, shape)
-        macs = out[0] * out[1] * out[2] * c // groups * kh * kw
+        macs = out[0] * out[1] * out[2] * c // groups * taps[0] * taps[1]
         if macs > self.macs_left or not self.fits(out) or not self.fits_alive(shape, out):
             return None
         self.macs_left -= macs
@@ -283,6 +286,13 @@ class _Builder:
             bn = self._bn(o)
             self.add(bn, repr(bn))
         return out
+
+    def dilation(self, k: int, kmax: int) -> int:
+        """1, or for one kernel axis in eight a dilation whose span ``d * (k - 1) + 1`` stays
+        within ``kmax``."""
+        if k < 2 or self.rng.random() >= 0.125:
+            return 1
+        return self.small_int(1, max(1, (kmax - 1) // (k - 1)))
 
     def groups(self, c: int) -> int:
         """1, or for one convolution in five a divisor of its ``c`` input channels (``c``
@@ -636,8 +646,9 @@ def _signal_layer(b: _Builder, shape):
         groups = b.groups(c)
         if groups > 1:
             out = groups * b.small_int(1, max(1, 48 // groups))
+        dilation = b.dilation(k, kmax)          # a time-delay net's widening context
         op = nn.Conv1d(c, out, k, stride=stride, padding=padding, bias=bool(rng.random() < 0.8),
-                       groups=groups)
+                       groups=groups, dilation=dilation)
         with torch.no_grad():
             op.weight.mul_(float(10 ** rng.uniform(-2, 1)))
         text = repr(op)

@@ -199,8 +199,9 @@ def _bare_linear(self, x):
 CASES = [
     (Wrap(nn.Conv2d(1, 4, 3), nn.Sigmoid()), UnsupportedLayerError,
      "Sigmoid at 'body.1' is not supported"),
-    (Wrap(nn.Conv2d(1, 4, 3, dilation=2)), UnsupportedLayerError,
-     r"Conv2d at 'body.0' is not supported: dilation must be 1, not \(2, 2\)"),
+    (Wrap(nn.Conv2d(1, 4, 3, dilation=4, padding=1)), MappingError,
+     r"layer 'body.0' \(module body.0\): kernel size must be <= 7 "
+     r"\(AcceleratorConfig.max_kernel\), not 9x9 \(a 4x4 dilated kernel's span\)"),
     (Wrap(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")), UnsupportedLayerError,
      "padding_mode must be 'zeros', not 'reflect'"),
     (Wrap(nn.ReLU(), nn.BatchNorm2d(1)), UnsupportedLayerError,

@@ -88,7 +88,8 @@ def test_signal_graphs_residual_and_concatenation(device):
 
 
 @pytest.mark.parametrize("layer, message", [
-    (nn.Conv1d(4, 4, 3, dilation=2), r"Conv1d at '0' is not supported: dilation must be 1"),
+    (nn.Conv1d(4, 4, 3, padding_mode="reflect"), r"Conv1d at '0' is not supported: "
+                                                 r"padding_mode must be 'zeros', not 'reflect'"),
     (nn.AvgPool1d(2, ceil_mode=True), r"AvgPool1d at '0' is not supported: ceil_mode=True"),
     (nn.Conv2d(4, 4, 3), r"Conv2d at '0' is not supported: expects 4 x H x W input, not "
                          r"\(4, 16\)"),

@@ -83,11 +83,11 @@ def _unmap(shape: tuple, one_d: bool) -> tuple:
 
 def _conv_node(m, path, shape):
     kind, one_d = type(m).__name__, isinstance(m, nn.Conv1d)
-    if _planar(m.dilation, one_d, 1) != (1, 1):
-        raise _unsupported(kind, path, f"dilation must be 1, not {m.dilation}")
     if m.padding_mode != "zeros":
         raise _unsupported(kind, path, f"padding_mode must be 'zeros', not {m.padding_mode!r}")
-    kh, kw = _planar(m.kernel_size, one_d, 1)
+    dilation = _planar(m.dilation, one_d, 1)
+    # A dilated kernel is the dense kernel of its span with zeros between the taps.
+    kh, kw = (d * (k - 1) + 1 for d, k in zip(dilation, _planar(m.kernel_size, one_d, 1)))
     stride = _planar(m.stride, one_d, 1)
     if m.padding == "valid":
         padding = (0, 0)
@@ -105,12 +105,26 @@ def _conv_node(m, path, shape):
     if oh < 1 or ow < 1:
         raise _unsupported(kind, path, f"kernel {kh}x{kw} does not fit a {h}x{w} map")
     bias = _arr(m.bias) if m.bias is not None else np.zeros(m.out_channels)
-    weight = block_diagonal(_arr(m.weight).reshape(m.out_channels, -1, kh, kw), m.groups)
+    taps = _arr(m.weight).reshape((m.out_channels, -1) + _planar(m.kernel_size, one_d, 1))
+    weight = block_diagonal(dilate(taps, dilation), m.groups)
     attrs = {"stride": stride, "padding": padding}
     if m.groups > 1:
         attrs["groups"] = m.groups
+    if dilation != (1, 1):
+        attrs["dilation"] = dilation
     return FloatNode("conv", path, shape, _unmap((m.out_channels, oh, ow), one_d),
                      {"weight": weight, "bias": bias}, attrs, (path,))
+
+
+def dilate(weight: np.ndarray, dilation: tuple) -> np.ndarray:
+    """``O x C x KH x KW`` weights of a convolution dilated by ``(dh, dw)`` as the weights of
+    the dense convolution over the kernel's span that computes the same: zero between taps."""
+    if dilation == (1, 1):
+        return weight
+    (dh, dw), (kh, kw) = dilation, weight.shape[2:]
+    dense = np.zeros(weight.shape[:2] + (dh * (kh - 1) + 1, dw * (kw - 1) + 1), weight.dtype)
+    dense[:, :, ::dh, ::dw] = weight
+    return dense
 
 
 def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:

@@ -47,6 +47,11 @@ def map_shape(shape) -> tuple:
     return tuple(int(n) for n in shape) if len(shape) == 3 else (int(np.prod(shape)), 1, 1)
 
 
+def kernel_taps(kernel: tuple, dilation: tuple) -> int:
+    """Positions a ``KH x KW`` kernel (its span) dilated by ``(dh, dw)`` multiplies."""
+    return ((kernel[0] - 1) // dilation[0] + 1) * ((kernel[1] - 1) // dilation[1] + 1)
+
+
 def block_diagonal_mask(o: int, c: int, groups: int) -> np.ndarray:
     """``O x C`` booleans: where a grouped convolution's dense weights may be nonzero."""
     return (np.arange(o)[:, None] // (o // groups)) == (np.arange(c)[None, :] // (c // groups))
@@ -84,6 +89,7 @@ class QLayer:
     add_mult: tuple = (0, 0)
     add_shift: int = 0
     groups: int = 1         # a grouped convolution: ``weight`` is zero across groups
+    dilation: tuple = (1, 1)    # a dilated one: ``weight`` spans it, zero between the taps
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -108,6 +114,17 @@ class QLayer:
             raise StriateError(f"layer '{self.name}': groups must divide the {o} output and {c} "
                                f"input channels and the weights be zero across groups, not "
                                f"groups={self.groups}")
+        dh, dw = self.dilation
+        kh, kw = self.kernel
+        dilated = _dilation_ok(dh, kh) and _dilation_ok(dw, kw)
+        if dilated:
+            between = np.ones((kh, kw), bool)
+            between[::dh, ::dw] = False
+            dilated = not np.any(self.weight[:, :, between])
+        if not dilated:
+            raise StriateError(f"layer '{self.name}': dilation must divide the {kh}x{kw} "
+                               f"kernel's span and the weights be zero between its taps, not "
+                               f"dilation={self.dilation}")
         if not (np.all(self.mult >= 1) and np.all(self.mult < 1 << numerics.MULT_BITS)
                 and np.all(self.shift >= numerics.SHIFT_MIN)
                 and np.all(self.shift <= numerics.SHIFT_MAX)):
@@ -116,6 +133,11 @@ class QLayer:
     @property
     def kernel(self) -> tuple:
         return tuple(self.weight.shape[2:]) if self.weight is not None else (1, 1)
+
+    @property
+    def taps(self) -> int:
+        """Kernel positions the convolution's weights may use: ``KH * KW`` unless dilated."""
+        return kernel_taps(self.kernel, self.dilation)
 
     @property
     def conv_shape(self) -> tuple:
@@ -146,7 +168,13 @@ class QLayer:
         if self.op != "conv" or self.is_copy:
             return 0
         o, oh, ow = self.conv_shape
-        return o * oh * ow * int(np.prod(self.weight.shape[1:])) // self.groups
+        return o * oh * ow * self.weight.shape[1] // self.groups * self.taps
+
+
+def _dilation_ok(dilation, span: int) -> bool:
+    """A dilation a kernel of ``span`` positions can have: a positive integer dividing
+    ``span - 1``."""
+    return isinstance(dilation, int) and dilation >= 1 and (span - 1) % dilation == 0
 
 
 @dataclass(frozen=True, eq=False)

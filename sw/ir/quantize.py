@@ -24,7 +24,7 @@ import numpy as np
 from . import numerics
 from ..errors import QuantizationError, UnsupportedLayerError
 from ..frontend.float_ref import run_float
-from .graph import INPUT, QGraph, QLayer, map_shape
+from .graph import INPUT, QGraph, QLayer, kernel_taps, map_shape
 from .passes import copy_conv, identity_conv
 from ..frontend.trace import PARAM_NAMES
 
@@ -211,7 +211,9 @@ def _quantize_weights(node, layer_name: str, s_in: float, s_out: float, in_range
             raise QuantizationError(f"layer '{layer_name}', channel {c}: {exc}") from None
         mults.append(m)
         shifts.append(s)
-    fan_in = int(np.prod(wq.shape[1:])) // node.attrs.get("groups", 1)   # one group's inputs
+    # one group's inputs at the kernel's taps (a dilated kernel is zero between them)
+    fan_in = wq.shape[1] // node.attrs.get("groups", 1) * \
+        kernel_taps(wq.shape[2:], node.attrs.get("dilation", (1, 1)))
     bound = numerics.accumulator_bound(fan_in, np.abs(wq.reshape(o, -1)).max(axis=1),
                                        numerics.max_abs_of_range(*in_range), np.abs(bq))
     if not numerics.fits_accumulator(bound).all():
@@ -289,6 +291,7 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
             a = node.attrs
             layer = QLayer(op="conv", out_scale=scales[node.name], weight=wq, bias=bq,
                            mult=mult, shift=shift, groups=a.get("groups", 1),
+                           dilation=a.get("dilation", (1, 1)),
                            stride=a.get("stride", (1, 1)),
                            padding=a.get("padding", (0, 0)), **common)
         elif node.kind == "relu":

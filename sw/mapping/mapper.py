@@ -103,8 +103,10 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
                            "integer passes first")
     kh, kw = layer.kernel
     if not is_dense(layer):
-        need(max(kh, kw) <= config.max_kernel, "kernel size", f"{kh}x{kw}", config.max_kernel,
-             "max_kernel")
+        dilated = f" (a {layer.dilation[0]}x{layer.dilation[1]} dilated kernel's span)" \
+            if layer.dilation != (1, 1) else ""
+        need(max(kh, kw) <= config.max_kernel, "kernel size", f"{kh}x{kw}{dilated}",
+             config.max_kernel, "max_kernel")
     need(max(layer.stride) <= config.max_stride, "stride", layer.stride, config.max_stride,
          "max_stride")
     need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],

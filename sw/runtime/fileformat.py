@@ -51,8 +51,10 @@ _ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift"
 _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input_im2col",
                   "metadata", "output", "layers")
 _OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
-_LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays", "groups")
-_LAYER_OPTIONAL = ("groups",)       # files written before grouped convolutions lack it: 1
+_LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays", "groups",
+                 "dilation")
+# files written before grouped or dilated convolutions lack them: 1, (1, 1)
+_LAYER_OPTIONAL = ("groups", "dilation")
 _ARRAY_FIELDS = ("dtype", "shape", "offset", "nbytes")
 _WORD_MAX = (1 << 32) - 1
 
@@ -72,6 +74,7 @@ def _encode(program) -> bytes:
         layers.append({"name": layer.name, "sources": list(layer.sources),
                        "inputs": list(layer.inputs),
                        "out_scale": layer.out_scale, "groups": layer.groups,
+                       "dilation": list(layer.dilation),
                        "descriptor": desc.to_words() if desc else [],
                        "arrays": arrays})
     g = program.graph
@@ -253,8 +256,12 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     groups = entry.get("groups", 1)
     if not _is_int(groups) or groups < 1:
         raise _bad(where, "groups", "an integer >= 1", groups)
+    dilation = entry.get("dilation", [1, 1])
+    if not (isinstance(dilation, list) and len(dilation) == 2
+            and all(_is_int(d) and d >= 1 for d in dilation)):
+        raise _bad(where, "dilation", "two integers >= 1", dilation)
     layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
-                   out_scale=out_scale, **fields, groups=groups,
+                   out_scale=out_scale, **fields, groups=groups, dilation=tuple(dilation),
                    weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
                    mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64))
     try:
@@ -357,7 +364,7 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
         o, c, kh, kw = layer.weight.shape
         w = np.abs(layer.weight.astype(np.int64).reshape(o, c, kh * kw))
         # each output channel reads one group's channels, zero channels left out
-        fan_in = min(int(w.any(axis=(0, 2)).sum()), c // layer.groups) * kh * kw
+        fan_in = min(int(w.any(axis=(0, 2)).sum()), c // layer.groups) * layer.taps
         bound = numerics.accumulator_bound(fan_in, w.reshape(o, -1).max(axis=1),
                                            numerics.max_abs_of_range(*rng),
                                            np.abs(layer.bias.astype(np.int64)))
