@@ -63,6 +63,11 @@ class AcceleratorConfig:
     pool_padding : bool
         Pooling windows that start outside the conv map (pool padding). False leaves out the
         window generator's negative window starts; the mapper refuses pool-padded layers.
+    activation_tables : int
+        256-entry int8 tables the table memory holds for element-wise functions by table
+        (tanh, sigmoid, SiLU, ...: `striate.sw.ir.tables`), looked up as the writer stores each
+        value; a program needs one per distinct table. 0 leaves the lookup out; the mapper
+        then refuses layers with a table. At most 63 (the descriptor's table field).
     """
 
     pe_out: int = 16
@@ -81,6 +86,7 @@ class AcceleratorConfig:
     avg_pool: bool = True
     pool_padding: bool = True
     residual_add: bool = True
+    activation_tables: int = 16
 
     def __post_init__(self):
         limits = {
@@ -89,6 +95,7 @@ class AcceleratorConfig:
             "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
+            "activation_tables": (0, 63),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)

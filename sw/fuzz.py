@@ -167,6 +167,18 @@ def concatenation(parts, form: str, shortcut, after):
     return Concat()
 
 
+def _module_of(op):
+    """``op`` as a module: itself, or one whose forward calls it (a functional form)."""
+    import torch.nn as nn
+    if isinstance(op, nn.Module):
+        return op
+
+    class Call(nn.Module):
+        def forward(self, x):
+            return op(x)
+    return Call()
+
+
 def _method(name, *args):
     def call(x):
         return getattr(x, name)(*args)
@@ -436,9 +448,39 @@ class _Builder:
                    (F.relu, "F.relu"), (torch.relu, "torch.relu"),
                    (_method("relu"), "x.relu()"), (_method("relu_"), "x.relu_()"),
                    (F.relu6, "F.relu6")]
-        op, text = choices[int(self.rng.integers(len(choices)))]
+        if self.rng.random() < 0.35 and (self.cfg.activation_tables or not self.legal):
+            op, text = self.table_function()
+        else:
+            op, text = choices[int(self.rng.integers(len(choices)))]
         self.add(op, text)
         return shape
+
+    def table_function(self):
+        """An element-wise function by table, as a module or a functional form, with random
+        options: (op, text)."""
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+        rng = self.rng
+        lo = float(np.round(rng.uniform(-3, 1), 2))
+        hi = float(np.round(lo + rng.uniform(0.1, 4), 2))
+        slope, alpha = float(np.round(rng.uniform(-0.5, 0.5), 3)), float(np.round(
+            rng.uniform(0.1, 2), 2))
+        choices = [
+            (nn.Tanh(), "nn.Tanh()"), (torch.tanh, "torch.tanh"), (_method("tanh"), "x.tanh()"),
+            (nn.Sigmoid(), "nn.Sigmoid()"), (torch.sigmoid, "torch.sigmoid"),
+            (_method("sigmoid_"), "x.sigmoid_()"),
+            (nn.Hardtanh(lo, hi), f"nn.Hardtanh({lo}, {hi})"),
+            (partial(F.hardtanh, min_val=lo, max_val=hi), f"F.hardtanh(x, {lo}, {hi})"),
+            (nn.Hardsigmoid(), "nn.Hardsigmoid()"), (F.hardswish, "F.hardswish"),
+            (nn.Hardswish(), "nn.Hardswish()"), (nn.SiLU(), "nn.SiLU()"), (F.silu, "F.silu"),
+            (nn.LeakyReLU(slope), f"nn.LeakyReLU({slope})"),
+            (partial(F.leaky_relu, negative_slope=slope), f"F.leaky_relu(x, {slope})"),
+            (nn.GELU(), "nn.GELU()"), (partial(F.gelu, approximate="tanh"),
+                                       "F.gelu(x, approximate='tanh')"),
+            (nn.ELU(alpha), f"nn.ELU({alpha})"), (partial(F.elu, alpha=alpha),
+                                                  f"F.elu(x, {alpha})")]
+        return choices[int(rng.integers(len(choices)))]
 
     def pool(self, shape):
         import torch.nn as nn
@@ -693,7 +735,9 @@ def _vector_case(b: _Builder, rng) -> Case:
         if rng.random() < 0.5:
             layers.append(b._bn(out, nn.BatchNorm1d))
         if rng.random() < 0.6:
-            layers.append(nn.ReLU())
+            tables = b.cfg.activation_tables or not b.legal
+            layers.append(nn.ReLU() if rng.random() < 0.7 or not tables else
+                          _module_of(b.table_function()[0]))
         block = nn.Sequential(*layers)
         if out == features and rng.random() < 0.4 and (b.cfg.residual_add or not b.legal):
             block = residual(block, nn.Identity(), b.pick(["+", ".add"]),

@@ -27,7 +27,7 @@ def _pool(rng, c, h, w):
 
 def random_layer(rng, in_shape, max_channels=12, max_width=12, name="layer"):
     """A random convolution (kernel 1-7, non-square, stride 1-2, zero padding) with a random
-    fused clamp and pooling stage, on ``in_shape``."""
+    fused clamp and pooling stage and, three times in ten, a random table, on ``in_shape``."""
     c, h, w = in_shape
     o = int(rng.integers(1, max_channels + 1))
     kh, kw = int(rng.integers(1, min(7, h + 2) + 1)), int(rng.integers(1, min(7, w + 2) + 1))
@@ -47,7 +47,8 @@ def random_layer(rng, in_shape, max_channels=12, max_width=12, name="layer"):
         bias=rng.integers(-20000, 20000, o).astype(np.int32),
         mult=rng.integers(1 << 30, 1 << 31, o).astype(np.int64),
         shift=rng.integers(base - 2, base + 3, o).astype(np.int64),
-        stride=stride, padding=(ph, pw), lo=lo, hi=hi, **pool)
+        stride=stride, padding=(ph, pw), lo=lo, hi=hi, **pool,
+        table=rng.integers(-128, 128, 256).astype(np.int8) if rng.random() < 0.3 else None)
 
 
 def random_chain(seed, layers=3, max_channels=12, max_width=12):

@@ -324,8 +324,12 @@ def test_window_generator_walks_the_loop_nest(seed):
         [tuple(int(v) for v in item) for item in want]
 
 
+@pytest.mark.parametrize("slot", [None, 0, 2])
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_writer_stores_the_bank_layout(config):
+def test_writer_stores_the_bank_layout(config, slot):
+    """Every pixel lands at its words, nothing outside the map is touched; with a table
+    (``slot`` of the table memory) the values are looked up, channels past the map's last
+    stay 0."""
     rng = np.random.default_rng(4)
     po, pi = config.pe_out, config.pe_in
     out_c, out_h, out_w = int(rng.integers(1, 3 * po + 1)), 3, 2
@@ -339,6 +343,9 @@ def test_writer_stores_the_bank_layout(config):
     sentinel = (1 << 8 * pi) - 1 - 0x5A
     mem = Memory(shape=8 * pi, depth=depth, init=[sentinel] * depth)
 
+    tables = rng.integers(-128, 128, (config.activation_tables, 256)).astype(np.int8)
+    words = tables.view("<u4").reshape(-1).tolist()
+
     class Top(Elaboratable):
         def elaborate(self, platform):
             m = Module()
@@ -346,6 +353,11 @@ def test_writer_stores_the_bank_layout(config):
             m.submodules.mem = mem
             wp = mem.write_port(granularity=8)
             m.d.comb += [wp.addr.eq(dut.wr_addr), wp.data.eq(dut.wr_data), wp.en.eq(dut.wr_en)]
+            for lane in range(pi):          # a copy of the table memory per lane
+                table_mem = Memory(shape=32, depth=len(words), init=words)
+                m.submodules[f"table{lane}"] = table_mem
+                rp = table_mem.read_port()
+                m.d.comb += [rp.addr.eq(dut.t_addr[lane]), dut.t_data[lane].eq(rp.data)]
             return m
     items = [dut.i.payload.shape().const({"y": full[og * po:(og + 1) * po, py, px].tolist(),
                                           "tag": {"og": og, "pix": first_word_group(og, config)
@@ -361,6 +373,7 @@ def test_writer_stores_the_bank_layout(config):
         ctx.set(dut.out_base, 2)
         ctx.set(dut.out_c, out_c)
         ctx.set(dut.out_hw, out_h * out_w)
+        ctx.set(dut.table, 0 if slot is None else slot + 1)
         for payload in items:
             while srng.random() < 0.3:
                 await ctx.tick()
@@ -368,13 +381,14 @@ def test_writer_stores_the_bank_layout(config):
             ctx.set(dut.i.payload, payload)
             await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
-        for _ in range(max(1, po // pi) + 1):     # the last pixel's write cycles
+        for _ in range(max(1, po // pi) + 2):     # the last pixel's write cycles, lookup
             await ctx.tick()
-        words = [ctx.get(mem.data[a]) for a in range(depth)]
+        stored = [ctx.get(mem.data[a]) for a in range(depth)]
         end = 2 + groups * out_h * out_w
-        got = b"".join(w.to_bytes(pi, "little") for w in words[2:end])
-        assert words[:2] + words[end:] == [sentinel] * (depth - end + 2)
-        expected = full.copy()
+        got = b"".join(w.to_bytes(pi, "little") for w in stored[2:end])
+        assert stored[:2] + stored[end:] == [sentinel] * (depth - end + 2)
+        expected = full.copy() if slot is None else \
+            tables[slot][full.astype(np.int64) + 128]
         expected[out_c:] = 0
         np.testing.assert_array_equal(
             layout.unpack_activation(got, (out_c, out_h, out_w), config), expected[:out_c])

@@ -68,7 +68,7 @@ class Zoo(nn.Module):
         x = F.relu(self.bn3(self.c3(x)))
         x = self.idn(self.gap(x))
         x = x.view(x.size(0), -1)
-        return self.fc(F.dropout(self.drop(x), training=self.training))
+        return torch.sigmoid(self.fc(F.dropout(self.drop(x), training=self.training)))
 
 
 def _randomize_bn(model):
@@ -197,8 +197,8 @@ def _bare_linear(self, x):
 
 
 CASES = [
-    (Wrap(nn.Conv2d(1, 4, 3), nn.Sigmoid()), UnsupportedLayerError,
-     "Sigmoid at 'body.1' is not supported"),
+    (Wrap(nn.Conv2d(1, 4, 3), nn.Softplus()), UnsupportedLayerError,
+     "Softplus at 'body.1' is not supported"),
     (Wrap(nn.Conv2d(1, 4, 3, dilation=4, padding=1)), MappingError,
      r"layer 'body.0' \(module body.0\): kernel size must be <= 7 "
      r"\(AcceleratorConfig.max_kernel\), not 9x9 \(a 4x4 dilated kernel's span\)"),

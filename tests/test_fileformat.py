@@ -173,7 +173,8 @@ def widen_dtype(header, blob):
     spec["dtype"], spec["shape"] = "<i8", [spec["shape"][0] // 2]
 
 
-def unused_bits(header, blob):
+def table_bits(header, blob):
+    """The descriptor's last field (every bit of its words is a field's) names a table."""
     header["layers"][0]["descriptor"][-1] |= 1 << 31
 
 
@@ -309,8 +310,8 @@ CASES = {
                         r"descriptor must be a list"),
     "descriptor short": ("lenet", lambda h, b: h["layers"][0]["descriptor"].pop(),
                          r"descriptor must be a list"),
-    "descriptor bits": ("lenet", unused_bits, r"layer 'features\.0': descriptor must be \d+ bits "
-                                              r"of fields with the rest of its last word 0"),
+    "descriptor bits": ("lenet", table_bits, r"layer 'features\.0': arrays must have the "
+                                             r"fields .*'table'"),
     "array missing": ("lenet", delitem("layers", 0, "arrays", "shift"),
                       r"layer 'features\.0': arrays must have the fields"),
     "array dtype": ("lenet", widen_dtype, r"arrays\.bias\.dtype must be '<i4', not '<i8'"),

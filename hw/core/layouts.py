@@ -9,7 +9,7 @@ from amaranth.lib import data
 from ...sw.mapping import derive
 from ...sw.config import AcceleratorConfig
 from ...sw.mapping.descriptor import LayerDescriptor
-from ...sw.mapping.memmap import ACT, PARAMS, WEIGHTS, memories
+from ...sw.mapping.memmap import ACT, PARAMS, TABLES, WEIGHTS, memories
 
 ACC = signed(32)
 
@@ -34,6 +34,7 @@ class Layouts:
         self.act_addr = bits_for(mems[ACT].depth)
         self.w_addr = bits_for(mems[WEIGHTS].depth)
         self.p_addr = bits_for(mems[PARAMS].depth)
+        self.t_addr = bits_for(mems[TABLES].depth) if TABLES in mems else 1
         # Width of the sequencer's derived sizes (`striate.sw.mapping.derive`): a legal layer's products
         # are below 64 * bank depth (window terms: strides and pads <= 7 times an input row)
         # or 2 * weight depth (weight words).

@@ -247,12 +247,14 @@ class Sequencer(wiring.Component):
         m.d.sync += convolving.eq(~is_add)
         pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
         checks = [  # first failing check wins
-            (registered(~known_op | (d.pool > 2) | no_avg, "bad_op"), memmap.E_OP),
+            (registered(~known_op | (d.pool > 2) | no_avg | (is_add & (d.table != 0)),
+                        "bad_op"), memmap.E_OP),
             (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
             (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
                         | (d.stride_h > cfg.max_stride)
                         | (d.stride_w > cfg.max_stride) | (d.pool_stride_h > cfg.max_stride)
-                        | (d.pool_stride_w > cfg.max_stride) | pool_pad, "over_limit"),
+                        | (d.pool_stride_w > cfg.max_stride) | pool_pad
+                        | (d.table > cfg.activation_tables), "over_limit"),
              memmap.E_LIMIT),
             (~shape_ok, memmap.E_SHAPE),
             (registered(misaligned, "misaligned"), memmap.E_ALIGN),

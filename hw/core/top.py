@@ -111,6 +111,8 @@ class Accelerator(wiring.Component):
             writer.out_base.eq(seq.out_base), writer.out_c.eq(d.out_c),
             writer.out_hw.eq(seq.out_hw),
         ]
+        if self.config.activation_tables:
+            m.d.comb += writer.table.eq(d.table)
         if adder is not None:
             m.d.comb += [
                 adder.a_base.eq(seq.in_base), adder.b_base.eq(seq.in2_base),
@@ -189,6 +191,8 @@ class Accelerator(wiring.Component):
         window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
                engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
         self._pool(m, fetch, writer, adder, shapes, window)
+        if cfg.activation_tables:
+            self._tables(m, writer, shapes[memmap.TABLES], region, offset, host, reads)
         memory_data = Signal(32)    # the memory read, valid unless the engine owns the ports
         with m.Switch(r_region):
             for key, value in reads.items():
@@ -222,6 +226,22 @@ class Accelerator(wiring.Component):
             window(memmap.ACT, half, part=(k, 2), engine_read=(addr, en, data),
                    engine_write=(wr_addr >> 1, wr_data, Mux(wr_addr[0] == k, wr_en, 0)))
         m.d.comb += fetch.act_data.eq(Mux(read_odd, datas[1], datas[0]))
+
+    def _tables(self, m, writer, shape, region, offset, host, reads):
+        """The table memory: one copy per activation lane, so the writer looks up a word's
+        lanes in one cycle. The host writes every copy and reads the first."""
+        sel = region == memmap.TABLES
+        for lane in range(self.config.pe_in):
+            mem = Memory(shape=32, depth=shape.depth, init=[])
+            m.submodules[f"mem{memmap.TABLES}_{lane}"] = mem
+            rp, wp = mem.read_port(), mem.write_port()
+            m.d.comb += [wp.addr.eq(offset), wp.data.eq(self.w_data),
+                         wp.en.eq(self.w_en & sel & host),
+                         rp.addr.eq(Mux(host, offset, writer.t_addr[lane])),
+                         rp.en.eq(Mux(host, self.r_en & sel, 1)),
+                         writer.t_data[lane].eq(rp.data)]
+            if lane == 0:
+                reads[memmap.TABLES] = rp.data
 
     def _registers(self, m, seq, region, offset, host):
         """The register file; returns the read data of the register region."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import INPUT, map_shape
+from ..ir import tables
 from ..ir.kernels import conv2d, max_pool, sum_pool
 
 
@@ -29,6 +30,8 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
     if node.kind == "relu6":
         return np.clip(x, 0.0, 6.0)
+    if node.kind == "table":
+        return tables.evaluate(a["function"], a["options"], x)
     if node.kind == "pad":
         top, bottom, left, right = a["pads"]
         x = x.reshape(n, *map_shape(node.in_shape))

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from ..errors import UnsupportedLayerError
 from ..ir.graph import INPUT
 from ..ir.kernels import out_size
+from ..ir import tables
 
 KINDS = ("conv", "bn", "relu", "relu6", "maxpool", "avgpool", "flatten", "linear", "add",
-         "concat", "pad")
+         "concat", "pad", "table")
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,6 +247,49 @@ def _act(kind, path, shape):
     return FloatNode(kind, path, shape, shape, sources=(path,))
 
 
+def _table(function, path, shape, **options):
+    """An element-wise function computed by table (`striate.sw.ir.tables`); ReLU and ReLU6
+    written as a ``hardtanh`` stay clamps."""
+    options = {name: options[name] for name in tables.FUNCTIONS[function][1]}
+    if function == "hardtanh":
+        bounds = (float(options["min_val"]), float(options["max_val"]))
+        if bounds == (0.0, 6.0):
+            return _act("relu6", path, shape)
+        if not bounds[0] < bounds[1]:
+            raise _unsupported("Hardtanh", path, f"min_val must be below max_val, not "
+                                                 f"{bounds[0]} and {bounds[1]}")
+    for name, value in options.items():
+        if name != "approximate" and not np.isfinite(float(value)):
+            raise _unsupported(function, path, f"{name} must be finite, not {value}")
+    if options.get("approximate", "none") not in ("none", "tanh"):
+        raise _unsupported(function, path, f"approximate must be 'none' or 'tanh', not "
+                                           f"{options['approximate']!r}")
+    options = {k: v if k == "approximate" else float(v) for k, v in options.items()}
+    return FloatNode("table", path, shape, shape, attrs={"function": function,
+                                                         "options": options}, sources=(path,))
+
+
+#: Modules computed by table -> (function name, the module's option attributes).
+TABLE_MODULES = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Hardtanh: "hardtanh",
+                 nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish", nn.SiLU: "silu",
+                 nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu", nn.ELU: "elu"}
+
+
+def _table_module(m, path, shape):
+    function = TABLE_MODULES[type(m)]
+    return _table(function, path, shape, **{name: getattr(m, name)
+                                            for name in tables.FUNCTIONS[function][1]})
+
+
+def _table_call(function, defaults=None):
+    """The builder of a functional form of ``function`` whose options after the tensor are
+    ``defaults`` (name -> default, in order)."""
+    def build(node, path, shape, *_):
+        args = _call_args(node, dict(defaults or {}, inplace=False))
+        return _table(function, path, shape, **args)
+    return build
+
+
 def _no_op(*_):
     return None
 
@@ -300,8 +344,10 @@ def _module_builder(m: nn.Module):
         return _no_op
     if type(m) is nn.ReLU:
         return lambda m, path, shape: _act("relu", path, shape)
-    if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0)):
+    if type(m) is nn.ReLU6:
         return lambda m, path, shape: _act("relu6", path, shape)
+    if type(m) in TABLE_MODULES:
+        return _table_module
     builders = ((nn.Conv2d, _conv_node), (nn.Conv1d, _conv_node), (nn.BatchNorm2d, _bn_node),
                 (nn.BatchNorm1d, _bn_node), (nn.MaxPool2d, _maxpool_module),
                 (nn.MaxPool1d, _maxpool_module), (nn.AvgPool2d, _avgpool_module),
@@ -394,6 +440,14 @@ FUNCTIONS = {   # supported functions -> builder (node, path, shape)
         path, shape, _call_args(node, {"output_size": None})["output_size"], True),
     torch.flatten: _flatten_call,
     F.pad: _pad_fn,
+    torch.tanh: _table_call("tanh"), torch.sigmoid: _table_call("sigmoid"),
+    torch.special.expit: _table_call("sigmoid"),
+    F.hardtanh: _table_call("hardtanh", {"min_val": -1.0, "max_val": 1.0}),
+    F.hardsigmoid: _table_call("hardsigmoid"), F.hardswish: _table_call("hardswish"),
+    F.silu: _table_call("silu"), F.leaky_relu: _table_call("leaky_relu",
+                                                            {"negative_slope": 0.01}),
+    F.gelu: _table_call("gelu", {"approximate": "none"}),
+    F.elu: _table_call("elu", {"alpha": 1.0}),
 }
 
 
@@ -417,6 +471,8 @@ def _view_method(node, path, shape, shape_nodes):
 
 METHODS = {   # supported tensor methods -> builder (node, path, shape, shape_nodes)
     "relu": _relu_call, "relu_": _relu_call, "contiguous": _no_op, "clone": _no_op,
+    "tanh": _table_call("tanh"), "tanh_": _table_call("tanh"),
+    "sigmoid": _table_call("sigmoid"), "sigmoid_": _table_call("sigmoid"),
     "flatten": _flatten_call, "view": _view_method, "reshape": _view_method,
 }
 

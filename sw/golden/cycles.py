@@ -5,7 +5,8 @@ layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks:
 pipeline fill and drain and the done handshake: 12), the sequencer's size products
 (`striate.sw.mapping.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
 ``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
-beyond the parallel pipeline's) and ``writes_per_pixel`` cycles to store the last output pixel.
+beyond the parallel pipeline's), ``writes_per_pixel`` cycles to store the last output pixel and,
+with activation tables, a cycle for the writer's lookup (`table_latency`).
 The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
 writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
@@ -111,6 +112,12 @@ def post_latency(config: AcceleratorConfig) -> int:
     return steps if steps > 1 else 0
 
 
+def table_latency(config: AcceleratorConfig) -> int:
+    """Cycles the writer's table lookup stage adds to each convolution (with
+    ``activation_tables``, whether the layer uses a table or not)."""
+    return 1 if config.activation_tables else 0
+
+
 def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles."""
@@ -147,7 +154,7 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
     return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)
-            + writes_per_pixel(config))
+            + writes_per_pixel(config) + table_latency(config))
 
 
 def program_cycles(program) -> list[int]:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..arguments import as_array, check_flag, dims, dtype_of
 from ..errors import StriateError
-from ..ir import numerics
+from ..ir import numerics, tables
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from ..ir.kernels import conv2d, max_pool, sum_pool, windows
 
@@ -41,6 +41,8 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
         sums = sum_pool(t.astype(np.int64), layer.pool_kernel, layer.pool_stride,
                         layer.pool_padding)
         t = numerics.requantize(sums, layer.pool_mult, layer.pool_shift, layer.lo, layer.hi)
+    if layer.table is not None:
+        t = tables.lookup(t, layer.table)
     return np.ascontiguousarray(t, dtype=np.int8).reshape(n, *layer.out_shape)
 
 

@@ -17,6 +17,8 @@ Each `QLayer` computes, on int8 ``N x C x H x W`` inputs reshaped to its ``in_sh
    takes window maxima (padding reads -128); ``"avg"`` sums windows in int32 (padding reads 0)
    and applies ``requantize(sum, pool_mult, pool_shift, lo, hi)`` with
    ``s_in / (kh * kw * s_out)`` folded in.
+3. with a ``table`` (``conv`` and ``pool`` only), each value ``v`` becomes ``table[v + 128]``
+   (`tables.lookup`): an element-wise function by table.
 
 ``op == "concat"`` joins its inputs (same height and width, one scale) along channels;
 ``op == "flatten"`` only reshapes (``C x H x W`` -> ``C*H*W x 1 x 1`` in PyTorch's order). A
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import numerics
+from . import numerics, tables
 
 OPS = ("conv", "pool", "flatten", "add", "concat")
 POOLS = ("none", "max", "avg")
@@ -90,6 +92,7 @@ class QLayer:
     add_shift: int = 0
     groups: int = 1         # a grouped convolution: ``weight`` is zero across groups
     dilation: tuple = (1, 1)    # a dilated one: ``weight`` spans it, zero between the taps
+    table: np.ndarray | None = None     # int8 ``[256]``: `tables.lookup` after pooling
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -100,6 +103,13 @@ class QLayer:
         if self.op not in OPS or self.pool not in POOLS:
             raise StriateError(f"layer '{self.name}': op/pool must be in {OPS}/{POOLS}, "
                                f"not {self.op!r}/{self.pool!r}")
+        if self.table is not None:
+            if self.op not in ("conv", "pool"):
+                raise StriateError(f"layer '{self.name}': only convolution and pooling layers "
+                                   f"may have a table, not a {self.op} layer")
+            if self.table.shape != (tables.ENTRIES,) or self.table.dtype != np.int8:
+                raise StriateError(f"layer '{self.name}': table must be {tables.ENTRIES} int8 "
+                                   f"values, not {self.table.dtype} {self.table.shape}")
         if self.op != "conv":
             return
         o, c = self.out_shape[0], self.in_shape[0]
@@ -156,7 +166,7 @@ class QLayer:
         A clamp, pooling layer or requantizing copy lowered onto the convolution datapath
         (`passes.identity_conv`), a zero padding (`quantize`), or a copy that places a
         concatenation (`striate.sw.mapping.concat`)."""
-        if self.op != "conv" or self.bias.any():
+        if self.op != "conv" or self.bias.any() or self.table is not None:
             return False
         w = self.weight.reshape(self.weight.shape[0], -1)
         return bool(np.isin(w, (0, 1)).all() and (w.sum(axis=1) <= 1).all())

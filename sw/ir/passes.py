@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import numerics, tables
 from ..errors import UnsupportedLayerError
 from .graph import QGraph
 
 
 def _is_clamp(layer) -> bool:
+    return layer.op == "pool" and layer.pool == "none" and layer.table is None
+
+
+def _is_elementwise(layer) -> bool:
+    """A clamp or a function by table: a layer that maps each value on its own."""
     return layer.op == "pool" and layer.pool == "none"
+
+
+def _clamped(table, lo: int, hi: int):
+    return np.clip(table, lo, hi).astype(np.int8)
 
 
 def _renamed(layer, names: dict):
@@ -46,10 +56,16 @@ def fuse_activation(graph: QGraph) -> QGraph:
     pooling layer or an add).
 
     Exact because clamps compose and commute with max pooling; not done after average pooling,
-    whose rounding does not commute with a clamp.
+    whose rounding does not commute with a clamp. After a layer with a table the clamp applies
+    to the table's values instead (the table comes last).
     """
     def merge(a, b):
-        if not _is_clamp(b) or a.op not in ("conv", "pool", "add") or a.pool == "avg":
+        if not _is_clamp(b) or a.op not in ("conv", "pool", "add"):
+            return None
+        if a.table is not None:
+            return a.replace(table=_clamped(a.table, b.lo, b.hi), out_scale=b.out_scale,
+                             sources=a.sources + b.sources)
+        if a.pool == "avg":
             return None
         lo, hi = max(a.lo, b.lo), min(a.hi, b.hi)
         if lo > hi:
@@ -58,16 +74,39 @@ def fuse_activation(graph: QGraph) -> QGraph:
     return _merge_pairs(graph, merge)
 
 
+def fuse_table(graph: QGraph) -> QGraph:
+    """Merge a function by table into the convolution or pooling layer before it, which then
+    looks its values up after its own pooling, as the table layer did after it. The table
+    layer's clamp (of its input) is folded into the table."""
+    def merge(a, b):
+        if b.table is None or b.pool != "none" or b.op != "pool" or a.op not in ("conv", "pool") \
+                or a.table is not None:
+            return None
+        keep = np.arange(numerics.INT8_MIN, numerics.INT8_MAX + 1).clip(b.lo, b.hi)
+        return a.replace(table=b.table[keep - numerics.INT8_MIN], out_scale=b.out_scale,
+                         sources=a.sources + b.sources)
+    return _merge_pairs(graph, merge)
+
+
 def fuse_pool(graph: QGraph) -> QGraph:
     """Merge a max or average pooling layer into the convolution before it.
 
     Max pooling commutes with clamps, so the two clamps merge into their intersection. Average
     pooling is merged only when its own clamp admits every value the convolution can produce (so
-    it is a no-op); the fused layer clamps with the convolution's range.
+    it is a no-op); the fused layer clamps with the convolution's range. After a table, which
+    the fused layer applies after pooling, only max pooling merges and only when the table
+    never decreases (then the two commute); the pool's clamp then applies to the table.
     """
     def merge(a, b):
         if a.op != "conv" or a.pool != "none" or b.op != "pool" or b.pool == "none":
             return None
+        if a.table is not None:
+            if b.pool != "max" or not tables.monotonic(a.table):
+                return None
+            return a.replace(pool=b.pool, pool_kernel=b.pool_kernel, pool_stride=b.pool_stride,
+                             pool_padding=b.pool_padding, out_shape=b.out_shape,
+                             table=_clamped(a.table, b.lo, b.hi), out_scale=b.out_scale,
+                             sources=a.sources + b.sources)
         lo, hi = max(a.lo, b.lo), min(a.hi, b.hi)
         if b.pool == "avg" and (lo, hi) != (a.lo, a.hi) or lo > hi:
             return None
@@ -94,7 +133,7 @@ def lower_flatten(graph: QGraph) -> QGraph:
             continue
         if flat:
             shape = maps[flat[0]]
-            if _is_clamp(layer):
+            if _is_elementwise(layer):
                 layer = layer.replace(in_shape=shape, out_shape=shape)
                 maps[layer.name] = shape
             elif layer.op == "conv" and layer.kernel == (1, 1) and \
@@ -139,4 +178,4 @@ def lower_pool_layers(graph: QGraph) -> QGraph:
         for layer in graph.layers))
 
 
-INTEGER_PASSES = (fuse_activation, fuse_pool, lower_flatten, lower_pool_layers)
+INTEGER_PASSES = (fuse_activation, fuse_table, fuse_pool, lower_flatten, lower_pool_layers)

@@ -14,14 +14,16 @@ levels. A residual add gets its own output scale the same way and adds its two i
 integer multipliers (`numerics.add_multipliers`). A concatenation stores all its inputs at one
 scale, calibrated on its output; the layers that compute its inputs take that scale as theirs
 (`concat_sources`), and an input whose producer cannot (the network input, or a tensor other
-layers read too) is requantized by a 1x1 identity convolution first.
+layers read too) is requantized by a 1x1 identity convolution first. An element-wise function
+computed by table (tanh, sigmoid, SiLU, ...: `tables`) gets its own output scale too, and its
+table maps its input's int8 values at their scale to its output's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import numerics
+from . import numerics, tables
 from ..errors import QuantizationError, UnsupportedLayerError
 from ..frontend.float_ref import run_float
 from .graph import INPUT, QGraph, QLayer, kernel_taps, map_shape
@@ -30,7 +32,8 @@ from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
 RANGE_ONLY = ("relu", "relu6", "maxpool", "pad")
-RESCALING = ("conv", "linear", "avgpool", "add")   # nodes whose output gets a scale of its own
+# nodes whose output gets a scale of its own
+RESCALING = ("conv", "linear", "avgpool", "add", "table")
 
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
@@ -299,6 +302,11 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
         elif node.kind == "relu6":
             six = int(numerics.quantize(6.0, scale)[()])
             layer = QLayer(op="pool", out_scale=scale, lo=0, hi=six, **common)
+        elif node.kind == "table":
+            a = node.attrs
+            lut = tables.table(a["function"], a["options"], scale, scales[node.name])
+            layer = QLayer(op="pool", out_scale=scales[node.name], table=lut, **common)
+            out_rng = (int(lut.min()), int(lut.max()))
         elif node.kind in ("maxpool", "avgpool"):
             a = node.attrs
             mult, shift, out_scale = 0, 0, scale
@@ -348,7 +356,8 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
         else:
             raise QuantizationError(f"layer '{node.name}': {node.kind!r} must be folded before "
                                     "quantization")
-        if layer.op == "pool" and layer.pool != "avg":     # clamps and max pooling keep values
+        if layer.op == "pool" and layer.pool != "avg" and layer.table is None:
+            # clamps and max pooling keep values
             out_rng = (max(rng[0], layer.lo), min(rng[1], layer.hi))
         tensors[node.name] = (layer.out_scale, out_rng)
         layers.append(layer)

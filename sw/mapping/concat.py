@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import AcceleratorConfig
+from ..ir import numerics
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT, copy_conv
 from .layout import groups
@@ -109,8 +110,10 @@ def _place(concat: QLayer, out: list, holes: dict, slotted: set, graph: QGraph,
         view = name != INPUT and name not in slotted
         if view and need != phys:
             producer = out[at]
+            # zero channels must come out zero: not through a table that moves 0
+            zero_kept = producer.table is None or producer.table[-numerics.INT8_MIN] == 0
             if producer.op == "conv" and producer.groups == 1 and graph.readers(name) == 1 \
-                    and name not in holes:
+                    and name not in holes and zero_kept:
                 out[at] = _pad_outputs(producer, need)
             else:
                 view = False

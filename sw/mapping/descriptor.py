@@ -47,7 +47,8 @@ class LayerDescriptor:
     at ``out_addr``. An add (``op == OP_ADD``) reads the ``in_c x in_h x in_w`` maps at
     ``in_addr`` and ``in2_addr`` and writes their sum (``add_mult_a``, ``add_mult_b``,
     ``add_shift``, clamped to ``[act_lo, act_hi]``) at ``out_addr``; its other sizes are those of
-    a 1x1 convolution that keeps the shape.
+    a 1x1 convolution that keeps the shape. A convolution with ``table`` > 0 maps each value
+    ``v`` it writes to entry ``v + 128`` of table ``table - 1`` in the table memory.
     """
 
     op: int = _bits(2)
@@ -84,6 +85,7 @@ class LayerDescriptor:
     add_mult_a: int = _bits(ADD_MULT_BITS)
     add_mult_b: int = _bits(ADD_MULT_BITS)
     add_shift: int = _bits(ADD_SHIFT_BITS)
+    table: int = _bits(6)       # 0: none; t: look values up in table t - 1 as they are written
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..config import AcceleratorConfig
 from .descriptor import OP_ADD, OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
 from ..errors import MappingError, PlacementError
@@ -62,6 +64,8 @@ class MemoryPlan:
     preserved: tuple     # per layer: its output is still intact after the last layer
     tensors: dict        # tensor name -> (addr, bytes)
     executed: tuple      # per layer: it has a descriptor (a concatenation has none)
+    table: tuple = ()    # per layer: 0, or 1 + the index in ``tables`` of its table
+    tables: tuple = ()   # the distinct int8 [256] tables, in table memory order
 
     def descriptors_before(self, count: int) -> int:
         """How many descriptors the first ``count`` layers have: the LAYERS value that runs
@@ -134,6 +138,27 @@ def _check_ops(graph: QGraph, config: AcceleratorConfig) -> None:
             raise MappingError(f"{_where(layer)}: a residual add needs "
                                "AcceleratorConfig.residual_add, which this configuration leaves "
                                "out")
+        if layer.table is not None and not config.activation_tables:
+            raise MappingError(f"{_where(layer)}: a function by table needs "
+                               "AcceleratorConfig.activation_tables, which this configuration "
+                               "leaves out")
+
+
+def _place_tables(graph: QGraph, config: AcceleratorConfig) -> tuple[tuple, tuple]:
+    """Per layer its table field (0 or 1 + slot), and the distinct tables by slot."""
+    slots, fields = {}, []
+    for layer in graph.layers:
+        if layer.table is None:
+            fields.append(0)
+            continue
+        key = layer.table.tobytes()
+        slots.setdefault(key, len(slots))
+        fields.append(slots[key] + 1)
+    if len(slots) > config.activation_tables:
+        raise MappingError(f"program needs {len(slots)} distinct activation tables, must fit "
+                           f"the table memory of {config.activation_tables} "
+                           "(AcceleratorConfig.activation_tables)")
+    return tuple(fields), tuple(np.frombuffer(key, np.int8) for key in slots)
 
 
 def concat_views(graph: QGraph, config: AcceleratorConfig) -> dict:
@@ -229,8 +254,10 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     act_in = tuple(tensors[layer.inputs[0]] for layer in graph.layers)
     act_out = tuple(tensors[layer.name] for layer in graph.layers)
     alive = _intact(act_out, executed, len(act_out))
+    table, tables = _place_tables(graph, config)
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
-                      tuple(i in alive for i in range(len(graph.layers))), tensors, executed)
+                      tuple(i in alive for i in range(len(graph.layers))), tensors, executed,
+                      table, tables)
 
 
 def _intact(act_out, executed, count: int) -> tuple:
@@ -294,7 +321,8 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
         return LayerDescriptor(
             **layer_fields(layer), in_addr=plan.act_in[index][0], in2_addr=second,
             out_addr=plan.act_out[index][0],
-            weight_addr=plan.weight[index][0], param_addr=plan.param[index][0])
+            weight_addr=plan.weight[index][0], param_addr=plan.param[index][0],
+            table=plan.table[index])
     except DescriptorError as exc:
         raise MappingError(f"{_where(layer)}: {exc}") from None
 

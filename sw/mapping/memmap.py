@@ -39,7 +39,8 @@ from .descriptor import LayerDescriptor
 
 REGION_SHIFT = 20
 ADDR_BITS = 24              # bus word address width (4-bit region, 20-bit offset)
-REG, PROGRAM, PARAMS, WEIGHTS, ACT = range(5)
+REG, PROGRAM, PARAMS, WEIGHTS, ACT, TABLES = range(6)
+TABLE_WORDS = 64            # 32-bit rows per activation table (256 int8 entries, 4 per row)
 
 CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
 LAYER_CYCLES = 1024
@@ -118,13 +119,16 @@ def memories(config: AcceleratorConfig) -> dict:
     """The memories a configuration instantiates, by region."""
     po, pi = config.pe_out, config.pe_in
     act = MemoryShape(config.act_bytes // pi, 8 * pi)
-    return {
+    shapes = {
         PROGRAM: MemoryShape(config.program_depth * LayerDescriptor.WORDS, 32),
         PARAMS: MemoryShape(config.param_entries // config.requant_parallel,
                             32 * PARAM_ENTRY_WORDS * config.requant_parallel),
         WEIGHTS: MemoryShape(config.weight_bytes // (po * pi), 8 * po * pi),
         ACT: act,
     }
+    if config.activation_tables:    # table t from row t * TABLE_WORDS on, entry i at byte i
+        shapes[TABLES] = MemoryShape(config.activation_tables * TABLE_WORDS, 32)
+    return shapes
 
 
 def address(region: int, offset: int = 0) -> int:

@@ -47,7 +47,8 @@ FORMAT_VERSION = 2
 OLD_VERSIONS = {1: "chains in two ping-pong activation banks"}
 _HEADER = struct.Struct("<8sHHQ32s")
 # Per layer, in blob order: dtype and number of dimensions of each array.
-_ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1)}
+_ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1),
+           "table": ("<i1", 1)}     # a table only with a function by table
 _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input_im2col",
                   "metadata", "output", "layers")
 _OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
@@ -234,7 +235,9 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
         fields = geometry(desc)
     except StriateError as exc:
         raise ProgramFormatError(f"{where}: {exc}") from None
-    wanted = tuple(_ARRAYS) if fields["op"] == "conv" else ()      # an add has no arrays
+    # an add has no arrays; a convolution's table is there when its descriptor names one
+    wanted = tuple(name for name in _ARRAYS if name != "table" or desc.table) \
+        if fields["op"] == "conv" else ()
     specs = _fields(entry["arrays"], "arrays", where, wanted)
     arrays = {}
     for key in wanted:
@@ -263,7 +266,8 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
                    out_scale=out_scale, **fields, groups=groups, dilation=tuple(dilation),
                    weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
-                   mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64))
+                   mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64),
+                   table=arrays["table"].astype(np.int8) if "table" in arrays else None)
     try:
         layer.check()
     except StriateError as exc:
@@ -375,6 +379,8 @@ def _check_accumulators(graph: QGraph, where: str) -> None:
                 f"K * max|w| * max|x| + |bias| = {bound[c]} must be < 2**31")
         ranges[layer.name] = ((max(rng[0], layer.lo), min(rng[1], layer.hi))
                               if _passes_through(layer) else (layer.lo, layer.hi))
+        if layer.table is not None:     # the table's values, whatever it looks up
+            ranges[layer.name] = (int(layer.table.min()), int(layer.table.max()))
 
 
 def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:

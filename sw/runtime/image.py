@@ -12,8 +12,8 @@ from ..mapping import layout, memmap
 
 
 def program_image(program) -> list[tuple[int, np.ndarray]]:
-    """``(bus address, uint32 words)`` blocks that load ``program``'s descriptors, parameters and
-    weights."""
+    """``(bus address, uint32 words)`` blocks that load ``program``'s descriptors, parameters,
+    weights and activation tables."""
     cfg, plan = program.config, program.plan
     weights = memmap.memories(cfg)[memmap.WEIGHTS]
     blocks = [(memmap.address(memmap.PROGRAM),
@@ -26,6 +26,9 @@ def program_image(program) -> list[tuple[int, np.ndarray]]:
                        layout.pack_params(layer, cfg)))
         blocks.append((memmap.address(memmap.WEIGHTS, weights.bus_offset(plan.weight[i][0])),
                        weights.to_bus(layout.pack_weights(layer, cfg))))
+    for slot, table in enumerate(plan.tables):
+        blocks.append((memmap.address(memmap.TABLES, slot * memmap.TABLE_WORDS),
+                       np.ascontiguousarray(table).view("<u4").astype(np.uint32)))
     return blocks
 
 
