@@ -68,6 +68,14 @@ class AcceleratorConfig:
         (tanh, sigmoid, SiLU, ...: `striate.sw.ir.tables`), looked up as the writer stores each
         value; a program needs one per distinct table. 0 leaves the lookup out; the mapper
         then refuses layers with a table. At most 63 (the descriptor's table field).
+    depthwise_kernel : int
+        The depthwise datapath for depthwise convolutions (one input channel per output
+        channel) with kernels up to ``k x k``: a line buffer of ``k - 1`` rows feeds a ``k x k``
+        window of ``pe_in`` channels to the PE array, ``k x k`` taps of each channel on
+        ``pe_out / pe_in`` rows of ``pe_in`` lanes, one output pixel per cycle. Needs
+        ``k <= pe_in`` and ``k <= pe_out / pe_in``. 0 leaves it out; depthwise layers then run
+        as dense convolutions with zero weights across channels (slow, exact). None (the
+        default): 3 where that fits, else 0.
     """
 
     pe_out: int = 16
@@ -87,6 +95,7 @@ class AcceleratorConfig:
     pool_padding: bool = True
     residual_add: bool = True
     activation_tables: int = 16
+    depthwise_kernel: int | None = None
 
     def __post_init__(self):
         limits = {
@@ -95,7 +104,7 @@ class AcceleratorConfig:
             "weight_bytes": (1, 1 << 26), "param_entries": (1, 1 << 16),
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
-            "activation_tables": (0, 63),
+            "activation_tables": (0, 63), "depthwise_kernel": (0, 15),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -104,7 +113,8 @@ class AcceleratorConfig:
                     raise ConfigError(f"AcceleratorConfig.{field.name} must be True or False, "
                                       f"not {value!r}")
                 continue
-            if field.name in ("requant_lanes", "serial_scale_bits") and value is None:
+            if field.name in ("requant_lanes", "serial_scale_bits", "depthwise_kernel") \
+                    and value is None:
                 continue
             lo, hi = limits[field.name]
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -115,6 +125,13 @@ class AcceleratorConfig:
                                                or self.requant_lanes & (self.requant_lanes - 1)):
             raise ConfigError(f"AcceleratorConfig.requant_lanes must be a power of two dividing "
                               f"pe_out ({self.pe_out}), not {self.requant_lanes}")
+        fits = min(self.pe_in, self.pe_out // self.pe_in, self.max_kernel)
+        if self.depthwise_kernel is None:
+            object.__setattr__(self, "depthwise_kernel", 3 if fits >= 3 else 0)
+        if self.depthwise_kernel and not 2 <= self.depthwise_kernel <= fits:
+            raise ConfigError(f"AcceleratorConfig.depthwise_kernel must be 0 or in [2, {fits}] "
+                              f"(at most pe_in, pe_out / pe_in and max_kernel), not "
+                              f"{self.depthwise_kernel}")
         for name in ("pe_out", "pe_in", "act_bytes", "weight_bytes", "param_entries"):
             value = getattr(self, name)
             if value & (value - 1):

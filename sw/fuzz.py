@@ -40,7 +40,8 @@ from .ir.graph import map_shape
 from .mapping.mapper import map_bytes
 
 #: Configurations of the fuzzer's own: the default array, a small one with a one-lane
-#: requantizer, and a serial-requantizer one with every option.
+#: requantizer, a serial-requantizer one with every option, and one with a 4 x 4 depthwise
+#: window and a two-lane requantizer.
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
@@ -50,12 +51,15 @@ CONFIGS = {
                                 max_width=24, max_height=20, max_kernel=5, max_stride=3,
                                 act_bytes=8192, weight_bytes=32768, param_entries=128,
                                 program_depth=8),
+    "window": AcceleratorConfig(requant_lanes=2, depthwise_kernel=4, max_width=32,
+                                max_height=32, act_bytes=16384, weight_bytes=65536,
+                                param_entries=1024, program_depth=16),
 }
 
 
 #: What `striate fuzz` runs by default: `CONFIGS` and both boards' (the ULX3S's has four
 #: requantizer lanes).
-DEFAULT_CONFIGS = ("default", "small", "serial", "icebreaker", "ulx3s")
+DEFAULT_CONFIGS = ("default", "small", "serial", "window", "icebreaker", "ulx3s")
 
 
 def config_named(name: str) -> AcceleratorConfig:

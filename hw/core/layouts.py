@@ -54,15 +54,26 @@ class Layouts:
         # An average pool's running sum: int8 pixels over at most the whole conv map, which
         # is under 2**rows by 2**cols pixels.
         self.pool_sum = signed(8 + self.rows + self.cols)
-        # Position of an output pixel, carried with the work so later stages need no counters.
-        self.tag = data.StructLayout({"og": self.p_addr + 1, "pix": self.act_addr, "pool_first": 1,
-                                      "pool_last": 1})
+        # Position of an output pixel, carried with the work so later stages need no counters:
+        # its output channel group (a depthwise layer's: its channel group, at most one per
+        # parameter entry) and word offset.
+        self.tag = data.StructLayout({"og": bits_for(config.param_entries) + 1,
+                                      "pix": self.act_addr, "pool_first": 1, "pool_last": 1})
+        # The depthwise window's controls (`striate.hw.core.dwwindow`): the line buffer column,
+        # and how many window rows above and columns left of the new word are inside the map.
+        k = config.depthwise_kernel
+        self.lb_depth = config.max_width + k
+        self.dw = data.StructLayout({"col": bits_for(self.lb_depth), "rows": bits_for(k),
+                                     "cols": bits_for(k)}) if k else data.StructLayout({})
         self.window = data.StructLayout({       # window generator -> fetch
             "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,
-            "tag": self.tag})
-        self.operands = data.StructLayout({     # fetch -> PE array
+            "tag": self.tag, "dw": self.dw})
+        # fetch -> PE array; a depthwise layer's go through the depthwise window, which gives
+        # each PE row operands of its own (``xr``, row-major like the weights)
+        self.operands = data.StructLayout({
             "x": data.ArrayLayout(signed(8), pi), "w": data.ArrayLayout(signed(8), po * pi),
-            "first": 1, "last": 1, "tag": self.tag})
+            "first": 1, "last": 1, "tag": self.tag, "dw": self.dw,
+            **({"xr": data.ArrayLayout(signed(8), po * pi)} if k else {})})
         self.sums = data.StructLayout({         # PE array -> requantizer
             "acc": data.ArrayLayout(ACC, po), "tag": self.tag})
         self.pixels = data.StructLayout({       # requantizer -> pool -> writer

@@ -35,6 +35,7 @@ class Fetch(wiring.Component):
         pad = Signal()
         first, last = Signal(), Signal()
         tag = Signal(self._l.tag)
+        dw = Signal(self._l.dw)
         m.d.comb += [
             self.i.ready.eq(advance),
             self.act_addr.eq(self.i.payload.act_addr), self.act_en.eq(advance),
@@ -42,12 +43,12 @@ class Fetch(wiring.Component):
             self.o.payload.x.eq(Mux(pad, 0, self.act_data)),
             self.o.payload.w.eq(self.w_data),
             self.o.payload.first.eq(first), self.o.payload.last.eq(last),
-            self.o.payload.tag.eq(tag),
+            self.o.payload.tag.eq(tag), self.o.payload.dw.eq(dw),
         ]
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(self.i.valid), pad.eq(self.i.payload.pad),
                          first.eq(self.i.payload.first), last.eq(self.i.payload.last),
-                         tag.eq(self.i.payload.tag)]
+                         tag.eq(self.i.payload.tag), dw.eq(self.i.payload.dw)]
         return m
 
 
@@ -61,15 +62,19 @@ class MacArray(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        super().__init__({
+        ports = {
             "i": In(stream.Signature(layouts.operands)),
             "o": Out(stream.Signature(layouts.sums)),
             "busy": Out(1),
-        })
+        }
+        if layouts.config.depthwise_kernel:
+            ports["dw"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         po, pi = self._l.config.pe_out, self._l.config.pe_in
+        dw = self._l.config.depthwise_kernel
         advance = ~self.o.valid | self.o.ready
         a_valid, a_first, a_last = Signal(), Signal(), Signal()
         a_tag = Signal(self._l.tag)
@@ -78,16 +83,26 @@ class MacArray(wiring.Component):
         # hold the finished sums until they are taken.
         acc = [self.o.payload.acc[r] for r in range(po)]
         x, w = self.i.payload.x, self.i.payload.w
+
+        def operand(r, c):      # a depthwise layer gives each row operands of its own
+            return Mux(self.dw, self.i.payload.xr[r * pi + c], x[c]) if dw else x[c]
         m.d.comb += [self.i.ready.eq(advance), self.busy.eq(advance & a_valid)]
+        if dw:  # a depthwise pixel: channel ch's sum is its rows' (t * pe_in + ch) together,
+            # in every row group, so the lanes of whichever group the pixel's channels take
+            # downstream hold it
+            channel = [sum(psum[t * pi + ch] for t in range(po // pi)) for ch in range(pi)]
+            adds = [Mux(self.dw, channel[r % pi], psum[r]) for r in range(po)]
+        else:
+            adds = psum
         with m.If(advance):
             m.d.sync += [a_valid.eq(self.i.valid), a_first.eq(self.i.payload.first),
                          a_last.eq(self.i.payload.last), a_tag.eq(self.i.payload.tag)]
             for r in range(po):
-                m.d.sync += psum[r].eq(sum(x[c] * w[r * pi + c] for c in range(pi)))
+                m.d.sync += psum[r].eq(sum(operand(r, c) * w[r * pi + c] for c in range(pi)))
             with m.If(a_valid):
                 m.d.sync += [self.o.valid.eq(a_last), self.o.payload.tag.eq(a_tag)]
                 for r in range(po):
-                    total = Mux(a_first, psum[r], acc[r] + psum[r])
+                    total = Mux(a_first, adds[r], acc[r] + adds[r])
                     m.d.sync += acc[r].eq(total)
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)

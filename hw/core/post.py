@@ -64,15 +64,20 @@ class Requant(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        super().__init__(requant_ports(layouts))
+        ports = requant_ports(layouts)
+        if layouts.config.depthwise_kernel:
+            ports["dw"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        po, lanes = self._l.config.pe_out, self._l.config.requant_parallel
+        cfg = self._l.config
+        po, lanes, pi = cfg.pe_out, cfg.requant_parallel, cfg.pe_in
         steps = po // lanes
         advance = ~self.o.valid | self.o.ready
         params = data.ArrayLayout(ENTRY, lanes)(self.p_data)
-        j = Signal(range(max(2, steps)))
+        jr = Signal(range(max(2, steps)))      # lane groups done of this item
+        j = Signal(range(max(2, steps)))       # the lane group being read
         # Stage registers (valid, tag, lane group, last group) after the parameter read (1),
         # the bias add (x) and the multiply (2); the shift and clamp feed the output register.
         stages = {name: (Signal(name=f"v{name}"), Signal(self._l.tag, name=f"tag{name}"),
@@ -84,18 +89,30 @@ class Requant(wiring.Component):
         shift_x = [Signal(SHIFT_BITS, name=f"shiftx{r}") for r in range(lanes)]
         prod = [Signal(PRODUCT, name=f"prod{r}") for r in range(lanes)]
         shift2 = [Signal(SHIFT_BITS, name=f"shift{r}") for r in range(lanes)]
-        last = j == steps - 1
         if steps == 1:          # one lane group: straight from the input
             valid0, tag0, acc_bits = self.i.valid, self.i.payload.tag, self.i.payload.acc.as_value()
-            m.d.comb += self.i.ready.eq(advance)
         else:                   # several: work from a holding register
             held = Signal.like(self.i.payload)
             valid0, tag0, acc_bits = Signal(), held.tag, held.acc.as_value()
+        group, first_j, last = tag0.og, 0, jr == steps - 1
+        if cfg.depthwise_kernel:
+            # A depthwise pixel of channel group og (pe_in channels) needs only the lane
+            # groups that hold its channels: parameter row group og / (pe_out / pe_in), lanes
+            # from (og % (pe_out / pe_in)) * pe_in on (`striate.hw.core.pe.MacArray`).
+            lpp = (po // pi).bit_length() - 1
+            first_lane = tag0.og[:lpp] << pi.bit_length() - 1
+            group = Mux(self.dw, tag0.og >> lpp, tag0.og)
+            first_j = Mux(self.dw, first_lane >> lanes.bit_length() - 1, 0)
+            last = jr == Mux(self.dw, max(1, pi // lanes) - 1, steps - 1)
+        m.d.comb += j.eq(first_j + jr)
+        if steps == 1:
+            m.d.comb += self.i.ready.eq(advance)
+        else:
             m.d.comb += self.i.ready.eq(advance & (~valid0 | last))
             with m.If(self.i.ready):
                 m.d.sync += [valid0.eq(self.i.valid), held.eq(self.i.payload)]
         m.d.comb += [self.p_en.eq(advance),
-                     self.p_addr.eq(self.p_base + (tag0.og << steps.bit_length() - 1) + j)]
+                     self.p_addr.eq(self.p_base + (group << steps.bit_length() - 1) + j)]
         v2, tag2, j2, last2 = stages["2"]
         with m.If(advance):
             previous = (valid0, tag0, j, last)
@@ -104,7 +121,7 @@ class Requant(wiring.Component):
                 previous = stage
             m.d.sync += [self.o.valid.eq(v2 & last2), self.o.payload.tag.eq(tag2)]
             with m.If(valid0):
-                m.d.sync += j.eq(Mux(last, 0, j + 1))
+                m.d.sync += jr.eq(Mux(last, 0, jr + 1))
             for r in range(lanes):
                 p = params[r]
                 m.d.sync += [acc1[r].eq(acc_bits.word_select(j * lanes + r, 32).as_signed()),
@@ -171,7 +188,10 @@ class SerialPost(wiring.Component):
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        super().__init__({**requant_ports(layouts), **POOL_PORTS})
+        ports = {**requant_ports(layouts), **POOL_PORTS}
+        if layouts.config.depthwise_kernel:
+            ports["dw"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -197,7 +217,11 @@ class SerialPost(wiring.Component):
         with m.If(pooling):
             m.d.comb += [units[0].x.eq(Array(pacc)[c]), units[0].mult.eq(self.mult),
                          units[0].shift.eq(self.shift)]
-        m.d.comb += self.p_addr.eq(self.p_base + (held.tag.og << steps.bit_length() - 1) + j)
+        group = held.tag.og
+        if cfg.depthwise_kernel:    # a depthwise pixel: its channels' parameter row group
+            # (every lane group is scaled; the writer takes the pixel's)
+            group = Mux(self.dw, held.tag.og >> (po // cfg.pe_in).bit_length() - 1, group)
+        m.d.comb += self.p_addr.eq(self.p_base + (group << steps.bit_length() - 1) + j)
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.FSM():

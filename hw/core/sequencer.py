@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...sw.mapping import derive, memmap
-from ...sw.mapping.descriptor import OP_ADD, OP_CONV, LayerDescriptor
+from ...sw.mapping.descriptor import OP_ADD, OP_CONV, OP_DW, LayerDescriptor
 from .layouts import Layouts, bits_for, descriptor_layout
 
 
@@ -152,6 +152,10 @@ class Sequencer(wiring.Component):
         sources.update({name: getattr(self, name) for name in base_widths(self._l)})
         sources.update({name: getattr(self, name) for name in derive.RESULTS})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
+        depthwise = self.desc.op == OP_DW       # weights: a word per channel group, once
+        sources.update(wk_h=Mux(depthwise, 1, self.desc.k_h),
+                       wk_w=Mux(depthwise, 1, self.desc.k_w),
+                       w_og=Mux(depthwise, 1, self.og_n))
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
             sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
 
@@ -241,7 +245,14 @@ class Sequencer(wiring.Component):
                       | (d.param_addr & (cfg.pe_out - 1))) != 0
         no_avg = Const(not cfg.avg_pool) & (d.pool == 2)
         is_add = d.op == OP_ADD
-        known_op = (d.op == OP_CONV) | (Const(cfg.residual_add) & is_add)
+        known_op = (d.op == OP_CONV) | (Const(cfg.residual_add) & is_add) \
+            | (Const(bool(cfg.depthwise_kernel)) & (d.op == OP_DW))
+        # A depthwise layer: one channel per output channel, no pooling, padding below the
+        # kernel (`striate.sw.mapping.depthwise`), a kernel within the window.
+        dw = Const(bool(cfg.depthwise_kernel)) & (d.op == OP_DW)
+        dw_shape = registered(dw & ((d.in_c != d.out_c) | (d.pool != 0) | (d.pad_h >= d.k_h)
+                                    | (d.pad_w >= d.k_w)), "dw_shape")
+        dw_limit = dw & ((d.k_h > cfg.depthwise_kernel) | (d.k_w > cfg.depthwise_kernel))
         # An add reads no weights or parameters: their checks do not apply to it.
         convolving = Signal(name="convolving")
         m.d.sync += convolving.eq(~is_add)
@@ -254,9 +265,9 @@ class Sequencer(wiring.Component):
                         | (d.stride_h > cfg.max_stride)
                         | (d.stride_w > cfg.max_stride) | (d.pool_stride_h > cfg.max_stride)
                         | (d.pool_stride_w > cfg.max_stride) | pool_pad
-                        | (d.table > cfg.activation_tables), "over_limit"),
+                        | (d.table > cfg.activation_tables) | dw_limit, "over_limit"),
              memmap.E_LIMIT),
-            (~shape_ok, memmap.E_SHAPE),
+            (~shape_ok | dw_shape, memmap.E_SHAPE),
             (registered(misaligned, "misaligned"), memmap.E_ALIGN),
             (self._failed["act"] | self._too_big["act"], memmap.E_ACT),
             ((self._failed["weight"] | self._too_big["weight"]) & convolving, memmap.E_WEIGHT),

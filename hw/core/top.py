@@ -16,9 +16,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ...sw.mapping import memmap
-from ...sw.mapping.descriptor import OP_ADD
+from ...sw.mapping.descriptor import OP_ADD, OP_DW
 from ...sw.mapping.memmap import MemoryShape
 from ...sw.config import AcceleratorConfig
+from .depthwise import DwWalk, DwWindow
 from .eltwise import AddUnit
 from .layouts import Layouts
 from .pe import Fetch, MacArray
@@ -63,8 +64,16 @@ class Accelerator(wiring.Component):
         fetch = engine("fetch", Fetch(self._l))
         mac = engine("mac", MacArray(self._l))
         writer = engine("writer", Writer(self._l))
-        connect(m, win.o, fetch.i)
-        connect(m, fetch.o, mac.i)
+        self._depthwise = Const(0)
+        if self.config.depthwise_kernel:
+            walk = engine("dwwalk", DwWalk(self._l))
+            window = engine("dwwindow", DwWindow(self._l))
+            self._depthwise = seq.desc.op == OP_DW
+            self._route(m, win, walk, fetch, window, mac)
+            self._configure_walk(m, seq, walk)
+        else:
+            connect(m, win.o, fetch.i)
+            connect(m, fetch.o, mac.i)
         if self.config.serial_scale_bits:
             requant = pool = engine("post", SerialPost(self._l))
             connect(m, mac.o, requant.i)
@@ -80,17 +89,50 @@ class Accelerator(wiring.Component):
         # Output pixels the window generator has issued and the writer not yet written: at
         # most one per pipeline register between them (about twenty).
         outstanding = Signal(8)
-        m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + win.writes - writer.written))
-        conv_done = win.done & (outstanding == 0)
+        dw = self._depthwise
+        writes, walked = win.writes, win.done
+        if self.config.depthwise_kernel:
+            writes, walked = win.writes | walk.writes, Mux(dw, walk.done, win.done)
+            m.d.comb += [walk.start.eq(seq.run & dw), mac.dw.eq(dw), writer.dw.eq(dw),
+                         requant.dw.eq(dw)]
+        m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + writes - writer.written))
+        conv_done = walked & (outstanding == 0)
         self._adding = adding = (seq.desc.op == OP_ADD) if adder is not None else Const(0)
         m.d.comb += [seq.layer_done.eq(Mux(adding, adder.done, conv_done) if adder is not None
                                        else conv_done),
-                     seq.pe_busy.eq(mac.busy), win.start.eq(seq.run & ~adding),
+                     seq.pe_busy.eq(mac.busy), win.start.eq(seq.run & ~adding & ~dw),
                      self.busy.eq(seq.busy), self.done.eq(seq.done)]
         if adder is not None:
             m.d.comb += adder.start.eq(seq.run & adding)
         self._memories(m, seq, fetch, requant, writer, adder)
         return m
+
+    def _route(self, m, win, walk, fetch, window, mac):
+        """The datapath of the layer running: window generator -> fetch -> PE array, or for a
+        depthwise layer depthwise walk -> fetch -> depthwise window -> PE array (fixed while
+        a layer runs)."""
+        dw = self._depthwise
+
+        def pick(a, b):
+            return Mux(dw, a.payload.as_value(), b.payload.as_value())
+        m.d.comb += [
+            fetch.i.valid.eq(Mux(dw, walk.o.valid, win.o.valid)), fetch.i.payload.eq(
+                pick(walk.o, win.o)),
+            win.o.ready.eq(fetch.i.ready & ~dw), walk.o.ready.eq(fetch.i.ready & dw),
+            window.i.valid.eq(fetch.o.valid & dw), window.i.payload.eq(fetch.o.payload),
+            mac.i.valid.eq(Mux(dw, window.o.valid, fetch.o.valid)),
+            mac.i.payload.eq(pick(window.o, fetch.o)),
+            fetch.o.ready.eq(Mux(dw, window.i.ready, mac.i.ready)),
+            window.o.ready.eq(mac.i.ready & dw)]
+
+    def _configure_walk(self, m, seq, walk):
+        d = seq.desc
+        fields = {"in_h": d.in_h, "in_w": d.in_w, "k_h": d.k_h, "k_w": d.k_w,
+                  "s_h": d.stride_h, "s_w": d.stride_w, "p_h": d.pad_h, "p_w": d.pad_w,
+                  "out_h": d.out_h, "out_w": d.out_w}
+        m.d.comb += [getattr(walk, name).eq(value) for name, value in fields.items()]
+        m.d.comb += [walk.cg_n.eq(seq.cg_n), walk.hw_in.eq(seq.hw_in),
+                     walk.in_base.eq(seq.in_base), walk.w_base.eq(seq.w_base)]
 
     def _configure(self, m, seq, win, requant, pool, writer, adder):
         """Wire descriptor fields and derived sizes to the blocks."""

@@ -41,6 +41,8 @@ class Writer(wiring.Component):
             "wr_addr": Out(layouts.act_addr), "wr_data": Out(8 * cfg.pe_in),
             "wr_en": Out(cfg.pe_in), "written": Out(1),
         }
+        if cfg.depthwise_kernel:
+            ports["dw"] = In(1)
         if cfg.activation_tables:
             ports.update({"table": In(LayerDescriptor.bits("table")),
                           "t_addr": Out(data.ArrayLayout(layouts.t_addr, cfg.pe_in)),
@@ -75,8 +77,19 @@ class Writer(wiring.Component):
             channel = [word_first + l < self.out_c for l in range(pi)]
             enables = Cat(*[(slot == l // po) | (word_first + l >= self.out_c)
                             for l in range(pi)])
-        values = [Mux(c, v, 0) for c, v in zip(channel, raw)]
         last = sub == words - 1
+        if self._l.config.depthwise_kernel:
+            # A depthwise pixel is one word: channel group og's pe_in channels, in the lanes
+            # of row group og % (pe_out / pe_in) (`striate.hw.core.pe.MacArray`).
+            lpp = (po // pi).bit_length() - 1
+            sel = tag.og[:lpp]
+            raw = [Mux(self.dw, ybits.word_select(sel, 8 * pi).word_select(l, 8), v)
+                   for l, v in enumerate(raw)]
+            channel = [Mux(self.dw, (tag.og << lpi) + l < self.out_c, c)
+                       for l, c in enumerate(channel)]
+            enables = Mux(self.dw, Const((1 << pi) - 1, pi), enables)
+            last = self.dw | last
+        values = [Mux(c, v, 0) for c, v in zip(channel, raw)]
         write = [self.out_base + tag.pix + sub_off, Cat(*[v[:8] for v in values]),
                  Mux(busy, enables, 0), busy & last]
         if self._l.config.activation_tables:

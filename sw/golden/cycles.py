@@ -24,10 +24,13 @@ from ..mapping import derive
 from ..mapping.descriptor import LayerDescriptor
 from ..ir.graph import QLayer
 from ..mapping.layout import groups, writes_per_pixel
+from ..mapping import depthwise
+from ..mapping.depthwise import runs_depthwise
 from ..mapping.mapper import layer_fields
 from ..ir.numerics import MULT_BITS
 
 FIXED = LayerDescriptor.WORDS + 15
+DEPTHWISE_STAGES = 2    # the depthwise window's line buffer read and window register
 # An add: descriptor fetch and checks, then from its start to its done: a cycle to issue the
 # first read, its data, the two stages of `AddLanes`, the write and the done handshake.
 ADD_FIXED = LayerDescriptor.WORDS + 7
@@ -61,7 +64,10 @@ def parallel_add(desc, config: AcceleratorConfig) -> bool:
 
 
 def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
-    """Items (cycles of PE array work) the window generator issues for ``layer``."""
+    """Items (cycles of PE array work) the window generator (or the depthwise walk) issues for
+    ``layer``."""
+    if runs_depthwise(layer, config):
+        return depthwise.items(layer, config)
     _, ch, cw = layer.conv_shape
     _, oh, ow = layer.out_shape
     if layer.pool == "none":
@@ -120,9 +126,12 @@ def table_latency(config: AcceleratorConfig) -> int:
 
 def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
-    pixel fewer items than the writer needs cycles."""
+    pixel fewer items than the writer needs cycles (a depthwise layer's pixels may come one a
+    cycle)."""
     if layer.op in ("add", "concat"):
         return False
+    if runs_depthwise(layer, config):
+        return bool(config.serial_scale_bits) or depthwise_steps(config) > 1
     if chunks_per_pixel(layer, config) < requant_steps(config):
         return True
     if config.serial_scale_bits and (layer.pool == "avg" or chunks_per_pixel(layer, config)
@@ -145,14 +154,26 @@ def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
     return layer.macs / config.macs_per_cycle
 
 
+def depthwise_steps(config: AcceleratorConfig) -> int:
+    """Lane groups the parallel requantizer takes per depthwise output pixel: those holding
+    its ``pe_in`` channels."""
+    return max(1, config.pe_in // config.requant_parallel)
+
+
 def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
     says whether it reads its two inputs in one cycle (`parallel_add`)."""
     if layer.op == "concat":            # written in place by its inputs' producers
         return 0
-    sequencer = derive.cycles(layer_fields(layer), config)
+    dw = runs_depthwise(layer, config)
+    sequencer = derive.cycles(layer_fields(layer, dw), config)
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
+    if dw:      # the window's two stages; one write per pixel
+        steps = depthwise_steps(config)
+        post = post_latency(config) if config.serial_scale_bits else steps * (steps > 1)
+        return (depthwise.items(layer, config) + FIXED + DEPTHWISE_STAGES + sequencer + post
+                + 1 + table_latency(config))
     return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)
             + writes_per_pixel(config) + table_latency(config))
 
@@ -170,9 +191,16 @@ def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig) -> int:
     exact = layer_cycles(layer, config)     # an add: two cycles per word, the slower case
     if not may_stall(layer, config):
         return exact
-    pixels = layer_items(layer, config) // chunks_per_pixel(layer, config)
-    post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
-    bound = exact + pixels * (post + writes_per_pixel(config))
+    if runs_depthwise(layer, config):
+        _, oh, ow = layer.out_shape
+        pixels, writes = groups(layer.in_shape[0], config.pe_in) * oh * ow, 1
+        post = serial_item_cycles(config) if config.serial_scale_bits else \
+            depthwise_steps(config)
+    else:
+        pixels = layer_items(layer, config) // chunks_per_pixel(layer, config)
+        writes = writes_per_pixel(config)
+        post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
+    bound = exact + pixels * (post + writes)
     if config.serial_scale_bits and layer.pool == "avg":   # scaled one channel at a time
         o, oh, ow = layer.out_shape
         outputs = groups(o, config.pe_out) * oh * ow

@@ -12,7 +12,7 @@ descriptor fields, earlier results, channel group counts (`group_counts`), memor
 ``strict``, when it is not negative. A term takes ``1 + max(1, b.bit_length())`` cycles (one to
 load, one per bit of ``b``).
 
->>> fields = dict(in_c=16, in_h=8, in_w=8, out_c=32, out_h=4, out_w=4, conv_h=8, conv_w=8,
+>>> fields = dict(op=1, in_c=16, in_h=8, in_w=8, out_c=32, out_h=4, out_w=4, conv_h=8, conv_w=8,
 ...               k_h=5, k_w=5, stride_h=1, stride_w=1, pad_h=2, pad_w=2, pool_k_h=2,
 ...               pool_k_w=2, pool_stride_h=2, pool_stride_w=2, pool_pad_h=0, pool_pad_w=0,
 ...               in_base=0, out_base=32, in2_base=0, w_base=0, p_base=0)
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
-from .descriptor import LayerDescriptor
+from .descriptor import OP_DW, LayerDescriptor
 from .memmap import ACT, PARAMS, WEIGHTS, memories
 
 
@@ -62,7 +62,7 @@ def _fits(n, k, s, p, size):
 
 PROGRAM = (
     Size("hw_in", "in_h", "in_w"),              # input pixels
-    Size("kk", "k_h", "k_w"),                   # kernel positions, then
+    Size("kk", "wk_h", "wk_w"),                 # kernel positions, then
     Size("kk", "kk", "cg_n"),                   # items per conv pixel (weight words per group)
     Size("out_hw", "out_h", "out_w"),           # output pixels (writer's group stride)
     Size("s_w_in", "in_w", "stride_h"),         # window walk: one conv row down, in words
@@ -79,7 +79,7 @@ PROGRAM = (
     *_fits("out_w", "pool_k_w", "pool_stride_w", "pool_pad_w", "conv_w"),
     Check("act", ((1, "hw_in", "cg_n"), (1, "in_base", 1), (-1, "act_depth", 1))),
     Check("act", ((1, "out_hw", "out_cg"), (1, "out_base", 1), (-1, "act_depth", 1))),
-    Check("weight", ((1, "kk", "og_n"), (1, "w_base", 1), (-1, "weight_depth", 1))),
+    Check("weight", ((1, "kk", "w_og"), (1, "w_base", 1), (-1, "weight_depth", 1))),
     Check("param", ((1, "og_n", "param_rows"), (1, "p_base", 1), (-1, "param_depth", 1))),
 )
 # With the add path (`AcceleratorConfig.residual_add`): an add's second input lies inside the
@@ -105,10 +105,16 @@ def limits(config: AcceleratorConfig) -> dict:
 
 
 def group_counts(fields: dict, config: AcceleratorConfig) -> dict:
-    """Input, output (weight rows) and output (activation words) channel groups."""
-    return {"cg_n": -(-fields["in_c"] // config.pe_in),
-            "og_n": -(-fields["out_c"] // config.pe_out),
-            "out_cg": -(-fields["out_c"] // config.pe_in)}
+    """Input, output (weight rows) and output (activation words) channel groups, and the
+    weight block's shape: ``wk_h * wk_w * cg_n`` words for each of ``w_og`` output groups (a
+    depthwise layer has one word per channel group: ``1 * 1 * cg_n``, once)."""
+    depthwise = fields["op"] == OP_DW
+    counts = {"cg_n": -(-fields["in_c"] // config.pe_in),
+              "og_n": -(-fields["out_c"] // config.pe_out),
+              "out_cg": -(-fields["out_c"] // config.pe_in)}
+    return {**counts, "wk_h": 1 if depthwise else fields["k_h"],
+            "wk_w": 1 if depthwise else fields["k_w"],
+            "w_og": 1 if depthwise else counts["og_n"]}
 
 
 def depths(config: AcceleratorConfig) -> dict:

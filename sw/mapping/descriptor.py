@@ -22,7 +22,8 @@ from ..errors import StriateError
 from ..ir.numerics import ADD_MULT_BITS, ADD_SHIFT_BITS
 
 OP_CONV = 1       # a layer on the convolution datapath
-OP_ADD = 2        # an element-wise add of the maps at in_addr and in2_addr (other codes: illegal)
+OP_ADD = 2        # an element-wise add of the maps at in_addr and in2_addr
+OP_DW = 3         # a depthwise convolution on the depthwise datapath (in_c == out_c channels)
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
 POOL_CODES = {"none": POOL_NONE, "max": POOL_MAX, "avg": POOL_AVG}
 WORD_BITS = 32
@@ -47,7 +48,10 @@ class LayerDescriptor:
     at ``out_addr``. An add (``op == OP_ADD``) reads the ``in_c x in_h x in_w`` maps at
     ``in_addr`` and ``in2_addr`` and writes their sum (``add_mult_a``, ``add_mult_b``,
     ``add_shift``, clamped to ``[act_lo, act_hi]``) at ``out_addr``; its other sizes are those of
-    a 1x1 convolution that keeps the shape. A convolution with ``table`` > 0 maps each value
+    a 1x1 convolution that keeps the shape. A depthwise convolution (``op == OP_DW``) has the
+    fields of a convolution whose output channel ``c`` reads input channel ``c`` only, with
+    ``in_c == out_c``, no pooling and padding below the kernel (`AcceleratorConfig
+    .depthwise_kernel`). A convolution with ``table`` > 0 maps each value
     ``v`` it writes to entry ``v + 128`` of table ``table - 1`` in the table memory.
     """
 

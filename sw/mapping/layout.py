@@ -7,7 +7,8 @@ All words are little-endian byte vectors; lane ``i`` of a word is byte ``i``.
   hold 0.
 * Weight word (``pe_out * pe_in`` bytes): byte ``o * pe_in + i`` is
   ``W[og*pe_out + o, g*pe_in + i, ky, kx]`` (0 outside the layer). A layer's words run
-  ``[og][ky][kx][g]``, the order the window generator consumes them.
+  ``[og][ky][kx][g]``, the order the window generator consumes them. A layer on the depthwise
+  datapath has one word per channel group instead (`depthwise.pack_weights`).
 * Parameter entry (four 32-bit words): bias (int32), multiplier (uint32), shift (uint32), 0. A
   parameter memory row holds ``pe_out`` entries, one output channel group; entries past ``O``
   are 0.

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import AcceleratorConfig
-from .descriptor import OP_ADD, OP_CONV, POOL_CODES, DescriptorError, LayerDescriptor
+from .depthwise import runs_depthwise
+from .descriptor import OP_ADD, OP_CONV, OP_DW, POOL_CODES, DescriptorError, LayerDescriptor
 from ..errors import MappingError, PlacementError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from . import allocate
@@ -43,10 +44,13 @@ def map_bytes(shape: tuple, config: AcceleratorConfig) -> int:
 
 
 def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
-    """Bytes of a convolution layer's weight block (zero for pooling layers)."""
+    """Bytes of a convolution layer's weight block (zero for pooling layers); a word per
+    channel group for a layer on the depthwise datapath."""
     if layer.op != "conv":
         return 0
     o, c, kh, kw = layer.weight.shape
+    if runs_depthwise(layer, config):
+        return groups(c, config.pe_in) * config.macs_per_cycle
     return groups(o, config.pe_out) * groups(c, config.pe_in) * config.macs_per_cycle * kh * kw
 
 
@@ -66,6 +70,7 @@ class MemoryPlan:
     executed: tuple      # per layer: it has a descriptor (a concatenation has none)
     table: tuple = ()    # per layer: 0, or 1 + the index in ``tables`` of its table
     tables: tuple = ()   # the distinct int8 [256] tables, in table memory order
+    depthwise: tuple = ()   # per layer: it runs on the depthwise datapath (`runs_depthwise`)
 
     def descriptors_before(self, count: int) -> int:
         """How many descriptors the first ``count`` layers have: the LAYERS value that runs
@@ -257,7 +262,8 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     table, tables = _place_tables(graph, config)
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
                       tuple(i in alive for i in range(len(graph.layers))), tensors, executed,
-                      table, tables)
+                      table, tables, tuple(runs_depthwise(layer, config)
+                                           for layer in graph.layers))
 
 
 def _intact(act_out, executed, count: int) -> tuple:
@@ -286,9 +292,10 @@ def pool_stride(layer: QLayer) -> tuple[int, int]:
                                              layer.pool_padding, layer.pool_kernel))
 
 
-def layer_fields(layer: QLayer) -> dict:
+def layer_fields(layer: QLayer, depthwise: bool = False) -> dict:
     """The descriptor fields of ``layer`` that do not depend on where it is placed (`describe`
-    adds the bank and addresses); the cycle model reads them too."""
+    adds the bank and addresses); the cycle model reads them too. ``depthwise``: the layer
+    runs on the depthwise datapath (`runs_depthwise`)."""
     in_c, in_h, in_w = layer.in_shape
     out_c, conv_h, conv_w = layer.conv_shape
     kh, kw = layer.kernel
@@ -301,7 +308,7 @@ def layer_fields(layer: QLayer) -> dict:
                     pool_pad_w=0, pool_mult=0, pool_shift=0, add_mult_a=int(layer.add_mult[0]),
                     add_mult_b=int(layer.add_mult[1]), add_shift=int(layer.add_shift))
     return dict(
-        op=OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
+        op=OP_DW if depthwise else OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
         conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
         k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
         pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
@@ -319,7 +326,8 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
     second = plan.tensors[layer.inputs[1]][0] if layer.op == "add" else 0
     try:
         return LayerDescriptor(
-            **layer_fields(layer), in_addr=plan.act_in[index][0], in2_addr=second,
+            **layer_fields(layer, plan.depthwise[index]), in_addr=plan.act_in[index][0],
+            in2_addr=second,
             out_addr=plan.act_out[index][0],
             weight_addr=plan.weight[index][0], param_addr=plan.param[index][0],
             table=plan.table[index])
@@ -330,7 +338,7 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
 def geometry(desc: LayerDescriptor) -> dict:
     """The `QLayer` geometry fields a descriptor encodes (inverse of `describe`)."""
     pools = {code: name for name, code in POOL_CODES.items()}
-    if desc.op not in (OP_CONV, OP_ADD) or desc.pool not in pools:
+    if desc.op not in (OP_CONV, OP_ADD, OP_DW) or desc.pool not in pools:
         raise DescriptorError(f"descriptor op {desc.op} / pool {desc.pool} is not a known code")
     if desc.op == OP_ADD:
         shape = (desc.in_c, desc.in_h, desc.in_w)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..golden import model as golden
 from ..ir.graph import INPUT, map_shape
-from ..mapping import layout, memmap
+from ..mapping import depthwise, layout, memmap
 
 
 def program_image(program) -> list[tuple[int, np.ndarray]]:
@@ -24,8 +24,9 @@ def program_image(program) -> list[tuple[int, np.ndarray]]:
         blocks.append((memmap.address(memmap.PARAMS,
                                       plan.param[i][0] * memmap.PARAM_ENTRY_WORDS),
                        layout.pack_params(layer, cfg)))
+        pack = depthwise.pack_weights if plan.depthwise[i] else layout.pack_weights
         blocks.append((memmap.address(memmap.WEIGHTS, weights.bus_offset(plan.weight[i][0])),
-                       weights.to_bus(layout.pack_weights(layer, cfg))))
+                       weights.to_bus(pack(layer, cfg))))
     for slot, table in enumerate(plan.tables):
         blocks.append((memmap.address(memmap.TABLES, slot * memmap.TABLE_WORDS),
                        np.ascontiguousarray(table).view("<u4").astype(np.uint32)))

@@ -1,0 +1,166 @@
+"""The depthwise datapath: the walk over a depthwise layer's input and the window that feeds
+the PE array (`striate.sw.mapping.depthwise` has the mapping and the walk's contract).
+
+`DwWalk` replaces the window generator for a depthwise layer: per channel group it walks the
+input map in raster order, one item (one activation word) per cycle, and marks the items at
+which an output pixel's window is complete (``last``). `DwWindow` sits between the fetch and
+the PE array: a line buffer holds the last ``k - 1`` rows of words at each column, a register
+window the last ``k`` columns of ``k`` rows, and each item leaves with every PE row's own
+operands (``xr``): row ``t * pe_in + ch``, lane ``c`` gets channel ``ch`` of the window at row
+``t``, column ``c`` (0 where that lies above or left of the map).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import Layouts
+from .sequencer import base_widths
+
+FIELDS = {  # port: its width (a `Layouts` attribute), as the window generator's
+    "in_h": "rows", "in_w": "cols", "k_h": "rows", "k_w": "cols", "s_h": "stride",
+    "s_w": "stride", "p_h": "pad", "p_w": "pad", "out_h": "rows", "out_w": "cols",
+}
+
+
+class DwWalk(wiring.Component):
+    """Emits a depthwise layer's items on ``o`` after a ``start`` pulse (``done`` once the
+    last is accepted, ``writes`` for each accepted item that completes an output pixel).
+
+    Item of channel group ``og`` at input row ``iy``, column ``ix``: activation word
+    ``in_base + og * hw_in + iy * in_w + ix`` (``pad`` past the map), weight word
+    ``w_base + og``, ``first`` always, ``last`` where output ``(oy, ox)`` is complete
+    (``iy = oy * s_h + k_h - 1 - p_h``, ``ix = ox * s_w + k_w - 1 - p_w``; its ``tag.pix`` the
+    output's word offset ``og * out_h * out_w + oy * out_w + ox``), and the window controls
+    ``dw.col = ix``, ``dw.rows = min(iy, k - 1)``, ``dw.cols = min(ix, k - 1)``. The
+    sequencer has checked ``p < k`` on both axes and no pooling."""
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        ports = {name: In(getattr(layouts, width)) for name, width in FIELDS.items()}
+        ports.update({"cg_n": In(base_widths(layouts)["cg_n"]),
+                      "hw_in": In(layouts.derived["hw_in"]),
+                      "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
+                      "start": In(1), "done": Out(1), "writes": Out(1),
+                      "o": Out(stream.Signature(layouts.window))})
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        lay = self._l
+        k = lay.config.depthwise_kernel
+        og = Signal(len(self.cg_n))
+        iy, oy, row_due = Signal(lay.rows), Signal(lay.rows), Signal(lay.rows + 1)
+        ix, ox, col_due = Signal(lay.cols), Signal(lay.cols), Signal(lay.cols + 1)
+        gbase, rowaddr = Signal(lay.size), Signal(lay.size)   # og * hw_in, + iy * in_w
+        pix = Signal(lay.act_addr)
+        running = Signal()
+        advance = ~self.o.valid | self.o.ready
+        first_row, first_col = self.k_h - 1 - self.p_h, self.k_w - 1 - self.p_w
+        col_out, row_out = ix == col_due, iy == row_due
+        row_end = col_out & (ox == self.out_w - 1)
+        group_end = row_end & row_out & (oy == self.out_h - 1)
+        emit = col_out & row_out
+
+        p = self.o.payload
+        pad = (iy >= self.in_h) | (ix >= self.in_w)
+        m.d.comb += [self.done.eq(~running & ~self.o.valid),
+                     self.writes.eq(self.o.valid & self.o.ready & p.last)]
+        with m.If(advance):
+            m.d.sync += [
+                self.o.valid.eq(running & ~self.start),
+                p.act_addr.eq(Mux(pad, 0, self.in_base + rowaddr + ix)), p.pad.eq(pad),
+                p.w_addr.eq(self.w_base + og), p.first.eq(1), p.last.eq(emit),
+                p.tag.og.eq(og), p.tag.pix.eq(pix), p.tag.pool_first.eq(1),
+                p.tag.pool_last.eq(1),
+                p.dw.col.eq(ix), p.dw.rows.eq(Mux(iy < k - 1, iy, k - 1)),
+                p.dw.cols.eq(Mux(ix < k - 1, ix, k - 1)),
+            ]
+
+        def new_row():
+            m.d.sync += [ix.eq(0), ox.eq(0), col_due.eq(first_col)]
+
+        with m.If(self.start):
+            new_row()
+            m.d.sync += [running.eq(1), og.eq(0), iy.eq(0), oy.eq(0), row_due.eq(first_row),
+                         gbase.eq(0), rowaddr.eq(0), pix.eq(0)]
+        with m.Elif(running & advance):
+            with m.If(emit):
+                m.d.sync += pix.eq(pix + 1)
+            with m.If(~row_end):
+                m.d.sync += ix.eq(ix + 1)
+                with m.If(col_out):
+                    m.d.sync += [ox.eq(ox + 1), col_due.eq(col_due + self.s_w)]
+            with m.Elif(group_end):
+                new_row()
+                m.d.sync += [iy.eq(0), oy.eq(0), row_due.eq(first_row),
+                             gbase.eq(gbase + self.hw_in), rowaddr.eq(gbase + self.hw_in)]
+                with m.If(og == self.cg_n - 1):
+                    m.d.sync += running.eq(0)
+                with m.Else():
+                    m.d.sync += og.eq(og + 1)
+            with m.Else():
+                new_row()
+                m.d.sync += [iy.eq(iy + 1), rowaddr.eq(rowaddr + self.in_w)]
+                with m.If(row_out):
+                    m.d.sync += [oy.eq(oy + 1), row_due.eq(row_due + self.s_h)]
+        return m
+
+
+class DwWindow(wiring.Component):
+    """Turns a depthwise layer's items (one activation word each, in walk order) into PE array
+    operands with a ``k x k`` window per channel: two stages (line buffer read, then the
+    window and the outputs), single-enable like the rest of the datapath."""
+
+    def __init__(self, layouts: Layouts):
+        self._l = layouts
+        super().__init__({"i": In(stream.Signature(layouts.operands)),
+                          "o": Out(stream.Signature(layouts.operands))})
+
+    def elaborate(self, platform):
+        m = Module()
+        lay = self._l
+        cfg = lay.config
+        k, po, pi = cfg.depthwise_kernel, cfg.pe_out, cfg.pe_in
+        word = 8 * pi
+        advance = ~self.o.valid | self.o.ready
+        # Line buffer: entry ``col`` holds that column's last k - 1 rows (oldest first).
+        lines = Memory(shape=word * (k - 1), depth=lay.lb_depth, init=[])
+        m.submodules.lines = lines
+        wp = lines.write_port()
+        rp = lines.read_port(transparent_for=(wp,))     # a one-column walk reads what it wrote
+        a = Signal.like(self.i.payload)
+        a_valid = Signal()
+        m.d.comb += [self.i.ready.eq(advance), rp.addr.eq(self.i.payload.dw.col),
+                     rp.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [a_valid.eq(self.i.valid), a.eq(self.i.payload)]
+
+        column = [rp.data[q * word:(q + 1) * word] for q in range(k - 1)] + [a.x.as_value()]
+        # window[t][c]: row t (oldest first), column c (oldest first), a word each
+        window = [[Signal(word, name=f"win{t}_{c}") for c in range(k)] for t in range(k)]
+        shifted = [[window[t][c + 1] if c < k - 1 else column[t] for c in range(k)]
+                   for t in range(k)]
+        m.d.comb += [wp.addr.eq(a.dw.col), wp.data.eq(Cat(*column[1:])),
+                     wp.en.eq(advance & a_valid)]
+        o = self.o.payload
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(a_valid), o.w.eq(a.w), o.first.eq(a.first),
+                         o.last.eq(a.last), o.tag.eq(a.tag)]
+            with m.If(a_valid):
+                m.d.sync += [window[t][c].eq(shifted[t][c]) for t in range(k) for c in range(k)]
+            for t in range(po // pi):
+                for ch in range(pi):
+                    for c in range(pi):
+                        lane = o.xr[(t * pi + ch) * pi + c]
+                        if t >= k or c >= k:
+                            m.d.sync += lane.eq(0)
+                            continue
+                        inside = (a.dw.rows >= k - 1 - t) & (a.dw.cols >= k - 1 - c)
+                        value = shifted[t][c][ch * 8:(ch + 1) * 8].as_signed()
+                        m.d.sync += lane.eq(Mux(inside, value, 0))
+        return m
+
