@@ -27,8 +27,8 @@ def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default
     yq = verilator_default.run(lenet_program, xq)
     np.testing.assert_array_equal(yq, lenet_program.run_reference(xq))
     run = verilator_default.last_run
-    assert run.layer_cycles == (1978, 12989, 697, 195) and run.cycles == 15859
-    assert run.utilization["network"] == pytest.approx(14922 / 15859)
+    assert run.layer_cycles == (1982, 12993, 701, 199) and run.cycles == 15875
+    assert run.utilization["network"] == pytest.approx(14922 / 15875)
     assert run.utilization["features.4"] > 0.98
 
 
@@ -105,7 +105,7 @@ def test_timeout_names_the_layer(verilator_default, lenet_program, digits_test):
     # The driver stopped the run with CTRL.ABORT: the device is idle and the next run is exact.
     assert dev._reg(memmap.STATUS) == 0
     np.testing.assert_array_equal(dev.run(lenet_program, xq), lenet_program.run_reference(xq))
-    assert dev.last_run.cycles == 15859
+    assert dev.last_run.cycles == 15875
 
 
 def test_abort_stops_a_run_at_once(verilator_default, lenet_program, digits_test):

@@ -1,7 +1,8 @@
 """Zero padding as its own op (``F.pad``, ``ZeroPad1d/2d``, ``ConstantPad1d/2d`` with 0): folded
-into the convolution or average pool after it when even on both sides, else a copy layer that
-shifts the map into a larger one (asymmetric 'same' padding of stride-2 layers, padding before
-a max pool); bit-exact on the RTL."""
+into the convolution or average pool after it when even on both sides, into the convolution
+when one more at the bottom or right (Keras' asymmetric 'same' padding of stride-2 layers),
+else a copy layer that shifts the map into a larger one (padding before a max pool); bit-exact
+on the RTL."""
 
 import numpy as np
 import pytest
@@ -31,8 +32,13 @@ class Net(nn.Module):
 
 
 CASES = {
-    # Keras / TFLite 'same' on a stride-2 layer: 0 rows and columns before, 1 after
-    "asymmetric stride 2": (lambda s, x: s.a(F.pad(x, (0, 1, 0, 1))), (3, 17, 16), 1),
+    # Keras / TFLite 'same' on a stride-2 layer: 0 rows and columns before, 1 after; folded
+    # into the convolution (one more zero row and column at the bottom and right), here
+    # unfolded on the host with it
+    "asymmetric stride 2": (lambda s, x: s.a(F.pad(x, (0, 1, 0, 1))), (3, 17, 16), 0),
+    "asymmetric inside": (lambda s, x: s.b(F.pad(F.relu(s.a(x)), (1, 2, 0, 1))), (3, 16, 17),
+                          0),
+    "one more before": (lambda s, x: s.b(F.pad(s.a(x), (1, 0, 0, 0))), (3, 16, 16), 1),
     "before a max pool": (lambda s, x: F.max_pool2d(s.zero2d(F.relu(s.a(x))), 2),
                           (3, 15, 15), 1),
     "even, folded": (lambda s, x: s.b(s.constant(s.a(x))), (3, 15, 15), 0),
@@ -56,6 +62,33 @@ def test_padding_runs_bit_exact(case, device):
     y = program.run_reference(xq) * program.output_scale
     assert np.abs(y - ref).max() <= 0.05 * np.abs(ref).max() + 4 * program.output_scale
     rtl_cases.check_on_rtl(device, program, xq)
+
+
+def test_keras_same_padding_folds_into_the_convolution(device, tmp_path):
+    """DS-CNN's first layer as its reference file computes it: 49 x 10 MFCC, padded (4, 5)
+    rows and (1, 1) columns, a 10 x 4 stride-2 convolution: one layer, unfolded on the host
+    with the extra row, and the program file keeps it."""
+    torch.manual_seed(5)
+    model = Net(lambda s, x: F.relu(s.first(F.pad(x, (1, 1, 4, 5)))), c_in=1)
+    model.first = nn.Conv2d(1, 16, (10, 4), stride=2)
+    model.eval()
+    x = np.random.default_rng(5).standard_normal((8, 1, 49, 10)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert len(program.layers) == 1 and program.layers[0].out_shape == (16, 25, 5)
+    assert program.graph.input_im2col == (10, 4, 2, 2, 4, 1, 1, 0)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x[:2])).numpy()
+    xq = program.quantize_input(x[:2])
+    assert np.abs(program.run_reference(xq) * program.output_scale - ref).max() <= \
+        0.05 * np.abs(ref).max()
+    rtl_cases.check_on_rtl(device, program, xq)
+    program.save(tmp_path / "p.stp")
+    loaded = striate.load_program(tmp_path / "p.stp")
+    assert loaded.graph.input_im2col == program.graph.input_im2col
+    np.testing.assert_array_equal(loaded.run_reference(xq), program.run_reference(xq))
+    unfolded = striate.compile(model, x, striate.AcceleratorConfig(pe_in=1, pe_out=16,
+                                                                   max_kernel=10))
+    assert unfolded.layers[0].pad_extra == (1, 0) and unfolded.graph.input_im2col == ()
 
 
 def test_even_padding_folds_into_the_convolution():

@@ -51,7 +51,8 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
 def _on_map(node, x: np.ndarray) -> np.ndarray:
     p, a = node.params, node.attrs
     if node.kind == "conv":
-        return conv2d(x, p["weight"], a["stride"], a["padding"]) + p["bias"][None, :, None, None]
+        return conv2d(x, p["weight"], a["stride"], a["padding"], a.get("pad_extra", (0, 0))) \
+            + p["bias"][None, :, None, None]
     if node.kind == "maxpool":        # ceil_mode windows read -inf past the map too
         eh, ew = a.get("extra", (0, 0))
         x = np.pad(x, ((0, 0), (0, 0), (0, eh), (0, ew)), constant_values=-np.inf)

@@ -45,7 +45,9 @@ def fold_batchnorm(nodes: list) -> list:
 def fold_padding(nodes: list) -> list:
     """Fold each zero padding that is even on both sides of an axis into the convolution or
     average pooling (which pads with zeros and divides by the whole window) that alone reads
-    it; any other padding stays a node of its own (float pass)."""
+    it, and one with one more row or column at the bottom or right (Keras' 'same' padding of
+    an odd total, as on stride-2 layers) into the convolution (``pad_extra``); any other
+    padding stays a node of its own (float pass)."""
     readers = {}
     for node in nodes:
         for name in node.inputs:
@@ -56,17 +58,22 @@ def fold_padding(nodes: list) -> list:
         if node.kind == "pad" and node.name != last and len(readers.get(node.name, [])) == 1:
             top, bottom, left, right = node.attrs["pads"]
             reader = readers[node.name][0]
-            if top == bottom and left == right and reader.kind in ("conv", "avgpool"):
+            extra = (bottom - top, right - left)
+            symmetric = extra == (0, 0) and reader.kind in ("conv", "avgpool")
+            if symmetric or (reader.kind == "conv" and set(extra) <= {0, 1}
+                             and reader.attrs.get("pad_extra", (0, 0)) == (0, 0)):
                 ph, pw = (p + q for p, q in zip(reader.attrs["padding"], (top, left)))
                 kh, kw = reader.attrs["kernel"] if reader.kind == "avgpool" else \
                     reader.params["weight"].shape[2:]
                 if reader.kind == "conv" or (2 * ph <= kh and 2 * pw <= kw):
-                    folded[reader.name] = (node, (ph, pw))
+                    folded[reader.name] = (node, (ph, pw), extra)
                     continue
         if node.name in folded:
-            pad, padding = folded[node.name]
-            node = node.replace(in_shape=pad.in_shape, inputs=pad.inputs,
-                                attrs={**node.attrs, "padding": padding},
+            pad, padding, extra = folded[node.name]
+            attrs = {**node.attrs, "padding": padding}
+            if extra != (0, 0):
+                attrs["pad_extra"] = extra
+            node = node.replace(in_shape=pad.in_shape, inputs=pad.inputs, attrs=attrs,
                                 sources=pad.sources + node.sources)
         out.append(node)
     return out

@@ -28,7 +28,8 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
         return numerics.add(x, b, *layer.add_mult, layer.add_shift, layer.lo,
                             layer.hi).reshape(n, *layer.out_shape)
     if layer.op == "conv":
-        acc = np.rint(conv2d(x, layer.weight, layer.stride, layer.padding)).astype(np.int64)
+        acc = np.rint(conv2d(x, layer.weight, layer.stride, layer.padding, layer.pad_extra)) \
+            .astype(np.int64)
         acc += layer.bias.astype(np.int64)[None, :, None, None]
         t = numerics.requantize(acc, layer.mult[:, None, None], layer.shift[:, None, None],
                                 layer.lo, layer.hi)
@@ -48,8 +49,11 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
 
 def im2col(xq: np.ndarray, spec: tuple) -> np.ndarray:
     """Unfold ``N x C x H x W`` into ``N x C*KH*KW x OH x OW`` (channel order ``c, ky, kx``;
-    padding reads 0) for ``spec = (kh, kw, sh, sw, ph, pw)``."""
-    kh, kw, sh, sw, ph, pw = spec
+    padding reads 0) for ``spec = (kh, kw, sh, sw, ph, pw)``, or ``(..., eh, ew)`` with ``eh``
+    and ``ew`` more padding rows and columns at the bottom and right."""
+    kh, kw, sh, sw, ph, pw, *extra = spec
+    if any(extra):
+        xq = np.pad(xq, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     cols = windows(xq, (kh, kw), (sh, sw), (ph, pw), 0)        # N C OH OW KH KW
     n, c, oh, ow = cols.shape[:4]
     return np.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, oh, ow)

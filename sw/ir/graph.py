@@ -9,7 +9,8 @@ which each layer reads the one before it; layers built without ``inputs`` are ch
 
 Each `QLayer` computes, on int8 ``N x C x H x W`` inputs reshaped to its ``in_shape``:
 
-1. ``t``: for ``op == "conv"``, ``requantize(conv(x, weight) + bias, mult[c], shift[c], lo, hi)``;
+1. ``t``: for ``op == "conv"``, ``requantize(conv(x, weight) + bias, mult[c], shift[c], lo, hi)``
+   (zero padding ``padding`` on every side, ``pad_extra`` more at the bottom and right);
    for ``op == "pool"``, ``clip(x, lo, hi)``; for ``op == "add"`` (two inputs ``a``, ``b`` of one
    shape), ``requantize(a * add_mult[0] + b * add_mult[1], 1, add_shift, lo, hi)``
    (`numerics.add`).
@@ -93,6 +94,7 @@ class QLayer:
     groups: int = 1         # a grouped convolution: ``weight`` is zero across groups
     dilation: tuple = (1, 1)    # a dilated one: ``weight`` spans it, zero between the taps
     table: np.ndarray | None = None     # int8 ``[256]``: `tables.lookup` after pooling
+    pad_extra: tuple = (0, 0)   # 0 or 1 more zero row / column at the bottom / right
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -124,6 +126,9 @@ class QLayer:
             raise StriateError(f"layer '{self.name}': groups must divide the {o} output and {c} "
                                f"input channels and the weights be zero across groups, not "
                                f"groups={self.groups}")
+        if tuple(self.pad_extra) not in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            raise StriateError(f"layer '{self.name}': pad_extra must be 0 or 1 per axis, not "
+                               f"{self.pad_extra}")
         dh, dw = self.dilation
         kh, kw = self.kernel
         dilated = _dilation_ok(dh, kh) and _dilation_ok(dw, kw)
@@ -155,9 +160,10 @@ class QLayer:
         if self.op != "conv":
             return self.in_shape if self.op == "pool" else self.out_shape
         from .kernels import out_size
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return (self.weight.shape[0], out_size(self.in_shape[1], kh, sh, ph),
-                out_size(self.in_shape[2], kw, sw, pw))
+        (kh, kw), (sh, sw), (ph, pw), (eh, ew) = self.kernel, self.stride, self.padding, \
+            self.pad_extra
+        return (self.weight.shape[0], out_size(self.in_shape[1] + eh, kh, sh, ph),
+                out_size(self.in_shape[2] + ew, kw, sw, pw))
 
     @property
     def is_copy(self) -> bool:

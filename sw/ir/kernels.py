@@ -26,14 +26,19 @@ def windows(x: np.ndarray, kernel, stride, padding, pad_value=0) -> np.ndarray:
         strides=(s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]), writeable=False)
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding) -> np.ndarray:
-    """Cross-correlation in float64, ``N x C x H x W`` by ``O x C x KH x KW`` -> ``N x O x OH x OW``.
+def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0)) -> np.ndarray:
+    """Cross-correlation in float64, ``N x C x H x W`` by ``O x C x KH x KW`` -> ``N x O x OH x OW``,
+    zero padding ``padding`` on every side and ``extra`` more rows and columns at the bottom
+    and right.
 
     With integer-valued operands this is exact as long as the sum of absolute products stays
     below 2**53, which the int32 accumulator bound guarantees by a wide margin.
     """
     o, c, kh, kw = weight.shape
-    cols = windows(np.asarray(x, dtype=np.float64), (kh, kw), stride, padding)
+    x = np.asarray(x, dtype=np.float64)
+    if any(extra):
+        x = np.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
+    cols = windows(x, (kh, kw), stride, padding)
     n, _, oh, ow = cols.shape[:4]
     cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
     out = cols @ np.asarray(weight, dtype=np.float64).reshape(o, c * kh * kw).T

@@ -296,7 +296,8 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
                            mult=mult, shift=shift, groups=a.get("groups", 1),
                            dilation=a.get("dilation", (1, 1)),
                            stride=a.get("stride", (1, 1)),
-                           padding=a.get("padding", (0, 0)), **common)
+                           padding=a.get("padding", (0, 0)),
+                           pad_extra=a.get("pad_extra", (0, 0)), **common)
         elif node.kind == "relu":
             layer = QLayer(op="pool", out_scale=scale, lo=0, **common)
         elif node.kind == "relu6":

@@ -53,10 +53,13 @@ class Check:
     strict: bool = False
 
 
-def _fits(n, k, s, p, size):
+def _fits(n, k, s, p, size, extra=()):
     """``n`` windows of ``k`` at stride ``s`` exactly cover ``size`` plus ``2p`` padding:
-    ``(n - 1) * s + k <= size + 2p < n * s + k``."""
-    return (Check("shape", ((1, n, s), (1, k, 1), (-1, s, 1), (-1, size, 1), (-1, p, 2))),
+    ``(n - 1) * s + k <= size + 2p < n * s + k``; with ``extra`` the first bound is one more
+    (a convolution may pad one more row or column at the bottom or right than at the top or
+    left: Keras' 'same' on an even total, `QLayer.pad_extra`)."""
+    return (Check("shape", ((1, n, s), (1, k, 1), (-1, s, 1), (-1, size, 1), (-1, p, 2))
+                  + extra),
             Check("shape", ((1, size, 1), (1, p, 2), (-1, n, s), (-1, k, 1)), strict=True))
 
 
@@ -73,8 +76,8 @@ PROGRAM = (
     Size("rxs0", "pool_pad_w", "stride_w"),
     Size("rysw0", "s_w_in", "pool_pad_h"),
     Size("p_row", "in_w", "pad_h"),             # conv padding rows, in words
-    *_fits("conv_h", "k_h", "stride_h", "pad_h", "in_h"),
-    *_fits("conv_w", "k_w", "stride_w", "pad_w", "in_w"),
+    *_fits("conv_h", "k_h", "stride_h", "pad_h", "in_h", ((-1, 1, 1),)),
+    *_fits("conv_w", "k_w", "stride_w", "pad_w", "in_w", ((-1, 1, 1),)),
     *_fits("out_h", "pool_k_h", "pool_stride_h", "pool_pad_h", "conv_h"),
     *_fits("out_w", "pool_k_w", "pool_stride_w", "pool_pad_w", "conv_w"),
     Check("act", ((1, "hw_in", "cg_n"), (1, "in_base", 1), (-1, "act_depth", 1))),
@@ -132,8 +135,8 @@ def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
     values = {**fields, **group_counts(fields, config), **depths(config)}
     failed = set()
     for step in program(config):
-        total = sum(sign * values[a] * (values[b] if isinstance(b, str) else b)
-                    for sign, a, b in step.terms)
+        total = sum(sign * (values[a] if isinstance(a, str) else a)
+                    * (values[b] if isinstance(b, str) else b) for sign, a, b in step.terms)
         if isinstance(step, Size):
             values[step.dest] = total
         elif total > 0 or (step.strict and total == 0):

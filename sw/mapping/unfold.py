@@ -14,8 +14,8 @@ def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
 
     That layer becomes a 1x1 convolution over ``C*KH*KW x OH x OW`` (channel order
     ``c, ky, kx``) and the graph records ``input_im2col`` so the host unfolds the input image
-    the same way (`golden.im2col`). With one input channel and 4 lanes a 5x5 layer then needs
-    7 cycles per pixel instead of 25.
+    the same way (`golden.im2col`; with ``pad_extra`` the spec ends with its two values). With
+    one input channel and 4 lanes a 5x5 layer then needs 7 cycles per pixel instead of 25.
     """
     readers = graph.consumers(INPUT)
     if len(readers) != 1 or graph.readers(INPUT) != 1 or graph.input_im2col:
@@ -32,7 +32,9 @@ def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
             unfolded_bytes + map_bytes(first.out_shape, config) > config.act_bytes:
         return graph            # the unfolded input and the layer's output must fit together
     unfolded = first.replace(in_shape=(c * kh * kw, oh, ow), stride=(1, 1), padding=(0, 0),
-                             weight=first.weight.reshape(o, c * kh * kw, 1, 1))
+                             pad_extra=(0, 0), weight=first.weight.reshape(o, c * kh * kw, 1, 1))
+    extra = tuple(first.pad_extra) if any(first.pad_extra) else ()
     return graph.replace(layers=tuple(unfolded if layer is first else layer
                                       for layer in graph.layers),
-                         input_im2col=(kh, kw) + tuple(first.stride) + tuple(first.padding))
+                         input_im2col=(kh, kw) + tuple(first.stride) + tuple(first.padding)
+                         + extra)

@@ -53,9 +53,10 @@ _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input
                   "metadata", "output", "layers")
 _OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
 _LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays", "groups",
-                 "dilation")
-# files written before grouped or dilated convolutions lack them: 1, (1, 1)
-_LAYER_OPTIONAL = ("groups", "dilation")
+                 "dilation", "pad_extra")
+# files written before grouped or dilated convolutions or one-sided padding lack them: 1,
+# (1, 1), (0, 0)
+_LAYER_OPTIONAL = ("groups", "dilation", "pad_extra")
 _ARRAY_FIELDS = ("dtype", "shape", "offset", "nbytes")
 _WORD_MAX = (1 << 32) - 1
 
@@ -75,7 +76,7 @@ def _encode(program) -> bytes:
         layers.append({"name": layer.name, "sources": list(layer.sources),
                        "inputs": list(layer.inputs),
                        "out_scale": layer.out_scale, "groups": layer.groups,
-                       "dilation": list(layer.dilation),
+                       "dilation": list(layer.dilation), "pad_extra": list(layer.pad_extra),
                        "descriptor": desc.to_words() if desc else [],
                        "arrays": arrays})
     g = program.graph
@@ -263,8 +264,12 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     if not (isinstance(dilation, list) and len(dilation) == 2
             and all(_is_int(d) and d >= 1 for d in dilation)):
         raise _bad(where, "dilation", "two integers >= 1", dilation)
+    extra = entry.get("pad_extra", [0, 0])
+    if not (isinstance(extra, list) and len(extra) == 2 and all(_is_int(e) for e in extra)):
+        raise _bad(where, "pad_extra", "two integers (0 or 1)", extra)
     layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
                    out_scale=out_scale, **fields, groups=groups, dilation=tuple(dilation),
+                   pad_extra=tuple(extra),
                    weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
                    mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64),
                    table=arrays["table"].astype(np.int8) if "table" in arrays else None)
@@ -396,7 +401,7 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
         if len(readers) != 1 or graph.readers(INPUT) != 1:
             raise ProgramFormatError(f"{where}: input_im2col {list(spec)} needs one layer to read "
                                      f"the input, not {graph.readers(INPUT)}")
-        kh, kw, sh, sw, ph, pw = spec
+        kh, kw, sh, sw, ph, pw, *extra = spec
         c, o = shape[0], first.weight.shape[0]
         if first.kernel != (1, 1) or first.in_shape[0] != c * kh * kw:
             raise ProgramFormatError(
@@ -404,6 +409,7 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
                 f"{c * kh * kw} channels to read input_im2col {list(spec)} of a {_dims(shape)} "
                 f"input, not a {_dims(first.kernel)} one over {first.in_shape[0]}")
         folded = first.replace(in_shape=shape, stride=(sh, sw), padding=(ph, pw),
+                               pad_extra=tuple(extra) or (0, 0),
                                weight=first.weight.reshape(o, c, kh, kw))
         if min(folded.conv_shape[1:]) < 1:
             raise ProgramFormatError(f"{where}: input_im2col {list(spec)}: the {kh}x{kw} window "
@@ -510,11 +516,13 @@ def _decode(payload: bytes, where: str):
     input_scale = _scale(header["input_scale"], "input_scale", where)
     output_shape = _ints(header["output_shape"], "output_shape", where, None, 1)
     im2col = header["input_im2col"]
-    if im2col != [] and not (isinstance(im2col, list) and len(im2col) == 6
+    if im2col != [] and not (isinstance(im2col, list) and len(im2col) in (6, 8)
                              and all(_is_int(v) for v in im2col)
-                             and min(im2col[:4]) >= 1 and min(im2col[4:]) >= 0):
+                             and min(im2col[:4]) >= 1 and min(im2col[4:6]) >= 0
+                             and all(v in (0, 1) for v in im2col[6:]) and im2col[6:] != [0, 0]):
         raise _bad(where, "input_im2col", "[] or 6 integers [kh, kw, sh, sw, ph, pw] (kernel "
-                   "and stride >= 1, padding >= 0)", im2col)
+                   "and stride >= 1, padding >= 0), or 8 with the extra bottom and right padding "
+                   "(0 or 1, not both 0)", im2col)
     metadata = header.get("metadata", {})
     if not isinstance(metadata, dict):       # its values are JSON values: json.loads made them
         raise _bad(where, "metadata", "a JSON object", metadata)
