@@ -4,7 +4,12 @@
 * `resnet8`: the MLPerf Tiny image-classification model (CIFAR-10, 32 x 32 x 3): a 3x3 stem of
   16 filters, three residual stages of 16, 32 and 64 filters (the last two with 1x1 stride-2
   projection shortcuts), ReLU after each add, an 8 x 8 average pool and a 10-way classifier.
-  PyTorch's symmetric padding replaces Keras' asymmetric 'same' padding on stride-2 layers.
+  Its stride-2 3x3 layers pad as the reference int8 file (Keras 'same'): 0 rows and columns
+  before, 1 after (``F.pad`` then ``padding=0``).
+* `ds_cnn`: the MLPerf Tiny keyword-spotting model (DS-CNN, 49 x 10 MFCC): a 10 x 4 stride-2
+  convolution of 64 filters padded (4, 5) rows and (1, 1) columns as the reference file, four
+  depthwise-separable blocks (3x3 depthwise, 1x1 pointwise of 64, each with BatchNorm and
+  ReLU), a 25 x 5 average pool and a 12-way classifier; 2.66 M MACs.
 * `fc_autoencoder`: the MLPerf Tiny anomaly-detection model: 640-128-128-128-128-8-128-128-128-
   128-640, each hidden Linear followed by BatchNorm1d and ReLU, on ``N x 640`` inputs.
 * `fire_stack`: SqueezeNet-style fire modules (1x1 squeeze, then 1x1 and 3x3 expands
@@ -23,12 +28,15 @@ torch.Size([2, 640])
 torch.Size([2, 10])
 >>> tdnn()(torch.zeros(2, 40, 64)).shape
 torch.Size([2, 12])
+>>> ds_cnn()(torch.zeros(2, 1, 49, 10)).shape
+torch.Size([2, 12])
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class _Block(nn.Module):
@@ -36,7 +44,9 @@ class _Block(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        # Keras 'same': stride 1 pads 1 on every side, stride 2 pads 0 before and 1 after
+        self.pads = (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 0, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
@@ -45,7 +55,7 @@ class _Block(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
-        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn1(self.conv1(F.pad(x, self.pads))))
         y = self.bn2(self.conv2(y))
         y += self.shortcut(x)
         return self.relu(y)
@@ -99,6 +109,30 @@ def fire_stack(classes: int = 10) -> nn.Module:
         _Fire(32, 8, 16), _Fire(32, 8, 16), nn.MaxPool2d(2),
         _Fire(32, 16, 32), _Fire(64, 16, 32),
         nn.Conv2d(64, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+
+class _DsCnn(nn.Module):
+    def __init__(self, classes: int, filters: int):
+        super().__init__()
+        self.conv = nn.Conv2d(1, filters, (10, 4), 2, bias=False)
+        self.bn = nn.BatchNorm2d(filters)
+        blocks = []
+        for _ in range(4):
+            blocks += [nn.Conv2d(filters, filters, 3, 1, 1, groups=filters, bias=False),
+                       nn.BatchNorm2d(filters), nn.ReLU(),
+                       nn.Conv2d(filters, filters, 1, bias=False), nn.BatchNorm2d(filters),
+                       nn.ReLU()]
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AvgPool2d((25, 5))
+        self.fc = nn.Linear(filters, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(F.pad(x, (1, 1, 4, 5)))))
+        return self.fc(torch.flatten(self.pool(self.blocks(x)), 1))
+
+
+def ds_cnn(classes: int = 12, filters: int = 64) -> nn.Module:
+    return _DsCnn(classes, filters).eval()
 
 
 def tdnn(features: int = 40, classes: int = 12) -> nn.Module:

@@ -1,5 +1,5 @@
 """``make bench``: cycles, simulator speeds and software speeds on the committed LeNet, and the
-cycles of the reference graphs (`striate.models.reference`: MLPerf Tiny ResNet-8 and FC
+cycles of the reference graphs (`striate.models.reference`: MLPerf Tiny ResNet-8, DS-CNN and FC
 autoencoder, SqueezeNet-style fire modules, a time-delay net) layer by layer.
 
 Wall-clock figures are reported as ratios or rates measured in one run on a shared machine;
@@ -98,7 +98,8 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
 REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8", "MLPerf Tiny reference"),
                     "fc-autoencoder": ((640,), "fc_autoencoder", "MLPerf Tiny reference"),
                     "fire-stack": ((3, 32, 32), "fire_stack", "SqueezeNet fire modules"),
-                    "tdnn": ((40, 64), "tdnn", "time-delay net on 40 x 64 signals")}
+                    "tdnn": ((40, 64), "tdnn", "time-delay net on 40 x 64 signals"),
+                    "ds-cnn": ((1, 49, 10), "ds_cnn", "MLPerf Tiny reference")}
 
 
 def _reference_models() -> dict:

@@ -171,6 +171,7 @@ MODELS = {
     "resnet8": (reference.resnet8, (3, 32, 32)),
     "autoencoder": (reference.fc_autoencoder, (640,)),
     "fire": (reference.fire_stack, (3, 32, 32)),
+    "ds-cnn": (reference.ds_cnn, (1, 49, 10)),
 }
 
 
@@ -192,7 +193,9 @@ def test_float_passes_keep_the_float_reference(lowered):
                                    atol=1e-4)
     for float_pass in compiler.FLOAT_PASSES:
         after = float_pass(nodes)
-        assert len(after) == len(nodes) - sum(n.kind == "bn" for n in nodes)
+        # BatchNorm folds into the conv before it, Keras 'same' padding into the one after
+        folded = "bn" if float_pass is compiler.fold_batchnorm else "pad"
+        assert len(after) == len(nodes) - sum(n.kind == folded for n in nodes)
         np.testing.assert_allclose(run_float(after, x), before, rtol=1e-9, atol=1e-9)
         nodes = after
 
@@ -276,15 +279,36 @@ def test_add_multipliers_refuse_inputs_that_cancel():
 # -- on the RTL ------------------------------------------------------------------------------
 
 def test_resnet8_runs_bit_exact_on_the_rtl(device):
-    """MLPerf Tiny ResNet-8 on the default configuration: every layer bit-exact, the cycle
-    model exact, at least 85 % of the PE array busy over the whole network."""
+    """MLPerf Tiny ResNet-8 as its reference int8 file computes it (stride-2 layers padded 0
+    before and 1 after) on the default configuration: every layer bit-exact, the cycle model
+    exact, no padding copies, at least 85 % of the PE array busy over the whole network."""
     torch.manual_seed(0)
     model = _randomize_bn(reference.resnet8())
     x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
     program = striate.compile(model, x)
     assert sum(l.op == "add" for l in program.layers) == 3
+    assert sum(l.pad_extra == (1, 1) for l in program.layers) == 2
+    assert not any(l.is_copy and l.pool == "none" for l in program.layers)   # no pad copy
     stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
     assert stats.utilization["network"] >= 0.85
+
+
+def test_ds_cnn_runs_bit_exact_on_the_rtl(device):
+    """MLPerf Tiny DS-CNN as its reference int8 file computes it (the 10 x 4 stride-2 first
+    layer padded (4, 5) x (1, 1), 25 x 5 average pool) on the default configuration: every
+    layer bit-exact, the cycle model exact, the depthwise layers on the depthwise datapath,
+    at least 75 % of the PE array busy over the whole network."""
+    torch.manual_seed(0)
+    model = _randomize_bn(reference.ds_cnn())
+    x = np.random.default_rng(0).standard_normal((16, 1, 49, 10)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert sum(program.plan.depthwise) == 4 and program.graph.input_im2col[6:] == (1, 0)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    y = program.run_reference(program.quantize_input(x)) * program.output_scale
+    assert np.abs(y - ref).max() <= 0.1 * np.abs(ref).max()
+    stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
+    assert stats.utilization["network"] >= 0.75
 
 
 def test_autoencoder_runs_bit_exact_on_the_rtl(device):
