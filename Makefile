@@ -21,8 +21,9 @@ test: install              ## the CI suite (everything not marked slow)
 test-all: install          ## every tier, slow ones included
 	$(PY) -m pytest -q
 
-demo: install              ## compile the committed LeNet and check it on the test split
-	$(PY) -m striate.cli demo
+MODEL ?= lenet-digits
+demo: install              ## MODEL=lenet-digits|dscnn-digits|tdnn-digits: compile, run the test split
+	$(PY) -m striate.cli demo --model $(MODEL)
 
 bench: install             ## cycles, simulator speeds, golden vs PyTorch speed -> build/bench.json
 	$(PY) -m striate.cli bench -o build/bench.json

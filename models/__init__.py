@@ -2,7 +2,9 @@
 
 >>> import striate
 >>> sorted(striate.models.names())
-['lenet-digits']
+['dscnn-digits', 'lenet-digits', 'tdnn-digits']
+>>> striate.models.dataset("tdnn-digits")
+'digit-rows'
 """
 
 from __future__ import annotations
@@ -17,12 +19,30 @@ HERE = Path(__file__).parent
 
 
 def _registry() -> dict:
-    from . import lenet_digits
-    return {"lenet-digits": lenet_digits}
+    """Name -> module with ``build()``, ``train()``, ``accuracy()`` and ``DATASET`` (the
+    `striate.sw.datasets` data set it reads)."""
+    from . import dscnn_digits, lenet_digits, tdnn_digits
+    return {"lenet-digits": lenet_digits, "dscnn-digits": dscnn_digits,
+            "tdnn-digits": tdnn_digits}
 
 
 def names() -> list[str]:
     return list(_registry())
+
+
+def dataset(name: str) -> str:
+    """The data set model ``name`` reads (`striate.sw.datasets.DATASETS`)."""
+    return _module(name).DATASET
+
+
+def train(name: str, log=print) -> torch.nn.Module:
+    """Train model ``name`` from scratch as its script does (fixed seeds)."""
+    return _module(name).train(log=log)
+
+
+def accuracy(name: str, model: torch.nn.Module) -> float:
+    """Float top-1 of ``model`` on the test split of model ``name``'s data set."""
+    return _module(name).accuracy(model)
 
 
 def build(name: str) -> torch.nn.Module:

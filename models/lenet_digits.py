@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 import torch.nn as nn
+
+from .training import accuracy as training_accuracy
+from .training import fit, shift
 
 SEED = 2015
 EPOCHS = 40
 BATCH = 64
+DATASET = "digits"
 
 
 class LeNetDigits(nn.Module):
@@ -42,55 +45,16 @@ def build() -> nn.Module:
     return LeNetDigits()
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to 2 pixels (zero fill), a cheap invariance the test set needs."""
-    shifts = torch.randint(-2, 3, (x.shape[0], 2), generator=gen)
-    out = torch.zeros_like(x)
-    for i, (dy, dx) in enumerate(shifts.tolist()):
-        src = x[i, :, max(0, -dy):x.shape[2] - max(0, dy), max(0, -dx):x.shape[3] - max(0, dx)]
-        out[i, :, max(0, dy):max(0, dy) + src.shape[1], max(0, dx):max(0, dx) + src.shape[2]] = src
-    return out
-
-
 def train(epochs: int = EPOCHS, log=print) -> nn.Module:
     """Train from scratch with fixed seeds; returns the model in eval mode."""
     from ..sw.datasets import digits
-    torch.manual_seed(SEED)
-    torch.use_deterministic_algorithms(True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        x, y = (torch.from_numpy(a) for a in digits("train"))
-        gen = torch.Generator().manual_seed(SEED)
-        model = build()
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-        loss_fn = nn.CrossEntropyLoss()
-        for epoch in range(epochs):
-            model.train()
-            order = torch.randperm(len(x), generator=gen)
-            total = 0.0
-            for start in range(0, len(x), BATCH):
-                idx = order[start:start + BATCH]
-                opt.zero_grad()
-                loss = loss_fn(model(_augment(x[idx], gen)), y[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            sched.step()
-            log(f"epoch {epoch + 1:>3}/{epochs}  loss {total / len(x):.4f}")
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(False)
-    return model.eval()
+    x, y = digits("train")
+    return fit(build, x, y, epochs, SEED, BATCH, augment=shift, log=log)
 
 
 def accuracy(model: nn.Module, split: str = "test") -> float:
     from ..sw.datasets import digits
-    x, y = digits(split)
-    with torch.no_grad():
-        pred = model.eval()(torch.from_numpy(x)).argmax(1).numpy()
-    return float(np.mean(pred == y))
+    return training_accuracy(model, *digits(split))
 
 
 def main(argv=None):

@@ -64,8 +64,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
         "golden_images_per_s": len(xq) / golden_s, "torch_float_images_per_s": len(xq) / torch_s,
         "compile_s": compile_s,
     }
-    from .ptq import compare
-    result["calibration_methods"] = compare(spec.module, spec.calibration, *digits("test"))
+    result["calibration_methods"] = _calibration_methods()
     result["reference_models"] = _reference_models()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -84,11 +83,12 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     log(f"golden model {result['golden_images_per_s']:,.0f} images/s, PyTorch float "
         f"{result['torch_float_images_per_s']:,.0f} images/s "
         f"(ratio {result['golden_images_per_s'] / result['torch_float_images_per_s']:.2f})")
-    log(f"calibration on lenet-digits ({len(spec.calibration)} training images), digits test "
-        "split:")
-    log(f"{'method':<16} {'top-1':>7} {'agrees with float':>18}")
-    for name, row in result["calibration_methods"].items():
-        log(f"{name:<16} {row['top1']:>7.2%} {row['agreement']:>18.2%}")
+    for model, methods in result["calibration_methods"].items():
+        log(f"calibration on {model} ({len(spec.calibration)} training inputs), its test "
+            "split:")
+        log(f"{'method':<16} {'top-1':>7} {'agrees with float':>18}")
+        for name, row in methods.items():
+            log(f"{name:<16} {row['top1']:>7.2%} {row['agreement']:>18.2%}")
     for name, rows in result["reference_models"].items():
         _log_layers(log, f"{name} ({REFERENCE_MODELS[name][2]}, random weights)", rows)
     log(f"compile: {compile_s:.2f} s; written to {out}")
@@ -100,6 +100,20 @@ REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8", "MLPerf Tiny reference")
                     "fire-stack": ((3, 32, 32), "fire_stack", "SqueezeNet fire modules"),
                     "tdnn": ((40, 64), "tdnn", "time-delay net on 40 x 64 signals"),
                     "ds-cnn": ((1, 49, 10), "ds_cnn", "MLPerf Tiny reference")}
+
+
+def _calibration_methods() -> dict:
+    """Per committed model: `ptq.compare` on its test split, calibrated on 512 training
+    inputs."""
+    from .. import models
+    from .datasets import load
+    from .modelspec import resolve
+    from .ptq import compare
+    results = {}
+    for name in models.names():
+        spec = resolve(name)
+        results[name] = compare(spec.module, spec.calibration, *load(spec.dataset, "test"))
+    return results
 
 
 def _reference_models() -> dict:

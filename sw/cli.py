@@ -227,19 +227,22 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Compile the committed LeNet, run the whole test split on the RTL, write the report."""
+    """Compile a committed model, run its whole test split on the RTL, write the report."""
     from .compiler import compile as compile_model
     from .modelspec import resolve
-    spec = resolve("lenet-digits", args.calibration)
+    from .. import models
+    if args.model not in models.names():
+        raise StriateError(f"--model must be one of {models.names()}, not {args.model!r}")
+    spec = resolve(args.model, args.calibration)
     start = time.perf_counter()
     program = compile_model(spec.module, spec.calibration)
     compile_s = time.perf_counter() - start
-    program.metadata.update({"model": spec.name, "dataset": "digits"})
-    out = Path(args.output)
+    program.metadata.update({"model": spec.name, "dataset": spec.dataset})
+    out = Path(args.output or f"build/{spec.name}.stp")
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(out)
     cfg = program.config
-    print(f"striate demo: lenet-digits, {cfg.pe_out}x{cfg.pe_in} PE array "
+    print(f"striate demo: {spec.name}, {cfg.pe_out}x{cfg.pe_in} PE array "
           f"({cfg.macs_per_cycle} MACs/cycle)")
     print(program.summary())
     print(f"program: {out} ({out.stat().st_size:,} bytes), compiled in {compile_s:.2f} s")
@@ -255,13 +258,13 @@ def cmd_demo(args) -> int:
 def cmd_train(args) -> int:
     import torch
     from .. import models
-    from ..models import lenet_digits
-    if args.model != "lenet-digits":
-        raise StriateError(f"model must be 'lenet-digits', not {args.model!r}")
-    model = lenet_digits.train(log=print)
+    if args.model not in models.names():
+        raise StriateError(f"model must be one of {models.names()}, not {args.model!r}")
+    model = models.train(args.model, log=print)
     out = args.output or models.weights_path(args.model)
     torch.save(model.state_dict(), out)
-    print(f"float test accuracy {lenet_digits.accuracy(model):.4f}; weights written to {out}")
+    print(f"float test accuracy {models.accuracy(args.model, model):.4f}; weights written to "
+          f"{out}")
     return 0
 
 
@@ -350,8 +353,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="striate", description="int8 ConvNet accelerator toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
     backends = ["verilator", "pysim", "cocotb"]
-    p = sub.add_parser("demo", help="compile the committed LeNet and run the test split on the RTL")
-    p.add_argument("-o", "--output", default="build/lenet-digits.stp")
+    p = sub.add_parser("demo", help="compile a committed model (default: the LeNet) and run "
+                                    "its test split on the RTL")
+    p.add_argument("--model", default="lenet-digits",
+                   help="a registered model: lenet-digits, dscnn-digits or tdnn-digits")
+    p.add_argument("-o", "--output", default=None, help="program file (build/MODEL.stp)")
     p.add_argument("--report", default="build/report")
     p.add_argument("--calibration", type=int, default=512, help="calibration images")
     p.add_argument("--images", type=int, default=None, help="test images (default: all 360)")

@@ -4,8 +4,10 @@ A model is a registered name (``lenet-digits``) or a Python file that defines ``
 returning the trained ``nn.Module``, and ``calibration()``, returning float ``N x C x H x W``
 calibration images (not needed when they come from ``--calibration-data FILE.npy``). The file is
 run like a script: its folder is on ``sys.path`` while it loads and while ``model()`` and
-``calibration()`` run, and ``__file__`` is set. It may set ``dataset = "digits"`` (for a model of
-``1 x 16 x 16`` digits) so that accuracies can be measured on that data set's test split.
+``calibration()`` run, and ``__file__`` is set. It may set ``dataset`` to a data set of
+`striate.sw.datasets.DATASETS` (``"digits"`` for a model of ``1 x 16 x 16`` digits,
+``"digit-rows"`` for one of ``16 x 16`` sequences) so that accuracies can be measured on that
+data set's test split.
 
 Data to run a program on (`inputs`) is the program's data set, a ``.npy`` file holding the inputs,
 a ``.npz`` file holding inputs ``x`` and optionally integer labels ``y``, or random int8 inputs.
@@ -25,9 +27,12 @@ import numpy as np
 
 from .errors import StriateError
 
-DATASETS = ("digits",)
-DIGITS_SHAPE = (1, 16, 16)
 NPZ_INPUTS, NPZ_LABELS = "x", "y"     # array names in a .npz data file
+
+
+def _datasets() -> dict:
+    from .datasets import DATASETS
+    return DATASETS
 
 
 @dataclass
@@ -58,13 +63,14 @@ def resolve(spec: str, calibration_images: int = 512, calibration_data=None) -> 
     calibration = None if calibration_data is None else _load_calibration(calibration_data)
     if spec in models.names():
         net = models.load(spec)
+        dataset = models.dataset(spec)
         if calibration is None:
-            from .datasets import digits
-            calibration = digits("train")[0][:calibration_images]
+            from .datasets import load
+            calibration = load(dataset, "train")[0][:calibration_images]
         else:
             check_calibration(net, calibration,
                               f"calibration data file {calibration_data} must hold")
-        return ModelSpec(spec, net, calibration, "digits")
+        return ModelSpec(spec, net, calibration, dataset)
     path = Path(spec)
     if path.suffix != ".py" or not path.is_file():
         raise StriateError(f"model must be one of {models.names()} or a Python file defining "
@@ -93,11 +99,13 @@ def resolve(spec: str, calibration_images: int = 512, calibration_data=None) -> 
                        if calibration_data is None
                        else f"calibration data file {calibration_data} must hold")
     dataset = getattr(module, "dataset", None)
-    if dataset is not None and dataset not in DATASETS:
-        raise StriateError(f"{where}: dataset must be one of {list(DATASETS)} or unset, not "
+    datasets = _datasets()
+    if dataset is not None and dataset not in datasets:
+        raise StriateError(f"{where}: dataset must be one of {list(datasets)} or unset, not "
                            f"{dataset!r}")
-    if dataset == "digits" and tuple(np.shape(calibration)[1:]) != DIGITS_SHAPE:
-        raise StriateError(f"{where}: dataset = 'digits' needs a model of 1 x 16 x 16 inputs, "
+    if dataset is not None and tuple(np.shape(calibration)[1:]) != datasets[dataset][1]:
+        want = " x ".join(map(str, datasets[dataset][1]))
+        raise StriateError(f"{where}: dataset = {dataset!r} needs a model of {want} inputs, "
                            f"not of {' x '.join(map(str, np.shape(calibration)[1:]))} inputs")
     return ModelSpec(str(path), net, calibration, dataset)
 
@@ -183,13 +191,14 @@ def inputs(program, data=None, random=None, images=None, seed: int = 0,
         result = Inputs(xq, None, None, f"{n} random int8 inputs from seed {seed}")
     else:
         dataset = program.metadata.get("dataset")
-        if dataset != "digits" or shape != DIGITS_SHAPE:
+        datasets = _datasets()
+        if dataset not in datasets or shape != datasets[dataset][1]:
             raise StriateError(f"{program_name} was compiled with no data set to run on; give "
                                f"its inputs with --data FILE (.npy or .npz) or --random N")
-        from .datasets import digits
-        x, y = digits("test")
+        from .datasets import load
+        x, y = load(dataset, "test")
         x, y = x[:images], y[:images]
-        result = Inputs(program.quantize_input(x), x, y, f"{len(x)} digits test images")
+        result = Inputs(program.quantize_input(x), x, y, f"{len(x)} {dataset} test inputs")
     return result
 
 

@@ -54,8 +54,9 @@ def test_compile_a_model_file(tmp_path):
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     result = run("compile", "resnet", "-o", str(tmp_path / "x.stp"))
     assert result.returncode == 2
-    assert result.stderr == ("striate: error: model must be one of ['lenet-digits'] or a Python "
-                             "file defining model() and calibration(), not 'resnet'\n")
+    assert result.stderr == ("striate: error: model must be one of ['lenet-digits', "
+                             "'dscnn-digits', 'tdnn-digits'] or a Python file defining model() "
+                             "and calibration(), not 'resnet'\n")
     (tmp_path / "junk.stp").write_bytes(b"junk")
     result = run("simulate", str(tmp_path / "junk.stp"))
     assert result.returncode == 2 and "is not a striate program" in result.stderr
@@ -87,6 +88,18 @@ def test_demo_prints_the_verdict_and_writes_the_report(tmp_path):
     assert "bit-exact:             40/40 images, every layer" in result.stdout
     assert "int8 golden accuracy:  " in result.stdout and "float accuracy:        " in result.stdout
     assert (tmp_path / "r" / "feature_maps.png").exists()
+
+
+@pytest.mark.parametrize("name", ["dscnn-digits", "tdnn-digits"])
+def test_demo_runs_any_registered_model(tmp_path, name):
+    result = run("demo", "--model", name, "--report", str(tmp_path / "r"), "--images", "8",
+                 "-o", str(tmp_path / f"{name}.stp"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"striate demo: {name}, 16x4 PE array")
+    assert "bit-exact:             8/8 images, every layer" in result.stdout
+    assert striate.load_program(tmp_path / f"{name}.stp").metadata["model"] == name
+    result = run("demo", "--model", "resnet")
+    assert result.returncode == 2 and "--model must be one of ['lenet-digits', " in result.stderr
 
 
 # A user's own model and data, run in-process through `main` (the tests above run the installed

@@ -28,15 +28,29 @@ def test_committed_lenet_is_accurate(lenet):
     assert lenet_digits.accuracy(lenet) >= 0.97
 
 
-def test_training_reproduces_committed_weights_bit_for_bit():
-    trained = lenet_digits.train(log=lambda line: None).state_dict()
-    committed = torch.load(striate.models.weights_path("lenet-digits"), weights_only=True)
+@pytest.mark.parametrize("name, top1", [("dscnn-digits", 0.99), ("tdnn-digits", 0.98)])
+def test_committed_models_are_accurate(name, top1):
+    model = striate.models.load(name)
+    assert not model.training and striate.models.accuracy(name, model) >= top1
+
+
+def test_digit_rows_are_the_digits_read_row_by_row():
+    x, y = striate.datasets.digit_rows("test")
+    images, labels = striate.datasets.digits("test")
+    np.testing.assert_array_equal(x[:, :, 3], images[:, 0, 3, :])    # time step 3 = row 3
+    np.testing.assert_array_equal(y, labels)
+
+
+@pytest.mark.parametrize("name", striate.models.names())
+def test_training_reproduces_committed_weights_bit_for_bit(name):
+    trained = striate.models.train(name, log=lambda line: None).state_dict()
+    committed = torch.load(striate.models.weights_path(name), weights_only=True)
     assert trained.keys() == committed.keys()
-    for name, value in committed.items():
-        assert torch.equal(trained[name], value), f"{name} differs from the committed weights"
+    for key, value in committed.items():
+        assert torch.equal(trained[key], value), f"{key} differs from the committed weights"
 
 
 def test_unknown_model_name():
-    with pytest.raises(StriateError, match=r"model name must be one of \['lenet-digits'\], not "
-                                           r"'resnet'"):
+    with pytest.raises(StriateError, match=r"model name must be one of \['dscnn-digits', "
+                                           r"'lenet-digits', 'tdnn-digits'\], not 'resnet'"):
         striate.models.load("resnet")

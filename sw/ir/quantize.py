@@ -38,7 +38,7 @@ RESCALING = ("conv", "linear", "avgpool", "add", "table")
 
 CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 PERCENTILE = 99.99
-MSE_SAMPLES = 1 << 17       # values of a tensor the MSE search evaluates (an even stride of them)
+MSE_SAMPLES = 1 << 17       # values of a tensor the MSE search evaluates (a fixed random subset)
 MSE_STEPS = 80              # candidate clipping values, from max|x| / MSE_STEPS to max|x|
 
 
@@ -57,7 +57,10 @@ def clip(values: np.ndarray, method: str) -> float:
         return top
     if method == "percentile":
         return float(np.percentile(a, PERCENTILE))
-    sample = a[::max(1, a.size // MSE_SAMPLES)]
+    # A fixed random subset: an even stride would alias with the tensor's layout (every 16th
+    # value of 16-wide maps is one column, often all background).
+    sample = a if a.size <= MSE_SAMPLES else \
+        a[np.random.default_rng(0).choice(a.size, MSE_SAMPLES, replace=False)]
     best, best_err = top, None
     for c in top * np.arange(MSE_STEPS, 0, -1) / MSE_STEPS:     # ties keep the wider clip
         s = c / numerics.INT8_MAX
@@ -112,7 +115,34 @@ def calibrate(nodes: list, calibration: np.ndarray, method: str = "minmax") -> t
         if node.kind == "concat":
             for source in concat_sources(nodes, node):
                 scales[source] = scales[node.name]
+    _narrow_table_inputs(nodes, readers, scales)
     return _scale(clip(x, method)), scales
+
+
+def _narrow_table_inputs(nodes: list, readers: dict, scales: dict) -> None:
+    """A function by table that saturates (tanh, sigmoid, the hard functions) maps every input
+    beyond where it stops changing at its output's resolution (`tables.flat_beyond`) to the
+    same entry, so the tensor it reads needs no range beyond that: the layer that computes it
+    (through range-only ops that only lead to the table) takes the finer scale, when no other
+    tensor shares its scale."""
+    by_name = {node.name: node for node in nodes}
+    shared = {source for node in nodes if node.kind == "concat"
+              for source in [node.name, *concat_sources(nodes, node)]}
+    for node in nodes:
+        if node.kind != "table":
+            continue
+        name = node.inputs[0]
+        while name in by_name and by_name[name].kind in RANGE_ONLY and \
+                len(readers[name]) == 1:
+            name = by_name[name].inputs[0]
+        if name not in scales or name in shared or len(readers.get(name, [])) != 1:
+            continue
+        if by_name[name].kind not in RESCALING:
+            continue
+        a = node.attrs
+        top = scales[name] * numerics.INT8_MAX
+        edge = tables.flat_beyond(a["function"], a["options"], scales[node.name], top)
+        scales[name] = _scale(edge) if edge < top else scales[name]
 
 
 def concat_sources(nodes: list, concat) -> list:

@@ -66,3 +66,25 @@ def lookup(values: np.ndarray, table: np.ndarray) -> np.ndarray:
 def monotonic(table: np.ndarray) -> bool:
     """Whether the table never decreases: then it commutes with max pooling exactly."""
     return bool(np.all(np.diff(table.astype(np.int64)) >= 0))
+
+
+def flat_beyond(name: str, options: dict, s_out: float, top: float, steps: int = 4096) -> float:
+    """The smallest input magnitude ``c <= top`` beyond which ``name``'s table entries at output
+    scale ``s_out`` no longer change on inputs up to ``top`` (both signs): where tanh, sigmoid
+    and the hard functions saturate. ``top`` for a function that keeps changing.
+
+    >>> round(flat_beyond("tanh", {}, 1 / 127, 10.0), 2)
+    3.12
+    >>> flat_beyond("silu", {}, 0.05, 10.0)
+    10.0
+    """
+    if not top > 0:
+        return top
+    xs = np.linspace(0.0, top, steps + 1)
+    edge = 0.0
+    for sign in (1.0, -1.0):
+        q = numerics.quantize(evaluate(name, options, sign * xs), s_out)
+        changes = np.nonzero(q[1:] != q[:-1])[0]
+        if len(changes):
+            edge = max(edge, float(xs[changes[-1] + 1]))
+    return edge if edge > 0 else top
