@@ -539,6 +539,8 @@ class _Builder:
         average pool after it when even, else a layer of its own."""
         import torch.nn as nn
         import torch.nn.functional as F
+        if self.rng.random() < 0.3:
+            return self.upsample(shape)
         signal = len(shape) == 2
         pads = [int(p) for p in self.rng.integers(0, 3, 2 if signal else 4)]
         if not any(pads) or not self.fits(self.shape_after(partial(F.pad, pad=pads), shape)):
@@ -555,6 +557,42 @@ class _Builder:
             text = repr(op)
         self.add(op, text)
         return self.shape_after(op, shape)
+
+    def upsample(self, shape):
+        """Nearest-neighbour upsampling by 1 to 3 per axis (a signal's length only):
+        ``nn.Upsample``, ``nn.UpsamplingNearest2d`` or ``F.interpolate`` with ``scale_factor``
+        or ``size``; within ``max_width`` and ``max_height`` when `legal`."""
+        import torch.nn as nn
+        import torch.nn.functional as F
+        if self.legal and not self.cfg.depthwise_kernel and self.rng.random() < 0.9:
+            return None                 # mostly what the configuration can run
+        signal = len(shape) == 2
+        dims = shape[1:]
+        factors = tuple(int(f) for f in self.rng.integers(1, 4, len(dims)))
+        if all(f == 1 for f in factors):
+            factors = (2,) + factors[1:]
+        out = tuple(n * f for n, f in zip(dims, factors))
+        limits = (self.cfg.max_width,) if signal else (self.cfg.max_height, self.cfg.max_width)
+        new = (shape[0],) + out
+        if self.legal and (any(n > m for n, m in zip(out, limits)) or not self.fits(new)
+                           or not self.fits_alive(shape, new)):
+            return None
+        scale = factors[0] if len(set(factors)) == 1 else factors
+        form = self.pick(["module", "nearest2d", "scale", "size"])
+        if form == "module" or (form == "nearest2d" and (signal or len(set(factors)) > 1)):
+            op = nn.Upsample(scale_factor=scale)
+            text = repr(op)
+        elif form == "nearest2d":
+            op = nn.UpsamplingNearest2d(scale_factor=scale)
+            text = repr(op)
+        elif form == "scale":
+            op = partial(F.interpolate, scale_factor=scale, mode="nearest")
+            text = f"F.interpolate(x, scale_factor={scale})"
+        else:
+            op = partial(F.interpolate, size=out if len(out) > 1 else out[0])
+            text = f"F.interpolate(x, size={out})"
+        self.add(op, text)
+        return new
 
     def no_op(self, shape):
         import torch.nn as nn

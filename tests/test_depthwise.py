@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 import striate
+from striate.hw.platform.boards import BOARDS
 from striate.sim.cocotb_run import run_job, run_program
 from striate.sw.golden import cycles
 from striate.sw.ir.graph import QGraph, QLayer
@@ -76,7 +77,8 @@ def test_random_depthwise_chains_bit_exact_on_verilator(device, seed):
                                                                      program.graph.input_shape))
 
 
-@pytest.mark.parametrize("config", [WIDE_WINDOW, SERIAL], ids=["wide-window", "serial"])
+@pytest.mark.parametrize("config", [WIDE_WINDOW, SERIAL, BOARDS["ulx3s"].config],
+                         ids=["wide-window", "serial", "ulx3s"])
 def test_other_windows_and_requantizers(config):
     with striate.open("verilator", config) as dev:
         for seed in range(3):

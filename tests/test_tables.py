@@ -226,3 +226,21 @@ def test_the_table_memory_is_a_host_window(device):
     base = memmap.address(memmap.TABLES, memmap.TABLE_WORDS)
     device.transport.write(base, words)
     np.testing.assert_array_equal(device.transport.read(base, len(words)), words)
+
+
+def test_a_saturating_function_narrows_the_scale_of_what_it_reads():
+    """tanh of inputs up to 20: the table's input scale stops where tanh stops changing at its
+    output's resolution (about 3.1), so the table uses its entries (141 levels, not 40); SiLU, which
+    keeps changing, keeps the input's full range."""
+    torch.manual_seed(8)
+    conv = nn.Conv2d(2, 4, 3)
+    with torch.no_grad():
+        conv.weight.mul_(30)
+    x = np.random.default_rng(8).standard_normal((16, 2, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        top = float(conv(torch.from_numpy(x)).abs().max())
+    assert top > 10
+    tanh = striate.compile(nn.Sequential(conv, nn.Tanh()).eval(), x).layers[0].table
+    silu = striate.compile(nn.Sequential(conv, nn.SiLU()).eval(), x).layers[0].table
+    assert len(np.unique(tanh)) > 100 and tanh[0] == -127 and tanh[-1] == 127   # 40 unnarrowed
+    assert int(np.argmax(silu == silu.min())) > 100      # its dip stays inside the range

@@ -30,8 +30,9 @@ class DwWalk(wiring.Component):
     """Emits a depthwise layer's items on ``o`` after a ``start`` pulse (``done`` once the
     last is accepted, ``writes`` for each accepted item that completes an output pixel).
 
-    Item of channel group ``og`` at input row ``iy``, column ``ix``: activation word
-    ``in_base + og * hw_in + iy * in_w + ix`` (``pad`` past the map), weight word
+    Item of channel group ``og`` at walk row ``iy``, column ``ix``: activation word
+    ``in_base + og * hw_in + (iy // up_h) * in_w + ix // up_w`` (``pad`` past the map; the
+    upsampling factors ``up_h``, ``up_w`` are 1 but for an upsampling copy), weight word
     ``w_base + og``, ``first`` always, ``last`` where output ``(oy, ox)`` is complete
     (``iy = oy * s_h + k_h - 1 - p_h``, ``ix = ox * s_w + k_w - 1 - p_w``; its ``tag.pix`` the
     output's word offset ``og * out_h * out_w + oy * out_w + ox``), and the window controls
@@ -41,6 +42,9 @@ class DwWalk(wiring.Component):
     def __init__(self, layouts: Layouts):
         self._l = layouts
         ports = {name: In(getattr(layouts, width)) for name, width in FIELDS.items()}
+        # upsampling factors (1, 1 for a depthwise convolution): the walk visits every
+        # output pixel and reads input row iy // up_h, column ix // up_w
+        ports.update({"up_h": In(layouts.rows), "up_w": In(layouts.cols)})
         ports.update({"cg_n": In(base_widths(layouts)["cg_n"]),
                       "hw_in": In(layouts.derived["hw_in"]),
                       "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
@@ -55,7 +59,9 @@ class DwWalk(wiring.Component):
         og = Signal(len(self.cg_n))
         iy, oy, row_due = Signal(lay.rows), Signal(lay.rows), Signal(lay.rows + 1)
         ix, ox, col_due = Signal(lay.cols), Signal(lay.cols), Signal(lay.cols + 1)
-        gbase, rowaddr = Signal(lay.size), Signal(lay.size)   # og * hw_in, + iy * in_w
+        gbase, rowaddr = Signal(lay.size), Signal(lay.size)   # og * hw_in, + row * in_w
+        row, col = Signal(lay.rows), Signal(lay.cols)         # the input's (iy, ix // up)
+        phase_y, phase_x = Signal(lay.rows), Signal(lay.cols)  # iy % up_h, ix % up_w
         pix = Signal(lay.act_addr)
         running = Signal()
         advance = ~self.o.valid | self.o.ready
@@ -66,45 +72,56 @@ class DwWalk(wiring.Component):
         emit = col_out & row_out
 
         p = self.o.payload
-        pad = (iy >= self.in_h) | (ix >= self.in_w)
+        pad = (row >= self.in_h) | (col >= self.in_w)
         m.d.comb += [self.done.eq(~running & ~self.o.valid),
                      self.writes.eq(self.o.valid & self.o.ready & p.last)]
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(running & ~self.start),
-                p.act_addr.eq(Mux(pad, 0, self.in_base + rowaddr + ix)), p.pad.eq(pad),
+                p.act_addr.eq(Mux(pad, 0, self.in_base + rowaddr + col)), p.pad.eq(pad),
                 p.w_addr.eq(self.w_base + og), p.first.eq(1), p.last.eq(emit),
                 p.tag.og.eq(og), p.tag.pix.eq(pix), p.tag.pool_first.eq(1),
                 p.tag.pool_last.eq(1),
-                p.dw.col.eq(ix), p.dw.rows.eq(Mux(iy < k - 1, iy, k - 1)),
+                p.dw.col.eq(col), p.dw.rows.eq(Mux(iy < k - 1, iy, k - 1)),
                 p.dw.cols.eq(Mux(ix < k - 1, ix, k - 1)),
             ]
 
         def new_row():
-            m.d.sync += [ix.eq(0), ox.eq(0), col_due.eq(first_col)]
+            m.d.sync += [ix.eq(0), ox.eq(0), col_due.eq(first_col), col.eq(0), phase_x.eq(0)]
+
+        def new_group(base):
+            new_row()
+            m.d.sync += [iy.eq(0), oy.eq(0), row_due.eq(first_row), row.eq(0), phase_y.eq(0),
+                         gbase.eq(base), rowaddr.eq(base)]
 
         with m.If(self.start):
-            new_row()
-            m.d.sync += [running.eq(1), og.eq(0), iy.eq(0), oy.eq(0), row_due.eq(first_row),
-                         gbase.eq(0), rowaddr.eq(0), pix.eq(0)]
+            new_group(0)
+            m.d.sync += [running.eq(1), og.eq(0), pix.eq(0)]
         with m.Elif(running & advance):
             with m.If(emit):
                 m.d.sync += pix.eq(pix + 1)
             with m.If(~row_end):
                 m.d.sync += ix.eq(ix + 1)
+                with m.If(phase_x == self.up_w - 1):
+                    m.d.sync += [col.eq(col + 1), phase_x.eq(0)]
+                with m.Else():
+                    m.d.sync += phase_x.eq(phase_x + 1)
                 with m.If(col_out):
                     m.d.sync += [ox.eq(ox + 1), col_due.eq(col_due + self.s_w)]
             with m.Elif(group_end):
-                new_row()
-                m.d.sync += [iy.eq(0), oy.eq(0), row_due.eq(first_row),
-                             gbase.eq(gbase + self.hw_in), rowaddr.eq(gbase + self.hw_in)]
+                new_group(gbase + self.hw_in)
                 with m.If(og == self.cg_n - 1):
                     m.d.sync += running.eq(0)
                 with m.Else():
                     m.d.sync += og.eq(og + 1)
             with m.Else():
                 new_row()
-                m.d.sync += [iy.eq(iy + 1), rowaddr.eq(rowaddr + self.in_w)]
+                m.d.sync += iy.eq(iy + 1)
+                with m.If(phase_y == self.up_h - 1):
+                    m.d.sync += [row.eq(row + 1), phase_y.eq(0),
+                                 rowaddr.eq(rowaddr + self.in_w)]
+                with m.Else():
+                    m.d.sync += phase_y.eq(phase_y + 1)
                 with m.If(row_out):
                     m.d.sync += [oy.eq(oy + 1), row_due.eq(row_due + self.s_h)]
         return m

@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...sw.mapping import derive, memmap
-from ...sw.mapping.descriptor import OP_ADD, OP_CONV, OP_DW, LayerDescriptor
+from ...sw.mapping.descriptor import OP_ADD, OP_CONV, OP_DW, POOL_UPSAMPLE, LayerDescriptor
 from .layouts import Layouts, bits_for, descriptor_layout
 
 
@@ -152,10 +152,13 @@ class Sequencer(wiring.Component):
         sources.update({name: getattr(self, name) for name in base_widths(self._l)})
         sources.update({name: getattr(self, name) for name in derive.RESULTS})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
-        depthwise = self.desc.op == OP_DW       # weights: a word per channel group, once
-        sources.update(wk_h=Mux(depthwise, 1, self.desc.k_h),
-                       wk_w=Mux(depthwise, 1, self.desc.k_w),
-                       w_og=Mux(depthwise, 1, self.og_n))
+        d = self.desc
+        depthwise = d.op == OP_DW       # weights: a word per channel group, once
+        up = depthwise & (d.pool == POOL_UPSAMPLE)  # `derive.group_counts`
+        sources.update(wk_h=Mux(depthwise, 1, d.k_h), wk_w=Mux(depthwise, 1, d.k_w),
+                       w_og=Mux(depthwise, 1, self.og_n),
+                       fit_h=Mux(up, d.out_h, d.in_h), fit_w=Mux(up, d.out_w, d.in_w),
+                       fit_pk_h=Mux(up, 1, d.pool_k_h), fit_pk_w=Mux(up, 1, d.pool_k_w))
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
             sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
 
@@ -250,15 +253,21 @@ class Sequencer(wiring.Component):
         # A depthwise layer: one channel per output channel, no pooling, padding below the
         # kernel (`striate.sw.mapping.depthwise`), a kernel within the window.
         dw = Const(bool(cfg.depthwise_kernel)) & (d.op == OP_DW)
-        dw_shape = registered(dw & ((d.in_c != d.out_c) | (d.pool != 0) | (d.pad_h >= d.k_h)
-                                    | (d.pad_w >= d.k_w)), "dw_shape")
-        dw_limit = dw & ((d.k_h > cfg.depthwise_kernel) | (d.k_w > cfg.depthwise_kernel))
+        # Upsampling (pool code 3 on a depthwise layer): a 1x1 copy, its output map within the
+        # walk's counters.
+        up = dw & (d.pool == POOL_UPSAMPLE)
+        dw_shape = registered(dw & ((d.in_c != d.out_c) | ((d.pool != 0) & ~up)
+                                    | (d.pad_h >= d.k_h) | (d.pad_w >= d.k_w)
+                                    | (up & ((d.k_h != 1) | (d.k_w != 1) | (d.stride_h != 1)
+                                             | (d.stride_w != 1)))), "dw_shape")
+        dw_limit = dw & ((d.k_h > cfg.depthwise_kernel) | (d.k_w > cfg.depthwise_kernel)
+                         | (up & ((d.out_w > cfg.max_width) | (d.out_h > cfg.max_height))))
         # An add reads no weights or parameters: their checks do not apply to it.
         convolving = Signal(name="convolving")
         m.d.sync += convolving.eq(~is_add)
         pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
         checks = [  # first failing check wins
-            (registered(~known_op | (d.pool > 2) | no_avg | (is_add & (d.table != 0)),
+            (registered(~known_op | ((d.pool > 2) & ~up) | no_avg | (is_add & (d.table != 0)),
                         "bad_op"), memmap.E_OP),
             (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
             (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)

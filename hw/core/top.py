@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
 from ...sw.mapping import memmap
-from ...sw.mapping.descriptor import OP_ADD, OP_DW
+from ...sw.mapping.descriptor import OP_ADD, OP_DW, POOL_UPSAMPLE
 from ...sw.mapping.memmap import MemoryShape
 from ...sw.config import AcceleratorConfig
 from .depthwise import DwWalk, DwWindow
@@ -131,8 +131,10 @@ class Accelerator(wiring.Component):
                   "s_h": d.stride_h, "s_w": d.stride_w, "p_h": d.pad_h, "p_w": d.pad_w,
                   "out_h": d.out_h, "out_w": d.out_w}
         m.d.comb += [getattr(walk, name).eq(value) for name, value in fields.items()]
+        up = d.pool == POOL_UPSAMPLE            # on a depthwise layer: upsampling
         m.d.comb += [walk.cg_n.eq(seq.cg_n), walk.hw_in.eq(seq.hw_in),
-                     walk.in_base.eq(seq.in_base), walk.w_base.eq(seq.w_base)]
+                     walk.in_base.eq(seq.in_base), walk.w_base.eq(seq.w_base),
+                     walk.up_h.eq(Mux(up, d.pool_k_h, 1)), walk.up_w.eq(Mux(up, d.pool_k_w, 1))]
 
     def _configure(self, m, seq, win, requant, pool, writer, adder):
         """Wire descriptor fields and derived sizes to the blocks."""

@@ -30,6 +30,10 @@ def run_node(node, *inputs: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
     if node.kind == "relu6":
         return np.clip(x, 0.0, 6.0)
+    if node.kind == "upsample":
+        fh, fw = a["factor"]
+        x = x.reshape(n, *map_shape(node.in_shape)).repeat(fh, axis=2).repeat(fw, axis=3)
+        return x.reshape(n, *node.out_shape)
     if node.kind == "table":
         return tables.evaluate(a["function"], a["options"], x)
     if node.kind == "pad":

@@ -30,7 +30,7 @@ from ..ir.kernels import out_size
 from ..ir import tables
 
 KINDS = ("conv", "bn", "relu", "relu6", "maxpool", "avgpool", "flatten", "linear", "add",
-         "concat", "pad", "table")
+         "concat", "pad", "table", "upsample")
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,6 +236,45 @@ def _pad_fn(node, path, shape):
     return _pad_node("pad", path, shape, a["pad"], a["mode"], a["value"])
 
 
+def _upsample(kind, path, shape, size=None, scale_factor=None, mode="nearest",
+              align_corners=None, recompute_scale_factor=None, antialias=False):
+    """Nearest-neighbour upsampling of a map or signal by whole factors (``scale_factor``, or a
+    ``size`` that is a whole multiple of the input's)."""
+    if mode != "nearest":
+        raise _unsupported(kind, path, f"mode must be 'nearest', not {mode!r}")
+    if antialias:
+        raise _unsupported(kind, path, "antialias must be False")
+    if len(shape) not in (2, 3):
+        raise _unsupported(kind, path, f"expects a C x H x W map or C x L signal, not {shape}")
+    dims = tuple(shape[1:])
+    if (size is None) == (scale_factor is None):
+        raise _unsupported(kind, path, "needs exactly one of size and scale_factor")
+    if size is not None:
+        sizes = (size,) * len(dims) if isinstance(size, int) else tuple(size)
+        factors = tuple(o / i for o, i in zip(sizes, dims))
+    else:
+        factors = (scale_factor,) * len(dims) if isinstance(scale_factor, (int, float)) \
+            else tuple(scale_factor)
+    if len(factors) != len(dims) or not all(float(f).is_integer() and f >= 1 for f in factors):
+        raise _unsupported(kind, path, f"factors must be whole numbers >= 1, not {factors}")
+    factors = tuple(int(f) for f in factors)
+    factor = (1, factors[0]) if len(dims) == 1 else factors
+    out = (shape[0],) + tuple(n * f for n, f in zip(dims, factors))
+    return FloatNode("upsample", path, shape, out, attrs={"factor": factor}, sources=(path,))
+
+
+def _upsample_module(m, path, shape):
+    return _upsample(type(m).__name__, path, shape, m.size, m.scale_factor, m.mode,
+                     getattr(m, "align_corners", None))
+
+
+def _interpolate_fn(node, path, shape):
+    a = _call_args(node, {"size": None, "scale_factor": None, "mode": "nearest",
+                          "align_corners": None, "recompute_scale_factor": None,
+                          "antialias": False})
+    return _upsample("interpolate", path, shape, **a)
+
+
 def _flatten(path, shape, start_dim=1, end_dim=-1):
     if start_dim != 1 or end_dim != -1:
         raise _unsupported("Flatten", path, f"only flatten(start_dim=1, end_dim=-1), not "
@@ -359,6 +398,7 @@ def _module_builder(m: nn.Module):
                 (nn.Flatten, lambda m, path, shape: _flatten(path, shape, m.start_dim,
                                                              m.end_dim)),
                 (nn.Linear, _linear_node),
+                ((nn.Upsample, nn.UpsamplingNearest2d), _upsample_module),
                 ((nn.ZeroPad2d, nn.ZeroPad1d, nn.ConstantPad2d, nn.ConstantPad1d), _pad_module))
     return next((build for cls, build in builders if isinstance(m, cls)), None)
 
@@ -439,7 +479,7 @@ FUNCTIONS = {   # supported functions -> builder (node, path, shape)
     F.adaptive_avg_pool1d: lambda node, path, shape: _adaptive(
         path, shape, _call_args(node, {"output_size": None})["output_size"], True),
     torch.flatten: _flatten_call,
-    F.pad: _pad_fn,
+    F.pad: _pad_fn, F.interpolate: _interpolate_fn,
     torch.tanh: _table_call("tanh"), torch.sigmoid: _table_call("sigmoid"),
     torch.special.expit: _table_call("sigmoid"),
     F.hardtanh: _table_call("hardtanh", {"min_val": -1.0, "max_val": 1.0}),

@@ -170,8 +170,11 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
     if dw:      # the window's two stages; one write per pixel
-        steps = depthwise_steps(config)
-        post = post_latency(config) if config.serial_scale_bits else steps * (steps > 1)
+        # a requantizer of several lane groups holds each pixel a cycle first, then takes
+        # the pixel's groups
+        held = requant_steps(config) > 1
+        post = post_latency(config) if config.serial_scale_bits else \
+            depthwise_steps(config) * held
         return (depthwise.items(layer, config) + FIXED + DEPTHWISE_STAGES + sequencer + post
                 + 1 + table_latency(config))
     return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)

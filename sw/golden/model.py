@@ -21,6 +21,8 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
         parts = [a.reshape(n, -1, *layer.out_shape[1:]) for a in inputs]
         return np.concatenate(parts, axis=1).reshape(n, *layer.out_shape)
     x = x.reshape(n, *layer.in_shape)
+    if layer.upsample != (1, 1):
+        x = x.repeat(layer.upsample[0], axis=2).repeat(layer.upsample[1], axis=3)
     if layer.op == "flatten":
         return x.reshape(n, *layer.out_shape)
     if layer.op == "add":

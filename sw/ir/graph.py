@@ -10,7 +10,8 @@ which each layer reads the one before it; layers built without ``inputs`` are ch
 Each `QLayer` computes, on int8 ``N x C x H x W`` inputs reshaped to its ``in_shape``:
 
 1. ``t``: for ``op == "conv"``, ``requantize(conv(x, weight) + bias, mult[c], shift[c], lo, hi)``
-   (zero padding ``padding`` on every side, ``pad_extra`` more at the bottom and right);
+   (zero padding ``padding`` on every side, ``pad_extra`` more at the bottom and right) of
+   the input repeated ``upsample`` times along each axis (nearest-neighbour upsampling);
    for ``op == "pool"``, ``clip(x, lo, hi)``; for ``op == "add"`` (two inputs ``a``, ``b`` of one
    shape), ``requantize(a * add_mult[0] + b * add_mult[1], 1, add_shift, lo, hi)``
    (`numerics.add`).
@@ -95,6 +96,7 @@ class QLayer:
     dilation: tuple = (1, 1)    # a dilated one: ``weight`` spans it, zero between the taps
     table: np.ndarray | None = None     # int8 ``[256]``: `tables.lookup` after pooling
     pad_extra: tuple = (0, 0)   # 0 or 1 more zero row / column at the bottom / right
+    upsample: tuple = (1, 1)    # read the input repeated (fh, fw) times (nearest neighbour)
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -126,6 +128,9 @@ class QLayer:
             raise StriateError(f"layer '{self.name}': groups must divide the {o} output and {c} "
                                f"input channels and the weights be zero across groups, not "
                                f"groups={self.groups}")
+        if not all(isinstance(f, int) and f >= 1 for f in self.upsample):
+            raise StriateError(f"layer '{self.name}': upsample factors must be integers >= 1, "
+                               f"not {self.upsample}")
         if tuple(self.pad_extra) not in ((0, 0), (0, 1), (1, 0), (1, 1)):
             raise StriateError(f"layer '{self.name}': pad_extra must be 0 or 1 per axis, not "
                                f"{self.pad_extra}")
@@ -162,8 +167,8 @@ class QLayer:
         from .kernels import out_size
         (kh, kw), (sh, sw), (ph, pw), (eh, ew) = self.kernel, self.stride, self.padding, \
             self.pad_extra
-        return (self.weight.shape[0], out_size(self.in_shape[1] + eh, kh, sh, ph),
-                out_size(self.in_shape[2] + ew, kw, sw, pw))
+        h, w = (n * f for n, f in zip(self.in_shape[1:], self.upsample))
+        return (self.weight.shape[0], out_size(h + eh, kh, sh, ph), out_size(w + ew, kw, sw, pw))
 
     @property
     def is_copy(self) -> bool:
@@ -172,7 +177,13 @@ class QLayer:
         A clamp, pooling layer or requantizing copy lowered onto the convolution datapath
         (`passes.identity_conv`), a zero padding (`quantize`), or a copy that places a
         concatenation (`striate.sw.mapping.concat`)."""
-        if self.op != "conv" or self.bias.any() or self.table is not None:
+        return self._selects and self.table is None
+
+    @property
+    def _selects(self) -> bool:
+        """Zero bias and 0/1 weights with at most one 1 per output channel: the convolution
+        stage only picks input values (a table after it may still change them)."""
+        if self.op != "conv" or self.bias.any():
             return False
         w = self.weight.reshape(self.weight.shape[0], -1)
         return bool(np.isin(w, (0, 1)).all() and (w.sum(axis=1) <= 1).all())
@@ -180,8 +191,8 @@ class QLayer:
     @property
     def macs(self) -> int:
         """Multiply-accumulates of the convolution stage per image: the network's work, so 0
-        for layers that only copy (`is_copy`) or add."""
-        if self.op != "conv" or self.is_copy:
+        for layers that only copy (`is_copy`, a table after the copy or not) or add."""
+        if self.op != "conv" or self._selects:
             return 0
         o, oh, ow = self.conv_shape
         return o * oh * ow * self.weight.shape[1] // self.groups * self.taps

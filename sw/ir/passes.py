@@ -15,12 +15,12 @@ from .graph import QGraph
 
 
 def _is_clamp(layer) -> bool:
-    return layer.op == "pool" and layer.pool == "none" and layer.table is None
+    return _is_elementwise(layer) and layer.table is None
 
 
 def _is_elementwise(layer) -> bool:
     """A clamp or a function by table: a layer that maps each value on its own."""
-    return layer.op == "pool" and layer.pool == "none"
+    return layer.op == "pool" and layer.pool == "none" and layer.upsample == (1, 1)
 
 
 def _clamped(table, lo: int, hi: int):
@@ -172,10 +172,15 @@ def identity_conv(layer, channels: int, mult=IDENTITY_MULT, shift=IDENTITY_SHIFT
 
 def lower_pool_layers(graph: QGraph) -> QGraph:
     """Turn each remaining pooling or clamp layer into a 1x1 convolution with identity weights,
-    zero bias and a unit multiplier, so it runs on the convolution datapath."""
-    return graph.replace(layers=tuple(
-        identity_conv(layer, layer.in_shape[0]) if layer.op == "pool" else layer
-        for layer in graph.layers))
+    zero bias and a unit multiplier, so it runs on the convolution datapath; an upsampling one
+    into that depthwise convolution (each channel copies its own), which the depthwise datapath
+    runs (`striate.sw.mapping.depthwise`)."""
+    def lowered(layer):
+        if layer.op != "pool":
+            return layer
+        conv = identity_conv(layer, layer.in_shape[0])
+        return conv.replace(groups=layer.in_shape[0]) if layer.upsample != (1, 1) else conv
+    return graph.replace(layers=tuple(lowered(layer) for layer in graph.layers))
 
 
 INTEGER_PASSES = (fuse_activation, fuse_table, fuse_pool, lower_flatten, lower_pool_layers)

@@ -31,7 +31,7 @@ from .passes import copy_conv, identity_conv
 from ..frontend.trace import PARAM_NAMES
 
 BIAS_MAX = 1 << 30     # largest stored bias; leaves half the accumulator to the products
-RANGE_ONLY = ("relu", "relu6", "maxpool", "pad")
+RANGE_ONLY = ("relu", "relu6", "maxpool", "pad", "upsample")
 # nodes whose output gets a scale of its own
 RESCALING = ("conv", "linear", "avgpool", "add", "table")
 
@@ -355,6 +355,9 @@ def quantize_graph(nodes: list, calibration: np.ndarray, input_shape: tuple,
                            pool_padding=a["padding"], pool_mult=mult, pool_shift=shift, **common)
         elif node.kind == "pad":
             layer = _padding(node.attrs["pads"], scale, common)
+            out_rng = rng
+        elif node.kind == "upsample":      # a copy of each value to a block of pixels
+            layer = QLayer(op="pool", out_scale=scale, upsample=node.attrs["factor"], **common)
             out_rng = rng
         elif node.kind == "flatten":
             layer = QLayer(op="flatten", out_scale=scale, **common)

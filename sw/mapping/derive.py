@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
-from .descriptor import OP_DW, LayerDescriptor
+from .descriptor import OP_DW, POOL_UPSAMPLE, LayerDescriptor
 from .memmap import ACT, PARAMS, WEIGHTS, memories
 
 
@@ -76,10 +76,11 @@ PROGRAM = (
     Size("rxs0", "pool_pad_w", "stride_w"),
     Size("rysw0", "s_w_in", "pool_pad_h"),
     Size("p_row", "in_w", "pad_h"),             # conv padding rows, in words
-    *_fits("conv_h", "k_h", "stride_h", "pad_h", "in_h", ((-1, 1, 1),)),
-    *_fits("conv_w", "k_w", "stride_w", "pad_w", "in_w", ((-1, 1, 1),)),
-    *_fits("out_h", "pool_k_h", "pool_stride_h", "pool_pad_h", "conv_h"),
-    *_fits("out_w", "pool_k_w", "pool_stride_w", "pool_pad_w", "conv_w"),
+    # (an upsampling layer's window is its output map, its pool kernel 1: `group_counts`)
+    *_fits("conv_h", "k_h", "stride_h", "pad_h", "fit_h", ((-1, 1, 1),)),
+    *_fits("conv_w", "k_w", "stride_w", "pad_w", "fit_w", ((-1, 1, 1),)),
+    *_fits("out_h", "fit_pk_h", "pool_stride_h", "pool_pad_h", "conv_h"),
+    *_fits("out_w", "fit_pk_w", "pool_stride_w", "pool_pad_w", "conv_w"),
     Check("act", ((1, "hw_in", "cg_n"), (1, "in_base", 1), (-1, "act_depth", 1))),
     Check("act", ((1, "out_hw", "out_cg"), (1, "out_base", 1), (-1, "act_depth", 1))),
     Check("weight", ((1, "kk", "w_og"), (1, "w_base", 1), (-1, "weight_depth", 1))),
@@ -110,14 +111,21 @@ def limits(config: AcceleratorConfig) -> dict:
 def group_counts(fields: dict, config: AcceleratorConfig) -> dict:
     """Input, output (weight rows) and output (activation words) channel groups, and the
     weight block's shape: ``wk_h * wk_w * cg_n`` words for each of ``w_og`` output groups (a
-    depthwise layer has one word per channel group: ``1 * 1 * cg_n``, once)."""
+    depthwise layer has one word per channel group: ``1 * 1 * cg_n``, once), and what the
+    geometry checks see as the input size and pool kernel (an upsampling layer's window is its
+    output map, its pool kernel 1)."""
     depthwise = fields["op"] == OP_DW
+    up = depthwise and fields["pool"] == POOL_UPSAMPLE
     counts = {"cg_n": -(-fields["in_c"] // config.pe_in),
               "og_n": -(-fields["out_c"] // config.pe_out),
               "out_cg": -(-fields["out_c"] // config.pe_in)}
     return {**counts, "wk_h": 1 if depthwise else fields["k_h"],
             "wk_w": 1 if depthwise else fields["k_w"],
-            "w_og": 1 if depthwise else counts["og_n"]}
+            "w_og": 1 if depthwise else counts["og_n"],
+            "fit_h": fields["out_h"] if up else fields["in_h"],
+            "fit_w": fields["out_w"] if up else fields["in_w"],
+            "fit_pk_h": 1 if up else fields["pool_k_h"],
+            "fit_pk_w": 1 if up else fields["pool_k_w"]}
 
 
 def depths(config: AcceleratorConfig) -> dict:

@@ -26,6 +26,9 @@ OP_ADD = 2        # an element-wise add of the maps at in_addr and in2_addr
 OP_DW = 3         # a depthwise convolution on the depthwise datapath (in_c == out_c channels)
 POOL_NONE, POOL_MAX, POOL_AVG = 0, 1, 2
 POOL_CODES = {"none": POOL_NONE, "max": POOL_MAX, "avg": POOL_AVG}
+# A depthwise layer with this pool code reads its input upsampled (nearest neighbour) by
+# pool_k_h x pool_k_w: a 1x1 copy whose conv and output maps are the upsampled map.
+POOL_UPSAMPLE = 3
 WORD_BITS = 32
 
 

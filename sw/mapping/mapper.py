@@ -29,7 +29,8 @@ import numpy as np
 
 from ..config import AcceleratorConfig
 from .depthwise import runs_depthwise
-from .descriptor import OP_ADD, OP_CONV, OP_DW, POOL_CODES, DescriptorError, LayerDescriptor
+from .descriptor import (OP_ADD, OP_CONV, OP_DW, POOL_CODES, POOL_UPSAMPLE, DescriptorError,
+                         LayerDescriptor)
 from ..errors import MappingError, PlacementError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from . import allocate
@@ -120,6 +121,11 @@ def _check_geometry(layer: QLayer, config: AcceleratorConfig):
          "max_stride")
     need(layer.in_shape[2] <= config.max_width, "input width", layer.in_shape[2],
          config.max_width, "max_width")
+    if layer.upsample != (1, 1):        # the walk counts output rows and columns
+        need(layer.out_shape[2] <= config.max_width, "upsampled width", layer.out_shape[2],
+             config.max_width, "max_width")
+        need(layer.out_shape[1] <= config.max_height, "upsampled height", layer.out_shape[1],
+             config.max_height, "max_height")
     need(layer.in_shape[1] <= config.max_height, "input height", layer.in_shape[1],
          config.max_height, "max_height")
     for present, wanted, field in ((layer.pool == "avg", "average pooling", "avg_pool"),
@@ -143,6 +149,16 @@ def _check_ops(graph: QGraph, config: AcceleratorConfig) -> None:
             raise MappingError(f"{_where(layer)}: a residual add needs "
                                "AcceleratorConfig.residual_add, which this configuration leaves "
                                "out")
+        if layer.upsample != (1, 1) and not runs_depthwise(layer, config):
+            if not config.depthwise_kernel:
+                raise MappingError(f"{_where(layer)}: upsampling runs on the depthwise datapath "
+                                   "(AcceleratorConfig.depthwise_kernel), which this "
+                                   "configuration leaves out")
+            raise MappingError(f"{_where(layer)}: an upsampling layer must be a depthwise 1x1 "
+                               f"copy without pooling to run on the depthwise datapath, not "
+                               f"groups={layer.groups} of {layer.in_shape[0]} channels with a "
+                               f"{layer.kernel[0]}x{layer.kernel[1]} kernel and {layer.pool} "
+                               "pooling")
         if layer.table is not None and not config.activation_tables:
             raise MappingError(f"{_where(layer)}: a function by table needs "
                                "AcceleratorConfig.activation_tables, which this configuration "
@@ -307,6 +323,13 @@ def layer_fields(layer: QLayer, depthwise: bool = False) -> dict:
                     pool_k_h=1, pool_k_w=1, pool_stride_h=1, pool_stride_w=1, pool_pad_h=0,
                     pool_pad_w=0, pool_mult=0, pool_shift=0, add_mult_a=int(layer.add_mult[0]),
                     add_mult_b=int(layer.add_mult[1]), add_shift=int(layer.add_shift))
+    if layer.upsample != (1, 1):        # a copy of the upsampled input
+        return dict(
+            op=OP_DW, pool=POOL_UPSAMPLE, in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
+            conv_h=conv_h, conv_w=conv_w, out_h=conv_h, out_w=conv_w, k_h=1, k_w=1, stride_h=1,
+            stride_w=1, pad_h=0, pad_w=0, act_lo=layer.lo, act_hi=layer.hi,
+            pool_k_h=layer.upsample[0], pool_k_w=layer.upsample[1], pool_stride_h=1,
+            pool_stride_w=1, pool_pad_h=0, pool_pad_w=0, pool_mult=0, pool_shift=0)
     return dict(
         op=OP_DW if depthwise else OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
         conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
@@ -338,8 +361,13 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
 def geometry(desc: LayerDescriptor) -> dict:
     """The `QLayer` geometry fields a descriptor encodes (inverse of `describe`)."""
     pools = {code: name for name, code in POOL_CODES.items()}
-    if desc.op not in (OP_CONV, OP_ADD, OP_DW) or desc.pool not in pools:
+    upsampling = desc.op == OP_DW and desc.pool == POOL_UPSAMPLE
+    if desc.op not in (OP_CONV, OP_ADD, OP_DW) or (desc.pool not in pools and not upsampling):
         raise DescriptorError(f"descriptor op {desc.op} / pool {desc.pool} is not a known code")
+    if upsampling:
+        return dict(op="conv", in_shape=(desc.in_c, desc.in_h, desc.in_w),
+                    out_shape=(desc.out_c, desc.out_h, desc.out_w), lo=desc.act_lo,
+                    hi=desc.act_hi, upsample=(desc.pool_k_h, desc.pool_k_w))
     if desc.op == OP_ADD:
         shape = (desc.in_c, desc.in_h, desc.in_w)
         return dict(op="add", in_shape=shape, out_shape=shape, lo=desc.act_lo, hi=desc.act_hi,
