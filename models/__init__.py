@@ -19,7 +19,7 @@ HERE = Path(__file__).parent
 
 
 def _registry() -> dict:
-    """Name -> module with ``build()``, ``train()``, ``accuracy()`` and ``DATASET`` (the
+    """Name -> module with ``build()``, ``train(epochs)``, ``EPOCHS`` and ``DATASET`` (the
     `striate.sw.datasets` data set it reads)."""
     from . import dscnn_digits, lenet_digits, tdnn_digits
     return {"lenet-digits": lenet_digits, "dscnn-digits": dscnn_digits,
@@ -42,7 +42,8 @@ def train(name: str, log=print) -> torch.nn.Module:
 
 def accuracy(name: str, model: torch.nn.Module) -> float:
     """Float top-1 of ``model`` on the test split of model ``name``'s data set."""
-    return _module(name).accuracy(model)
+    from .training import accuracy as top1
+    return top1(model, dataset(name))
 
 
 def build(name: str) -> torch.nn.Module:

@@ -9,13 +9,9 @@ weights with ``python -m striate.models.lenet_digits``.
 
 from __future__ import annotations
 
-import argparse
-
-import torch
 import torch.nn as nn
 
-from .training import accuracy as training_accuracy
-from .training import fit, shift
+from .training import fit, script, shift
 
 SEED = 2015
 EPOCHS = 40
@@ -52,20 +48,8 @@ def train(epochs: int = EPOCHS, log=print) -> nn.Module:
     return fit(build, x, y, epochs, SEED, BATCH, augment=shift, log=log)
 
 
-def accuracy(model: nn.Module, split: str = "test") -> float:
-    from ..sw.datasets import digits
-    return training_accuracy(model, *digits(split))
-
-
 def main(argv=None):
-    from . import weights_path
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", default=str(weights_path("lenet-digits")))
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    args = parser.parse_args(argv)
-    model = train(args.epochs)
-    torch.save(model.state_dict(), args.output)
-    print(f"float test accuracy {accuracy(model):.4f}; weights written to {args.output}")
+    script("lenet-digits", argv)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,10 @@ weights with ``python -m striate.models.tdnn_digits``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn as nn
 
-from .training import accuracy as training_accuracy
-from .training import fit
+from .training import fit, script, shift
 
 SEED = 1989
 EPOCHS = 40
@@ -35,7 +32,6 @@ def build() -> nn.Module:
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Shift each sequence by up to 2 steps in time and each frame by up to 2 features."""
-    from .training import shift
     return shift(x[:, None], gen)[:, 0]
 
 
@@ -45,20 +41,8 @@ def train(epochs: int = EPOCHS, log=print) -> nn.Module:
     return fit(build, x, y, epochs, SEED, augment=_shift, log=log)
 
 
-def accuracy(model: nn.Module, split: str = "test") -> float:
-    from ..sw.datasets import digit_rows
-    return training_accuracy(model, *digit_rows(split))
-
-
 def main(argv=None):
-    from . import weights_path
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", default=str(weights_path("tdnn-digits")))
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    args = parser.parse_args(argv)
-    model = train(args.epochs)
-    torch.save(model.state_dict(), args.output)
-    print(f"float test accuracy {accuracy(model):.4f}; weights written to {args.output}")
+    script("tdnn-digits", argv)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,26 @@ def shift(x: torch.Tensor, gen: torch.Generator, most: int = 2) -> torch.Tensor:
     return out
 
 
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model: nn.Module, dataset: str, split: str = "test") -> float:
+    """Float top-1 of ``model`` on split ``split`` of data set ``dataset``."""
+    from ..sw.datasets import load
+    x, y = load(dataset, split)
     with torch.no_grad():
         pred = model.eval()(torch.from_numpy(x)).argmax(1).numpy()
     return float(np.mean(pred == y))
+
+
+def script(name: str, argv=None) -> None:
+    """``python -m striate.models.<module>``: train model ``name`` as its module does and write
+    its committed weights (or ``-o FILE``)."""
+    import argparse
+    from . import _module, weights_path
+    module = _module(name)
+    parser = argparse.ArgumentParser(description=module.__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", default=str(weights_path(name)))
+    parser.add_argument("--epochs", type=int, default=module.EPOCHS)
+    args = parser.parse_args(argv)
+    model = module.train(args.epochs)
+    torch.save(model.state_dict(), args.output)
+    print(f"float test accuracy {accuracy(model, module.DATASET):.4f}; weights written to "
+          f"{args.output}")

@@ -89,3 +89,21 @@ def check_on_rtl(device, program, xq):
         assert (measured == 0) == (layer.op == "concat"), layer.name
     assert stats.cycles == sum(stats.layer_cycles)
     return stats
+
+
+def check_end_to_end(device, program, model, x, path, tolerance=0.05):
+    """The golden model within ``tolerance`` of ``model`` in float (relative to its largest
+    output) on inputs ``x``, every layer bit-exact on ``device``, and the program saved to
+    ``path`` loading back with the same golden results. Returns the loaded program."""
+    import torch
+    import striate
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    xq = program.quantize_input(x)
+    y = program.run_reference(xq) * program.output_scale
+    assert np.abs(y - ref.reshape(y.shape)).max() <= tolerance * np.abs(ref).max()
+    check_on_rtl(device, program, xq)
+    program.save(path)
+    loaded = striate.load_program(path)
+    np.testing.assert_array_equal(loaded.run_reference(xq), program.run_reference(xq))
+    return loaded

@@ -41,13 +41,7 @@ def test_depthwise_separable_block_runs_bit_exact(device, tmp_path):
     assert dw.groups == 16 and dw.weight.shape == (32, 16, 3, 3)
     assert dw.macs == 32 * 12 * 12 * 1 * 9          # one input channel per output
     assert program.layers[3].groups == 4 and program.layers[3].macs == 24 * 5 * 5 * 6 * 9
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x[:4])).numpy()
-    y = program.run_reference(program.quantize_input(x[:4])) * program.output_scale
-    assert np.abs(y - ref).max() <= 0.05 * np.abs(ref).max()
-    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
-    program.save(tmp_path / "dw.stp")
-    loaded = striate.load_program(tmp_path / "dw.stp")
+    loaded = rtl_cases.check_end_to_end(device, program, model, x[:2], tmp_path / "dw.stp")
     assert [l.groups for l in loaded.layers] == [l.groups for l in program.layers]
 
 

@@ -25,7 +25,7 @@ def test_digits_split_is_fixed_and_disjoint():
 
 def test_committed_lenet_is_accurate(lenet):
     assert isinstance(lenet, lenet_digits.LeNetDigits) and not lenet.training
-    assert lenet_digits.accuracy(lenet) >= 0.97
+    assert striate.models.accuracy("lenet-digits", lenet) >= 0.97
 
 
 @pytest.mark.parametrize("name, top1", [("dscnn-digits", 0.99), ("tdnn-digits", 0.98)])

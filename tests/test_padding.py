@@ -76,16 +76,8 @@ def test_keras_same_padding_folds_into_the_convolution(device, tmp_path):
     program = striate.compile(model, x)
     assert len(program.layers) == 1 and program.layers[0].out_shape == (16, 25, 5)
     assert program.graph.input_im2col == (10, 4, 2, 2, 4, 1, 1, 0)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x[:2])).numpy()
-    xq = program.quantize_input(x[:2])
-    assert np.abs(program.run_reference(xq) * program.output_scale - ref).max() <= \
-        0.05 * np.abs(ref).max()
-    rtl_cases.check_on_rtl(device, program, xq)
-    program.save(tmp_path / "p.stp")
-    loaded = striate.load_program(tmp_path / "p.stp")
+    loaded = rtl_cases.check_end_to_end(device, program, model, x[:2], tmp_path / "p.stp")
     assert loaded.graph.input_im2col == program.graph.input_im2col
-    np.testing.assert_array_equal(loaded.run_reference(xq), program.run_reference(xq))
     unfolded = striate.compile(model, x, striate.AcceleratorConfig(pe_in=1, pe_out=16,
                                                                    max_kernel=10))
     assert unfolded.layers[0].pad_extra == (1, 0) and unfolded.graph.input_im2col == ()

@@ -108,7 +108,7 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
         (0, _with(d0, in_w=cfg.max_width + 1), 4, memmap.E_LIMIT),
         (0, _with(d0, in_h=cfg.max_height + 1), 4, memmap.E_LIMIT),
         (0, _with(d0, stride_h=cfg.max_stride + 1), 4, memmap.E_LIMIT),
-        (0, _with(d0, conv_h=d0.conv_h + 1), 4, memmap.E_SHAPE),
+        (0, _with(d0, conv_h=d0.conv_h + 2), 4, memmap.E_SHAPE),
         (0, _with(d0, out_w=d0.out_w + 3), 4, memmap.E_SHAPE),
         (0, _with(d0, in_addr=d0.in_addr + 1), 4, memmap.E_ALIGN),
         (0, _with(d0, out_addr=act_bytes - 4 * cfg.pe_in), 4, memmap.E_ACT),

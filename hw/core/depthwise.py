@@ -176,8 +176,13 @@ class DwWindow(wiring.Component):
                         if t >= k or c >= k:
                             m.d.sync += lane.eq(0)
                             continue
-                        inside = (a.dw.rows >= k - 1 - t) & (a.dw.cols >= k - 1 - c)
                         value = shifted[t][c][ch * 8:(ch + 1) * 8].as_signed()
-                        m.d.sync += lane.eq(Mux(inside, value, 0))
+                        # rows above and columns left of the map read 0 (the newest row and
+                        # column always lie inside it)
+                        inside = [a.dw.rows >= k - 1 - t] * (t < k - 1) + \
+                            [a.dw.cols >= k - 1 - c] * (c < k - 1)
+                        for cond in inside:
+                            value = Mux(cond, value, 0)
+                        m.d.sync += lane.eq(value)
         return m
 

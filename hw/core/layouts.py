@@ -64,15 +64,16 @@ class Layouts:
         k = config.depthwise_kernel
         self.lb_depth = config.max_width + k
         self.dw = data.StructLayout({"col": bits_for(self.lb_depth), "rows": bits_for(k),
-                                     "cols": bits_for(k)}) if k else data.StructLayout({})
+                                     "cols": bits_for(k)}) if k else None
+        controls = {"dw": self.dw} if k else {}
         self.window = data.StructLayout({       # window generator -> fetch
             "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,
-            "tag": self.tag, "dw": self.dw})
+            "tag": self.tag, **controls})
         # fetch -> PE array; a depthwise layer's go through the depthwise window, which gives
         # each PE row operands of its own (``xr``, row-major like the weights)
         self.operands = data.StructLayout({
             "x": data.ArrayLayout(signed(8), pi), "w": data.ArrayLayout(signed(8), po * pi),
-            "first": 1, "last": 1, "tag": self.tag, "dw": self.dw,
+            "first": 1, "last": 1, "tag": self.tag, **controls,
             **({"xr": data.ArrayLayout(signed(8), po * pi)} if k else {})})
         self.sums = data.StructLayout({         # PE array -> requantizer
             "acc": data.ArrayLayout(ACC, po), "tag": self.tag})

@@ -35,7 +35,8 @@ class Fetch(wiring.Component):
         pad = Signal()
         first, last = Signal(), Signal()
         tag = Signal(self._l.tag)
-        dw = Signal(self._l.dw)
+        controls = self._l.config.depthwise_kernel    # the depthwise window's, passed on
+        dw = Signal(self._l.dw) if controls else None
         m.d.comb += [
             self.i.ready.eq(advance),
             self.act_addr.eq(self.i.payload.act_addr), self.act_en.eq(advance),
@@ -43,12 +44,16 @@ class Fetch(wiring.Component):
             self.o.payload.x.eq(Mux(pad, 0, self.act_data)),
             self.o.payload.w.eq(self.w_data),
             self.o.payload.first.eq(first), self.o.payload.last.eq(last),
-            self.o.payload.tag.eq(tag), self.o.payload.dw.eq(dw),
+            self.o.payload.tag.eq(tag),
         ]
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(self.i.valid), pad.eq(self.i.payload.pad),
                          first.eq(self.i.payload.first), last.eq(self.i.payload.last),
-                         tag.eq(self.i.payload.tag), dw.eq(self.i.payload.dw)]
+                         tag.eq(self.i.payload.tag)]
+        if controls:
+            m.d.comb += self.o.payload.dw.eq(dw)
+            with m.If(advance):
+                m.d.sync += dw.eq(self.i.payload.dw)
         return m
 
 

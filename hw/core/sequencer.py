@@ -152,13 +152,14 @@ class Sequencer(wiring.Component):
         sources.update({name: getattr(self, name) for name in base_widths(self._l)})
         sources.update({name: getattr(self, name) for name in derive.RESULTS})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
-        d = self.desc
-        depthwise = d.op == OP_DW       # weights: a word per channel group, once
-        up = depthwise & (d.pool == POOL_UPSAMPLE)  # `derive.group_counts`
-        sources.update(wk_h=Mux(depthwise, 1, d.k_h), wk_w=Mux(depthwise, 1, d.k_w),
-                       w_og=Mux(depthwise, 1, self.og_n),
-                       fit_h=Mux(up, d.out_h, d.in_h), fit_w=Mux(up, d.out_w, d.in_w),
-                       fit_pk_h=Mux(up, 1, d.pool_k_h), fit_pk_w=Mux(up, 1, d.pool_k_w))
+        if cfg.depthwise_kernel:        # (else `derive.program` reads the fields themselves)
+            d = self.desc
+            depthwise = d.op == OP_DW       # weights: a word per channel group, once
+            up = depthwise & (d.pool == POOL_UPSAMPLE)  # `derive.group_counts`
+            sources.update(wk_h=Mux(depthwise, 1, d.k_h), wk_w=Mux(depthwise, 1, d.k_w),
+                           w_og=Mux(depthwise, 1, self.og_n),
+                           fit_h=Mux(up, d.out_h, d.in_h), fit_w=Mux(up, d.out_w, d.in_w),
+                           fit_pk_h=Mux(up, 1, d.pool_k_h), fit_pk_w=Mux(up, 1, d.pool_k_w))
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
             sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
 

@@ -142,7 +142,8 @@ def _narrow_table_inputs(nodes: list, readers: dict, scales: dict) -> None:
         a = node.attrs
         top = scales[name] * numerics.INT8_MAX
         edge = tables.flat_beyond(a["function"], a["options"], scales[node.name], top)
-        scales[name] = _scale(edge) if edge < top else scales[name]
+        if edge < 0.99 * top:       # (a function that keeps changing ends near ``top``)
+            scales[name] = _scale(edge)
 
 
 def concat_sources(nodes: list, concat) -> list:

@@ -75,7 +75,7 @@ def flat_beyond(name: str, options: dict, s_out: float, top: float, steps: int =
 
     >>> round(flat_beyond("tanh", {}, 1 / 127, 10.0), 2)
     3.12
-    >>> flat_beyond("silu", {}, 0.05, 10.0)
+    >>> round(flat_beyond("silu", {}, 0.1, 10.0), 1)
     10.0
     """
     if not top > 0:

@@ -12,7 +12,7 @@ descriptor fields, earlier results, channel group counts (`group_counts`), memor
 ``strict``, when it is not negative. A term takes ``1 + max(1, b.bit_length())`` cycles (one to
 load, one per bit of ``b``).
 
->>> fields = dict(op=1, in_c=16, in_h=8, in_w=8, out_c=32, out_h=4, out_w=4, conv_h=8, conv_w=8,
+>>> fields = dict(op=1, pool=1, in_c=16, in_h=8, in_w=8, out_c=32, out_h=4, out_w=4, conv_h=8, conv_w=8,
 ...               k_h=5, k_w=5, stride_h=1, stride_w=1, pad_h=2, pad_w=2, pool_k_h=2,
 ...               pool_k_w=2, pool_stride_h=2, pool_stride_w=2, pool_pad_h=0, pool_pad_w=0,
 ...               in_base=0, out_base=32, in2_base=0, w_base=0, p_base=0)
@@ -20,7 +20,7 @@ load, one per bit of ``b``).
 >>> values, failed = run(fields, AcceleratorConfig(pe_out=16, pe_in=4))
 >>> values["kk"], values["p_row"], failed
 (100, 16, set())
->>> run(dict(fields, conv_h=9), AcceleratorConfig(pe_out=16, pe_in=4))[1]
+>>> run(dict(fields, conv_h=10), AcceleratorConfig(pe_out=16, pe_in=4))[1]
 {'shape'}
 """
 
@@ -92,10 +92,27 @@ ADD_CHECKS = (Check("act", ((1, "hw_in", "cg_n"), (1, "in2_base", 1), (-1, "act_
 RESULTS = tuple(dict.fromkeys(step.dest for step in PROGRAM if isinstance(step, Size)))
 
 
+# Without the depthwise datapath the weight block and geometry terms read the fields
+# themselves (`group_counts` gives the same values then): no multiplexers for them.
+_PLAIN = {"wk_h": "k_h", "wk_w": "k_w", "w_og": "og_n", "fit_h": "in_h", "fit_w": "in_w",
+          "fit_pk_h": "pool_k_h", "fit_pk_w": "pool_k_w"}
+
+
 def program(config: AcceleratorConfig) -> tuple:
     """The steps the sequencer of ``config`` runs: `PROGRAM`, and `ADD_CHECKS` with the add
     path."""
-    return PROGRAM + (ADD_CHECKS if config.residual_add else ())
+    steps = PROGRAM + (ADD_CHECKS if config.residual_add else ())
+    if config.depthwise_kernel:
+        return steps
+
+    def plain(term):
+        sign, a, b = term
+        return sign, _PLAIN.get(a, a), _PLAIN.get(b, b)
+    return tuple(Size(step.dest, *plain((1, step.a, step.b))[1:]) if isinstance(step, Size)
+                 else Check(step.error, tuple(map(plain, step.terms)), step.strict)
+                 for step in steps)
+
+
 ERRORS = ("shape", "act", "weight", "param")
 
 
