@@ -7,7 +7,7 @@ import striate
 from striate.sim.cocotb_run import run_job, run_program
 from striate.sw.runtime import image
 from striate.sw.mapping import memmap
-from striate.sw.mapping.descriptor import OP_ADD
+from striate.sw.mapping.descriptor import OP_ADD, OP_DW
 from striate.sw.ir.graph import QGraph, QLayer
 from striate.sw.ir.kernels import out_size
 from striate.sw.golden.cycles import layer_cycles, layer_items, program_cycles, may_stall
@@ -116,7 +116,8 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
         (0, _with(d0, weight_addr=cfg.weight_bytes - cfg.pe_out * cfg.pe_in), 4,
          memmap.E_WEIGHT),
         (0, _with(d0, param_addr=cfg.param_entries), 4, memmap.E_PARAM),
-        (2, _with(d2, op=3), 4, memmap.E_OP),
+        (2, _with(d2, op=0), 4, memmap.E_OP),
+        (2, _with(d2, op=OP_DW), 4, memmap.E_LIMIT),       # depthwise: a 4x4 kernel
         (2, _with(d2, op=OP_ADD, table=1), 4, memmap.E_OP),         # an add has no table
         (0, _with(d0, table=cfg.activation_tables + 1), 4, memmap.E_LIMIT),
         (0, d0, 0, memmap.E_COUNT),

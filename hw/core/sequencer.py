@@ -176,10 +176,18 @@ class Sequencer(wiring.Component):
         def rom(values):
             return Array(Const(v, range(max(2, max(values) + 1))) for v in values)
         index = Signal(range(len(terms)))
-        a_code = rom([a_names.index(a) for _, a, _, _, _, _ in terms])[index]
-        b_code = rom([b_names.index(b) for _, _, b, _, _, _ in terms])[index]
-        negative = rom([int(sign < 0) for sign, *_ in terms])[index]
-        first = rom([int(f) for _, _, _, f, _, _ in terms])[index]
+        roms = [rom([a_names.index(a) for _, a, _, _, _, _ in terms]),
+                rom([b_names.index(b) for _, _, b, _, _, _ in terms]),
+                rom([int(sign < 0) for sign, *_ in terms]),
+                rom([int(f) for _, _, _, f, _, _ in terms])]
+        # The term's codes are registered as its number is (looked up for the number it
+        # gets), which keeps the table off the path from the number through the source
+        # multiplexers into ``a``.
+        codes = [Signal.like(r[0], name=f"code{k}") for k, r in enumerate(roms)]
+        a_code, b_code, negative, first = codes
+
+        def number(i):
+            return [index.eq(i)] + [code.eq(r[i]) for code, r in zip(codes, roms)]
         a_bits = max(len(a) for a in a_srcs)
         b_bits = max(len(b) for b in b_srcs)
         loading, active = Signal(), Signal()
@@ -192,7 +200,7 @@ class Sequencer(wiring.Component):
         total = acc + Mux(b[0], a, 0)
         last_bit = b[1:] == 0
         with m.If(start):
-            m.d.sync += [index.eq(0), loading.eq(1), active.eq(1), saturated.eq(0)]
+            m.d.sync += number(0) + [loading.eq(1), active.eq(1), saturated.eq(0)]
             m.d.sync += [flag.eq(0) for flag in self._failed.values()]
         with m.Elif(loading):
             value = Array(a_srcs)[a_code]
@@ -221,7 +229,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += done.eq(1)
                     m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [index.eq(index + 1), loading.eq(1)]
+                    m.d.sync += number(index + 1) + [loading.eq(1)]
             with m.Else():
                 m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
         return start, done
