@@ -3,6 +3,7 @@ the float function of every int8 input rounded once to the output scale, the gol
 the RTL look values up the same way, fusions keep results bit for bit."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -64,8 +65,7 @@ FORMS = [   # (module, the same function as a call on a tensor, the function in 
     (nn.SiLU(), F.silu, lambda v: v / (1 + np.exp(-v))),
     (nn.LeakyReLU(0.2), lambda x: F.leaky_relu(x, negative_slope=0.2),
      lambda v: np.where(v > 0, v, 0.2 * v)),
-    (nn.GELU(), F.gelu, lambda v: 0.5 * v * (1 + np.vectorize(__import__("math").erf)(
-        v / np.sqrt(2)))),
+    (nn.GELU(), F.gelu, lambda v: 0.5 * v * (1 + np.vectorize(math.erf)(v / np.sqrt(2)))),
     (nn.GELU("tanh"), lambda x: F.gelu(x, approximate="tanh"),
      lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))),
     (nn.ELU(0.5), lambda x: F.elu(x, 0.5), lambda v: np.where(v > 0, v, 0.5 * np.expm1(v))),
