@@ -58,6 +58,10 @@ def depthwise_chain(seed, config, layers=4, max_channels=40):
              int(rng.integers(1, 14)), int(rng.integers(1, config.max_width + 1)))
     if rng.random() < 0.3:                              # a signal: one row
         shape = (shape[0], 1, shape[2])
+    elif rng.random() < 0.3:                            # tall and narrow, up to max_height
+        shape = (min(shape[0], 6), int(rng.integers(config.max_height // 2,
+                                                    config.max_height + 1)),
+                 int(rng.integers(1, 9)))
     chain = []
     for i in range(layers):
         layer = depthwise_layer(rng, chain[-1].out_shape if chain else shape,
