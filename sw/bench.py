@@ -66,6 +66,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     }
     result["calibration_methods"] = _calibration_methods()
     result["reference_models"] = _reference_models()
+    result["grouped_layers"] = _grouped_layers()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     log(f"striate bench: lenet-digits on {program.config.pe_out}x{program.config.pe_in} "
@@ -91,6 +92,10 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
             log(f"{name:<16} {row['top1']:>7.2%} {row['agreement']:>18.2%}")
     for name, rows in result["reference_models"].items():
         _log_layers(log, f"{name} ({REFERENCE_MODELS[name][2]}, random weights)", rows)
+    log("grouped 3x3 convolutions on 16 x 16 (RTL counters): split into parts, and whole")
+    log(f"{'layer':<34} {'parts':>5} {'split':>8} {'whole':>8}")
+    for row in result["grouped_layers"]:
+        log(f"{row['layer']:<34} {row['parts']:>5} {row['split']:>8.1%} {row['whole']:>8.1%}")
     log(f"compile: {compile_s:.2f} s; written to {out}")
     return result
 
@@ -141,6 +146,40 @@ def _reference_models() -> dict:
                                                                stats.ideal_cycles,
                                                                stats.layer_cycles)]
     return results
+
+
+GROUPED_LAYERS = ((64, 64, 2, ""), (64, 64, 4, ""), (64, 64, 8, ""), (128, 128, 32, " (ResNeXt)"),
+                  (32, 64, 32, " (depth multiplier 2)"))
+
+
+def _grouped_layers() -> list:
+    """Utilisation of each of `GROUPED_LAYERS` (channels in, out, groups) as the compiler
+    splits it (`grouped.split_grouped`) and run whole (compiled as for a program depth of one,
+    which leaves no descriptor for a second part), measured by the RTL counters on one input."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    from .compiler import compile_graph
+    from .config import AcceleratorConfig
+    from .runtime.driver import open as open_device
+    from .runtime.program import Program
+    rows = []
+    with open_device("verilator") as dev:
+        for c, o, g, note in GROUPED_LAYERS:
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Conv2d(c, o, 3, padding=1, groups=g)).eval()
+            x = np.random.default_rng(0).standard_normal((4, c, 16, 16)).astype(np.float32)
+            row = {"layer": f"{c} -> {o} channels, {g} groups{note}"}
+            for key, depth in (("split", AcceleratorConfig().program_depth), ("whole", 1)):
+                graph = compile_graph(model, x, AcceleratorConfig(program_depth=depth))
+                program = Program(graph, AcceleratorConfig())
+                dev.run(program, program.quantize_input(x[:1]))
+                stats = dev.last_run
+                row[key] = sum(stats.ideal_cycles) / sum(stats.layer_cycles)
+                if key == "split":
+                    row["parts"] = sum(layer.op == "conv" for layer in program.layers)
+            rows.append(row)
+    return rows
 
 
 def _ratio(ideal: float, measured: int) -> float | None:

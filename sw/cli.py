@@ -413,7 +413,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("fuzz", help="differential fuzzing: random networks, golden model vs RTL")
     p.add_argument("--config", help="comma-separated configurations (default: "
-                                    "default,small,serial,icebreaker)")
+                                    "default,small,serial,window,icebreaker,ulx3s)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: a fresh one)")
     p.add_argument("--minutes", type=float, default=None, help="run for this long")
     p.add_argument("--nets", type=int, default=None, help="networks per configuration")

@@ -4,7 +4,8 @@ Pipeline: trace (torch.fx, a DAG) -> fold BatchNorm (float pass) -> calibrate an
 (per-channel int8 weights, per-tensor int8 activations, int32 bias, integer requantization,
 residual adds and concatenations) -> integer passes (fuse activation, fuse pooling, lower
 flatten, lower remaining pools) -> configuration-dependent passes (unfold a thin first layer on
-the host, place concatenations' inputs in their output) -> map onto the `AcceleratorConfig`.
+the host, split grouped convolutions into denser parts, place concatenations' inputs in their
+output) -> map onto the `AcceleratorConfig`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .frontend.fold import fold_batchnorm, fold_padding
 from .ir.graph import QGraph
 from .ir.passes import INTEGER_PASSES
 from .mapping.concat import place_concats
+from .mapping.grouped import split_grouped
 from .mapping.unfold import im2col_input
 from .runtime.program import Program, as_config
 from .ir.quantize import CALIBRATION_METHODS, check_finite, check_folded, quantize_graph
@@ -76,15 +78,15 @@ def check_method(method) -> str:
 
 def compile_graph(model, calibration, config=None, calibration_method: str = "minmax") -> QGraph:
     """The fused integer graph `compile` maps: traced, BatchNorm-folded, quantized, with the
-    integer passes and the configuration's passes (host-side unfold, concatenations placed)
-    applied."""
+    integer passes and the configuration's passes (host-side unfold, grouped convolutions
+    split, concatenations placed) applied."""
     config = as_config(config)
     method = check_method(calibration_method)
     nodes, x = lower(model, calibration)
     graph = quantize_graph(nodes, x, tuple(x.shape[1:]), method)
     for integer_pass in INTEGER_PASSES:
         graph = integer_pass(graph)
-    return place_concats(im2col_input(graph, config), config)
+    return place_concats(split_grouped(im2col_input(graph, config), config), config)
 
 
 def compile(model, calibration, config=None, calibration_method: str = "minmax") -> Program:

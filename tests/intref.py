@@ -36,7 +36,11 @@ def layer(layer, x, *others):
         parts = [torch.from_numpy(a.astype("int64")).reshape(n, -1, *layer.out_shape[1:])
                  for a in (x, *others)]
         return torch.cat(parts, 1).reshape(n, *layer.out_shape)
-    t = torch.from_numpy(x.astype("int64")).reshape(n, *layer.in_shape)
+    t = torch.from_numpy(x.astype("int64"))
+    if layer.op == "conv":
+        t = t.reshape(n, -1, *layer.in_shape[1:])
+        t = t[:, layer.channel_offset:layer.channel_offset + layer.in_shape[0]]
+    t = t.reshape(n, *layer.in_shape)
     if layer.op == "add":
         b = torch.from_numpy(others[0].astype("int64")).reshape(n, *layer.in_shape)
         total = t * layer.add_mult[0] + b * layer.add_mult[1]

@@ -1,6 +1,7 @@
 """Grouped and depthwise convolutions (``groups`` > 1, depth multipliers), on maps and signals:
-run as the dense convolution with zero weights across groups, bit-exact on the RTL; MACs count
-only each group's inputs."""
+stored as the dense convolution with zero weights across groups, split into parts of fewer
+groups that read slices of their input (`grouped.split_grouped`), bit-exact on the RTL; MACs
+count only each group's inputs."""
 
 import hashlib
 import json
@@ -12,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import striate
+from striate.hw.platform.boards import BOARDS
 from striate.sw.runtime import fileformat
 
 import rtl_cases
@@ -37,12 +39,18 @@ def test_depthwise_separable_block_runs_bit_exact(device, tmp_path):
     model = _separable()
     x = np.random.default_rng(0).standard_normal((16, 3, 12, 12)).astype(np.float32)
     program = striate.compile(model, x)
-    dw = program.layers[1]
-    assert dw.groups == 16 and dw.weight.shape == (32, 16, 3, 3)
-    assert dw.macs == 32 * 12 * 12 * 1 * 9          # one input channel per output
-    assert program.layers[3].groups == 4 and program.layers[3].macs == 24 * 5 * 5 * 6 * 9
+    graph = program.graph
+    dw = [l for l in graph.layers if l.name.startswith("2.part")]
+    assert [(l.groups, l.channel_offset, l.weight.shape) for l in dw] == \
+        [(8, 0, (16, 8, 3, 3)), (8, 8, (16, 8, 3, 3))]
+    assert graph.layer("2").op == "concat" and graph.layer("2").inputs == ("2.part0", "2.part1")
+    assert sum(l.macs for l in dw) == 32 * 12 * 12 * 1 * 9          # one input channel per output
+    grouped = [l for l in graph.layers if l.name.startswith("7.part")]
+    assert [l.groups for l in grouped] == [2, 2]    # six channels per group: 12 start a word
+    assert sum(l.macs for l in grouped) == 24 * 5 * 5 * 6 * 9
     loaded = rtl_cases.check_end_to_end(device, program, model, x[:2], tmp_path / "dw.stp")
-    assert [l.groups for l in loaded.layers] == [l.groups for l in program.layers]
+    assert [(l.groups, l.channel_offset) for l in loaded.layers] == \
+        [(l.groups, l.channel_offset) for l in program.layers]
 
 
 def test_grouped_conv1d_on_signals(device):
@@ -114,3 +122,109 @@ def test_a_grouped_layer_is_copied_into_a_concatenation_it_does_not_fill(tmp_pat
     xq = program.quantize_input(x[:2])
     np.testing.assert_array_equal(striate.load_program(tmp_path / "cat.stp").run_reference(xq),
                                   program.run_reference(xq))
+
+
+def _utilisation(program, name):
+    """Ideal over predicted cycles of the parts (or the whole) of layer ``name``."""
+    from striate.sw.golden import cycles
+    config, total, ideal = program.config, 0, 0.0
+    for layer, predicted in zip(program.layers, cycles.program_cycles(program)):
+        if layer.name == name or layer.name.startswith(name + ".part"):
+            total += predicted
+            ideal += cycles.ideal_cycles(layer, config)
+    return ideal / total
+
+
+def test_a_split_grouped_convolution_keeps_the_array_busy(device):
+    """64 channels in 4 groups of 16, 3x3 on 12 x 12, reading the network input: four parts of
+    one group each, every part's 16 output channels fill the 16 PE rows. Run whole, 3/4 of
+    the products would be zeros across groups."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=4), nn.ReLU(),
+                          nn.Conv2d(64, 8, 1)).eval()
+    x = np.random.default_rng(4).standard_normal((8, 64, 12, 12)).astype(np.float32)
+    program = striate.compile(model, x)
+    parts = [l for l in program.layers if l.name.startswith("0.part")]
+    assert [(l.groups, l.channel_offset, l.inputs) for l in parts] == \
+        [(1, 16 * j, ("@input",)) for j in range(4)]
+    assert program.plan.tensors["@input"][1] == 64 * 12 * 12     # the whole input is written
+    assert [a for a, _ in program.plan.act_in[:4]] == \
+        [program.plan.tensors["@input"][0] + 16 * 12 * 12 * j for j in range(4)]
+    assert _utilisation(program, "0") >= 0.95
+    whole = striate.compile(model, x, striate.AcceleratorConfig(program_depth=2))
+    assert [l.name for l in whole.layers] == ["0", "2"]     # no descriptors left to split
+    assert _utilisation(whole, "0") <= 0.26
+    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
+
+
+def test_parts_have_whole_words_and_fit_the_parameter_memory():
+    x = np.random.default_rng(5).standard_normal((4, 24, 6, 6)).astype(np.float32)
+    # 24 channels in 6 groups: parts of 12, 8 or 4 channels start on words, 2 channels do not
+    program = striate.compile(nn.Sequential(nn.Conv2d(24, 24, 3, groups=6)).eval(), x)
+    assert 2 <= sum(".part" in l.name for l in program.layers) <= 6
+    assert all(l.in_shape[0] % 4 == 0 for l in program.layers if l.op == "conv")
+    # each part takes a row of 16 parameter entries: 32 entries leave room for two parts
+    tight = striate.AcceleratorConfig(param_entries=32)
+    split = striate.compile(nn.Sequential(nn.Conv2d(24, 24, 3, groups=6)).eval(), x, tight)
+    assert [l.name for l in split.layers if l.op == "conv"] == ["0.part0", "0.part1"]
+    # on a 2-lane array 6 channels per group start on words too
+    narrow = striate.compile(nn.Sequential(nn.Conv2d(12, 12, 3, groups=2)).eval(),
+                             x[:, :12], striate.AcceleratorConfig(pe_out=4, pe_in=2))
+    assert [l.channel_offset for l in narrow.layers if l.op == "conv"] == [0, 6]
+
+
+def test_a_depthwise_layer_without_the_window_is_split():
+    """On the iCEBreaker (2 x 4 PE array, no depthwise datapath, 8 descriptors) 32 depthwise
+    channels run as four parts of 8: each output word reads 2 input words instead of 8. Its
+    program depth leaves no room for eight parts of one word each."""
+    config = BOARDS["icebreaker"].config
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(8, 32, 1), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1, groups=32)).eval()
+    x = np.random.default_rng(6).standard_normal((8, 8, 6, 6)).astype(np.float32)
+    program = striate.compile(model, x, config)
+    assert [l.name for l in program.layers] == ["0"] + [f"2.part{j}" for j in range(4)] + ["2"]
+    whole = striate.compile(model, x, striate.AcceleratorConfig(
+        **{**config.to_dict(), "program_depth": 2}))
+    assert _utilisation(program, "2") >= 3.5 * _utilisation(whole, "2")
+    with striate.open("verilator", config) as device:
+        rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:1]))
+
+
+def _edit_first_part(path, **fields):
+    data = path.read_bytes()
+    payload = data[fileformat._HEADER.size:]
+    (n,) = struct.unpack_from("<I", payload)
+    header, blob = json.loads(payload[4:4 + n]), payload[4 + n:]
+    layer = next(l for l in header["layers"] if l["name"].endswith(".part1"))
+    layer.update(fields)
+    text = json.dumps(header).encode()
+    payload = struct.pack("<I", len(text)) + text + blob
+    path.write_bytes(fileformat._HEADER.pack(fileformat.MAGIC, fileformat.FORMAT_VERSION, 0,
+                                             len(payload), hashlib.sha256(payload).digest())
+                     + payload)
+
+
+@pytest.mark.parametrize("offset, error, message", [
+    (-4, striate.ProgramFormatError, "channel_offset must be an integer >= 0, not -4"),
+    (64, striate.ProgramFormatError, r"input shape 16x12x12 from channel 64 on must be"),
+    (6, striate.StriateError, "channel_offset 6 must be a multiple of 4"),
+])
+def test_a_file_whose_slice_does_not_fit_its_input_is_refused(offset, error, message, tmp_path):
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(8, 64, 1), nn.Conv2d(64, 64, 3, padding=1, groups=4))
+    x = np.random.default_rng(7).standard_normal((4, 8, 12, 12)).astype(np.float32)
+    path = tmp_path / "g.stp"
+    striate.compile(model.eval(), x).save(path)
+    assert striate.load_program(path).graph.layer("1.part1").channel_offset == 16
+    _edit_first_part(path, channel_offset=offset)
+    with pytest.raises(error, match=message):
+        striate.load_program(path)
+
+
+def test_a_program_too_deep_to_split_is_refused_for_its_depth():
+    layers = [nn.Conv2d(8, 8, 3, padding=1, groups=2)] + [nn.Conv2d(8, 8, 1) for _ in range(3)]
+    x = np.random.default_rng(8).standard_normal((4, 8, 6, 6)).astype(np.float32)
+    with pytest.raises(striate.MappingError, match="program must have 1 to 3 layers"):
+        striate.compile(nn.Sequential(*layers).eval(), x, striate.AcceleratorConfig(
+            program_depth=3))

@@ -7,7 +7,9 @@ graph's ``output`` names the tensor the network returns. Layers are kept in a to
 so running them in order computes every input before it is read. A chain is the special case in
 which each layer reads the one before it; layers built without ``inputs`` are chained that way.
 
-Each `QLayer` computes, on int8 ``N x C x H x W`` inputs reshaped to its ``in_shape``:
+Each `QLayer` computes, on int8 ``N x C x H x W`` inputs reshaped to its ``in_shape`` (a
+convolution reads ``in_shape[0]`` channels of its input from ``channel_offset`` on: all of them,
+or a slice for a part of a split grouped convolution):
 
 1. ``t``: for ``op == "conv"``, ``requantize(conv(x, weight) + bias, mult[c], shift[c], lo, hi)``
    (zero padding ``padding`` on every side, ``pad_extra`` more at the bottom and right) of
@@ -97,6 +99,7 @@ class QLayer:
     table: np.ndarray | None = None     # int8 ``[256]``: `tables.lookup` after pooling
     pad_extra: tuple = (0, 0)   # 0 or 1 more zero row / column at the bottom / right
     upsample: tuple = (1, 1)    # read the input repeated (fh, fw) times (nearest neighbour)
+    channel_offset: int = 0     # a conv's first input channel: it reads a slice of its input
 
     def replace(self, **changes) -> "QLayer":
         return dataclasses.replace(self, **changes)
@@ -114,6 +117,11 @@ class QLayer:
             if self.table.shape != (tables.ENTRIES,) or self.table.dtype != np.int8:
                 raise StriateError(f"layer '{self.name}': table must be {tables.ENTRIES} int8 "
                                    f"values, not {self.table.dtype} {self.table.shape}")
+        if self.channel_offset and self.op != "conv" or \
+                not isinstance(self.channel_offset, int) or self.channel_offset < 0:
+            raise StriateError(f"layer '{self.name}': channel_offset must be an integer >= 0, "
+                               f"and 0 unless the layer is a convolution, not "
+                               f"{self.channel_offset!r} on a {self.op} layer")
         if self.op != "conv":
             return
         o, c = self.out_shape[0], self.in_shape[0]
@@ -149,6 +157,16 @@ class QLayer:
                 and np.all(self.shift >= numerics.SHIFT_MIN)
                 and np.all(self.shift <= numerics.SHIFT_MAX)):
             raise StriateError(f"layer '{self.name}': requantization parameters out of range")
+
+    def reads(self, shape: tuple) -> bool:
+        """The layer can read a tensor of ``shape``: its ``in_shape``, or for a convolution a
+        map of its height and width with channels beyond ``channel_offset + in_shape[0]``."""
+        if tuple(self.in_shape) == tuple(shape) and not self.channel_offset:
+            return True
+        if self.op != "conv" or len(shape) != 3:
+            return False
+        c, h, w = self.in_shape
+        return tuple(shape[1:]) == (h, w) and self.channel_offset + c <= shape[0]
 
     @property
     def kernel(self) -> tuple:

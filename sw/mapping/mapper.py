@@ -216,7 +216,9 @@ def concat_views(graph: QGraph, config: AcceleratorConfig) -> dict:
 def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, int]:
     """Tensor name -> (addr, bytes) in the activation pool, and the most bytes alive at once;
     `MappingError` if the pool cannot hold the tensors alive at once."""
-    sizes = {INPUT: map_bytes(graph.layers[0].in_shape, config)}
+    # the input as the host writes it: unfolded, or whole though its readers may read slices
+    written = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
+    sizes = {INPUT: map_bytes(written, config)}
     sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
     buffers = allocate.lifetimes(graph, sizes.__getitem__)
     views = concat_views(graph, config)
@@ -272,7 +274,7 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
         raise MappingError(f"channel parameters need {p_addr} entries, must fit "
                            f"{config.param_entries} (AcceleratorConfig.param_entries)")
     tensors, peak = _place_activations(graph, config)
-    act_in = tuple(tensors[layer.inputs[0]] for layer in graph.layers)
+    act_in = tuple(_input_region(layer, tensors, config) for layer in graph.layers)
     act_out = tuple(tensors[layer.name] for layer in graph.layers)
     alive = _intact(act_out, executed, len(act_out))
     table, tables = _place_tables(graph, config)
@@ -280,6 +282,20 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
                       tuple(i in alive for i in range(len(graph.layers))), tensors, executed,
                       table, tables, tuple(runs_depthwise(layer, config)
                                            for layer in graph.layers))
+
+
+def _input_region(layer: QLayer, tensors: dict, config: AcceleratorConfig) -> tuple:
+    """(addr, bytes) of what ``layer`` reads of its first input: the whole tensor, or a slice
+    of its channels from a ``channel_offset`` on, which must start a word."""
+    addr, size = tensors[layer.inputs[0]]
+    if not layer.channel_offset:
+        return addr, min(size, map_bytes(layer.in_shape, config))
+    c, h, w = layer.in_shape
+    if layer.channel_offset % config.pe_in:
+        raise PlacementError(f"{_where(layer)}: channel_offset {layer.channel_offset} must be a "
+                             f"multiple of {config.pe_in} (AcceleratorConfig.pe_in) to read a "
+                             "slice of its input in place")
+    return addr + layer.channel_offset * h * w, map_bytes(layer.in_shape, config)
 
 
 def _intact(act_out, executed, count: int) -> tuple:

@@ -22,7 +22,7 @@ def im2col_input(graph: QGraph, config: AcceleratorConfig) -> QGraph:
         return graph
     first = readers[0]
     c = first.in_shape[0]
-    if first.op != "conv" or c >= config.pe_in or first.kernel == (1, 1) \
+    if first.op != "conv" or c >= config.pe_in or first.kernel == (1, 1) or first.channel_offset \
             or first.dilation != (1, 1):    # unfolded, its zero taps would cost lanes
         return graph
     o, _, kh, kw = first.weight.shape

@@ -53,10 +53,10 @@ _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input
                   "metadata", "output", "layers")
 _OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
 _LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays", "groups",
-                 "dilation", "pad_extra")
-# files written before grouped or dilated convolutions or one-sided padding lack them: 1,
-# (1, 1), (0, 0)
-_LAYER_OPTIONAL = ("groups", "dilation", "pad_extra")
+                 "dilation", "pad_extra", "channel_offset")
+# files written before grouped or dilated convolutions, one-sided padding or split grouped
+# convolutions lack them: 1, (1, 1), (0, 0), 0
+_LAYER_OPTIONAL = ("groups", "dilation", "pad_extra", "channel_offset")
 _ARRAY_FIELDS = ("dtype", "shape", "offset", "nbytes")
 _WORD_MAX = (1 << 32) - 1
 
@@ -77,6 +77,7 @@ def _encode(program) -> bytes:
                        "inputs": list(layer.inputs),
                        "out_scale": layer.out_scale, "groups": layer.groups,
                        "dilation": list(layer.dilation), "pad_extra": list(layer.pad_extra),
+                       "channel_offset": layer.channel_offset,
                        "descriptor": desc.to_words() if desc else [],
                        "arrays": arrays})
     g = program.graph
@@ -267,9 +268,12 @@ def _decode_layer(entry, index: int, blob: bytes, pos: int, file: str):
     extra = entry.get("pad_extra", [0, 0])
     if not (isinstance(extra, list) and len(extra) == 2 and all(_is_int(e) for e in extra)):
         raise _bad(where, "pad_extra", "two integers (0 or 1)", extra)
+    offset = entry.get("channel_offset", 0)
+    if not _is_int(offset) or offset < 0:
+        raise _bad(where, "channel_offset", "an integer >= 0", offset)
     layer = QLayer(name=name, sources=tuple(entry["sources"]), inputs=tuple(inputs),
                    out_scale=out_scale, **fields, groups=groups, dilation=tuple(dilation),
-                   pad_extra=tuple(extra),
+                   pad_extra=tuple(extra), channel_offset=offset,
                    weight=arrays["weight"].astype(np.int8), bias=arrays["bias"].astype(np.int32),
                    mult=arrays["mult"].astype(np.int64), shift=arrays["shift"].astype(np.int64),
                    table=arrays["table"].astype(np.int8) if "table" in arrays else None)
@@ -416,7 +420,7 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
                                      f"must fit the {_dims(shape)} input")
     else:
         for layer in readers:
-            if layer.in_shape != shape:
+            if not layer.reads(shape):
                 raise ProgramFormatError(f"{where}: input_shape {list(graph.input_shape)} must "
                                          f"be layer {layer.name!r}'s input shape "
                                          f"{_dims(layer.in_shape)}")
@@ -446,10 +450,11 @@ def _check_graph(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
     for b in graph.layers:
         for name in b.inputs if b.op != "concat" else ():      # `_concat_shapes` checked those
             a = None if name == INPUT else graph.layer(name)
-            if a is not None and b.in_shape != a.out_shape:   # `lower_flatten` keeps map shapes
+            if a is not None and not b.reads(a.out_shape):  # `lower_flatten` keeps map shapes
+                sliced = f" from channel {b.channel_offset} on" if b.channel_offset else ""
                 raise ProgramFormatError(f"{where}: layer {b.name!r}: input shape "
-                                         f"{_dims(b.in_shape)} must be layer {a.name!r}'s output "
-                                         f"shape {_dims(a.out_shape)}")
+                                         f"{_dims(b.in_shape)}{sliced} must be layer {a.name!r}'s "
+                                         f"output shape {_dims(a.out_shape)}")
     last = list(graph.layer(graph.output).out_shape)
     # The network's output as its last op left it: a C x H x W map, a C x L signal (a C x 1 x L
     # map of a network on signals) or, after a flatten or a linear layer, a vector.
