@@ -20,8 +20,8 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
     if layer.op == "concat":
         parts = [a.reshape(n, -1, *layer.out_shape[1:]) for a in inputs]
         return np.concatenate(parts, axis=1).reshape(n, *layer.out_shape)
-    if layer.op == "conv":      # its channels of the input (all but for a part of a split)
-        c, h, w = layer.in_shape
+    c, h, w = layer.in_shape
+    if layer.op == "conv" and x.size != n * c * h * w:  # a part of a split reads a slice
         x = x.reshape(n, -1, h, w)[:, layer.channel_offset:layer.channel_offset + c]
     x = x.reshape(n, *layer.in_shape)
     if layer.upsample != (1, 1):
