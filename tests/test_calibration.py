@@ -74,3 +74,43 @@ def test_cli_compiles_with_a_method(tmp_path, capsys):
     default = tmp_path / "minmax.stp"
     assert main(["compile", "lenet-digits", "-o", str(default)]) == 0
     assert loaded.layers[0].out_scale < striate.load_program(default).layers[0].out_scale
+
+
+@pytest.mark.parametrize("module", [nn.Conv2d(6, 5, 3, stride=2, padding=1),
+                                    nn.Conv1d(6, 5, 3, padding=2, dilation=2), nn.Linear(6, 5)])
+def test_the_bias_takes_out_the_mean_the_rounded_weights_add(module):
+    """On inputs the int8 grid holds exactly, the quantized layer's mean output per channel
+    over the calibration data equals the float layer's up to the bias's own rounding; without
+    the correction it is off by more."""
+    from striate.sw.compiler import lower
+    from striate.sw.ir import quantize
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    shape = {nn.Conv2d: (6, 7, 7), nn.Conv1d: (6, 9), nn.Linear: (6,)}[type(module)]
+    xq = rng.integers(0, 128, (64, *shape))     # one-sided, so the means are far from 0
+    xq.flat[0] = 127
+    x = (xq / 127.0).astype(np.float32)
+    nodes, _ = lower(nn.Sequential(module).eval(), x)
+    (node,) = nodes
+    w = node.params["weight"].reshape(node.params["weight"].shape[0], -1)
+    s_w = np.abs(w).max(axis=1) / 127
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).double().numpy()
+    axes = tuple(i for i in range(want.ndim) if i != 1)
+    errors = {}
+    for corrected in (False, True):
+        means = quantize.tap_means(node, x.astype(np.float64)) if corrected else None
+        wq, bq, _, _ = quantize._quantize_weights(node, "layer", 1 / 127, 1.0, (-128, 127),
+                                                  means)
+        weight = torch.from_numpy(wq * s_w.reshape(-1, 1, 1, 1))     # dense over the span
+        bias = torch.from_numpy(bq / 127 * s_w)
+        xd = torch.from_numpy(x).double()
+        if isinstance(module, nn.Linear):
+            got = (xd @ weight.reshape(5, -1).T + bias).numpy()
+        else:
+            got = torch.nn.functional.conv2d(
+                xd.reshape(64, 6, -1, x.shape[-1]), weight, bias, node.attrs["stride"],
+                node.attrs["padding"]).reshape(want.shape).numpy()
+        errors[corrected] = np.abs(got.mean(axis=axes) - want.mean(axis=axes))
+    assert np.all(errors[True] <= s_w / 127 / 2 + 1e-6), errors
+    assert np.any(errors[False] > 2 * s_w / 127), errors
