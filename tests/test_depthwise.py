@@ -35,7 +35,8 @@ def depthwise_layer(rng, shape, k_max, name, stride_max=3):
     """A random depthwise layer on ``shape``: kernel up to ``k_max`` (non-square), stride up to
     ``stride_max``, padding below the kernel, a clamp and, now and then, a table."""
     c, h, w = shape
-    kh, kw = (int(rng.integers(1, min(k_max, n + 1) + 1)) for n in (h, w))
+    # (a kernel taller than the map needs the padding: 3x3 on one row pads one each side)
+    kh, kw = (int(rng.integers(1, k_max + 1)) for _ in (h, w))
     ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
     kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
     stride = (int(rng.integers(1, stride_max + 1)), int(rng.integers(1, stride_max + 1)))
@@ -104,16 +105,19 @@ def test_stalls_everywhere_under_cocotb():
     np.testing.assert_array_equal(results[0]["layer_cycles"], cycles.program_cycles(program))
 
 
-def test_a_3x3_depthwise_layer_keeps_half_the_array_busy(device):
-    """32 channels of 3x3 on a 32 x 32 map: 9 taps x 4 channels of 64 multipliers per output
-    pixel, 33 x 33 walk positions per 32 x 32 outputs, about 180 cycles per layer."""
+@pytest.mark.parametrize("size", [16, 32])
+def test_a_3x3_depthwise_layer_keeps_half_the_array_busy(device, size):
+    """32 channels of 3x3 on a 16 x 16 or 32 x 32 map: 9 taps x 4 channels of 64 multipliers
+    per output pixel, one walk position per output pixel (the rows and columns past the map
+    read the next group's first row and the next row's first column), but for the first
+    group's row 0 and the layer's first position, and about 190 cycles per layer."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32)).eval()
-    x = np.random.default_rng(0).standard_normal((8, 32, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((8, 32, size, size)).astype(np.float32)
     program = striate.compile(model, x)
     assert program.plan.depthwise == (True,)
     (predicted,) = cycles.program_cycles(program)
-    assert cycles.layer_items(program.layers[0], DEFAULT) == 8 * 33 * 33
+    assert cycles.layer_items(program.layers[0], DEFAULT) == 8 * size * size + size + 1
     ideal = cycles.ideal_cycles(program.layers[0], DEFAULT)
     assert ideal / predicted >= 0.50
     stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:1]))
@@ -168,3 +172,24 @@ def test_illegal_depthwise_descriptors_stop_with_an_error():
     results = run_job(DEFAULT, image.program_image(program), runs)
     for (_, code), res in zip(cases, results):
         assert (res["status"], res["error"]) == (memmap.FAILED, code)
+
+
+@pytest.mark.parametrize("shape", [(10, 1, 28), (11, 1, 1), (9, 2, 5), (9, 3, 3)])
+def test_reading_ahead_on_maps_of_few_rows(device, shape):
+    """3x3 with padding 1 over several channel groups on maps of one to three rows: with two
+    walk rows a group keeps its row 0 (the row that reads the next group's first word)."""
+    rng = np.random.default_rng(sum(shape))
+    layer = depthwise_layer(rng, shape, 3, "dw", stride_max=1)
+    c = shape[0]
+    weight = np.zeros((c, c, 3, 3), np.int8)
+    weight[np.arange(c), np.arange(c)] = rng.integers(-127, 128, (c, 3, 3))
+    layer = layer.replace(weight=weight, padding=(1, 1), stride=(1, 1), out_shape=shape)
+    graph = QGraph(layers=(layer,), input_shape=shape, input_scale=1.0, output_shape=shape)
+    program = Program(graph, DEFAULT)
+    assert program.plan.depthwise == (True,)
+    rows = shape[1] + 1
+    skip_row = rows >= 3
+    assert cycles.layer_items(layer, DEFAULT) == \
+        3 * (rows - skip_row) * shape[2] + skip_row * shape[2] + 1
+    xq = rng.integers(-128, 128, (2, *shape)).astype(np.int8)
+    rtl_cases.check_on_rtl(device, program, xq)

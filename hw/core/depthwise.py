@@ -30,14 +30,24 @@ class DwWalk(wiring.Component):
     """Emits a depthwise layer's items on ``o`` after a ``start`` pulse (``done`` once the
     last is accepted, ``writes`` for each accepted item that completes an output pixel).
 
-    Item of channel group ``og`` at walk row ``iy``, column ``ix``: activation word
-    ``in_base + og * hw_in + (iy // up_h) * in_w + ix // up_w`` (``pad`` past the map; the
-    upsampling factors ``up_h``, ``up_w`` are 1 but for an upsampling copy), weight word
+    Item of channel group ``og`` at walk row ``iy``, column ``ix``: weight word
     ``w_base + og``, ``first`` always, ``last`` where output ``(oy, ox)`` is complete
     (``iy = oy * s_h + k_h - 1 - p_h``, ``ix = ox * s_w + k_w - 1 - p_w``; its ``tag.pix`` the
-    output's word offset ``og * out_h * out_w + oy * out_w + ox``), and the window controls
-    ``dw.col = ix``, ``dw.rows = min(iy, k - 1)``, ``dw.cols = min(ix, k - 1)``. The
-    sequencer has checked ``p < k`` on both axes and no pooling."""
+    output's word offset ``og * out_h * out_w + oy * out_w + ox``), ``dw.rows = min(iy, k - 1)``,
+    ``dw.cols = min(ix, k - 1)``, ``dw.past_row``/``dw.past_col`` where input row ``iy // up_h``
+    / column ``ix // up_w`` lies past the map (the upsampling factors ``up_h``, ``up_w`` are 1
+    but for an upsampling copy), and the activation word it reads, ``dw.col`` its column (its
+    line buffer entry): the word at the position itself (``in_base + og * hw_in + row * in_w
+    + col``, ``pad`` past the map), except that the walk reads ahead where the position lies
+    past the map and the window's first row or column makes no output (`sw.mapping.depthwise`):
+
+    * the last column of a row, past the map, reads the next row's column 0 and the walk goes
+      on at column 1 (``k_w - 1 - p_w >= 1``);
+    * the last row of a group, past the map, reads the next group's row 0 and the next group
+      starts at row 1 (``k_h - 1 - p_h >= 1``, and at least three walk rows); its last column
+      then reads that group's row 1, column 0. Beyond the last group the walk reads ``pad``.
+
+    The sequencer has checked ``p < k`` on both axes and no pooling."""
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
@@ -59,7 +69,8 @@ class DwWalk(wiring.Component):
         og = Signal(len(self.cg_n))
         iy, oy, row_due = Signal(lay.rows), Signal(lay.rows), Signal(lay.rows + 1)
         ix, ox, col_due = Signal(lay.cols), Signal(lay.cols), Signal(lay.cols + 1)
-        gbase, rowaddr = Signal(lay.size), Signal(lay.size)   # og * hw_in, + row * in_w
+        rowaddr = Signal(lay.size)                            # og * hw_in + row * in_w
+        next_group = Signal(lay.size)                         # (og + 1) * hw_in
         row, col = Signal(lay.rows), Signal(lay.cols)         # the input's (iy, ix // up)
         phase_y, phase_x = Signal(lay.rows), Signal(lay.cols)  # iy % up_h, ix % up_w
         pix = Signal(lay.act_addr)
@@ -68,34 +79,65 @@ class DwWalk(wiring.Component):
         first_row, first_col = self.k_h - 1 - self.p_h, self.k_w - 1 - self.p_w
         col_out, row_out = ix == col_due, iy == row_due
         row_end = col_out & (ox == self.out_w - 1)
-        group_end = row_end & row_out & (oy == self.out_h - 1)
+        last_row = row_out & (oy == self.out_h - 1)
+        group_end = row_end & last_row
         emit = col_out & row_out
 
+        # Reading ahead (the class docstring): the row's last item, past the map, reads column
+        # 0 of the next row; the group's last row, past the map, the next group's row 0.
+        past_row, past_col = row >= self.in_h, col >= self.in_w
+        ahead_col = row_end & past_col & (self.p_w + 1 < self.k_w)
+        # (a group must keep a row before its last: with two walk rows, the row that would
+        # read the next group's row 0, column 0 is the one skipped)
+        ahead_row = last_row & past_row & (self.p_h + 1 < self.k_h) & (iy >= 2)
+        next_last = Mux(row_out, (oy + 1 == self.out_h - 1) & (self.s_h == 1),
+                        (oy == self.out_h - 1) & (row_due == iy + 1))
+        next_ahead = next_last & (row + 1 >= self.in_h) & (self.p_h + 1 < self.k_h) & (iy >= 1)
+        more = og != self.cg_n - 1
+        read_addr, read_col, read_pad = Signal(lay.size), Signal(lay.cols), Signal()
+        with m.If(ahead_row & ahead_col):               # next group, row 1, column 0
+            m.d.comb += [read_addr.eq(next_group + self.in_w), read_col.eq(0),
+                         read_pad.eq(~more | (self.in_h < 2))]
+        with m.Elif(ahead_row):                         # next group, row 0, this column
+            m.d.comb += [read_addr.eq(next_group + col), read_col.eq(col),
+                         read_pad.eq(~more | past_col)]
+        with m.Elif(ahead_col & (last_row | next_ahead)):   # next group, row 0, column 0
+            m.d.comb += [read_addr.eq(next_group), read_col.eq(0), read_pad.eq(~more)]
+        with m.Elif(ahead_col):                         # next row, column 0
+            m.d.comb += [read_addr.eq(rowaddr + self.in_w), read_col.eq(0),
+                         read_pad.eq(row + 1 >= self.in_h)]
+        with m.Else():
+            m.d.comb += [read_addr.eq(rowaddr + col), read_col.eq(col),
+                         read_pad.eq(past_row | past_col)]
+
         p = self.o.payload
-        pad = (row >= self.in_h) | (col >= self.in_w)
         m.d.comb += [self.done.eq(~running & ~self.o.valid),
                      self.writes.eq(self.o.valid & self.o.ready & p.last)]
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(running & ~self.start),
-                p.act_addr.eq(Mux(pad, 0, self.in_base + rowaddr + col)), p.pad.eq(pad),
+                p.act_addr.eq(Mux(read_pad, 0, self.in_base + read_addr)), p.pad.eq(read_pad),
                 p.w_addr.eq(self.w_base + og), p.first.eq(1), p.last.eq(emit),
                 p.tag.og.eq(og), p.tag.pix.eq(pix), p.tag.pool_first.eq(1),
                 p.tag.pool_last.eq(1),
-                p.dw.col.eq(col), p.dw.rows.eq(Mux(iy < k - 1, iy, k - 1)),
+                p.dw.col.eq(read_col), p.dw.rows.eq(Mux(iy < k - 1, iy, k - 1)),
                 p.dw.cols.eq(Mux(ix < k - 1, ix, k - 1)),
+                p.dw.past_row.eq(past_row), p.dw.past_col.eq(past_col),
             ]
 
-        def new_row():
-            m.d.sync += [ix.eq(0), ox.eq(0), col_due.eq(first_col), col.eq(0), phase_x.eq(0)]
+        def new_row(skip_first):
+            # a row whose column 0 was read ahead starts at column 1 (up_w is 1 then)
+            m.d.sync += [ix.eq(skip_first), ox.eq(0), col_due.eq(first_col),
+                         col.eq(skip_first), phase_x.eq(0)]
 
-        def new_group(base):
-            new_row()
-            m.d.sync += [iy.eq(0), oy.eq(0), row_due.eq(first_row), row.eq(0), phase_y.eq(0),
-                         gbase.eq(base), rowaddr.eq(base)]
+        def new_group(base, skip_row, skip_col):
+            new_row(skip_col)
+            m.d.sync += [iy.eq(skip_row), oy.eq(0), row_due.eq(first_row), row.eq(skip_row),
+                         phase_y.eq(0), next_group.eq(base + self.hw_in),
+                         rowaddr.eq(Mux(skip_row, base + self.in_w, base))]
 
         with m.If(self.start):
-            new_group(0)
+            new_group(0, 0, 0)
             m.d.sync += [running.eq(1), og.eq(0), pix.eq(0)]
         with m.Elif(running & advance):
             with m.If(emit):
@@ -109,13 +151,13 @@ class DwWalk(wiring.Component):
                 with m.If(col_out):
                     m.d.sync += [ox.eq(ox + 1), col_due.eq(col_due + self.s_w)]
             with m.Elif(group_end):
-                new_group(gbase + self.hw_in)
-                with m.If(og == self.cg_n - 1):
+                new_group(next_group, ahead_row, ahead_col)
+                with m.If(~more):
                     m.d.sync += running.eq(0)
                 with m.Else():
                     m.d.sync += og.eq(og + 1)
             with m.Else():
-                new_row()
+                new_row(ahead_col)
                 m.d.sync += iy.eq(iy + 1)
                 with m.If(phase_y == self.up_h - 1):
                     m.d.sync += [row.eq(row + 1), phase_y.eq(0),
@@ -177,10 +219,11 @@ class DwWindow(wiring.Component):
                             m.d.sync += lane.eq(0)
                             continue
                         value = shifted[t][c][ch * 8:(ch + 1) * 8].as_signed()
-                        # rows above and columns left of the map read 0 (the newest row and
-                        # column always lie inside it)
+                        # rows above and columns left of the map read 0, and so do the newest
+                        # row and column past it (the new word was read ahead for later)
                         inside = [a.dw.rows >= k - 1 - t] * (t < k - 1) + \
-                            [a.dw.cols >= k - 1 - c] * (c < k - 1)
+                            [a.dw.cols >= k - 1 - c] * (c < k - 1) + \
+                            [~a.dw.past_row] * (t == k - 1) + [~a.dw.past_col] * (c == k - 1)
                         for cond in inside:
                             value = Mux(cond, value, 0)
                         m.d.sync += lane.eq(value)

@@ -59,12 +59,15 @@ class Layouts:
         # parameter entry) and word offset.
         self.tag = data.StructLayout({"og": bits_for(config.param_entries) + 1,
                                       "pix": self.act_addr, "pool_first": 1, "pool_last": 1})
-        # The depthwise window's controls (`striate.hw.core.dwwindow`): the line buffer column,
-        # and how many window rows above and columns left of the new word are inside the map.
+        # The depthwise window's controls (`striate.hw.core.dwwindow`): the line buffer column
+        # of the new word, how many window rows above and columns left of the output's newest
+        # position are inside the map, and whether that position's row or column lies past it
+        # (the new word is then one the walk reads ahead, not the output's).
         k = config.depthwise_kernel
         self.lb_depth = config.max_width + k
         self.dw = data.StructLayout({"col": bits_for(self.lb_depth), "rows": bits_for(k),
-                                     "cols": bits_for(k)}) if k else None
+                                     "cols": bits_for(k), "past_row": 1,
+                                     "past_col": 1}) if k else None
         controls = {"dw": self.dw} if k else {}
         self.window = data.StructLayout({       # window generator -> fetch
             "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,

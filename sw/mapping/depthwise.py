@@ -14,6 +14,15 @@ at ``(oy, ox)`` is complete at row ``oy * s_h + k_h - 1 - p_h`` and column
 ``ox * s_w + k_w - 1 - p_w``. Positions past the map read as zero (bottom and right padding);
 window rows and columns before the map's first (top and left padding) are zero. A smaller
 kernel sits in the window's last rows and columns, zero weights before it.
+
+Reading ahead (`reads_ahead`): a position past the map reads no word of its own, and column 0
+of a row (row 0 of a group) completes no output when ``k - 1 - p >= 1``. So where a row ends past
+the map, its last position reads the next row's column 0 and the walk skips that position;
+where a group's last row lies past the map (and the walk has at least three rows), it reads
+the next group's row 0 (and its last position that group's row 1, column 0) and the next group
+starts at row 1. The window zeroes
+the newest row or column of an output past the map. A 3x3 layer with padding 1 then spends one
+cycle per output pixel, but for the first group's row 0 and the layer's first position.
 """
 
 from __future__ import annotations
@@ -45,10 +54,24 @@ def walk(layer: QLayer) -> tuple[int, int]:
     return (oh - 1) * sh + kh - ph, (ow - 1) * sw + kw - pw
 
 
-def items(layer: QLayer, config: AcceleratorConfig) -> int:
-    """Cycles of work: one per walk position of each channel group."""
+def reads_ahead(layer: QLayer) -> tuple[bool, bool]:
+    """Whether the walk reads the next group's row 0 in each group's last row and the next
+    row's column 0 at each row's end (see the module docstring)."""
+    (kh, kw), (ph, pw) = layer.kernel, layer.padding
     rows, cols = walk(layer)
-    return groups(layer.in_shape[0], config.pe_in) * rows * cols
+    _, h, w = layer.in_shape
+    # with two walk rows a group would skip the row that reads the next one's first word
+    return rows > h and ph + 1 < kh and rows >= 3, cols > w and pw + 1 < kw
+
+
+def items(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Cycles of work: one per walk position of each channel group, less the positions read
+    ahead (`reads_ahead`)."""
+    rows, cols = walk(layer)
+    skip_row, skip_col = reads_ahead(layer)
+    cols -= skip_col
+    return groups(layer.in_shape[0], config.pe_in) * (rows - skip_row) * cols \
+        + skip_row * cols + skip_col
 
 
 def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
