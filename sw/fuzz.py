@@ -281,6 +281,8 @@ class _Builder:
         groups = self.groups(c)
         if groups > 1:          # depthwise (groups = c) or grouped, with a channel multiplier
             o = groups * self.small_int(1, max(1, out_max // groups))
+            if groups == c and out_max >= 2 * c and rng.random() < 0.5:    # depth multiplier
+                o = c * self.small_int(2, out_max // c)
         bias = bool(rng.random() < 0.8)
         taps = tuple((k - 1) // d + 1 for k, d in zip((kh, kw), dilation))
         conv = nn.Conv2d(c, o, taps, stride=stride if mode != "same" else 1,
@@ -302,6 +304,36 @@ class _Builder:
             bn = self._bn(o)
             self.add(bn, repr(bn))
         return out
+
+    def separable(self, shape):
+        """A depthwise-separable block (MobileNet, DS-CNN): a depthwise convolution of up to
+        3x3 with 'same' padding, stride 1 or 2 and a depth multiplier of 1 to 3, BatchNorm and
+        ReLU at random, then a 1x1 pointwise convolution."""
+        import torch.nn as nn
+        c, h, w = shape
+        rng = self.rng
+        kh, kw = self.small_int(1, 3), self.small_int(1, 3)
+        stride = self.small_int(1, 2)
+        m = self.small_int(1, 3) if rng.random() < 0.4 else 1
+        out = self.small_int(1, min(4 * self.cfg.pe_out, 48))
+        dw = nn.Conv2d(c, c * m, (kh, kw), stride, (kh // 2, kw // 2), groups=c,
+                       bias=bool(rng.random() < 0.5))
+        mid = self.shape_after(dw, shape)
+        macs = mid[0] * mid[1] * mid[2] * (kh * kw + out)
+        if macs > self.macs_left or not self.fits(mid) or not self.fits_alive(shape, mid):
+            return None
+        self.macs_left -= macs
+        with self.torch.no_grad():
+            dw.weight.mul_(float(10 ** rng.uniform(-2, 1)))
+        self.add(dw, repr(dw))
+        if rng.random() < 0.5:
+            bn = self._bn(c * m)
+            self.add(bn, repr(bn))
+        if rng.random() < 0.7:
+            self.add(nn.ReLU(), "nn.ReLU()")
+        pw = nn.Conv2d(c * m, out, 1)
+        self.add(pw, repr(pw))
+        return self.shape_after(pw, mid)
 
     def dilation(self, k: int, kmax: int) -> int:
         """1, or for one kernel axis in eight a dilation whose span ``d * (k - 1) + 1`` stays
@@ -822,8 +854,8 @@ def _random_network(config: AcceleratorConfig, seed: int, case: int) -> Case:
     depth = int(rng.integers(1, 9)) if rng.random() < 0.95 else config.program_depth + 1
     steps = 0
     while steps < depth:
-        kind = b.pick(["conv", "activation", "pool", "no_op", "residual", "concat", "pad"],
-                      p=[0.33, 0.15, 0.17, 0.06, 0.13, 0.1, 0.06])
+        kind = b.pick(["conv", "activation", "pool", "no_op", "residual", "concat", "pad",
+                       "separable"], p=[0.28, 0.15, 0.17, 0.06, 0.13, 0.1, 0.06, 0.05])
         if kind == "residual" and not config.residual_add and b.legal and rng.random() < 0.95:
             kind = "conv"               # mostly what the configuration can run
         if kind == "concat" and config.program_depth < 16 and b.legal and rng.random() < 0.75:
@@ -834,7 +866,7 @@ def _random_network(config: AcceleratorConfig, seed: int, case: int) -> Case:
         if new is None:
             depth -= 1
             continue
-        steps += {"conv": 1, "pool": 1, "residual": 3, "pad": 1}.get(kind, 0)
+        steps += {"conv": 1, "pool": 1, "residual": 3, "pad": 1, "separable": 2}.get(kind, 0)
         if kind == "concat":
             steps += b.layers_drawn
         shape = new

@@ -125,7 +125,6 @@ def test_a_3x3_depthwise_layer_keeps_half_the_array_busy(device, size):
 
 
 @pytest.mark.parametrize("module, why", [
-    (nn.Conv2d(8, 16, 3, padding=1, groups=8), "depth multiplier 2"),
     (nn.Conv2d(8, 8, 5, padding=2, groups=8), "kernel beyond the window"),
     (nn.Conv2d(8, 8, 3, padding=3, groups=8), "padding as wide as the kernel"),
     (nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.MaxPool2d(2)), "pooling"),
@@ -136,6 +135,20 @@ def test_what_the_window_cannot_take_runs_dense(device, module, why):
     assert program.plan.depthwise[0] is False, why
     assert program.descriptors[0].op == OP_CONV
     rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:1]))
+
+
+def test_a_depth_multiplier_runs_on_the_window_after_a_copy(device):
+    """Depth multiplier 2 (8 -> 16 channels): a 1x1 copy repeats each channel twice and the
+    window runs the 16 channels, faster than parts on the convolution datapath."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.ReLU()).eval()
+    x = np.random.default_rng(2).standard_normal((8, 8, 9, 9)).astype(np.float32)
+    program = striate.compile(model, x)
+    copy, dw = program.layers
+    assert (copy.name, copy.is_copy, dw.name, dw.groups) == ("0.spread", True, "0", 16)
+    assert program.plan.depthwise == (False, True)
+    assert copy.out_scale == program.graph.input_scale
+    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
 
 
 def test_a_configuration_without_the_window_runs_depthwise_layers_dense():

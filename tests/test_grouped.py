@@ -40,11 +40,12 @@ def test_depthwise_separable_block_runs_bit_exact(device, tmp_path):
     x = np.random.default_rng(0).standard_normal((16, 3, 12, 12)).astype(np.float32)
     program = striate.compile(model, x)
     graph = program.graph
-    dw = [l for l in graph.layers if l.name.startswith("2.part")]
-    assert [(l.groups, l.channel_offset, l.weight.shape) for l in dw] == \
-        [(8, 0, (16, 8, 3, 3)), (8, 8, (16, 8, 3, 3))]
-    assert graph.layer("2").op == "concat" and graph.layer("2").inputs == ("2.part0", "2.part1")
-    assert sum(l.macs for l in dw) == 32 * 12 * 12 * 1 * 9          # one input channel per output
+    # the depth multiplier: each channel copied twice, then 32 channels on the window
+    spread, dw = graph.layer("2.spread"), graph.layer("2")
+    assert spread.is_copy and spread.out_shape == (32, 12, 12) and dw.inputs == ("2.spread",)
+    assert (dw.groups, dw.weight.shape) == (32, (32, 32, 3, 3))
+    assert program.plan.depthwise[[l.name for l in graph.layers].index("2")]
+    assert spread.macs + dw.macs == 32 * 12 * 12 * 1 * 9          # one input channel per output
     grouped = [l for l in graph.layers if l.name.startswith("7.part")]
     assert [l.groups for l in grouped] == [2, 2]    # six channels per group: 12 start a word
     assert sum(l.macs for l in grouped) == 24 * 5 * 5 * 6 * 9
@@ -228,3 +229,51 @@ def test_a_program_too_deep_to_split_is_refused_for_its_depth():
     with pytest.raises(striate.MappingError, match="program must have 1 to 3 layers"):
         striate.compile(nn.Sequential(*layers).eval(), x, striate.AcceleratorConfig(
             program_depth=3))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_parts_and_spread_compute_what_the_layer_computes(seed):
+    """Random grouped layers (groups, depth multipliers, kernels, strides, padding, pooling,
+    clamps and tables): every way `split_grouped` may run one gives the layer's int8 output."""
+    from striate.sw.golden.model import run_layer
+    from striate.sw.ir.graph import QLayer
+    from striate.sw.ir.kernels import out_size
+    from striate.sw.mapping import grouped
+    rng = np.random.default_rng(seed)
+    g = int(rng.choice([2, 3, 4, 6, 8]))
+    cg, og = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    c, o = g * cg, g * og
+    h, w = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+    kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
+    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    oh, ow = out_size(h, kh, stride[0], ph), out_size(w, kw, stride[1], pw)
+    mask = np.arange(o)[:, None] // og == np.arange(c)[None, :] // cg
+    weight = (rng.integers(-127, 128, (o, c, kh, kw)) * mask[:, :, None, None]).astype(np.int8)
+    pool = rng.random() < 0.3 and oh >= 2 and ow >= 2
+    layer = QLayer(
+        name="g", op="conv", in_shape=(c, h, w), out_shape=(o, oh // 2, ow // 2) if pool
+        else (o, oh, ow), out_scale=1.0, weight=weight,
+        bias=rng.integers(-3000, 3000, o).astype(np.int32),
+        mult=rng.integers(1 << 30, 1 << 31, o).astype(np.int64),
+        shift=rng.integers(36, 42, o).astype(np.int64), stride=stride, padding=(ph, pw),
+        groups=g, lo=int(rng.choice([-128, 0])), inputs=("@input",),
+        pool="max" if pool else "none", pool_kernel=(2, 2) if pool else (1, 1),
+        pool_stride=(2, 2) if pool else (1, 1),
+        table=rng.integers(-128, 128, 256).astype(np.int8) if rng.random() < 0.2 else None)
+    layer.check()
+    x = rng.integers(-128, 128, (3, c, h, w)).astype(np.int8)
+    want = run_layer(layer, x)
+    ways = [grouped.parts(layer, count) for count in range(2, g + 1) if g % count == 0]
+    if cg == 1 and og > 1:
+        ways.append(grouped.spread(layer, 1.0))
+    assert ways
+    for way in ways:
+        tensors = {"@input": x}
+        for part in way:
+            part.check()
+            tensors[part.name] = run_layer(part, *(tensors[n] for n in part.inputs))
+        got = tensors[way[-1].name] if way[-1].name == "g" else \
+            np.concatenate([tensors[p.name] for p in way], axis=1)
+        np.testing.assert_array_equal(got, want)

@@ -206,6 +206,16 @@ class DwWindow(wiring.Component):
         m.d.comb += [wp.addr.eq(a.dw.col), wp.data.eq(Cat(*column[1:])),
                      wp.en.eq(advance & a_valid)]
         o = self.o.payload
+        # inside[t][c]: the window position lies inside the map: rows above and columns left of
+        # it read 0, and so do the newest row and column past it (the new word was read ahead
+        # for later); one enable per position, shared by every channel's lane
+        inside = [[Signal(name=f"inside{t}_{c}") for c in range(k)] for t in range(k)]
+        for t in range(k):
+            for c in range(k):
+                conds = [a.dw.rows >= k - 1 - t] * (t < k - 1) + \
+                    [a.dw.cols >= k - 1 - c] * (c < k - 1) + \
+                    [~a.dw.past_row] * (t == k - 1) + [~a.dw.past_col] * (c == k - 1)
+                m.d.comb += inside[t][c].eq(Cat(*conds).all())
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(a_valid), o.w.eq(a.w), o.first.eq(a.first),
                          o.last.eq(a.last), o.tag.eq(a.tag)]
@@ -219,13 +229,6 @@ class DwWindow(wiring.Component):
                             m.d.sync += lane.eq(0)
                             continue
                         value = shifted[t][c][ch * 8:(ch + 1) * 8].as_signed()
-                        # rows above and columns left of the map read 0, and so do the newest
-                        # row and column past it (the new word was read ahead for later)
-                        inside = [a.dw.rows >= k - 1 - t] * (t < k - 1) + \
-                            [a.dw.cols >= k - 1 - c] * (c < k - 1) + \
-                            [~a.dw.past_row] * (t == k - 1) + [~a.dw.past_col] * (c == k - 1)
-                        for cond in inside:
-                            value = Mux(cond, value, 0)
-                        m.d.sync += lane.eq(value)
+                        m.d.sync += lane.eq(Mux(inside[t][c], value, 0))
         return m
 

@@ -1,4 +1,4 @@
-"""The configuration-dependent pass that splits grouped convolutions into denser parts.
+"""The configuration-dependent pass that runs grouped convolutions as denser layers.
 
 The convolution datapath multiplies every input word by ``pe_out`` output channels' weights. A
 grouped convolution (``groups`` > 1, stored as the dense convolution with zero weights across
@@ -13,15 +13,25 @@ among the divisors of ``G`` whose slices start on whole words (``C/S`` and ``O/S
 of ``pe_in``), within the descriptors (``program_depth``) and parameter entries
 (``param_entries``) the configuration has left. Layers on the depthwise datapath stay whole.
 
-Every part computes exactly the output channels the layer computed, from the same inputs, so
-the golden model's values are unchanged.
+A depthwise convolution with a depth multiplier ``m`` (each input channel feeds ``m`` outputs)
+has one more way (`spread`): a 1x1 copy repeats each input channel ``m`` times and the
+depthwise datapath runs the ``m * C`` channels, when its window takes the kernel. The cycle
+model picks it when that is faster.
+
+Every part computes exactly the output channels the layer computed, from the same inputs (a
+copy moves int8 values unchanged), so the golden model's values are unchanged.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from ..config import AcceleratorConfig
 from ..golden.cycles import layer_cycles
 from ..ir.graph import QGraph, QLayer
+from ..ir.passes import copy_conv
 from .depthwise import runs_depthwise
 from .layout import groups
 
@@ -40,13 +50,51 @@ def parts(layer: QLayer, count: int) -> list[QLayer]:
         shift=layer.shift[j * po:(j + 1) * po]) for j in range(count)]
 
 
-def _params(layer: QLayer, config: AcceleratorConfig) -> int:
-    return groups(layer.out_shape[0], config.pe_out) * config.pe_out
+def spread(layer: QLayer, scale: float) -> list[QLayer]:
+    """``layer``, a depthwise convolution with a depth multiplier ``m`` (``groups`` = ``C``
+    input channels, ``O = m * C`` outputs), as a 1x1 copy that repeats each input channel ``m``
+    times (at the input's ``scale``) and the depthwise convolution of ``O`` channels over
+    that, which the depthwise datapath can run."""
+    c, o = layer.in_shape[0], layer.out_shape[0]
+    rest = tuple(layer.in_shape[1:])
+    picks = np.arange(o) // (o // c)
+    repeat = np.zeros((o, c, 1, 1), np.int8)
+    repeat[np.arange(o), picks, 0, 0] = 1
+    copy = copy_conv(QLayer(name=f"{layer.name}.spread", op="pool", in_shape=layer.in_shape,
+                            out_shape=(o,) + rest, out_scale=scale, sources=layer.sources,
+                            inputs=layer.inputs), repeat)
+    weight = np.zeros((o, o) + tuple(layer.kernel), np.int8)
+    weight[np.arange(o), np.arange(o)] = layer.weight[np.arange(o), picks]
+    return [copy, layer.replace(in_shape=(o,) + rest, groups=o, weight=weight,
+                                inputs=(copy.name,))]
 
 
-def _options(layer: QLayer, config: AcceleratorConfig) -> list[tuple[int, int, int]]:
-    """``(cycles, parts, parameter entries)`` of every legal split of ``layer``, unsplit first."""
-    whole = (layer_cycles(layer, config), 1, _params(layer, config))
+@dataclass(frozen=True)
+class _Option:
+    """A way to run a layer: the layers that replace it and their predicted cycles."""
+    layers: tuple
+    cycles: int
+    params: int         # parameter entries
+
+    @property
+    def descriptors(self) -> int:
+        return sum(layer.op != "concat" for layer in self.layers)
+
+    @property
+    def key(self) -> tuple:
+        return self.cycles, self.descriptors
+
+
+def _option(layers: list, config: AcceleratorConfig) -> _Option:
+    convs = [layer for layer in layers if layer.op == "conv"]
+    return _Option(tuple(layers), sum(layer_cycles(layer, config) for layer in convs),
+                   sum(groups(layer.out_shape[0], config.pe_out) * config.pe_out
+                       for layer in convs))
+
+
+def _options(layer: QLayer, graph: QGraph, config: AcceleratorConfig) -> list[_Option]:
+    """Every legal way to run ``layer``, as it is first."""
+    whole = _option([layer], config)
     if layer.op != "conv" or layer.groups == 1 or runs_depthwise(layer, config) \
             or layer.upsample != (1, 1):
         return [whole]
@@ -56,44 +104,39 @@ def _options(layer: QLayer, config: AcceleratorConfig) -> list[tuple[int, int, i
         if layer.groups % count or (c // count) % config.pe_in or (o // count) % config.pe_in \
                 or layer.channel_offset % config.pe_in:
             continue
-        part = parts(layer, count)[0]
-        options.append((count * layer_cycles(part, config), count,
-                        count * _params(part, config)))
+        pieces = parts(layer, count)
+        concat = QLayer(name=layer.name, op="concat", in_shape=pieces[0].out_shape,
+                        out_shape=layer.out_shape, out_scale=layer.out_scale,
+                        sources=layer.sources, inputs=tuple(p.name for p in pieces))
+        options.append(_option(pieces + [concat], config))
+    if layer.groups == c < o and not layer.channel_offset:
+        spread_layers = spread(layer, graph.scale_of(layer.inputs[0]))
+        if runs_depthwise(spread_layers[1], config):
+            options.append(_option(spread_layers, config))
     return options
 
 
 def split_grouped(graph: QGraph, config: AcceleratorConfig) -> QGraph:
-    """``graph`` with each grouped convolution split as the module docstring says (a graph
-    without one that gains from it is returned as it is)."""
-    options = {layer.name: _options(layer, config) for layer in graph.layers}
-    gains = sorted((opts[0][0] - min(opts)[0], name) for name, opts in options.items())
-    if not gains or gains[-1][0] <= 0:
-        return graph
+    """``graph`` with each grouped convolution run the fastest way the module docstring lists
+    (a graph without one that gains from it is returned as it is)."""
+    options = {layer.name: _options(layer, graph, config) for layer in graph.layers}
+    gains = sorted((opts[0].cycles - min(o.key for o in opts)[0], name)
+                   for name, opts in options.items())
     depth = config.program_depth - sum(layer.op != "concat" for layer in graph.layers)
-    entries = config.param_entries - sum(_params(layer, config) for layer in graph.layers
-                                         if layer.op == "conv")
+    entries = config.param_entries - sum(o[0].params for o in options.values())
     chosen = {}
     for gain, name in reversed(gains):      # the layers that gain most choose first
         if gain <= 0:
             break
         base = options[name][0]
-        fits = [base] + [opt for opt in options[name][1:]       # the whole layer always
-                         if opt[1] - 1 <= depth and opt[2] - base[2] <= entries]
-        cycles, count, params = min(fits)
-        if count > 1:
-            chosen[name] = count
-            depth -= count - 1
-            entries -= params - base[2]
+        fits = [base] + [o for o in options[name][1:]      # the whole layer always fits
+                         if o.descriptors - 1 <= depth and o.params - base.params <= entries]
+        best = min(fits, key=lambda o: o.key)
+        if best is not base:
+            chosen[name] = best.layers
+            depth -= best.descriptors - 1
+            entries -= best.params - base.params
     if not chosen:
         return graph
-    layers = []
-    for layer in graph.layers:
-        if layer.name not in chosen:
-            layers.append(layer)
-            continue
-        pieces = parts(layer, chosen[layer.name])
-        layers += pieces
-        layers.append(QLayer(name=layer.name, op="concat", in_shape=pieces[0].out_shape,
-                             out_shape=layer.out_shape, out_scale=layer.out_scale,
-                             sources=layer.sources, inputs=tuple(p.name for p in pieces)))
-    return graph.replace(layers=tuple(layers))
+    return graph.replace(layers=tuple(part for layer in graph.layers
+                                      for part in chosen.get(layer.name, (layer,))))
