@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .golden.cycles import ideal_cycles
+from .ir.graph import INPUT, map_shape
 from .frontend.float_ref import run_float
 
 
@@ -43,6 +44,12 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
             op = f"conv {kh}x{kw}/{sh} (unfolded on the host)"
         else:
             op = f"conv {kh}x{kw}/{layer.stride[0]}"
+            source = layer.inputs[0]
+            channels = map_shape(program.graph.input_shape)[0] if source == INPUT else \
+                program.graph.layer(source).out_shape[0]
+            if layer.in_shape[0] < channels:      # a part of a split grouped convolution
+                first = layer.channel_offset
+                op += f" of channels {first}..{first + layer.in_shape[0] - 1}"
         if pool != "none" and layer.op == "conv":
             op += f" + {pool} pool {layer.pool_kernel[0]}x{layer.pool_kernel[1]}"
         measured = stats.layer_cycles[i] if stats else None
