@@ -93,9 +93,9 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     for name, rows in result["reference_models"].items():
         _log_layers(log, f"{name} ({REFERENCE_MODELS[name][2]}, random weights)", rows)
     log("grouped 3x3 convolutions on 16 x 16 (RTL counters): as compiled, and whole")
-    log(f"{'layer':<46} {'as':>13} {'compiled':>9} {'whole':>7}")
+    log(f"{'layer':<46} {'as':>14} {'compiled':>9} {'whole':>7}")
     for row in result["grouped_layers"]:
-        log(f"{row['layer']:<46} {row['how']:>13} {row['split']:>9.1%} {row['whole']:>7.1%}")
+        log(f"{row['layer']:<46} {row['how']:>14} {row['split']:>9.1%} {row['whole']:>7.1%}")
     log(f"compile: {compile_s:.2f} s; written to {out}")
     return result
 
