@@ -277,3 +277,19 @@ def test_parts_and_spread_compute_what_the_layer_computes(seed):
         got = tensors[way[-1].name] if way[-1].name == "g" else \
             np.concatenate([tensors[p.name] for p in way], axis=1)
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_grouped_first_layer_the_host_unfolds_stays_whole(tmp_path):
+    """Three input channels of a 4x4 kernel unfold on the host into 48 (three groups of 16,
+    which would split on words, in a third of the cycles): one layer must read the unfolded
+    input, so it stays whole."""
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(3, 48, 4, groups=3), nn.ReLU()).eval()
+    x = np.random.default_rng(9).standard_normal((8, 3, 12, 12)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert program.graph.input_im2col and [l.name for l in program.layers] == ["0"]
+    assert program.layers[0].groups == 3 and program.layers[0].in_shape[0] == 48
+    program.save(tmp_path / "u.stp")
+    xq = program.quantize_input(x[:2])
+    np.testing.assert_array_equal(striate.load_program(tmp_path / "u.stp").run_reference(xq),
+                                  program.run_reference(xq))

@@ -11,7 +11,9 @@ More parts cost more per-layer set-up, and parts of fewer than ``pe_out`` output
 leave PE rows idle, so the pass picks ``S`` by the cycle model: the fewest predicted cycles
 among the divisors of ``G`` whose slices start on whole words (``C/S`` and ``O/S`` multiples
 of ``pe_in``), within the descriptors (``program_depth``) and parameter entries
-(``param_entries``) the configuration has left. Layers on the depthwise datapath stay whole.
+(``param_entries``) the configuration has left. Layers on the depthwise datapath stay whole,
+and so does a first layer whose input the host unfolds (`unfold.im2col_input`: one layer
+reads the unfolded input).
 
 A depthwise convolution with a depth multiplier ``m`` (each input channel feeds ``m`` outputs)
 has one more way (`spread`): a 1x1 copy repeats each input channel ``m`` times and the
@@ -30,7 +32,7 @@ import numpy as np
 
 from ..config import AcceleratorConfig
 from ..golden.cycles import layer_cycles
-from ..ir.graph import QGraph, QLayer
+from ..ir.graph import INPUT, QGraph, QLayer
 from ..ir.passes import copy_conv
 from .depthwise import runs_depthwise
 from .layout import groups
@@ -95,8 +97,9 @@ def _option(layers: list, config: AcceleratorConfig) -> _Option:
 def _options(layer: QLayer, graph: QGraph, config: AcceleratorConfig) -> list[_Option]:
     """Every legal way to run ``layer``, as it is first."""
     whole = _option([layer], config)
+    unfolded = graph.input_im2col and INPUT in layer.inputs     # the host unfolds its input
     if layer.op != "conv" or layer.groups == 1 or runs_depthwise(layer, config) \
-            or layer.upsample != (1, 1):
+            or layer.upsample != (1, 1) or unfolded:
         return [whole]
     o, c = layer.out_shape[0], layer.in_shape[0]
     options = [whole]
