@@ -293,3 +293,18 @@ def test_a_grouped_first_layer_the_host_unfolds_stays_whole(tmp_path):
     xq = program.quantize_input(x[:2])
     np.testing.assert_array_equal(striate.load_program(tmp_path / "u.stp").run_reference(xq),
                                   program.run_reference(xq))
+
+
+def test_a_copy_that_does_not_fit_the_activation_memory_leaves_parts():
+    """Depth multiplier 3 (12 -> 36 channels on 16 x 16): the copy's 36-channel map beside the
+    output needs 18 KiB, whole the layer needs 12 KiB. With 16 KiB it runs as parts, with the
+    same values."""
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Conv2d(12, 36, 3, padding=1, groups=12)).eval()
+    x = np.random.default_rng(10).standard_normal((4, 12, 16, 16)).astype(np.float32)
+    roomy = striate.compile(model, x)
+    tight = striate.compile(model, x, striate.AcceleratorConfig(act_bytes=16384))
+    assert [l.name for l in roomy.layers] == ["0.spread", "0"] and roomy.plan.act_peak == 18432
+    assert [l.name for l in tight.layers] == ["0.part0", "0.part1", "0.part2", "0"]
+    xq = roomy.quantize_input(x)
+    np.testing.assert_array_equal(tight.run_reference(xq), roomy.run_reference(xq))

@@ -18,7 +18,7 @@ reads the unfolded input).
 A depthwise convolution with a depth multiplier ``m`` (each input channel feeds ``m`` outputs)
 has one more way (`spread`): a 1x1 copy repeats each input channel ``m`` times and the
 depthwise datapath runs the ``m * C`` channels, when its window takes the kernel. The cycle
-model picks it when that is faster.
+model picks it when that is faster, and when the memories hold the copy's map and weights.
 
 Every part computes exactly the output channels the layer computed, from the same inputs (a
 copy moves int8 values unchanged), so the golden model's values are unchanged.
@@ -33,9 +33,11 @@ import numpy as np
 from ..config import AcceleratorConfig
 from ..golden.cycles import layer_cycles
 from ..ir.graph import INPUT, QGraph, QLayer
+from ..errors import MappingError
 from ..ir.passes import copy_conv
+from .concat import place_concats
 from .depthwise import runs_depthwise
-from .layout import groups
+from .mapper import param_entries, plan_memory
 
 
 def parts(layer: QLayer, count: int) -> list[QLayer]:
@@ -88,10 +90,8 @@ class _Option:
 
 
 def _option(layers: list, config: AcceleratorConfig) -> _Option:
-    convs = [layer for layer in layers if layer.op == "conv"]
-    return _Option(tuple(layers), sum(layer_cycles(layer, config) for layer in convs),
-                   sum(groups(layer.out_shape[0], config.pe_out) * config.pe_out
-                       for layer in convs))
+    return _Option(tuple(layers), sum(layer_cycles(layer, config) for layer in layers),
+                   sum(param_entries(layer, config) for layer in layers))
 
 
 def _options(layer: QLayer, graph: QGraph, config: AcceleratorConfig) -> list[_Option]:
@@ -119,10 +119,30 @@ def _options(layer: QLayer, graph: QGraph, config: AcceleratorConfig) -> list[_O
     return options
 
 
+def _fits(graph: QGraph, config: AcceleratorConfig) -> bool:
+    try:
+        plan_memory(place_concats(graph, config), config)
+    except MappingError:
+        return False
+    return True
+
+
 def split_grouped(graph: QGraph, config: AcceleratorConfig) -> QGraph:
     """``graph`` with each grouped convolution run the fastest way the module docstring lists
-    (a graph without one that gains from it is returned as it is)."""
-    options = {layer.name: _options(layer, graph, config) for layer in graph.layers}
+    (a graph without one that gains from it is returned as it is). A copy (`spread`) adds a
+    tensor and weights: where the memories cannot hold them beside the rest, the layers keep
+    to parts or stay whole (the same values either way)."""
+    split = _split(graph, config, spread_too=True)
+    if split is graph or _fits(split, config):
+        return split
+    parted = _split(graph, config, spread_too=False)
+    return parted if parted is graph or _fits(parted, config) else graph
+
+
+def _split(graph: QGraph, config: AcceleratorConfig, spread_too: bool) -> QGraph:
+    options = {layer.name: [o for o in _options(layer, graph, config)
+                            if spread_too or not o.layers[0].name.endswith(".spread")]
+               for layer in graph.layers}
     gains = sorted((opts[0].cycles - min(o.key for o in opts)[0], name)
                    for name, opts in options.items())
     depth = config.program_depth - sum(layer.op != "concat" for layer in graph.layers)

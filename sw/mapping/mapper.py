@@ -55,6 +55,11 @@ def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
     return groups(o, config.pe_out) * groups(c, config.pe_in) * config.macs_per_cycle * kh * kw
 
 
+def param_entries(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Parameter entries of a layer's block: whole rows of ``pe_out`` for a convolution."""
+    return groups(layer.out_shape[0], config.pe_out) * config.pe_out if layer.op == "conv" else 0
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Where every tensor and parameter block lives. Lists are per layer."""
@@ -263,8 +268,7 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
         size = weight_bytes(layer, config)
         weight.append((w_addr, size))
         w_addr += size
-        entries = groups(layer.out_shape[0], config.pe_out) * config.pe_out \
-            if layer.op == "conv" else 0
+        entries = param_entries(layer, config)
         param.append((p_addr, entries))
         p_addr += entries
     if w_addr > config.weight_bytes:
