@@ -21,6 +21,7 @@ import numpy as np
 from ..sw.runtime.driver import Transport
 from ..sw.errors import StriateError
 from . import build
+from .extmem import Timing
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 LIBRARY = "libstriate_sim.so"
@@ -65,7 +66,8 @@ def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
           build.TOP, "--prefix", "Vtop", "-Mdir", str(obj), "--build", "-j", "2",
           "-CFLAGS", "-fPIC -O2", *VERILATOR_FLAGS], tmp, "verilator")
     inc = _verilator_root() / "include"
-    _run(["g++", "-O2", "-shared", "-fPIC", "-std=c++17", f"-I{obj}", f"-I{inc}",
+    ext = [f"-DSTRIATE_EXT_BYTES={config.ext_bytes}ULL"] if config.ext_bytes else []
+    _run(["g++", "-O2", "-shared", "-fPIC", "-std=c++17", *ext, f"-I{obj}", f"-I{inc}",
           f"-I{inc / 'vltstd'}", str(harness), str(obj / "Vtop__ALL.a"),
           str(obj / "libverilated.a"), "-o", str(tmp / LIBRARY), "-pthread"], tmp, "linking")
     (tmp / LIBRARY).replace(tmp / (LIBRARY + ".ok"))
@@ -116,14 +118,18 @@ _BUS_SIGNATURES = {
     "read": ([_VP, ctypes.c_uint32, _U32P, ctypes.c_uint32], None),
     "step": ([_VP, ctypes.c_uint64], None),
     "cycles": ([_VP], ctypes.c_uint64),
+    "ext_write": ([_VP, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64], None),
+    "ext_read": ([_VP, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64], None),
 }
 
 
 class VerilatorTransport(Transport):
     """Bus access to a Verilated accelerator in this process."""
 
-    def __init__(self, config, log=None, spram=False):
-        self._model = CModel(build_library(config, log, spram=spram), "sim", _BUS_SIGNATURES)
+    def __init__(self, config, log=None, spram=False, timing: Timing = Timing()):
+        self._model = CModel(build_library(config, log, spram=spram), "sim", _BUS_SIGNATURES,
+                             timing.latency, timing.bytes_per_cycle)
+        self._ext = config.ext_bytes
 
     def write(self, addr, words):
         data = np.ascontiguousarray(words, dtype=np.uint32)
@@ -136,6 +142,25 @@ class VerilatorTransport(Transport):
 
     def wait(self, cycles):
         self._model.call("step", int(cycles))
+
+    def _ext_range(self, addr, count):
+        if not self._ext:
+            super().write_ext(addr, b"")
+        if not 0 <= addr <= addr + count <= self._ext:
+            raise StriateError(f"external memory bytes {addr}..{addr + count} lie outside its "
+                               f"{self._ext} bytes")
+
+    def write_ext(self, addr, data):
+        data = bytes(np.ascontiguousarray(data, np.uint8).reshape(-1)) \
+            if isinstance(data, np.ndarray) else bytes(data)
+        self._ext_range(addr, len(data))
+        self._model.call("ext_write", addr, data, len(data))
+
+    def read_ext(self, addr, count):
+        self._ext_range(addr, count)
+        out = ctypes.create_string_buffer(count)
+        self._model.call("ext_read", addr, out, count)
+        return np.frombuffer(out.raw, np.uint8).copy()
 
     @property
     def cycles(self) -> int:

@@ -11,6 +11,7 @@ from collections import deque
 import numpy as np
 
 from ..sw.runtime.driver import Transport
+from .extmem import AxiMemory, Timing, serve
 
 
 class _Command:
@@ -22,7 +23,7 @@ class _Command:
 class PysimTransport(Transport):
     """Bus access to an `Accelerator` in the Amaranth simulator of this process."""
 
-    def __init__(self, config):
+    def __init__(self, config, timing: Timing = Timing()):
         from amaranth.sim import Simulator
         from ..hw.core.top import Accelerator
         self.dut = Accelerator(config)
@@ -30,6 +31,11 @@ class PysimTransport(Transport):
         self.sim = Simulator(self.dut)
         self.sim.add_clock(1e-8)
         self.sim.add_testbench(self._bench, background=True)
+        self.memory = AxiMemory(config.ext_bytes, timing) if config.ext_bytes else None
+        if self.memory is not None:
+            async def memory(ctx):
+                await serve(ctx, self.dut, self.memory)
+            self.sim.add_testbench(memory, background=True)
 
     async def _bench(self, ctx):
         dut = self.dut
@@ -70,3 +76,13 @@ class PysimTransport(Transport):
 
     def wait(self, cycles):
         self._do(_Command("wait", count=int(cycles)))
+
+    def write_ext(self, addr, data):
+        if self.memory is None:
+            return super().write_ext(addr, data)
+        self.memory.load(addr, data)
+
+    def read_ext(self, addr, count):
+        if self.memory is None:
+            return super().read_ext(addr, count)
+        return self.memory.dump(addr, count)

@@ -76,6 +76,16 @@ class AcceleratorConfig:
         ``k <= pe_in`` and ``k <= pe_out / pe_in``. 0 leaves it out; depthwise layers then run
         as dense convolutions with zero weights across channels (slow, exact). None (the
         default): 3 where that fits, else 0.
+    ext_bytes : int
+        Bytes of external memory the accelerator reaches through its AXI4 master port
+        (`striate.hw.core.dma`), moved to and from the on-chip memories by transfer
+        descriptors (`striate.sw.mapping.descriptor.MoveDescriptor`). 0 leaves the port and
+        the DMA engine out: every tensor and weight then lives on chip. A power of two,
+        at most 4 GiB; needs ``pe_in >= 4`` and weight rows of at least 8 bytes.
+    act_banks : int
+        Banks of the activation memory, each ``act_bytes / act_banks`` bytes with ports of
+        its own, so a transfer fills or drains one bank while a layer reads and writes
+        others. A power of two.
     """
 
     pe_out: int = 16
@@ -96,6 +106,8 @@ class AcceleratorConfig:
     residual_add: bool = True
     activation_tables: int = 16
     depthwise_kernel: int | None = None
+    ext_bytes: int = 0
+    act_banks: int = 1
 
     def __post_init__(self):
         limits = {
@@ -105,6 +117,7 @@ class AcceleratorConfig:
             "program_depth": (1, 1 << 10), "bus_width": (32, 32),
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
             "activation_tables": (0, 63), "depthwise_kernel": (0, 15),
+            "ext_bytes": (0, 1 << 32), "act_banks": (1, 64),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -132,10 +145,19 @@ class AcceleratorConfig:
             raise ConfigError(f"AcceleratorConfig.depthwise_kernel must be 0 or in [2, {fits}] "
                               f"(at most pe_in, pe_out / pe_in and max_kernel), not "
                               f"{self.depthwise_kernel}")
-        for name in ("pe_out", "pe_in", "act_bytes", "weight_bytes", "param_entries"):
+        for name in ("pe_out", "pe_in", "act_bytes", "weight_bytes", "param_entries",
+                     "ext_bytes", "act_banks"):
             value = getattr(self, name)
             if value & (value - 1):
                 raise ConfigError(f"AcceleratorConfig.{name} must be a power of two, not {value}")
+        if self.ext_bytes and (self.pe_in < 4 or self.pe_out * self.pe_in < 8):
+            raise ConfigError(f"AcceleratorConfig.ext_bytes needs pe_in >= 4 and pe_out * pe_in "
+                              f">= 8 (the transfer engine moves 32-bit words, two a cycle), "
+                              f"not pe_in={self.pe_in}, pe_out={self.pe_out}")
+        if self.act_bytes // self.act_banks < 8 * self.pe_in:
+            raise ConfigError(f"AcceleratorConfig.act_banks must leave each bank at least 8 "
+                              f"words of {self.pe_in} bytes, not {self.act_banks} banks of "
+                              f"{self.act_bytes} bytes")
         for name, unit, words in (("act_bytes", self.pe_in, 4),
                                   ("weight_bytes", self.pe_out * self.pe_in, 1),
                                   ("param_entries", self.pe_out, 1)):
@@ -166,3 +188,29 @@ class AcceleratorConfig:
         if unknown:
             raise ConfigError(f"AcceleratorConfig has no parameters {sorted(unknown)!r}")
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class MemoryTiming:
+    """The external memory as the compiler's cost model and the simulators see it: first-word
+    latency in accelerator cycles and bandwidth in bytes per cycle (1 to 8, the AXI port's
+    64-bit beat). The simulators' memory model (`striate.sim.extmem`) has exactly this
+    timing, and the cycle model predicts the counters for it."""
+
+    latency: int = 100
+    bytes_per_cycle: int = 8
+
+    def __post_init__(self):
+        if not isinstance(self.latency, int) or isinstance(self.latency, bool) or \
+                not 1 <= self.latency <= 100_000:
+            raise ConfigError(f"memory latency must be an integer from 1 to 100000 cycles, "
+                              f"not {self.latency!r}")
+        if not isinstance(self.bytes_per_cycle, int) or isinstance(self.bytes_per_cycle, bool) \
+                or not 1 <= self.bytes_per_cycle <= 8:
+            raise ConfigError(f"memory bandwidth must be an integer from 1 to 8 bytes per "
+                              f"cycle, not {self.bytes_per_cycle!r}")
+
+    @property
+    def beat_interval(self) -> int:
+        """Cycles between 8-byte beats at full rate."""
+        return -(-8 // self.bytes_per_cycle)

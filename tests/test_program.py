@@ -66,16 +66,21 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     with pytest.raises(ProgramFormatError, match="is not a striate program"):
         striate.load_program(foreign)
     future = bytearray(data)
-    future[8:10] = (3).to_bytes(2, "little")
+    future[8:10] = (4).to_bytes(2, "little")
     path.write_bytes(bytes(future))
-    with pytest.raises(ProgramFormatError, match="format version must be 2, not 3"):
+    with pytest.raises(ProgramFormatError, match="format version must be 3, not 4"):
         striate.load_program(path)
     future[8:10] = (1).to_bytes(2, "little")
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 1 \(chains in two ping-pong "
                                                  r"activation banks\), which this striate no "
                                                  r"longer runs; compile the model again to write "
-                                                 r"format version 2"):
+                                                 r"format version 3"):
+        striate.load_program(path)
+    future[8:10] = (2).to_bytes(2, "little")
+    path.write_bytes(bytes(future))
+    with pytest.raises(ProgramFormatError, match=r"is format version 2 \(layer descriptors "
+                                                 r"without the wait and stamp bits\)"):
         striate.load_program(path)
     with pytest.raises(ProgramFormatError, match="cannot read program file"):
         striate.load_program(tmp_path / "missing.stp")
@@ -140,8 +145,8 @@ def test_descriptor_words_roundtrip(desc):
 
 
 def test_descriptor_packing_order_is_lsb_first():
-    words = LayerDescriptor(op=1, pool=2, in_c=1).to_words()
-    assert words[0] == 0b1_10_01
+    words = LayerDescriptor(op=1, wait=1, pool=2, in_c=1).to_words()
+    assert words[0] == 0b1_10_0_1_01       # in_c, pool, stamp, wait, op
     assert LayerDescriptor(act_lo=-1).to_int() >> sum(
         b for n, b, _ in DESCRIPTOR_FIELDS[:[n for n, *_ in DESCRIPTOR_FIELDS].index("act_lo")]
     ) & 0xFF == 0xFF

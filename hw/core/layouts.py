@@ -8,7 +8,7 @@ from amaranth.lib import data
 
 from ...sw.mapping import derive
 from ...sw.config import AcceleratorConfig
-from ...sw.mapping.descriptor import LayerDescriptor
+from ...sw.mapping.descriptor import LayerDescriptor, MoveDescriptor
 from ...sw.mapping.memmap import ACT, PARAMS, TABLES, WEIGHTS, memories
 
 ACC = signed(32)
@@ -19,9 +19,9 @@ def bits_for(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
 
-def descriptor_layout() -> data.StructLayout:
+def descriptor_layout(kind=LayerDescriptor) -> data.StructLayout:
     return data.StructLayout({name: signed(bits) if is_signed else unsigned(bits)
-                              for name, bits, is_signed in LayerDescriptor.fields_layout()})
+                              for name, bits, is_signed in kind.fields_layout()})
 
 
 class Layouts:
@@ -41,7 +41,9 @@ class Layouts:
         self.size = max(self.act_addr + 7, self.w_addr + 2)
         bounded = derive.limits(config)
         self.derived = {name: min(self.size, bounded[name].bit_length()) if name in bounded
-                        else self.size for name in derive.RESULTS}     # result register widths
+                        else self.size for name in derive.results(config)}  # result widths
+        if "m_end" in self.derived:     # a transfer's end: a byte address, one past
+            self.derived["m_end"] = MoveDescriptor.bits("local_addr") + 1
         # Widths of the window generator's geometry (`striate.hw.core.window`) for layers that pass
         # the sequencer's checks: strides are at most max_stride; an input map is at most
         # max_width by max_height, and conv and pooled maps, kernels and window starts exceed

@@ -37,60 +37,79 @@ class Sequencer(wiring.Component):
         cfg = layouts.config
         words = LayerDescriptor.WORDS
         ports = {
-            "start": In(1), "layers": In(16),
+            "start": In(1), "layers": In(self.COUNT_BITS),
             "prog_addr": Out(bits_for(cfg.program_depth * words)), "prog_en": Out(1),
             "prog_data": In(32),
             "desc": Out(descriptor_layout()),
             "run": Out(1), "layer_done": In(1), "pe_busy": In(1),
-            "busy": Out(1), "done": Out(1), "failed": Out(1), "error": Out(8), "layer": Out(16),
+            "busy": Out(1), "done": Out(1), "failed": Out(1), "error": Out(8),
+            "layer": Out(self.COUNT_BITS),
             "cycles": Out(32), "busy_cycles": Out(32),
             "lc_addr": Out(bits_for(cfg.program_depth)), "lc_data": Out(32), "lc_en": Out(1),
         }
         ports.update({name: Out(width) for name, width in base_widths(layouts).items()})
         ports.update({name: Out(width) for name, width in layouts.derived.items()})
+        ports.update(self._ports())
         super().__init__(ports)
+
+    COUNT_BITS = 16     # of the LAYERS and LAYER registers
+
+    def _ports(self) -> dict:
+        """Ports beyond the classic sequencer's."""
+        return {}
 
     def elaborate(self, platform):
         m = Module()
-        cfg, words = self._l.config, LayerDescriptor.WORDS
-        raw = Signal(32 * words)
+        words = LayerDescriptor.WORDS
+        self._raw = raw = Signal(32 * words)
         m.d.comb += self.desc.eq(raw)
-        j = Signal(range(words + 2))
-        # A finished layer stamps the cycle count (this cycle included); the host takes
-        # differences (`memmap.layer_cycles`), so no per-layer counter is needed.
-        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(self.cycles + 1)]
         with m.If(self.busy):
             m.d.sync += [self.cycles.eq(self.cycles + 1),
                          self.busy_cycles.eq(self.busy_cycles + self.pe_busy)]
         self._registered(m)
-        derive_start, derive_done = self._multiply(m)
-        error = self._check(m)
+        self._derive_start, self._derive_done = self._multiply(m)
+        self._code = self._check(m)
+        self._fsm(m)
+        return m
+
+    def _fetch(self, m, slot, j, raw, words, on_done):
+        """A FETCH step: reads word ``j`` of slot ``slot`` and shifts the word read the cycle
+        before into ``raw`` (word 0 ends lowest); calls ``on_done`` with the last."""
+        m.d.comb += [self.prog_addr.eq(slot * LayerDescriptor.WORDS + j), self.prog_en.eq(1)]
+        m.d.sync += j.eq(j + 1)
+        with m.If(j > 0):
+            m.d.sync += raw.eq(Cat(raw[32:], self.prog_data))
+        with m.If(j == words):
+            on_done()
+
+    def _fsm(self, m):
+        """One layer after another: fetch, derive, check, run, wait for it to finish."""
+        cfg, words = self._l.config, LayerDescriptor.WORDS
+        j = Signal(range(words + 2))
+        # A finished layer stamps the cycle count (this cycle included); the host takes
+        # differences (`memmap.layer_cycles`), so no per-layer counter is needed.
+        m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(self.cycles + 1)]
         code = Signal.like(self.error)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.done.eq(0), self.failed.eq(0),
-                                 self.error.eq(0), self.layer.eq(0), self.cycles.eq(0),
-                                 self.busy_cycles.eq(0), j.eq(0)]
+                    m.d.sync += self._starting() + [j.eq(0)]
                     with m.If((self.layers == 0) | (self.layers > cfg.program_depth)):
                         m.d.sync += self.error.eq(memmap.E_COUNT)
                         m.next = "FAIL"
                     with m.Else():
                         m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += [self.prog_addr.eq(self.layer * words + j), self.prog_en.eq(1)]
-                m.d.sync += j.eq(j + 1)
-                with m.If(j > 0):
-                    m.d.sync += raw.eq(Cat(raw[32:], self.prog_data))   # word 0 ends lowest
-                with m.If(j == words):
-                    m.d.comb += derive_start.eq(1)
+                def fetched():
+                    m.d.comb += self._derive_start.eq(1)
                     m.next = "DERIVE"
+                self._fetch(m, self.layer, j, self._raw, words, fetched)
             with m.State("DERIVE"):
-                with m.If(derive_done):
+                with m.If(self._derive_done):
                     m.next = "CHECK"
             with m.State("CHECK"):      # the error code is registered: off the start path
-                m.d.sync += code.eq(error)
+                m.d.sync += code.eq(self._code)
                 m.next = "START"
             with m.State("START"):
                 with m.If(code != 0):
@@ -111,7 +130,11 @@ class Sequencer(wiring.Component):
             with m.State("FAIL"):
                 m.d.sync += [self.busy.eq(0), self.failed.eq(1)]
                 m.next = "IDLE"
-        return m
+
+    def _starting(self) -> list:
+        """The statements of a START."""
+        return [self.busy.eq(1), self.done.eq(0), self.failed.eq(0), self.error.eq(0),
+                self.layer.eq(0), self.cycles.eq(0), self.busy_cycles.eq(0)]
 
     def _registered(self, m):
         """Channel group counts (registered) and word addresses (shifts of the descriptor's
@@ -128,8 +151,9 @@ class Sequencer(wiring.Component):
             "w_base": (d.weight_addr >> (lpi + lpo), "weight"),
             "p_base": (d.param_addr >> (cfg.requant_parallel.bit_length() - 1), "param"),
         }
-        self._too_big = {error: Signal(name=f"too_big_{error}") for error in derive.ERRORS}
-        lost = {error: [] for error in derive.ERRORS}
+        checked = dict.fromkeys(error for _, error in values.values())
+        self._too_big = {error: Signal(name=f"too_big_{error}") for error in checked}
+        lost = {error: [] for error in checked}
         for name, (value, error) in values.items():
             port = getattr(self, name)
             domain = m.d.sync if name in ("cg_n", "og_n", "out_cg") else m.d.comb
@@ -144,13 +168,16 @@ class Sequencer(wiring.Component):
         the accumulator at a step's first term), then adds ``a << i`` for each set bit ``i`` of
         ``b`` until no bit is left; a step's last term stores the result or records a failed
         check. A result that does not fit its register (`Layouts.derived`) sets ``saturated``. Returns
-        (start, done) strobes."""
+        (start, done) strobes; `_programs` may add programs, each started by a strobe of
+        ``self._starts``."""
         cfg = self._l.config
-        start, done = Signal(), Signal()
+        programs = self._programs()
+        self._starts = starts = [Signal(name=f"derive_start{k}") for k in range(len(programs))]
+        start, done = starts[0], Signal()
         sources = {name: getattr(self.desc, name)
                    for name, _, _ in LayerDescriptor.fields_layout()}
         sources.update({name: getattr(self, name) for name in base_widths(self._l)})
-        sources.update({name: getattr(self, name) for name in derive.RESULTS})
+        sources.update({name: getattr(self, name) for name in derive.results(cfg)})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
         if cfg.depthwise_kernel:        # (else `derive.program` reads the fields themselves)
             d = self.desc
@@ -162,13 +189,18 @@ class Sequencer(wiring.Component):
                            fit_pk_h=Mux(up, 1, d.pool_k_h), fit_pk_w=Mux(up, 1, d.pool_k_w))
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
             sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
+        sources.update(self._extra_sources())
 
         def source(name):
             return Const(name) if isinstance(name, int) else sources[name]
         # The term table as small ROMs indexed by the term number: which source is a, which
         # is b (indices into the distinct sources), negate, first and last term of a step.
-        terms = [(sign, a, b, t == 0, t == len(step.terms) - 1, step)
-                 for step in derive.program(cfg) for t, (sign, a, b) in enumerate(step.terms)]
+        terms, firsts, lasts = [], [], []
+        for steps in programs:
+            firsts.append(len(terms))
+            terms += [(sign, a, b, t == 0, t == len(step.terms) - 1, step)
+                      for step in steps for t, (sign, a, b) in enumerate(step.terms)]
+            lasts.append(len(terms) - 1)
         a_names = sorted({a for _, a, _, _, _, _ in terms}, key=str)
         b_names = sorted({b for _, _, b, _, _, _ in terms}, key=str)
         a_srcs, b_srcs = [source(n) for n in a_names], [source(n) for n in b_names]
@@ -196,12 +228,17 @@ class Sequencer(wiring.Component):
         a, acc = Signal(signed(a_bits + b_bits + 1)), Signal(signed(a_bits + b_bits + 3))
         b = Signal(b_bits)
         self._saturated = saturated = Signal()
-        self._failed = {error: Signal(name=f"failed_{error}") for error in derive.ERRORS}
+        errors = dict.fromkeys(step.error for steps in programs for step in steps
+                               if isinstance(step, derive.Check))
+        self._failed = {error: Signal(name=f"failed_{error}") for error in errors}
         total = acc + Mux(b[0], a, 0)
         last_bit = b[1:] == 0
-        with m.If(start):
-            m.d.sync += number(0) + [loading.eq(1), active.eq(1), saturated.eq(0)]
+        with m.If(reduce(operator.or_, starts)):
+            m.d.sync += [loading.eq(1), active.eq(1), saturated.eq(0)]
             m.d.sync += [flag.eq(0) for flag in self._failed.values()]
+            for k, strobe in enumerate(starts):
+                with m.If(strobe):
+                    m.d.sync += number(firsts[k])
         with m.Elif(loading):
             value = Array(a_srcs)[a_code]
             m.d.sync += [loading.eq(0), a.eq(Mux(negative, -value, value)),
@@ -215,7 +252,7 @@ class Sequencer(wiring.Component):
                     if not last:
                         continue
                     with m.If(index == i):
-                        if isinstance(step, derive.Size):
+                        if isinstance(step, (derive.Size, derive.Sum)):
                             width = self._l.derived[step.dest]
                             m.d.sync += [sources[step.dest].eq(total),
                                          # a Size's total is a product, never negative
@@ -225,7 +262,7 @@ class Sequencer(wiring.Component):
                             fails = ~total[-1] & (Const(1) if step.strict else total.any())
                             flag = self._failed[step.error]
                             m.d.sync += flag.eq(flag | fails)
-                with m.If(index == len(terms) - 1):
+                with m.If(reduce(operator.or_, [index == last for last in lasts])):
                     m.d.comb += done.eq(1)
                     m.d.sync += active.eq(0)
                 with m.Else():
@@ -233,6 +270,15 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
         return start, done
+
+    def _programs(self) -> list:
+        """The step programs the shift-add unit runs: `derive.program` (started by
+        ``_derive_start``)."""
+        return [derive.program(self._l.config)]
+
+    def _extra_sources(self) -> dict:
+        """Term sources beyond the descriptor, base addresses, results and depths."""
+        return {}
 
     def _check(self, m):
         """The error code of the current descriptor (0 when legal), from its fields and the

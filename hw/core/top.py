@@ -15,11 +15,13 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
-from ...sw.mapping import memmap
+from ...sw.mapping import derive, memmap
 from ...sw.mapping.descriptor import OP_ADD, OP_DW, POOL_UPSAMPLE
-from ...sw.mapping.memmap import MemoryShape
 from ...sw.config import AcceleratorConfig
+from .actpool import ActPool
 from .depthwise import DwWalk, DwWindow
+from .dma import AXI_PORTS, Dma, axi_ports
+from .engines import TwoEngineSequencer
 from .eltwise import AddUnit
 from .layouts import Layouts
 from .pe import Fetch, MacArray
@@ -48,6 +50,9 @@ class Accelerator(wiring.Component):
         self._l = Layouts(config)
         ports = {name: In(width) for name, width in BUS.items()}
         ports.update({"r_data": Out(32), "r_valid": Out(1), "busy": Out(1), "done": Out(1)})
+        if config.ext_bytes:
+            assert weight_ram is None, "transfers write the weight memory's second port"
+            ports.update(axi_ports())
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -59,7 +64,11 @@ class Accelerator(wiring.Component):
         def engine(name, block):
             m.submodules[name] = ResetInserter(abort)(block)
             return block
-        seq = engine("seq", Sequencer(self._l))
+        ext = self.config.ext_bytes
+        seq = engine("seq", (TwoEngineSequencer if ext else Sequencer)(self._l))
+        self._dma = engine("dma", Dma()) if ext else None
+        if ext:
+            self._connect_dma(m, seq, self._dma)
         win = engine("win", WindowGen(self._l))
         fetch = engine("fetch", Fetch(self._l))
         mac = engine("mac", MacArray(self._l))
@@ -104,8 +113,20 @@ class Accelerator(wiring.Component):
                      self.busy.eq(seq.busy), self.done.eq(seq.done)]
         if adder is not None:
             m.d.comb += adder.start.eq(seq.run & adding)
+        self._seq = seq
         self._memories(m, seq, fetch, requant, writer, adder)
         return m
+
+    def _connect_dma(self, m, seq, dma):
+        mv = seq.move
+        m.d.comb += [dma.start.eq(seq.m_start), dma.narrow.eq(seq.narrow),
+                     seq.dma_busy.eq(dma.busy), seq.dma_error.eq(dma.error)]
+        m.d.comb += [getattr(dma, name).eq(getattr(mv, name)) for name in
+                     ("store", "ext_addr", "local_addr", "length", "count", "ext_stride",
+                      "local_stride")]
+        for name, direction, _ in AXI_PORTS:
+            port, inner = getattr(self, "axi_" + name), getattr(dma, "axi_" + name)
+            m.d.comb += (port.eq(inner) if direction is Out else inner.eq(port))
 
     def _route(self, m, win, walk, fetch, window, mac):
         """The datapath of the layer running: window generator -> fetch -> PE array, or for a
@@ -177,15 +198,12 @@ class Accelerator(wiring.Component):
         m.d.sync += [self.r_valid.eq(self.r_en), r_region.eq(region), r_offset.eq(offset)]
         reads = {}
 
-        def window(key, mem_shape, engine_read=None, engine_write=None, ram=None, part=None):
-            """Host access to one memory, shared with the engine while busy. With ``part =
-            (index, parts)`` the memory holds the region's rows ``index``, ``index + parts``,
-            ... (``parts`` a power of two) at its rows 0, 1, ..."""
+        def window(key, mem_shape, engine_read, ram=None):
+            """Host access to one memory, shared with the engine while busy; a transfer
+            into it writes while busy."""
             width, rw = mem_shape.width, mem_shape.row_words
             sub_bits = rw.bit_length() - 1
-            # The activation memory takes byte enables from the writer (a pixel may fill part
-            # of a word); host writes enable whole 32-bit words.
-            granularity = 8 if engine_write is not None else min(32, width)
+            granularity = min(32, width)
             if ram is None:
                 mem = Memory(shape=width, depth=mem_shape.depth, init=[])
                 rp = mem.read_port()
@@ -194,39 +212,22 @@ class Accelerator(wiring.Component):
                 mem = ram(width, mem_shape.depth)
                 rp = SimpleNamespace(addr=mem.addr, en=mem.r_en, data=mem.r_data)
                 wp = SimpleNamespace(addr=mem.addr, en=mem.w_en, data=mem.w_data)
-            m.submodules[f"mem{key}" + (f"_{part[0]}" if part else "")] = mem
+            m.submodules[f"mem{key}"] = mem
             row = offset >> sub_bits
             sel = (region == key)
-            if part:
-                index, parts = part
-                part_bits = parts.bit_length() - 1
-                sel &= row[:part_bits] == index
-                row = row >> part_bits
             word = (Const(1, rw) << offset[:sub_bits])[:rw] if sub_bits else Const(1, 1)
-            per_word = min(32, width) // granularity
-            host_enable = Cat(*[word[w // per_word] for w in range(len(wp.en))])
             m.d.comb += [rp.addr.eq(row), rp.en.eq(self.r_en & sel),
                          wp.data.eq(Cat(*([self.w_data] * rw))[:width]),
-                         wp.en.eq(Mux(self.w_en & sel & host, host_enable, 0))]
-            if engine_read is not None:
-                addr, en, data_in = engine_read
-                with m.If(~host):
-                    m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
-                m.d.comb += data_in.eq(rp.data)
-            if engine_write is not None:
-                addr, data, en = engine_write
-                m.d.comb += wp.addr.eq(row)
-                with m.If(~host):
-                    m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(en)]
-            elif ram is None:   # one address for both ports, as in a single-port RAM
-                m.d.comb += wp.addr.eq(rp.addr)
-            data = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
-            if part:        # the part the read's row is in picks the data
-                reads[key] = Mux((r_offset >> sub_bits)[:part_bits] == index, data,
-                                 reads.get(key, 0))
-            else:
-                reads[key] = data
-            return rp, wp
+                         wp.en.eq(Mux(self.w_en & sel & host, word, 0))]
+            addr, en, data_in = engine_read
+            with m.If(~host):
+                m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
+            m.d.comb += data_in.eq(rp.data)
+            if ram is None:
+                m.d.comb += wp.addr.eq(Mux(host, row, rp.addr))
+            if self._dma is not None and key in derive.move_regions(cfg):
+                self._transfer_write(m, key, mem_shape, wp, ~host)
+            reads[key] = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
 
         window(memmap.PROGRAM, shapes[memmap.PROGRAM],
                engine_read=(seq.prog_addr, seq.prog_en, seq.prog_data))
@@ -234,7 +235,7 @@ class Accelerator(wiring.Component):
                engine_read=(requant.p_addr, requant.p_en, requant.p_data))
         window(memmap.WEIGHTS, shapes[memmap.WEIGHTS],
                engine_read=(fetch.w_addr, fetch.w_en, fetch.w_data), ram=self._weight_ram)
-        self._pool(m, fetch, writer, adder, shapes, window)
+        self._pool(m, seq, fetch, writer, adder, region, offset, host, reads)
         if cfg.activation_tables:
             self._tables(m, writer, shapes[memmap.TABLES], region, offset, host, reads)
         memory_data = Signal(32)    # the memory read, valid unless the engine owns the ports
@@ -246,13 +247,34 @@ class Accelerator(wiring.Component):
         m.d.comb += self.r_data.eq(Mux(r_region == memmap.REG, registers,
                                        Mux(host, memory_data, 0)))
 
-    def _pool(self, m, fetch, writer, adder, shapes, window):
-        """The activation memory: pool word ``w`` is row ``w >> 1`` of RAM ``w & 1``. The
-        convolution datapath reads one word a cycle (both RAMs read its row; the word's parity
-        picks the data) and writes one; an add reads a word of each RAM."""
-        shape = shapes[memmap.ACT]
-        half = MemoryShape(shape.depth // 2, shape.width)
-        datas = [Signal(shape.width, name=f"act_data{k}") for k in range(2)]
+    def _transfer_write(self, m, key, shape, wp, busy):
+        """Transfers into memory ``key`` take its write port while the engine runs: the
+        two 32-bit words a cycle of `striate.hw.core.dma.Dma` (one a cycle into rows of one
+        word)."""
+        dma = self._dma
+        rw = shape.row_words
+        active = busy & (self._seq.m_target == key)
+        if rw == 1:
+            second = dma.wr_en[1] & ~dma.wr_en[0]
+            with m.If(active):
+                m.d.comb += [wp.addr.eq(dma.wr_addr + second),
+                             wp.data.eq(Mux(second, dma.wr_data[32:], dma.wr_data[:32])),
+                             wp.en.eq(dma.wr_en.any())]
+            return
+        sub_bits = rw.bit_length() - 1
+        sub = dma.wr_addr[:sub_bits]
+        with m.If(active):
+            m.d.comb += [wp.addr.eq(dma.wr_addr >> sub_bits),
+                         wp.data.eq(Cat(*([dma.wr_data] * (rw // 2)))),
+                         wp.en.eq((dma.wr_en << sub)[:rw])]
+
+    def _pool(self, m, seq, fetch, writer, adder, region, offset, host, reads):
+        """The activation memory (`striate.hw.core.actpool`): the convolution datapath reads
+        one word a cycle (both parities read its row; the word's parity picks the data) and
+        writes one; an add reads a word of each parity; the host and transfers use the word
+        port."""
+        cfg = self.config
+        pool = m.submodules.act = ActPool(self._l, max(len(offset), 24))
         read_odd = Signal()             # the RAM the fetch read last (its data is current)
         with m.If(fetch.act_en):
             m.d.sync += read_odd.eq(fetch.act_addr[0])
@@ -261,15 +283,31 @@ class Accelerator(wiring.Component):
             wr_addr = Mux(self._adding, adder.wr_addr, wr_addr)
             wr_data = Mux(self._adding, adder.wr_data, wr_data)
             wr_en = Mux(self._adding, adder.wr_en, wr_en)
-        for k, data in enumerate(datas):
+        for k in range(2):
             addr, en = fetch.act_addr >> 1, fetch.act_en
             if adder is not None:
                 addr = Mux(self._adding, adder.ram_addr[k], addr)
                 en = Mux(self._adding, adder.ram_en[k], en)
-                m.d.comb += adder.ram_data[k].eq(data)
-            window(memmap.ACT, half, part=(k, 2), engine_read=(addr, en, data),
-                   engine_write=(wr_addr >> 1, wr_data, Mux(wr_addr[0] == k, wr_en, 0)))
-        m.d.comb += fetch.act_data.eq(Mux(read_odd, datas[1], datas[0]))
+                m.d.comb += adder.ram_data[k].eq(pool.c_rdata[k])
+            m.d.comb += [pool.c_raddr[k].eq(addr), pool.c_ren[k].eq(en),
+                         pool.c_waddr[k].eq(wr_addr >> 1), pool.c_wdata[k].eq(wr_data),
+                         pool.c_wen[k].eq(Mux(wr_addr[0] == k, wr_en, 0))]
+        m.d.comb += fetch.act_data.eq(Mux(read_odd, pool.c_rdata[1], pool.c_rdata[0]))
+        sel = region == memmap.ACT
+        m.d.comb += [pool.p_waddr.eq(offset), pool.p_wdata.eq(self.w_data),
+                     pool.p_wen.eq(self.w_en & sel & host),
+                     pool.p_raddr.eq(offset), pool.p_ren.eq(self.r_en & sel & host),
+                     pool.owner.eq(Mux(host, (1 << cfg.act_banks) - 1, 0))]
+        if self._dma is not None:
+            dma = self._dma
+            mine = self._seq.m_target == memmap.ACT
+            with m.If(~host):
+                m.d.comb += [pool.p_waddr.eq(dma.wr_addr), pool.p_wdata.eq(dma.wr_data),
+                             pool.p_wen.eq(Mux(mine, dma.wr_en, 0)),
+                             pool.p_raddr.eq(dma.rd_addr), pool.p_ren.eq(dma.rd_en),
+                             pool.owner.eq(self._seq.owner)]
+            m.d.comb += dma.rd_data.eq(pool.p_rdata)
+        reads[memmap.ACT] = pool.p_rdata[:32]
 
     def _tables(self, m, writer, shape, region, offset, host, reads):
         """The table memory: one copy per activation lane, so the writer looks up a word's
@@ -284,6 +322,8 @@ class Accelerator(wiring.Component):
                          rp.addr.eq(Mux(host, offset, writer.t_addr[lane])),
                          rp.en.eq(Mux(host, self.r_en & sel, 1)),
                          writer.t_data[lane].eq(rp.data)]
+            if self._dma is not None:
+                self._transfer_write(m, memmap.TABLES, shape, wp, ~host)
             if lane == 0:
                 reads[memmap.TABLES] = rp.data
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
-from .descriptor import OP_DW, POOL_UPSAMPLE, LayerDescriptor
+from .descriptor import MOVE_TARGETS, OP_DW, POOL_UPSAMPLE, LayerDescriptor
 from .memmap import ACT, PARAMS, WEIGHTS, memories
 
 
@@ -43,6 +43,13 @@ class Size:
     @property
     def terms(self):
         return ((1, self.a, self.b),)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """``dest = sum(sign * a * b)``, kept in a result register."""
+    dest: str
+    terms: tuple
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,30 @@ PROGRAM = (
 # With the add path (`AcceleratorConfig.residual_add`): an add's second input lies inside the
 # activation memory (for a convolution ``in2_base`` is 0, so it repeats the first act check).
 ADD_CHECKS = (Check("act", ((1, "hw_in", "cg_n"), (1, "in2_base", 1), (-1, "act_depth", 1))),)
-RESULTS = tuple(dict.fromkeys(step.dest for step in PROGRAM if isinstance(step, Size)))
+# With external memory: the words, weight rows and parameter rows a layer uses, which the
+# sequencer compares with a transfer's (a transfer may not touch what a running layer uses).
+SPANS = (
+    Size("in_words", "hw_in", "cg_n"),
+    Size("out_words", "out_hw", "out_cg"),
+    Size("w_rows", "kk", "w_og"),
+    Size("p_rows", "og_n", "param_rows"),
+)
+# A transfer (`MoveDescriptor`): one past its last on-chip byte, within its memory; its
+# external bytes within the external memory.
+MOVE_PROGRAM = (
+    Sum("m_end", ((1, "local_stride", "count"), (-1, "local_stride", 1), (1, "length", 1),
+                  (1, "local_addr", 1))),
+    Check("local", ((1, "m_end", 1), (-1, "local_bytes", 1))),
+    Check("ext", ((1, "ext_stride", "count"), (-1, "ext_stride", 1), (1, "length", 1),
+                  (1, "ext_addr", 1), (-1, "ext_bytes", 1))),
+)
+
+
+def _stored(steps) -> tuple:
+    return tuple(dict.fromkeys(step.dest for step in steps if isinstance(step, (Size, Sum))))
+
+
+RESULTS = _stored(PROGRAM)
 
 
 # Without the depthwise datapath the weight block and geometry terms read the fields
@@ -101,7 +131,8 @@ _PLAIN = {"wk_h": "k_h", "wk_w": "k_w", "w_og": "og_n", "fit_h": "in_h", "fit_w"
 def program(config: AcceleratorConfig) -> tuple:
     """The steps the sequencer of ``config`` runs: `PROGRAM`, and `ADD_CHECKS` with the add
     path."""
-    steps = PROGRAM + (ADD_CHECKS if config.residual_add else ())
+    steps = PROGRAM + (ADD_CHECKS if config.residual_add else ()) + (SPANS if config.ext_bytes
+                                                                     else ())
     if config.depthwise_kernel:
         return steps
 
@@ -113,7 +144,13 @@ def program(config: AcceleratorConfig) -> tuple:
                  for step in steps)
 
 
-ERRORS = ("shape", "act", "weight", "param")
+def results(config: AcceleratorConfig) -> tuple:
+    """The result registers of ``config``'s sequencer: of `program`, and of `MOVE_PROGRAM`
+    with external memory."""
+    return _stored(program(config) + (MOVE_PROGRAM if config.ext_bytes else ()))
+
+
+ERRORS = ("shape", "act", "weight", "param", "local", "ext")
 
 
 def limits(config: AcceleratorConfig) -> dict:
@@ -150,7 +187,21 @@ def depths(config: AcceleratorConfig) -> dict:
     mems = memories(config)
     return {"act_depth": mems[ACT].depth, "weight_depth": mems[WEIGHTS].depth,
             "param_depth": mems[PARAMS].depth,
-            "param_rows": config.pe_out // config.requant_parallel}
+            "param_rows": config.pe_out // config.requant_parallel,
+            "ext_bytes": config.ext_bytes}
+
+
+def local_bytes(config: AcceleratorConfig) -> dict:
+    """Bytes of each on-chip memory a transfer may target, by `MOVE_TARGETS` code."""
+    mems = memories(config)
+    return {code: mems[region].depth * mems[region].row_bytes
+            for code, region in move_regions(config).items()}
+
+
+def move_regions(config: AcceleratorConfig) -> dict:
+    """The host bus region of each transfer target code the configuration has."""
+    mems = memories(config)
+    return {code: code for code in MOVE_TARGETS.values() if code in mems}
 
 
 def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
@@ -158,19 +209,47 @@ def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
     include the word addresses ``in_base``, ``out_base``, ``in2_base``, ``w_base`` and
     ``p_base``)."""
     values = {**fields, **group_counts(fields, config), **depths(config)}
+    failed = _evaluate(program(config), values)
+    return {dest: values[dest] for dest in _stored(program(config))}, failed
+
+
+def _evaluate(steps, values: dict) -> set:
+    """Runs ``steps`` on ``values`` (results are stored into it); returns the failed
+    checks."""
     failed = set()
-    for step in program(config):
+    for step in steps:
         total = sum(sign * (values[a] if isinstance(a, str) else a)
                     * (values[b] if isinstance(b, str) else b) for sign, a, b in step.terms)
-        if isinstance(step, Size):
+        if isinstance(step, (Size, Sum)):
             values[step.dest] = total
         elif total > 0 or (step.strict and total == 0):
             failed.add(step.error)
-    return {dest: values[dest] for dest in RESULTS}, failed
+    return failed
+
+
+def _term_cycles(steps, values: dict) -> int:
+    return sum(1 + max(1, (values[b] if isinstance(b, str) else b).bit_length())
+               for step in steps for _, _, b in step.terms)
 
 
 def cycles(fields: dict, config: AcceleratorConfig) -> int:
     """Cycles the sequencer spends on `program` for ``fields``."""
     values = {**fields, **group_counts(fields, config), **depths(config)}
-    return sum(1 + max(1, (values[b] if isinstance(b, str) else b).bit_length())
-               for step in program(config) for _, _, b in step.terms)
+    return _term_cycles(program(config), values)
+
+
+def move_values(fields: dict, config: AcceleratorConfig) -> dict:
+    return {**fields, **depths(config),
+            "local_bytes": local_bytes(config).get(fields["target"], 0)}
+
+
+def run_move(fields: dict, config: AcceleratorConfig) -> tuple[int, set]:
+    """``m_end`` and the failed checks of `MOVE_PROGRAM` for transfer ``fields``."""
+    values = move_values(fields, config)
+    failed = _evaluate(MOVE_PROGRAM, values)
+    return values["m_end"], failed
+
+
+def move_cycles(fields: dict, config: AcceleratorConfig) -> int:
+    """Cycles the sequencer spends on `MOVE_PROGRAM` for ``fields``."""
+    return _term_cycles(MOVE_PROGRAM, move_values(fields, config))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from ..errors import StriateError
 from ..ir.numerics import ADD_MULT_BITS, ADD_SHIFT_BITS
 
+OP_MOVE = 0       # a transfer between the external memory and an on-chip memory (`MoveDescriptor`)
 OP_CONV = 1       # a layer on the convolution datapath
 OP_ADD = 2        # an element-wise add of the maps at in_addr and in2_addr
 OP_DW = 3         # a depthwise convolution on the depthwise datapath (in_c == out_c channels)
@@ -40,59 +41,9 @@ def _bits(width: int, signed: bool = False):
     return field(default=0, metadata={"bits": width, "signed": signed})
 
 
-@dataclass(frozen=True)
-class LayerDescriptor:
-    """One layer as the sequencer executes it. Sizes are in elements, addresses in bytes.
-
-    The layer reads ``in_c x in_h x in_w`` from the activation memory at ``in_addr``,
-    convolves (``op == OP_CONV``) with ``k_h x k_w`` weights at ``weight_addr`` and bias/requant
-    parameters from entry ``param_addr`` on, producing ``out_c x conv_h x conv_w``, clamps to
-    ``[act_lo, act_hi]``, pools (``pool``) to ``out_c x out_h x out_w`` and writes the other bank
-    at ``out_addr``. An add (``op == OP_ADD``) reads the ``in_c x in_h x in_w`` maps at
-    ``in_addr`` and ``in2_addr`` and writes their sum (``add_mult_a``, ``add_mult_b``,
-    ``add_shift``, clamped to ``[act_lo, act_hi]``) at ``out_addr``; its other sizes are those of
-    a 1x1 convolution that keeps the shape. A depthwise convolution (``op == OP_DW``) has the
-    fields of a convolution whose output channel ``c`` reads input channel ``c`` only, with
-    ``in_c == out_c``, no pooling and padding below the kernel (`AcceleratorConfig
-    .depthwise_kernel`). A convolution with ``table`` > 0 maps each value
-    ``v`` it writes to entry ``v + 128`` of table ``table - 1`` in the table memory.
-    """
-
-    op: int = _bits(2)
-    pool: int = _bits(2)
-    in_c: int = _bits(16)
-    in_h: int = _bits(10)
-    in_w: int = _bits(10)
-    out_c: int = _bits(16)
-    conv_h: int = _bits(10)
-    conv_w: int = _bits(10)
-    out_h: int = _bits(10)
-    out_w: int = _bits(10)
-    k_h: int = _bits(10)
-    k_w: int = _bits(10)
-    stride_h: int = _bits(3)
-    stride_w: int = _bits(3)
-    pad_h: int = _bits(3)
-    pad_w: int = _bits(3)
-    act_lo: int = _bits(8, signed=True)
-    act_hi: int = _bits(8, signed=True)
-    pool_k_h: int = _bits(10)
-    pool_k_w: int = _bits(10)
-    pool_stride_h: int = _bits(10)
-    pool_stride_w: int = _bits(10)
-    pool_pad_h: int = _bits(3)
-    pool_pad_w: int = _bits(3)
-    pool_mult: int = _bits(31)
-    pool_shift: int = _bits(6)
-    in_addr: int = _bits(24)
-    out_addr: int = _bits(24)
-    weight_addr: int = _bits(26)
-    param_addr: int = _bits(16)
-    in2_addr: int = _bits(24)
-    add_mult_a: int = _bits(ADD_MULT_BITS)
-    add_mult_b: int = _bits(ADD_MULT_BITS)
-    add_shift: int = _bits(ADD_SHIFT_BITS)
-    table: int = _bits(6)       # 0: none; t: look values up in table t - 1 as they are written
+class _Packed:
+    """Fields that declare their bit widths, packed in declaration order from bit 0 upwards
+    into ``WORDS`` 32-bit words (least significant first)."""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -124,7 +75,7 @@ class LayerDescriptor:
         return value
 
     @classmethod
-    def from_int(cls, value: int) -> "LayerDescriptor":
+    def from_int(cls, value: int) -> "_Packed":
         values, pos = {}, 0
         for name, bits, signed in cls.fields_layout():
             v = (value >> pos) & ((1 << bits) - 1)
@@ -139,11 +90,113 @@ class LayerDescriptor:
         return [(v >> (WORD_BITS * i)) & 0xFFFF_FFFF for i in range(self.WORDS)]
 
     @classmethod
-    def from_words(cls, words) -> "LayerDescriptor":
+    def from_words(cls, words) -> "_Packed":
         words = list(words)
         if len(words) != cls.WORDS:
             raise DescriptorError(f"a descriptor must be {cls.WORDS} words, not {len(words)}")
         return cls.from_int(sum(int(w) << (WORD_BITS * i) for i, w in enumerate(words)))
 
 
+
+@dataclass(frozen=True)
+class LayerDescriptor(_Packed):
+    """One layer as the sequencer executes it. Sizes are in elements, addresses in bytes.
+
+    The layer reads ``in_c x in_h x in_w`` from the activation memory at ``in_addr``,
+    convolves (``op == OP_CONV``) with ``k_h x k_w`` weights at ``weight_addr`` and bias/requant
+    parameters from entry ``param_addr`` on, producing ``out_c x conv_h x conv_w``, clamps to
+    ``[act_lo, act_hi]``, pools (``pool``) to ``out_c x out_h x out_w`` and writes the other bank
+    at ``out_addr``. An add (``op == OP_ADD``) reads the ``in_c x in_h x in_w`` maps at
+    ``in_addr`` and ``in2_addr`` and writes their sum (``add_mult_a``, ``add_mult_b``,
+    ``add_shift``, clamped to ``[act_lo, act_hi]``) at ``out_addr``; its other sizes are those of
+    a 1x1 convolution that keeps the shape. A depthwise convolution (``op == OP_DW``) has the
+    fields of a convolution whose output channel ``c`` reads input channel ``c`` only, with
+    ``in_c == out_c``, no pooling and padding below the kernel (`AcceleratorConfig
+    .depthwise_kernel`). A convolution with ``table`` > 0 maps each value
+    ``v`` it writes to entry ``v + 128`` of table ``table - 1`` in the table memory.
+
+    ``wait`` holds the layer back until no transfer (`MoveDescriptor`) runs; ``stamp`` records
+    the cycle counter in the next LAYER_CYCLES word when the layer is done
+    (`striate.sw.mapping.memmap`).
+    """
+
+    op: int = _bits(2)
+    wait: int = _bits(1)        # start only when no transfer runs (`MoveDescriptor`)
+    stamp: int = _bits(1)       # record the cycle counter when the layer is done
+    pool: int = _bits(2)
+    in_c: int = _bits(16)
+    in_h: int = _bits(10)
+    in_w: int = _bits(10)
+    out_c: int = _bits(16)
+    conv_h: int = _bits(10)
+    conv_w: int = _bits(10)
+    out_h: int = _bits(10)
+    out_w: int = _bits(10)
+    k_h: int = _bits(9)
+    k_w: int = _bits(9)
+    stride_h: int = _bits(3)
+    stride_w: int = _bits(3)
+    pad_h: int = _bits(3)
+    pad_w: int = _bits(3)
+    act_lo: int = _bits(8, signed=True)
+    act_hi: int = _bits(8, signed=True)
+    pool_k_h: int = _bits(10)
+    pool_k_w: int = _bits(10)
+    pool_stride_h: int = _bits(10)
+    pool_stride_w: int = _bits(10)
+    pool_pad_h: int = _bits(3)
+    pool_pad_w: int = _bits(3)
+    pool_mult: int = _bits(31)
+    pool_shift: int = _bits(6)
+    in_addr: int = _bits(24)
+    out_addr: int = _bits(24)
+    weight_addr: int = _bits(26)
+    param_addr: int = _bits(16)
+    in2_addr: int = _bits(24)
+    add_mult_a: int = _bits(ADD_MULT_BITS)
+    add_mult_b: int = _bits(ADD_MULT_BITS)
+    add_shift: int = _bits(ADD_SHIFT_BITS)
+    table: int = _bits(6)       # 0: none; t: look values up in table t - 1 as they are written
+
 LayerDescriptor.WORDS = -(-LayerDescriptor.total_bits() // WORD_BITS)
+
+
+MOVE_TARGETS = {"program": 1, "params": 2, "weights": 3, "act": 4, "tables": 5}
+
+
+@dataclass(frozen=True)
+class MoveDescriptor(_Packed):
+    """One transfer between the external memory and an on-chip memory, run by the DMA engine
+    (`striate.hw.core.dma`) beside the layers. Addresses, lengths and strides are in bytes.
+
+    ``count`` chunks of ``length`` bytes move: chunk ``i`` from external byte ``ext_addr + i *
+    ext_stride`` to byte ``local_addr + i * local_stride`` of the on-chip memory ``target``
+    (`MOVE_TARGETS`, the host bus regions of `striate.sw.mapping.memmap`), or the other way with
+    ``store`` (from the activation memory only). ``wait`` holds the transfer back until no
+    layer runs; ``stamp`` records the cycle counter when it is done, as a layer's does. A
+    transfer into the program memory is waited for before the next descriptor is fetched.
+    """
+
+    op: int = _bits(2)          # OP_MOVE
+    wait: int = _bits(1)
+    stamp: int = _bits(1)
+    store: int = _bits(1)
+    target: int = _bits(3)
+    ext_addr: int = _bits(32)
+    local_addr: int = _bits(26)
+    length: int = _bits(24)
+    count: int = _bits(16)
+    ext_stride: int = _bits(32)
+    local_stride: int = _bits(26)
+
+
+MoveDescriptor.WORDS = LayerDescriptor.WORDS
+assert MoveDescriptor.total_bits() <= 32 * MoveDescriptor.WORDS
+
+
+def from_words(words):
+    """The descriptor that program memory ``words`` hold: a `MoveDescriptor` for op
+    `OP_MOVE`, else a `LayerDescriptor`."""
+    words = list(words)
+    kind = MoveDescriptor if words and int(words[0]) & 3 == OP_MOVE else LayerDescriptor
+    return kind.from_words(words)

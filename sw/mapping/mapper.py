@@ -87,13 +87,19 @@ class MemoryPlan:
         """Per-descriptor ``counts`` (the hardware's, in descriptor order, for all descriptors
         or those of a program prefix) spread over the layers they cover: 0 for a layer without
         a descriptor."""
-        counts, out = iter(counts), []
-        for run in self.executed:
-            value = next(counts, None) if run else 0
-            if value is None:
-                break
-            out.append(int(value))
-        return out
+        return spread(self.executed, counts)
+
+
+def spread(executed, counts) -> list:
+    """``counts`` of the layers that run (``executed``), in order, spread over all layers: 0
+    for a layer that does not run (a concatenation)."""
+    counts, out = iter(counts), []
+    for run in executed:
+        value = next(counts, None) if run else 0
+        if value is None:
+            break
+        out.append(int(value))
+    return out
 
 
 def _where(layer: QLayer) -> str:
@@ -373,7 +379,18 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
             in2_addr=second,
             out_addr=plan.act_out[index][0],
             weight_addr=plan.weight[index][0], param_addr=plan.param[index][0],
-            table=plan.table[index])
+            table=plan.table[index], stamp=1)
+    except DescriptorError as exc:
+        raise MappingError(f"{_where(layer)}: {exc}") from None
+
+
+def describe_unplaced(layer: QLayer, depthwise: bool) -> LayerDescriptor | None:
+    """A layer's descriptor with every address 0: its geometry and numerics alone (None for a
+    concatenation)."""
+    if layer.op == "concat":
+        return None
+    try:
+        return LayerDescriptor(**layer_fields(layer, depthwise), stamp=1)
     except DescriptorError as exc:
         raise MappingError(f"{_where(layer)}: {exc}") from None
 

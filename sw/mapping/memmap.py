@@ -35,11 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import AcceleratorConfig
-from .descriptor import LayerDescriptor
+from .descriptor import MOVE_TARGETS, LayerDescriptor
 
 REGION_SHIFT = 20
 ADDR_BITS = 24              # bus word address width (4-bit region, 20-bit offset)
 REG, PROGRAM, PARAMS, WEIGHTS, ACT, TABLES = range(6)
+assert MOVE_TARGETS == {"program": PROGRAM, "params": PARAMS, "weights": WEIGHTS, "act": ACT,
+                        "tables": TABLES}
 TABLE_WORDS = 64            # 32-bit rows per activation table (256 int8 entries, 4 per row)
 
 CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
@@ -57,18 +59,26 @@ ERRORS = {
     7: "inconsistent convolution or pooling geometry",
     8: "unaligned address",
     9: "layer count must be 1 to program_depth",
+    10: "transfer overlaps memory a running layer uses",
+    11: "transfer outside its on-chip memory",
+    12: "transfer outside the external memory",
+    13: "the external memory answered a transfer with an error",
 }
-(E_OP, E_ZERO, E_LIMIT, E_ACT, E_WEIGHT, E_PARAM, E_SHAPE, E_ALIGN, E_COUNT) = range(1, 10)
+(E_OP, E_ZERO, E_LIMIT, E_ACT, E_WEIGHT, E_PARAM, E_SHAPE, E_ALIGN, E_COUNT, E_BUSY, E_LOCAL,
+ E_EXT, E_BUS) = range(1, 14)
 
 PARAM_ENTRY_WORDS = 4   # bias, mult, shift, unused
 
 
 def layer_cycles(stamps) -> list[int]:
     """The cycles each layer took, from the LAYER_CYCLES words of its run (the cycle counter at
-    the end of each layer; the counter is 32 bits)."""
+    the end of each layer)."""
     out, last = [], 0
     for stamp in (int(s) for s in stamps):
-        out.append((stamp - last) & 0xFFFF_FFFF)
+        # a layer ends once every layer before it has (in a streamed program a transfer may
+        # finish before an earlier one)
+        stamp = max(stamp, last)
+        out.append(stamp - last)
         last = stamp
     return out
 

@@ -1,4 +1,4 @@
-"""The program file format (``.stp``), version 2.
+"""The program file format (``.stp``), version 3.
 
 Layout: 8-byte magic ``b"STRIATE\\0"``, format version (uint16 LE), reserved uint16 (0), payload
 length (uint64 LE), SHA-256 of the payload (32 bytes), then the payload: a uint32 LE length, a
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import numerics
-from ..config import AcceleratorConfig
+from ..config import AcceleratorConfig, MemoryTiming
 from ..mapping.descriptor import LayerDescriptor
 from ..errors import ProgramFormatError, StriateError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
@@ -43,15 +43,18 @@ from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
 from ..mapping.unfold import im2col_input
 
 MAGIC = b"STRIATE\0"
-FORMAT_VERSION = 2
-OLD_VERSIONS = {1: "chains in two ping-pong activation banks"}
+FORMAT_VERSION = 3
+OLD_VERSIONS = {1: "chains in two ping-pong activation banks",
+                2: "layer descriptors without the wait and stamp bits"}
 _HEADER = struct.Struct("<8sHHQ32s")
 # Per layer, in blob order: dtype and number of dimensions of each array.
 _ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1),
            "table": ("<i1", 1)}     # a table only with a function by table
 _HEADER_FIELDS = ("config", "input_shape", "input_scale", "output_shape", "input_im2col",
-                  "metadata", "output", "layers")
-_OPTIONAL = ("metadata",)       # files written before programs carried metadata lack it
+                  "metadata", "output", "layers", "memory")
+# files written before programs carried metadata lack it; "memory" (the external memory
+# timing a program was planned for, and its streaming mode) comes with external memory
+_OPTIONAL = ("metadata", "memory")
 _LAYER_FIELDS = ("name", "sources", "inputs", "out_scale", "descriptor", "arrays", "groups",
                  "dilation", "pad_extra", "channel_offset")
 # files written before grouped or dilated convolutions, one-sided padding or split grouped
@@ -63,7 +66,7 @@ _WORD_MAX = (1 << 32) - 1
 
 def _encode(program) -> bytes:
     blob, layers = bytearray(), []
-    for layer, desc in zip(program.layers, program.descriptors):
+    for layer, desc in zip(program.layers, program.layer_descriptors):
         arrays = {}
         for name, (dtype, _) in _ARRAYS.items():
             value = getattr(layer, name)
@@ -85,6 +88,10 @@ def _encode(program) -> bytes:
               "input_scale": g.input_scale, "output_shape": list(g.output_shape),
               "input_im2col": list(g.input_im2col), "metadata": program.metadata,
               "output": g.output, "layers": layers}
+    if program.config.ext_bytes:
+        header["memory"] = {"latency": program.timing.latency,
+                            "bytes_per_cycle": program.timing.bytes_per_cycle,
+                            "streaming": program.streaming}
     text = json.dumps(header, sort_keys=True).encode()
     return struct.pack("<I", len(text)) + text + bytes(blob)
 
@@ -127,6 +134,24 @@ def _bad(where: str, what: str, expected: str, value) -> ProgramFormatError:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _memory(value, config: AcceleratorConfig, where: str) -> tuple:
+    """The ``memory`` header entry: (timing, streaming mode)."""
+    if value is None:
+        return None, "auto"
+    if not config.ext_bytes:
+        raise ProgramFormatError(f"{where}: memory must be absent on a configuration without "
+                                 f"external memory (ext_bytes 0)")
+    value = _fields(value, "memory", where, ("latency", "bytes_per_cycle", "streaming"))
+    try:
+        timing = MemoryTiming(value["latency"], value["bytes_per_cycle"])
+    except StriateError as exc:
+        raise ProgramFormatError(f"{where}: memory: {exc}") from None
+    from .program import STREAMING
+    if value["streaming"] not in STREAMING:
+        raise _bad(where, "memory streaming", f"one of {list(STREAMING)}", value["streaming"])
+    return timing, value["streaming"]
 
 
 def _fields(value, what: str, where: str, fields: tuple, optional: tuple = ()) -> dict:
@@ -424,6 +449,11 @@ def _check_input(graph: QGraph, config: AcceleratorConfig, where: str) -> None:
                 raise ProgramFormatError(f"{where}: input_shape {list(graph.input_shape)} must "
                                          f"be layer {layer.name!r}'s input shape "
                                          f"{_dims(layer.in_shape)}")
+        read = set().union(*(range(layer.channel_offset, layer.channel_offset + layer.in_shape[0])
+                             for layer in readers))
+        if read != set(range(shape[0])):
+            raise ProgramFormatError(f"{where}: input_shape {list(graph.input_shape)} has channels "
+                                     f"that no layer reads (they read {len(read)})")
     derived = im2col_input(graph.replace(layers=tuple(folded if layer is first else layer
                                                       for layer in graph.layers),
                                          input_im2col=()), config)
@@ -547,8 +577,10 @@ def _decode(payload: bytes, where: str):
                    input_im2col=tuple(im2col), output=output)
     graph = _concat_shapes(graph, where)
     _check_graph(graph, config, where)
-    program = Program(graph, config, metadata)       # plans memory: `MappingError` if it fails
-    for (layer, stored), derived in zip(decoded, program.descriptors):
+    timing, streaming = _memory(header.get("memory"), config, where)
+    # plans memory: `MappingError` if it fails
+    program = Program(graph, config, metadata, timing=timing, streaming=streaming)
+    for (layer, stored), derived in zip(decoded, program.layer_descriptors):
         if derived is None:         # a concatenation (stored without a descriptor too)
             continue
         changed = [f.name for f in dataclasses.fields(derived)
