@@ -89,11 +89,19 @@ def compile_graph(model, calibration, config=None, calibration_method: str = "mi
     return place_concats(split_grouped(im2col_input(graph, config), config), config)
 
 
-def compile(model, calibration, config=None, calibration_method: str = "minmax") -> Program:
+def compile(model, calibration, config=None, calibration_method: str = "minmax",
+            timing=None, streaming: str = "auto") -> Program:
     """Compile ``model`` for ``config`` (an `AcceleratorConfig` or a dict of its parameters;
     default `AcceleratorConfig()`), calibrating on ``calibration`` (float ``N x C x H x W``
     images, ``N x C x L`` signals or ``N x F`` vectors, torch or NumPy). ``calibration_method``
     sets each tensor's clipping value: ``"minmax"`` (its largest magnitude), ``"percentile"``
-    (the 99.99th percentile of magnitudes) or ``"mse"`` (least squared quantization error)."""
+    (the 99.99th percentile of magnitudes) or ``"mse"`` (least squared quantization error).
+
+    On a configuration with external memory (``ext_bytes``), a network that does not fit on
+    chip is streamed: its tensors and weights live in external memory and its layers run in
+    tiles (`striate.sw.mapping.stream`), planned for the memory ``timing`` (a `MemoryTiming`;
+    default 100 cycles of latency, 8 bytes a cycle). ``streaming="always"`` streams a network
+    that would fit too, ``"never"`` refuses one that does not."""
     config = as_config(config)
-    return Program(compile_graph(model, calibration, config, calibration_method), config)
+    return Program(compile_graph(model, calibration, config, calibration_method), config,
+                   timing=timing, streaming=streaming)

@@ -80,6 +80,17 @@ def check_on_rtl(device, program, xq):
     for layer, a, b in zip(program.layers, got, program.run_reference(xq, return_all=True)):
         np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
     stats = device.last_run
+    assert stats.cycles == sum(stats.layer_cycles)
+    if program.config.ext_bytes:
+        # two engines: each layer ends at its stamp; a layer that stalls delays what follows
+        from striate.sw.golden import timeline
+        done = np.cumsum(stats.layer_cycles)
+        low, high = (np.cumsum(timeline.per_layer(program, bound)) for bound in (False, True))
+        if timeline.may_stall(program):
+            assert np.all(low <= done) and np.all(done <= high)
+        else:
+            np.testing.assert_array_equal(done, low)
+        return stats
     for layer, measured, predicted in zip(program.layers, stats.layer_cycles,
                                           cycles.program_cycles(program)):
         if cycles.may_stall(layer, program.config):

@@ -182,7 +182,12 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
 
 
 def program_cycles(program) -> list[int]:
+    """Predicted LAYER_CYCLES per layer of ``program``; on a configuration with external
+    memory, of its two engines and transfers (`striate.sw.golden.timeline`)."""
     cfg = program.config
+    if cfg.ext_bytes:
+        from .timeline import per_layer
+        return per_layer(program)
     return [layer_cycles(layer, cfg, layer.op == "add" and parallel_add(desc, cfg))
             for layer, desc in zip(program.layers, program.descriptors)]
 

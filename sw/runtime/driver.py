@@ -21,7 +21,7 @@ from ..golden import cycles as cycle_model
 from .. import arguments
 from . import image
 from ..mapping import memmap
-from ..config import AcceleratorConfig
+from ..config import AcceleratorConfig, MemoryTiming
 from ..errors import StriateError
 from ..mapping.mapper import survivors
 from .program import Program, as_config
@@ -49,6 +49,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def wait(self, cycles: int) -> None:
         """Let the accelerator run for about ``cycles`` clock cycles without bus traffic."""
+
+    def write_ext(self, addr: int, data) -> None:
+        """Write bytes ``data`` into the external memory from byte ``addr`` on (configurations
+        with ``ext_bytes``)."""
+        raise StriateError(f"{type(self).__name__} cannot reach an external memory")
+
+    def read_ext(self, addr: int, count: int) -> np.ndarray:
+        """Read ``count`` bytes (uint8) of the external memory from byte ``addr`` on."""
+        raise StriateError(f"{type(self).__name__} cannot reach an external memory")
 
     def close(self) -> None:
         """Release the simulator or port."""
@@ -108,7 +117,13 @@ class Device:
                                f"is {self.config}; recompile it for this configuration")
         if self._reg(memmap.STATUS) & memmap.BUSY:
             raise StriateError(f"{self.name} is busy; cannot load a program")
-        for addr, words in image.program_image(program):
+        if program.stream is not None:
+            for addr, data in image.ext_image(program):
+                self.transport.write_ext(addr, data)
+            blocks = image.stream_slots(program)
+        else:
+            blocks = image.program_image(program)
+        for addr, words in blocks:
             self.transport.write(addr, words)
         self._loaded = program
 
@@ -146,7 +161,8 @@ class Device:
         if len(xq) == 0:
             self.last_run = None
         predicted = sum(cycle_model.program_cycles(program))
-        bound = sum(cycle_model.layer_cycles_bound(l, self.config) for l in program.layers)
+        bound = sum(cycle_model.layer_cycles_bound(l, self.config) for l in program.layers) \
+            if not self.config.ext_bytes else predicted
         budget = timeout_cycles if timeout_cycles is not None else 4 * bound + 10_000
         n_layers = len(program.layers)
         runs = self._readback_runs(program, return_all)
@@ -158,9 +174,7 @@ class Device:
                 if count == n_layers:
                     self.last_run = self._stats(program)
                 for i in read:
-                    addr, words = image.output_location(program, i)
-                    outs[i].append(image.decode_output(program, i,
-                                                       self.transport.read(addr, words)))
+                    outs[i].append(self._output(program, i))
             if progress:
                 progress(k + 1)
         stacked = {i: np.stack(v) if v else np.zeros((0, *program.layers[i].out_shape), np.int8)
@@ -172,6 +186,14 @@ class Device:
         result[-1] = final
         return result
 
+    def _output(self, program, i: int) -> np.ndarray:
+        """Layer ``i``'s output, read back from the activation or the external memory."""
+        if program.stream is not None:
+            addr, size = image.output_ext(program, i)
+            return image.decode_ext(program, i, self.transport.read_ext(addr, size))
+        addr, words = image.output_location(program, i)
+        return image.decode_output(program, i, self.transport.read(addr, words))
+
     @staticmethod
     def _readback_runs(program, every_layer: bool) -> list:
         """``(layers to run, layers to read after it)`` per run of one image: the whole
@@ -180,6 +202,8 @@ class Device:
         n = len(program.layers)
         if not every_layer:
             return [(n, (n - 1,))]
+        if program.stream is not None:      # every output stays in external memory
+            return [(n, tuple(range(n)))]
         runs, unread = [(n, survivors(program.plan, n))], set(range(n))
         unread -= set(runs[0][1])
         while unread:
@@ -196,10 +220,18 @@ class Device:
     def _start(self, program, x, layers: int) -> None:
         if self._reg(memmap.STATUS) & memmap.BUSY:
             raise StriateError(f"{self.name} is busy (still running an earlier start)")
-        addr, words = image.input_image(program, x)
-        self.transport.write(addr, words)
-        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS),
-                             [program.plan.descriptors_before(layers)])
+        if program.stream is not None:
+            addr, data = image.input_ext(program, x)
+            self.transport.write_ext(addr, data)
+            if program.stream.refills:      # the last run overwrote the first slots
+                addr, words = image.stream_slots(program)[0]
+                self.transport.write(addr, words)
+            count = len(program.steps)
+        else:
+            addr, words = image.input_image(program, x)
+            self.transport.write(addr, words)
+            count = program.plan.descriptors_before(layers)
+        self.transport.write(memmap.address(memmap.REG, memmap.LAYERS), [count])
         self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
 
     def _wait_done(self, program, first_wait: int, budget: int) -> None:
@@ -228,15 +260,22 @@ class Device:
     @staticmethod
     def _layer_name(program, index: int) -> str:
         """The name of the layer descriptor ``index`` runs, for a message."""
+        if program.stream is not None:
+            owners = program.stream.owners
+            if 0 <= index < len(owners):
+                owner = owners[index]
+                return f" ('{program.layers[owner].name}')" if owner >= 0 else \
+                    " (a refill of the program memory)"
+            return ""
         ran = [layer for layer, run in zip(program.layers, program.plan.executed) if run]
         if 0 <= index < len(ran):
             return f" ('{ran[index].name}')"
         return ""
 
     def _stats(self, program) -> RunStats:
-        plan = program.plan
+        plan = program.stream or program.plan
         stamps = self.transport.read(memmap.address(memmap.REG, memmap.LAYER_CYCLES),
-                                     plan.descriptors_before(len(program.layers)))
+                                     sum(plan.executed))
         return RunStats.of(program, self._reg(memmap.CYCLES),
                            plan.per_layer(memmap.layer_cycles(stamps)), self._reg(memmap.PE_BUSY))
 
@@ -254,11 +293,14 @@ BACKENDS = ("verilator", "pysim", "cocotb")
 
 
 def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = None,
-         baudrate: int = 115200, clock_hz: float = 12e6) -> Device:
+         baudrate: int = 115200, clock_hz: float = 12e6, timing=None) -> Device:
     """Open an accelerator: a simulated one (``"verilator"``, ``"pysim"``, ``"cocotb"``) built
     for ``config`` (an `AcceleratorConfig` or a dict of its parameters; default
     `AcceleratorConfig()`), or one behind the UART bridge on a serial
-    port (``"serial:/dev/ttyUSB1"``; ``clock_hz`` is the accelerator's clock, for waits)."""
+    port (``"serial:/dev/ttyUSB1"``; ``clock_hz`` is the accelerator's clock, for waits).
+    A simulated accelerator with external memory (``config.ext_bytes``) gets the memory model
+    of ``timing`` (a `striate.sw.config.MemoryTiming`; default 100 cycles of latency, 8 bytes
+    a cycle)."""
     if not isinstance(backend, str):
         raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
                            f"not {backend!r}")
@@ -279,10 +321,12 @@ def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = N
         return Device(SerialTransport(port, clock_hz=clock_hz), config, f"board on {path}")
     if backend == "verilator":
         from ...sim.fastsim import VerilatorTransport
-        return Device(VerilatorTransport(config), config, "verilator simulation")
+        return Device(VerilatorTransport(config, timing=timing or MemoryTiming()), config,
+                      "verilator simulation")
     if backend == "pysim":
         from ...sim.pysim import PysimTransport
-        return Device(PysimTransport(config), config, "Amaranth simulation")
+        return Device(PysimTransport(config, timing or MemoryTiming()), config,
+                      "Amaranth simulation")
     if backend == "cocotb":
         from ...sim.cocotb_transport import CocotbTransport
         return Device(CocotbTransport(config), config, "cocotb simulation")

@@ -60,3 +60,53 @@ def decode_output(program, index: int, words: np.ndarray) -> np.ndarray:
     shape = memmap.memories(program.config)[memmap.ACT]
     return layout.unpack_activation(shape.from_bus(words), program.layers[index].out_shape,
                                     program.config)
+
+
+# A streamed program (`striate.sw.mapping.stream`): what lives in external memory, and the
+# program memory's first slots and the tables on chip.
+
+def ext_image(program) -> list[tuple[int, np.ndarray]]:
+    """``(external byte address, uint8 bytes)`` blocks of a streamed program: each layer's
+    weights and parameters, and every descriptor."""
+    cfg, stream = program.config, program.stream
+    blocks = []
+    for i, layer in enumerate(program.layers):
+        if stream.weights[i] is None:
+            continue
+        pack = depthwise.pack_weights if stream.depthwise[i] else layout.pack_weights
+        blocks.append((stream.weights[i][0], pack(layer, cfg)))
+        blocks.append((stream.params[i][0],
+                       layout.pack_params(layer, cfg).astype("<u4").view(np.uint8)))
+    words = np.array([w for d in stream.descriptors for w in d.to_words()], "<u4")
+    blocks.append((stream.program, words.view(np.uint8)))
+    return blocks
+
+
+def stream_slots(program) -> list[tuple[int, np.ndarray]]:
+    """``(bus address, words)`` of what a streamed program keeps on chip: the descriptors the
+    program memory holds at the start (the rest come in as it runs) and the tables."""
+    stream, depth = program.stream, program.config.program_depth
+    blocks = [(memmap.address(memmap.PROGRAM),
+               np.array([w for d in stream.descriptors[:depth] for w in d.to_words()],
+                        np.uint32))]
+    for slot, table in enumerate(stream.tables):
+        blocks.append((memmap.address(memmap.TABLES, slot * memmap.TABLE_WORDS),
+                       np.ascontiguousarray(table).view("<u4").astype(np.uint32)))
+    return blocks
+
+
+def input_ext(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
+    """``(external byte address, bytes)`` of one input of a streamed program."""
+    x = golden.layer_inputs(program.graph, xq[None])[0]
+    x = x.reshape(map_shape(x.shape))
+    return program.stream.tensors[INPUT][0], layout.pack_activation(x, program.config)
+
+
+def output_ext(program, index: int) -> tuple[int, int]:
+    """``(external byte address, bytes)`` of layer ``index``'s output in a streamed program."""
+    return program.stream.tensors[program.layers[index].name]
+
+
+def decode_ext(program, index: int, data: np.ndarray) -> np.ndarray:
+    """Bytes read from `output_ext` -> int8 output of layer ``index``."""
+    return layout.unpack_activation(data, program.layers[index].out_shape, program.config)

@@ -8,10 +8,13 @@ import numpy as np
 from .. import arguments
 from ..golden import model as golden
 from ..ir import numerics
-from ..config import AcceleratorConfig
-from ..errors import ConfigError, StriateError
+from ..config import AcceleratorConfig, MemoryTiming
+from ..errors import ConfigError, MappingError, StriateError
 from ..ir.graph import QGraph
-from ..mapping.mapper import MemoryPlan, describe, plan_memory
+from ..mapping.mapper import MemoryPlan, describe, describe_unplaced, plan_memory
+from ..mapping.stream import StreamPlan, stream_plan
+
+STREAMING = ("auto", "always", "never")
 
 
 def as_config(config) -> AcceleratorConfig:
@@ -38,16 +41,64 @@ class Program:
         The fused integer graph; ``graph.layers[i]`` is executed by ``descriptors[i]`` (None
         for a concatenation, which its inputs' producers write in place).
     descriptors : tuple of LayerDescriptor or None
-    plan : MemoryPlan
+        Of a program on chip; empty for a streamed one.
+    plan : MemoryPlan or None
+        Where a program on chip keeps everything (None when streamed).
+    stream : StreamPlan or None
+        A streamed program's external memory plan and transfers (`striate.sw.mapping.stream`):
+        with ``streaming="always"``, or ``"auto"`` on a configuration with external memory
+        when the network does not fit on chip.
+    timing : MemoryTiming
+        The external memory the streamed program was planned for (its cost model's).
+    steps : tuple
+        What the sequencer runs, in order: ``(layer, LayerDescriptor)`` per layer (or tile)
+        and ``(None, MoveDescriptor)`` per transfer.
     """
 
-    def __init__(self, graph: QGraph, config: AcceleratorConfig, metadata: dict | None = None):
+    def __init__(self, graph: QGraph, config: AcceleratorConfig, metadata: dict | None = None,
+                 timing: MemoryTiming | None = None, streaming: str = "auto"):
+        if streaming not in STREAMING:
+            raise StriateError(f"streaming must be one of {', '.join(STREAMING)}, not "
+                               f"{streaming!r}")
+        if timing is not None and not isinstance(timing, MemoryTiming):
+            raise StriateError(f"timing must be a MemoryTiming or None, not "
+                               f"{type(timing).__name__}")
         self.graph = graph
         self.config = config
         self.metadata = dict(metadata or {})   # e.g. {"model": "lenet-digits"}; saved with it
-        self.plan: MemoryPlan = plan_memory(graph, config)
-        self.descriptors = tuple(describe(layer, i, self.plan)
-                                 for i, layer in enumerate(graph.layers))
+        self.timing = timing or MemoryTiming()
+        self.plan: MemoryPlan | None = None
+        self.stream: StreamPlan | None = None
+        if streaming == "always":
+            self.stream = stream_plan(graph, config, self.timing)
+        elif streaming == "auto" and config.ext_bytes:
+            try:
+                self.plan = plan_memory(graph, config)
+            except MappingError as on_chip:
+                try:
+                    self.stream = stream_plan(graph, config, self.timing)
+                except MappingError as streamed:
+                    raise MappingError(f"{streamed} (and on chip: {on_chip})") from None
+        else:
+            self.plan = plan_memory(graph, config)
+        self.streaming = streaming
+        if self.stream is None:
+            self.descriptors = tuple(describe(layer, i, self.plan)
+                                     for i, layer in enumerate(graph.layers))
+            self.steps = tuple((layer, desc) for layer, desc in zip(graph.layers,
+                                                                    self.descriptors) if desc)
+        else:
+            self.descriptors = ()
+            self.steps = self.stream.steps
+
+    @property
+    def layer_descriptors(self) -> tuple:
+        """Per layer, its descriptor: placed on chip, or, for a streamed program, its whole
+        layer at address 0 (the geometry its tiles come from); None for a concatenation."""
+        if self.stream is None:
+            return self.descriptors
+        return tuple(describe_unplaced(layer, self.stream.depthwise[i])
+                     for i, layer in enumerate(self.layers))
 
     @property
     def layers(self) -> tuple:

@@ -1,0 +1,418 @@
+"""Networks larger than the chip: every tensor and weight in external memory, every layer in
+tiles that transfers move through double-buffered on-chip buffers (`striate.hw.core.engines`).
+
+The plan (`stream_plan`):
+
+* **External memory** holds the program's descriptors, the input (as the host writes it), each
+  layer's output (a concatenation's inputs inside it, as on chip), each layer's weights and
+  parameters in their on-chip order (`layout`). Nothing is reused: every layer's output is
+  still there after a run.
+* **Tiles.** A layer is cut into bands of output rows (`bands`: each band reads its input rows
+  with the halo its kernel and pooling need, padding only where the map does) and, when its
+  weights exceed half the weight memory, into groups of output channels. The band height is
+  the one the cost model (`_cost`) predicts fastest among those whose buffers fit.
+* **Buffers.** The activation memory is two halves (different banks): tile ``k`` reads its
+  input and writes its output in half ``k % 2``. Weights and parameters go to the half of their
+  memory the previous tile does not use (a tile that keeps the previous tile's weights loads
+  none).
+* **Order** (`_order`): the loads of tile ``k`` run while tile ``k - 1`` computes; tile ``k``
+  waits for them (``wait``); the stores of tile ``k - 1`` run while tile ``k`` computes. A tile
+  whose input rows tile ``k - 1`` writes first waits for those stores.
+* **Program ring.** Descriptors past the program memory come in by transfers into it
+  (`_ring`): at each multiple of half the program memory, a transfer refills the half that has
+  run with the next ones.
+
+The last store of each layer is stamped: LAYER_CYCLES then holds, per layer, the cycle its
+output was complete in external memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import AcceleratorConfig, MemoryTiming
+from ..errors import MappingError
+from ..ir.graph import INPUT, QGraph, QLayer, map_shape
+from . import bands, depthwise, layout, memmap
+from .depthwise import runs_depthwise
+from .descriptor import MOVE_TARGETS, DescriptorError, LayerDescriptor, MoveDescriptor
+from .layout import groups
+from .mapper import (_check_geometry, _check_ops, _place_tables, _where, concat_views,
+                     layer_fields, map_bytes, spread)
+
+ACT, WEIGHTS, PARAMS, PROGRAM = (MOVE_TARGETS[name] for name in ("act", "weights", "params",
+                                                                 "program"))
+SLOT_BYTES = 4 * LayerDescriptor.WORDS
+ENTRY_BYTES = 4 * memmap.PARAM_ENTRY_WORDS
+
+
+def _align(n: int, unit: int = 8) -> int:
+    return -(-n // unit) * unit
+
+
+@dataclass(frozen=True, eq=False)
+class Tile:
+    """A band of output rows and a group of output channels of one layer."""
+    index: int              # the layer's index in the graph
+    band: bands.Band        # its layer computes just this tile (channels sliced)
+    og: tuple               # (first, stop) output channel groups of pe_out (conv)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Where everything lives in external memory, and the program that moves it.
+
+    ``steps`` is the program in order: ``(layer, descriptor)`` for a tile's layer (its band
+    layer) or ``(None, move)`` for a transfer; ``owners`` gives each step's graph layer index
+    (-1 for a program refill). ``tensors`` maps each tensor to its external ``(addr, bytes)``;
+    ``weights`` and ``params`` each layer's block (or None). ``program`` is where the
+    descriptors lie. ``stamped`` says per layer whether it has a stamp (a layer that runs)."""
+    steps: tuple
+    owners: tuple
+    tensors: dict
+    weights: tuple
+    params: tuple
+    program: int
+    ext_total: int
+    stamped: tuple
+    table: tuple
+    tables: tuple
+    depthwise: tuple
+    timing: MemoryTiming
+
+    @property
+    def descriptors(self) -> tuple:
+        return tuple(d for _, d in self.steps)
+
+    @property
+    def executed(self) -> tuple:
+        return self.stamped
+
+    def per_layer(self, counts) -> list:
+        """Per-stamp ``counts`` spread over the layers (`mapper.spread`)."""
+        return spread(self.stamped, counts)
+
+    @property
+    def refills(self) -> bool:
+        """Whether the program is longer than the program memory (it refills it as it runs)."""
+        return any(d.op == 0 and d.target == PROGRAM for d in self.descriptors)
+
+
+def _ext_layout(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, list, list, int]:
+    """External addresses: tensors (concatenation inputs inside theirs), each conv layer's
+    weights and parameters; returns them and the first free byte."""
+    views = concat_views(graph, config)
+    written = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
+    tensors, addr = {}, 0
+    for name, shape in [(INPUT, written)] + [(l.name, l.out_shape) for l in graph.layers]:
+        if name in views:
+            continue
+        size = map_bytes(shape, config)
+        tensors[name] = (addr, size)
+        addr += _align(size)
+    for name, (concat, offset) in views.items():
+        size = map_bytes(graph.layer(name).out_shape, config)
+        tensors[name] = (tensors[concat][0] + offset, size)
+    weights, params = [], []
+    for i, layer in enumerate(graph.layers):
+        if layer.op != "conv":
+            weights.append(None)
+            params.append(None)
+            continue
+        pack = depthwise.pack_weights if runs_depthwise(layer, config) else layout.pack_weights
+        size = len(pack(layer, config))
+        weights.append((addr, size))
+        addr += _align(size)
+        entries = len(layout.pack_params(layer, config)) // memmap.PARAM_ENTRY_WORDS
+        params.append((addr, entries * ENTRY_BYTES))
+        addr += _align(entries * ENTRY_BYTES)
+    return tensors, weights, params, addr
+
+
+def _slice_outputs(layer: QLayer, og: tuple, config: AcceleratorConfig) -> QLayer:
+    """``layer`` computing output channel groups ``og`` only."""
+    po = config.pe_out
+    o = layer.out_shape[0]
+    first, stop = og[0] * po, min(o, og[1] * po)
+    if (first, stop) == (0, o):
+        return layer
+    return layer.replace(weight=layer.weight[first:stop], bias=layer.bias[first:stop],
+                         mult=layer.mult[first:stop], shift=layer.shift[first:stop],
+                         out_shape=(stop - first, *layer.out_shape[1:]), groups=1)
+
+
+def _buffers(tile_layer: QLayer, config: AcceleratorConfig) -> int:
+    """Activation bytes a tile's buffers take in its half: input(s) and output."""
+    count = 2 if tile_layer.op == "add" else 1
+    return count * map_bytes(tile_layer.in_shape, config) + map_bytes(tile_layer.out_shape,
+                                                                      config)
+
+
+def _weight_rows(layer: QLayer, config: AcceleratorConfig, dw: bool) -> int:
+    """Weight memory bytes of a layer (or tile)."""
+    if layer.op != "conv":
+        return 0
+    if dw:
+        return groups(layer.in_shape[0], config.pe_in) * config.macs_per_cycle
+    kh, kw = layer.kernel
+    return groups(layer.out_shape[0], config.pe_out) * groups(layer.in_shape[0], config.pe_in) \
+        * kh * kw * config.macs_per_cycle
+
+
+def _cost(tiles: list, config: AcceleratorConfig, timing: MemoryTiming) -> float:
+    """Predicted cycles of a layer's tiles: compute and transfers of consecutive tiles overlap,
+    so each step costs the longer of a tile's compute and the next tile's transfers, plus the
+    first tile's loads and the last tile's stores."""
+    from ..golden import cycles as layer_model
+    compute, moved = [], []
+    for tile in tiles:
+        layer = tile.band.layer
+        compute.append(layer_model.layer_cycles(layer, config))
+        moved.append(timing.latency + (_buffers(layer, config)
+                                       + _weight_rows(layer, config, False)) /
+                     timing.bytes_per_cycle)
+    total = moved[0] + moved[-1] / 2
+    for k, c in enumerate(compute):
+        total += max(c, moved[k + 1] if k + 1 < len(moved) else 0)
+    return total
+
+
+def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
+           timing: MemoryTiming) -> list[Tile]:
+    """The tiles of one layer: output channel groups that fit half the weight and parameter
+    memories, each in the bands the cost model prefers among those that fit half the
+    activation memory."""
+    dw = runs_depthwise(layer, config)
+    half_act, half_w = config.act_bytes // 2, config.weight_bytes // 2
+    half_p = config.param_entries // 2
+    og_total = groups(layer.out_shape[0], config.pe_out) if layer.op == "conv" else 1
+    per_og = _weight_rows(_slice_outputs(layer, (0, 1), config), config, dw) \
+        if layer.op == "conv" and not dw else 0
+    og_size = og_total
+    if layer.op == "conv" and not dw:
+        og_size = min(og_total, half_w // max(1, per_og), half_p // config.pe_out)
+        if og_size < 1:
+            raise MappingError(f"{_where(layer)}: the weights of {config.pe_out} output channels "
+                               f"need {per_og} bytes, must fit half the weight memory "
+                               f"({half_w} bytes, AcceleratorConfig.weight_bytes)")
+    elif dw and _weight_rows(layer, config, dw) > half_w:
+        raise MappingError(f"{_where(layer)}: depthwise weights must fit half the weight memory")
+    spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
+    part = _slice_outputs(layer, spans[0], config)
+    rows, best, tried = layer.out_shape[1], None, 0
+    for count in range(rows, 0, -1):
+        first = bands.band(part, 0, min(rows, count), dw)
+        if first is None or _buffers(first.layer, config) > half_act:
+            continue
+        try:
+            cut = bands.split(part, count, dw)
+        except MappingError:
+            continue
+        if max(_buffers(b.layer, config) for b in cut) > half_act:
+            continue
+        cost = _cost([Tile(index, b, og) for og in spans for b in cut], config, timing)
+        if best is None or cost < best[0]:
+            best = (cost, count)
+        tried += 1
+        if tried == 6:          # smaller bands only add halo and per-tile cycles
+            break
+    if best is None:
+        raise MappingError(f"{_where(layer)}: no band of its output rows fits half the "
+                           f"activation memory ({half_act} bytes, AcceleratorConfig.act_bytes)")
+    tiles = []
+    for og in spans:
+        part = _slice_outputs(layer, og, config).replace(channel_offset=0)
+        tiles += [Tile(index, b, og) for b in bands.split(part, best[1], dw)]
+    return tiles
+
+
+class _Emitter:
+    """Builds the descriptors of the tiles in order (`_order`)."""
+
+    def __init__(self, graph, config, plan_parts):
+        self.graph, self.config = graph, config
+        self.tensors, self.weights, self.params, self.table = plan_parts
+        self.w_half = self.p_half = 1
+        self.last_weights = None
+
+    def tile(self, k: int, tile: Tile):
+        """(loads, layer step, stores) of tile ``k``."""
+        return self._tile(k, tile)
+
+    def _map_moves(self, tensor: str, shape: tuple, in_rows: tuple, group0: int,
+                   groups_n: int, local: int, store: bool, skip: int = 0, local_rows=None):
+        """The transfer of rows ``in_rows`` of channel groups ``group0 ..`` of a map."""
+        c, h, w = map_shape(shape)
+        pi = self.config.pe_in
+        base = self.tensors[tensor][0]
+        a, b = in_rows
+        rows = b - a
+        local_rows = local_rows or rows
+        return MoveDescriptor(op=0, store=int(store), target=ACT,
+                              ext_addr=base + (group0 * h + a) * w * pi,
+                              local_addr=local + skip * w * pi, length=rows * w * pi,
+                              count=groups_n, ext_stride=h * w * pi,
+                              local_stride=local_rows * w * pi)
+
+    def _tile(self, k: int, tile: Tile):
+        cfg, graph = self.config, self.graph
+        layer = graph.layers[tile.index]
+        part = tile.band.layer
+        half = (k % 2) * (cfg.act_bytes // 2)
+        dw = runs_depthwise(layer, cfg)
+        loads = []
+        in_base = half
+        inputs = [layer.inputs[0]] + ([layer.inputs[1]] if layer.op == "add" else [])
+        addrs = []
+        for name in inputs:
+            stored = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else \
+                graph.input_shape
+            shape = map_shape(stored if name == INPUT else graph.layer(name).out_shape)
+            loads.append(self._map_moves(name, shape, tile.band.in_rows,
+                                         layer.channel_offset // cfg.pe_in,
+                                         groups(part.in_shape[0], cfg.pe_in), in_base, False))
+            addrs.append(in_base)
+            in_base += map_bytes(part.in_shape, cfg)
+        out_addr = in_base
+        weight_addr = param_addr = 0
+        if layer.op == "conv":
+            key = (tile.index, tile.og)
+            if key != self.last_weights:
+                self.w_half, self.p_half = 1 - self.w_half, 1 - self.p_half
+                w_ext, _ = self.weights[tile.index]
+                p_ext, _ = self.params[tile.index]
+                size = _weight_rows(part, cfg, dw)
+                offset = 0 if dw else tile.og[0] * _weight_rows(
+                    _slice_outputs(layer, (0, 1), cfg), cfg, dw)
+                loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
+                                            local_addr=self.w_half * (cfg.weight_bytes // 2),
+                                            length=size, count=1))
+                entries = groups(part.out_shape[0], cfg.pe_out) * cfg.pe_out
+                loads.append(MoveDescriptor(op=0, target=PARAMS,
+                                            ext_addr=p_ext + tile.og[0] * cfg.pe_out * ENTRY_BYTES,
+                                            local_addr=self.p_half * (cfg.param_entries // 2)
+                                            * ENTRY_BYTES, length=entries * ENTRY_BYTES,
+                                            count=1))
+                self.last_weights = key
+            weight_addr = self.w_half * (cfg.weight_bytes // 2)
+            param_addr = self.p_half * (cfg.param_entries // 2)
+        try:
+            desc = LayerDescriptor(**layer_fields(part, dw), in_addr=addrs[0],
+                                   in2_addr=addrs[1] if len(addrs) > 1 else 0, out_addr=out_addr,
+                                   weight_addr=weight_addr, param_addr=param_addr,
+                                   table=self.table[tile.index], wait=1)
+        except DescriptorError as exc:
+            raise MappingError(f"{_where(layer)}: {exc}") from None
+        o, oh, ow = layer.out_shape
+        first = tile.og[0] * cfg.pe_out // cfg.pe_in
+        store = self._map_moves(layer.name, layer.out_shape, tile.band.rows, first,
+                                groups(part.out_shape[0], cfg.pe_in), out_addr, True,
+                                skip=tile.band.skip, local_rows=part.out_shape[1])
+        return loads, (part, desc), [store]
+
+
+def _overlap(a: MoveDescriptor, b: MoveDescriptor) -> bool:
+    """Whether two transfers touch a common external byte."""
+    spans_a = [(a.ext_addr + i * a.ext_stride, a.length) for i in range(a.count)]
+    spans_b = [(b.ext_addr + i * b.ext_stride, b.length) for i in range(b.count)]
+    return any(x < y + m and y < x + n for x, n in spans_a for y, m in spans_b)
+
+
+def _order(tiles, emitter, overlap: bool):
+    """The steps of all tiles, software-pipelined (module docstring), with the last store of
+    each layer stamped. Returns (steps, owners)."""
+    steps, owners = [], []
+    pending, pending_owner = [], None
+    last_of_layer = {t.index: k for k, t in enumerate(tiles)}
+    for k, tile in enumerate(tiles):
+        loads, step, stores = emitter.tile(k, tile)
+        if last_of_layer[tile.index] == k:
+            stores = [stores[-1].__class__(**{**stores[-1].__dict__, "stamp": 1})]
+        if pending and (not overlap or any(_overlap(load, store) for load in loads
+                                           for store in pending)):
+            first = pending[0].__class__(**{**pending[0].__dict__, "wait": 1})
+            steps += [(None, first)] + [(None, s) for s in pending[1:]]
+            owners += [pending_owner] * len(pending)
+            pending = []
+        if not overlap:
+            loads = [m.__class__(**{**m.__dict__, "wait": 1}) for m in loads]
+        steps += [(None, m) for m in loads]
+        owners += [tile.index] * len(loads)
+        steps.append(step)
+        owners.append(tile.index)
+        steps += [(None, s) for s in pending]
+        owners += [pending_owner] * len(pending)
+        pending, pending_owner = stores, tile.index
+    if pending:
+        first = pending[0].__class__(**{**pending[0].__dict__, "wait": 1})
+        steps += [(None, first)] + [(None, s) for s in pending[1:]]
+        owners += [pending_owner] * len(pending)
+    return steps, owners
+
+
+def _ring(steps, owners, config: AcceleratorConfig, base: int):
+    """The steps with program refills: at each multiple ``p >= D/2`` of half the program
+    memory's ``D`` slots, a transfer brings descriptors ``p + D/2 .. p + D - 1`` into the half
+    of the ring that has run."""
+    depth = config.program_depth
+    half = depth // 2
+    if len(steps) <= depth:
+        return list(steps), list(owners)
+    if half < 2:
+        raise MappingError(f"program of {len(steps)} descriptors needs a program memory of at "
+                           f"least 4 to refill it, not {depth} "
+                           "(AcceleratorConfig.program_depth)")
+    out, own = [], []
+    queue = list(zip(steps, owners))
+    refills = []
+    while queue:
+        p = len(out)
+        if p >= half and p % half == 0:
+            refills.append(p)
+            out.append(None)        # placed below, once the length is known
+            own.append(-1)
+            continue
+        step, owner = queue.pop(0)
+        out.append(step)
+        own.append(owner)
+    total = len(out)
+    for p in refills:
+        first = p + half
+        count = max(0, min(half, total - first))
+        if count == 0:
+            out[p] = (None, MoveDescriptor(op=0, target=PROGRAM, ext_addr=base,
+                                           local_addr=0, length=SLOT_BYTES, count=1))
+            continue
+        out[p] = (None, MoveDescriptor(op=0, target=PROGRAM, ext_addr=base + first * SLOT_BYTES,
+                                       local_addr=(first % depth) * SLOT_BYTES,
+                                       length=count * SLOT_BYTES, count=1))
+    return out, own
+
+
+def stream_plan(graph: QGraph, config: AcceleratorConfig,
+                timing: MemoryTiming = MemoryTiming()) -> StreamPlan:
+    """Place ``graph`` in external memory and tile it (module docstring); `MappingError` if a
+    layer cannot be tiled or the external memory is too small."""
+    if not config.ext_bytes:
+        raise MappingError("streaming from external memory needs AcceleratorConfig.ext_bytes")
+    _check_ops(graph, config)
+    for layer in graph.layers:
+        _check_geometry(layer, config)
+    tensors, weights, params, free = _ext_layout(graph, config)
+    table, tables = _place_tables(graph, config)
+    tiles = []
+    for i, layer in enumerate(graph.layers):
+        if layer.op != "concat":
+            tiles += _tiles(i, layer, config, timing)
+    emitter = _Emitter(graph, config, (tensors, weights, params, table))
+    steps, owners = _order(tiles, emitter, config.act_banks >= 2)
+    program = _align(free, 8)
+    steps, owners = _ring(steps, owners, config, program)
+    total = program + len(steps) * SLOT_BYTES
+    if total > config.ext_bytes:
+        raise MappingError(f"the program needs {total} bytes of external memory, must fit its "
+                           f"{config.ext_bytes} (AcceleratorConfig.ext_bytes)")
+    stamped = tuple(layer.op != "concat" for layer in graph.layers)
+    return StreamPlan(tuple(steps), tuple(owners), tensors, tuple(weights), tuple(params),
+                      program, total, stamped, table, tables,
+                      tuple(runs_depthwise(l, config) for l in graph.layers), timing)
