@@ -143,3 +143,117 @@ def tdnn(features: int = 40, classes: int = 12) -> nn.Module:
         *layer(features, 64, 5), *layer(64, 64, 3, 2), nn.MaxPool1d(2),
         *layer(64, 64, 3), *layer(64, 64, 3),
         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(64, classes)).eval()
+
+
+# Networks larger than any on-chip memory: they run streamed from external memory
+# (`striate.sw.mapping.stream`).
+
+class _Basic(nn.Module):
+    """ResNet's basic block: two 3x3 conv-BN, the input (or its 1x1 strided projection) added,
+    ReLU (PyTorch's symmetric padding)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.down(x))
+
+
+class ResNet18(nn.Module):
+    """ImageNet ResNet-18 (224 x 224 x 3): a 7x7 stride-2 stem of 64 with a 3x3 stride-2 max
+    pool, four stages of two basic blocks (64, 128, 256, 512 filters), a 7 x 7 average pool
+    and a 1000-way classifier: 1.82 G MACs, 11.7 M weights."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        blocks, c = [], 64
+        for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [_Basic(c, width, stride), _Basic(width, width, 1)]
+            c = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AvgPool2d(7)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def resnet18(classes: int = 1000) -> nn.Module:
+    return ResNet18(classes).eval()
+
+
+def vgg_cifar(classes: int = 10) -> nn.Module:
+    """A VGG-style CIFAR-10 net at full width (32 x 32 x 3): 3x3 conv-BN-ReLU pairs of 64, 128
+    and 256 filters, each pair followed by a 2 x 2 max pool, and a classifier on the 4 x 4 x 256
+    map: 153 M MACs, 1.15 M weights."""
+    layers, c = [], 3
+    for width in (64, 128, 256):
+        for _ in range(2):
+            layers += [nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU()]
+            c = width
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(256 * 4 * 4, classes)).eval()
+
+
+def mobilenet_v1(width: float = 0.25, classes: int = 2, size: int = 96) -> nn.Module:
+    """MobileNetV1 at ``width`` on ``size`` x ``size`` x 3 (the MLPerf Tiny visual wake words
+    model: 0.25, 96, 2 classes): a 3x3 stride-2 stem, 13 depthwise-separable blocks, a global
+    average pool and a classifier; 7.5 M MACs and 208 k weights at 0.25."""
+    def ch(n):
+        return max(8, int(n * width))
+
+    def separable(c_in, c_out, stride):
+        return [nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
+                nn.BatchNorm2d(c_in), nn.ReLU(),
+                nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + \
+        [(1024, 2), (1024, 1)]
+    layers, c = [nn.Conv2d(3, ch(32), 3, 2, 1, bias=False), nn.BatchNorm2d(ch(32)),
+                 nn.ReLU()], ch(32)
+    for out, stride in plan:
+        layers += separable(c, ch(out), stride)
+        c = ch(out)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(c, classes)).eval()
+
+
+class UNet(nn.Module):
+    """A U-Net-style segmenter on 64 x 64 x 3: three encoder levels of two 3x3 conv-ReLU (16,
+    32, 64 filters) with 2 x 2 max pools between them, a bottleneck of 128, and a decoder that
+    upsamples (nearest, 2x), concatenates the encoder's map of the same size (the skip) and
+    applies two 3x3 conv-ReLU, then a 1x1 conv to ``classes`` maps."""
+
+    def __init__(self, classes: int = 2):
+        super().__init__()
+        def pair(c_in, c_out):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.ReLU(),
+                                 nn.Conv2d(c_out, c_out, 3, 1, 1), nn.ReLU())
+        self.enc = nn.ModuleList([pair(3, 16), pair(16, 32), pair(32, 64)])
+        self.mid = pair(64, 128)
+        self.dec = nn.ModuleList([pair(128 + 64, 64), pair(64 + 32, 32), pair(32 + 16, 16)])
+        self.head = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        skips = []
+        for block in self.enc:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.mid(x)
+        for block, skip in zip(self.dec, reversed(skips)):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
+        return self.head(x)
+
+
+def unet(classes: int = 2) -> nn.Module:
+    return UNet(classes).eval()

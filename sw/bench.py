@@ -67,6 +67,8 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     result["calibration_methods"] = _calibration_methods()
     result["reference_models"] = _reference_models()
     result["grouped_layers"] = _grouped_layers()
+    log("networks larger than the chip, streamed from external memory (default configuration):")
+    result["large_models"] = large_models(log=log)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     log(f"striate bench: lenet-digits on {program.config.pe_out}x{program.config.pe_in} "
@@ -145,6 +147,78 @@ def _reference_models() -> dict:
                              for layer, ideal, measured in zip(program.layers,
                                                                stats.ideal_cycles,
                                                                stats.layer_cycles)]
+    return results
+
+
+LARGE_MODELS = {"resnet18": ((3, 224, 224), "resnet18", "ImageNet ResNet-18, 224 x 224"),
+                "vgg-cifar": ((3, 32, 32), "vgg_cifar", "VGG-style CIFAR net, full width"),
+                "mobilenet-v1-0.25": ((3, 96, 96), "mobilenet_v1", "MobileNetV1 0.25, 96 x 96"),
+                "unet": ((3, 64, 64), "unet", "U-Net-style net, 64 x 64, skip concatenations")}
+#: The external memory of the acceptance runs: 8 bytes a cycle (the AXI port's full rate) and
+#: about the ULX3S SDRAM's 2, both with 100 cycles of first-word latency.
+LARGE_TIMINGS = ((100, 8), (100, 2))
+
+
+def large_models(rtl: bool = True, names=None, log=print) -> dict:
+    """Each of `LARGE_MODELS` (random weights) compiled for the default configuration and
+    each of `LARGE_TIMINGS`: streamed, its layers' external traffic and roofline bound, the
+    cycle model's counters and, with ``rtl``, the fast backend's on one input (every layer
+    compared with the golden model) and the simulation's wall time."""
+    import numpy as np
+    import torch
+    from .compiler import compile as compile_model
+    from .config import AcceleratorConfig, MemoryTiming
+    from .golden import roofline, timeline
+    from .runtime.driver import open as open_device
+    from ..models import reference
+    results = {}
+    for name in names or LARGE_MODELS:
+        shape, builder, _ = LARGE_MODELS[name]
+        torch.manual_seed(0)
+        model = getattr(reference, builder)()
+        x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+        for latency, width in LARGE_TIMINGS:
+            timing = MemoryTiming(latency, width)
+            start = time.perf_counter()
+            program = compile_model(model, x, timing=timing)
+            compile_s = time.perf_counter() - start
+            predicted = timeline.per_layer(program)
+            row = {"model": name, "latency": latency, "bytes_per_cycle": width,
+                   "streamed": program.stream is not None, "descriptors": len(program.steps),
+                   "compile_s": compile_s, "predicted_cycles": sum(predicted),
+                   "ideal_cycles": sum(l.macs for l in program.layers)
+                   / AcceleratorConfig().macs_per_cycle}
+            measured = None
+            if rtl:
+                xq = program.quantize_input(x[:1])
+                with open_device("verilator", program.config, timing=timing) as dev:
+                    start = time.perf_counter()
+                    got = dev.run(program, xq, return_all=True)
+                    row["simulation_s"] = time.perf_counter() - start
+                    stats = dev.last_run
+                want = program.run_reference(xq, return_all=True)
+                row["bit_exact_layers"] = sum(np.array_equal(a, b.reshape(a.shape))
+                                              for a, b in zip(got, want))
+                row["layers"] = len(want)
+                row["cycles"] = stats.cycles
+                row["counters_as_predicted"] = not timeline.mismatch(
+                    program, stats.layer_cycles, stats.cycles)
+                measured = stats.layer_cycles
+            table = roofline.rows(program, measured or predicted)
+            row["bytes_moved"] = sum(r["read"] + r["written"] for r in table)
+            row["memory_bound_layers"] = [r["layer"] for r in table
+                                          if r["bound"] == "memory" and r["MACs"]]
+            row["per_layer"] = [{**r, "cycles": c} for r, c in
+                                zip(table, measured or predicted)]
+            cycles = row.get("cycles", row["predicted_cycles"])
+            row["utilization"] = row["ideal_cycles"] / cycles
+            results[f"{name}@{width}"] = row
+            log(f"{name:<18} {width} B/cycle: {len(program.steps):>5} descriptors, "
+                f"{cycles:>11,} cycles ({'RTL' if rtl else 'model'}), utilization "
+                f"{row['utilization']:.1%}, {row['bytes_moved'] / 1e6:.1f} MB moved"
+                + (f", bit-exact {row['bit_exact_layers']}/{row['layers']} layers, counters "
+                   f"{'as predicted' if row['counters_as_predicted'] else 'OFF'}, simulated in "
+                   f"{row['simulation_s']:.0f} s" if rtl else ""))
     return results
 
 

@@ -122,6 +122,10 @@ def report(program, summary: dict, out_dir: Path, sqnr_images: int = 100) -> tup
     shown = x[0] if x is not None else summary["xq"][0]
     pictures = rep.feature_map_figures(program, shown, first, out_dir,
                                        label=_first_label(program, summary))
+    if program.stream is not None:      # external memory traffic: where each layer sits
+        from .golden import roofline
+        table = roofline.rows(program, summary["stats"].layer_cycles)
+        pictures.insert(0, roofline.plot(program, table, out_dir / "roofline.png").name)
     text = (f"{summary['source']} on the {summary['backend']} backend: "
             f"bit-exact {summary['bit_exact']}/{summary['images']} ({_layers_compared(summary)}), "
             f"{summary['stats'].cycles:,} cycles/image, utilization "

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 
+DEFAULT_EXT_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class AcceleratorConfig:
     """Parameters of one accelerator instance.
@@ -81,23 +84,25 @@ class AcceleratorConfig:
         (`striate.hw.core.dma`), moved to and from the on-chip memories by transfer
         descriptors (`striate.sw.mapping.descriptor.MoveDescriptor`). 0 leaves the port and
         the DMA engine out: every tensor and weight then lives on chip. A power of two,
-        at most 4 GiB; needs ``pe_in >= 4`` and weight rows of at least 8 bytes.
+        at most 4 GiB; needs ``pe_in >= 4`` and weight rows of at least 8 bytes. None (the
+        default): 64 MiB where that holds, else 0.
     act_banks : int
         Banks of the activation memory, each ``act_bytes / act_banks`` bytes with ports of
         its own, so a transfer fills or drains one bank while a layer reads and writes
-        others. A power of two.
+        others. A power of two. None (the default): 8 with external memory (fewer if the
+        banks would hold under 8 words), else 1.
     """
 
     pe_out: int = 16
     pe_in: int = 4
-    max_width: int = 64
-    max_height: int = 64
+    max_width: int = 256
+    max_height: int = 256
     max_kernel: int = 7
     max_stride: int = 4
     act_bytes: int = 64 * 1024
     weight_bytes: int = 512 * 1024
     param_entries: int = 2048
-    program_depth: int = 32
+    program_depth: int = 64
     bus_width: int = 32
     requant_lanes: int | None = None
     serial_scale_bits: int | None = None
@@ -106,8 +111,8 @@ class AcceleratorConfig:
     residual_add: bool = True
     activation_tables: int = 16
     depthwise_kernel: int | None = None
-    ext_bytes: int = 0
-    act_banks: int = 1
+    ext_bytes: int | None = None
+    act_banks: int | None = None
 
     def __post_init__(self):
         limits = {
@@ -126,8 +131,8 @@ class AcceleratorConfig:
                     raise ConfigError(f"AcceleratorConfig.{field.name} must be True or False, "
                                       f"not {value!r}")
                 continue
-            if field.name in ("requant_lanes", "serial_scale_bits", "depthwise_kernel") \
-                    and value is None:
+            if field.name in ("requant_lanes", "serial_scale_bits", "depthwise_kernel",
+                              "ext_bytes", "act_banks") and value is None:
                 continue
             lo, hi = limits[field.name]
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -138,6 +143,14 @@ class AcceleratorConfig:
                                                or self.requant_lanes & (self.requant_lanes - 1)):
             raise ConfigError(f"AcceleratorConfig.requant_lanes must be a power of two dividing "
                               f"pe_out ({self.pe_out}), not {self.requant_lanes}")
+        if self.ext_bytes is None:
+            object.__setattr__(self, "ext_bytes", DEFAULT_EXT_BYTES if self.pe_in >= 4 and
+                               self.pe_out * self.pe_in >= 8 else 0)
+        if self.act_banks is None:
+            banks = 8 if self.ext_bytes else 1
+            while banks > 1 and self.act_bytes // banks < 8 * self.pe_in:
+                banks //= 2
+            object.__setattr__(self, "act_banks", banks)
         fits = min(self.pe_in, self.pe_out // self.pe_in, self.max_kernel)
         if self.depthwise_kernel is None:
             object.__setattr__(self, "depthwise_kernel", 3 if fits >= 3 else 0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .golden import roofline
 from .golden.cycles import ideal_cycles
 from .ir.graph import INPUT, map_shape
 from .frontend.float_ref import run_float
@@ -35,6 +36,7 @@ def sqnr_db(program, model, x_float) -> list:
 def layer_rows(program, stats, sqnr=None) -> list[dict]:
     """One dict per layer with shapes, work, memory use, cycles and SQNR."""
     rows, plan, cfg = [], program.plan, program.config
+    memory = roofline.rows(program)
     for i, layer in enumerate(program.layers):
         (kh, kw), pool = layer.kernel, layer.pool
         if layer.op in ("add", "concat"):
@@ -60,8 +62,11 @@ def layer_rows(program, stats, sqnr=None) -> list[dict]:
             "input": "x".join(map(str, layer.in_shape)), "output": "x".join(map(str, layer.out_shape)),
             "MACs": layer.macs,
             "parameters": int(layer.weight.size + layer.bias.size) if layer.op == "conv" else 0,
-            "act bytes in/out": f"{plan.act_in[i][1]}/{plan.act_out[i][1]}",
-            "weight bytes": plan.weight[i][1], "ideal cycles": round(ideal),
+            **({"act bytes in/out": f"{plan.act_in[i][1]}/{plan.act_out[i][1]}",
+                "weight bytes": plan.weight[i][1]} if plan else
+               {"ext bytes read/written": f"{memory[i]['read']}/{memory[i]['written']}",
+                "bound": memory[i]["bound"] if layer.op != "concat" else ""}),
+            "ideal cycles": round(ideal),
             "measured cycles": measured,
             "utilization": f"{ideal / measured:.1%}" if measured else "",
             "SQNR dB": ("" if sqnr is None or sqnr[i] is None else f"{sqnr[i]:.1f}"),

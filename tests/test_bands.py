@@ -49,3 +49,21 @@ def test_a_middle_band_reads_the_rows_around_it_and_pads_nothing():
     assert middle.in_rows == (4, 10) and middle.layer.padding == (0, 1) and middle.skip == 0
     top = bands.band(layer, 0, 4)
     assert top.in_rows == (0, 5) and top.layer.padding == (1, 1) and top.skip == 0
+
+
+@pytest.mark.parametrize("factors", [(2, 2), (3, 1), (1, 3), (2, 3)])
+def test_upsampling_bands_are_rows_of_the_upsampled_map(factors):
+    rng = np.random.default_rng(sum(factors))
+    c, h, w = 5, 7, 4
+    layer = random_layer(rng, (c, h, w)).replace(
+        weight=np.eye(c, dtype=np.int8)[:, :, None, None], bias=np.zeros(c, np.int32),
+        mult=np.full(c, 1 << 30), shift=np.full(c, 31), stride=(1, 1), padding=(0, 0),
+        pool="none", pool_kernel=(1, 1), pool_stride=(1, 1), pool_padding=(0, 0), table=None,
+        groups=c, upsample=factors, out_shape=(c, h * factors[0], w * factors[1]), lo=-128,
+        hi=127)
+    x = random_inputs(rng, 2, (c, h, w))
+    for count in (factors[0], 2 * factors[0], 3 * factors[0] + (factors[0] > 1)):
+        parts = check_bands(layer, x, count) if count % factors[0] == 0 else None
+        if parts:
+            assert all(b.layer.out_shape[1:] == (b.layer.in_shape[1] * factors[0],
+                                                  w * factors[1]) for b in parts)

@@ -223,7 +223,8 @@ CASES = {
     "unfold added": ("plain", setitem("input_im2col", [1, 1, 1, 1, 0, 0]),
                      r"layer '0' must be a 1x1 convolution over 2x1x1 = 2 channels"),
     "unfold where the compiler does not": (
-        "tiny", lambda h, b: h["config"].update(pe_in=2, depthwise_kernel=0),
+        "tiny", lambda h, b: h["config"].update(pe_in=2, depthwise_kernel=0, ext_bytes=0,
+                                                act_banks=1),
         r"input_im2col must be \[\] as the compiler derives for a 2x8x8 input and layer '0' on "
         r"this configuration, not \[3, 3, 1, 1, 1, 1\]"),
     # layers chain, output shape

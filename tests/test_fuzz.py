@@ -12,8 +12,8 @@ from striate.sw.cli import main
 
 # Networks per configuration in `make test` (about two minutes with warm models);
 # `make fuzz MINUTES=N` runs the same generator on a fresh seed for as long as asked.
-TIER = {"default": 400, "small": 250, "serial": 250, "window": 150, "icebreaker": 250,
-        "ulx3s": 150}
+TIER = {"default": 400, "small": 250, "serial": 250, "window": 150, "stream": 150,
+        "icebreaker": 250, "ulx3s": 150}
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,6 @@ def test_what_signals_cannot_take_is_named(layer, message):
 
 
 def test_a_signal_longer_than_the_widest_map_is_refused():
-    with pytest.raises(striate.MappingError, match=r"input width must be <= 64 \(AcceleratorConfig"
-                                                   r"\.max_width\), not 100"):
-        striate.compile(TDNN().eval(), np.random.rand(4, 40, 100))
+    with pytest.raises(striate.MappingError, match=r"input width must be <= 256 \(AcceleratorConfig"
+                                                   r"\.max_width\), not 300"):
+        striate.compile(TDNN().eval(), np.random.rand(4, 40, 300))

@@ -115,6 +115,6 @@ def test_every_layer_kind_streams_bit_exact(wider, tmp_path):
 def test_streaming_needs_external_memory():
     graph, _ = rtl_cases.random_chain(0, layers=1)
     with pytest.raises(MappingError, match="needs AcceleratorConfig.ext_bytes"):
-        Program(graph, AcceleratorConfig(), streaming="always")
+        Program(graph, AcceleratorConfig(ext_bytes=0), streaming="always")
     with pytest.raises(striate.StriateError, match="streaming must be one of"):
         Program(graph, CONFIG, streaming="sometimes")

@@ -88,9 +88,9 @@ def test_signals_upsample_along_time(device):
      r"Upsample at '0' is not supported: factors must be whole numbers >= 1, not \(1.5, 1.5\)"),
     (nn.Upsample(size=(9, 9)), striate.UnsupportedLayerError,
      r"factors must be whole numbers >= 1, not \(1.5, 1.5\)"),
-    (nn.Upsample(scale_factor=(1, 12)), striate.MappingError,
-     r"layer '0' \(module 0\): upsampled width must be <= 64 \(AcceleratorConfig.max_width\), "
-     r"not 72"),
+    (nn.Upsample(scale_factor=(1, 48)), striate.MappingError,
+     r"layer '0' \(module 0\): upsampled width must be <= 256 \(AcceleratorConfig.max_width\), "
+     r"not 288"),
 ])
 def test_what_upsampling_cannot_take_is_named(layer, error, message):
     with pytest.raises(error, match=message):

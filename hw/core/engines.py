@@ -50,7 +50,8 @@ class TwoEngineSequencer(Sequencer):
 
     def _ports(self) -> dict:
         cfg = self._l.config
-        return {"move": Out(descriptor_layout(MoveDescriptor)), "m_start": Out(1),
+        return {"running": Out(self.COUNT_BITS),
+                "move": Out(descriptor_layout(MoveDescriptor)), "m_start": Out(1),
                 "dma_busy": In(1), "dma_error": In(1), "owner": Out(cfg.act_banks),
                 "m_target": Out(3), "narrow": Out(1)}
 
@@ -162,7 +163,8 @@ class TwoEngineSequencer(Sequencer):
                     m.next = "STOP"
                 with m.Else():
                     m.d.comb += self.run.eq(1)
-                    m.d.sync += self._c_stamp(self.desc.stamp, stamp)
+                    m.d.sync += self._c_stamp(self.desc.stamp, stamp) + [
+                        self.running.eq(self.layer)]
                     m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.sync += [self.layer.eq(self.layer + 1), next_slot(), j.eq(0)]
@@ -203,7 +205,8 @@ class TwoEngineSequencer(Sequencer):
                      self.narrow.eq(reduce(operator.or_, [target == t for t in ROW_WORD_TARGETS])),
                      self.owner.eq(Const(0, cfg.act_banks))]
         for b in range(cfg.act_banks):
-            m.d.comb += self.owner[b].eq(moving & (target == memmap.ACT) & (lo <= b) & (b <= hi))
+            inside = (lo <= b) & (b <= hi) if b else lo == 0    # (0 <= hi always holds)
+            m.d.comb += self.owner[b].eq(moving & (target == memmap.ACT) & inside)
         self._m_stamp = Signal(name="m_stamp")
         self._m_index = Signal.like(self.lc_addr, name="m_index")
 
@@ -221,7 +224,7 @@ class TwoEngineSequencer(Sequencer):
         """The LAYER_CYCLES writes: a layer's when it finishes, a transfer's then too or,
         if a layer's takes the write port that cycle, the cycle after. Returns the stamp
         counter."""
-        counter = Signal(bits_for(self._l.config.program_depth) + 1, name="stamp_counter")
+        counter = Signal(bits_for(memmap.stamp_words(self._l.config)) + 1, name="stamp_counter")
         self._cs, self._ci = Signal(name="c_stamp"), Signal.like(self.lc_addr, name="c_index")
         pending = Signal(name="stamp_pending")
         p_index, p_value = Signal.like(self.lc_addr), Signal.like(self.lc_data)

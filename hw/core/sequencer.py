@@ -45,7 +45,8 @@ class Sequencer(wiring.Component):
             "busy": Out(1), "done": Out(1), "failed": Out(1), "error": Out(8),
             "layer": Out(self.COUNT_BITS),
             "cycles": Out(32), "busy_cycles": Out(32),
-            "lc_addr": Out(bits_for(cfg.program_depth)), "lc_data": Out(32), "lc_en": Out(1),
+            "lc_addr": Out(bits_for(memmap.stamp_words(cfg))), "lc_data": Out(32),
+            "lc_en": Out(1),
         }
         ports.update({name: Out(width) for name, width in base_widths(layouts).items()})
         ports.update({name: Out(width) for name, width in layouts.derived.items()})

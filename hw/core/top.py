@@ -339,7 +339,7 @@ class Accelerator(wiring.Component):
                              self._abort.eq(self.w_data[1])]
             with m.If((offset == memmap.LAYERS) & host):
                 m.d.sync += layers.eq(self.w_data)
-        lc = Memory(shape=32, depth=cfg.program_depth, init=[])
+        lc = Memory(shape=32, depth=memmap.stamp_words(cfg), init=[])
         m.submodules.layer_cycles = lc
         lc_w, lc_r = lc.write_port(), lc.read_port()
         m.d.comb += [lc_w.addr.eq(seq.lc_addr), lc_w.data.eq(seq.lc_data), lc_w.en.eq(seq.lc_en),
@@ -349,6 +349,8 @@ class Accelerator(wiring.Component):
                 memmap.LAYER: seq.layer, memmap.LAYERS: layers, memmap.CYCLES: seq.cycles,
                 memmap.PE_BUSY: seq.busy_cycles,
                 memmap.CONFIG_ID: Const(memmap.config_id(cfg), 32)}
+        if cfg.ext_bytes:
+            regs[memmap.RUNNING] = seq.running
         is_lc = Signal()
         with m.If(self.r_en):
             m.d.sync += [value.eq(0), is_lc.eq(offset >= memmap.LAYER_CYCLES)]

@@ -147,7 +147,8 @@ ICEBREAKER = Board(
                              max_width=32, max_height=32, max_kernel=5, max_stride=2,
                              act_bytes=4096, weight_bytes=128 * 1024, param_entries=128,
                              program_depth=8, avg_pool=False, pool_padding=False,
-                             residual_add=False, activation_tables=0))
+                             residual_add=False, activation_tables=0, ext_bytes=0,
+                             act_banks=1))
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what
@@ -155,7 +156,8 @@ ICEBREAKER = Board(
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
     clock_mhz=25.0,
-    config=AcceleratorConfig(requant_lanes=4, act_bytes=16384, weight_bytes=64 * 1024,
-                             param_entries=256, program_depth=16))
+    config=AcceleratorConfig(requant_lanes=4, max_width=64, max_height=64, act_bytes=16384,
+                             weight_bytes=64 * 1024, param_entries=256, program_depth=16,
+                             ext_bytes=0, act_banks=1))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S)}

@@ -63,10 +63,16 @@ def parallel_add(desc, config: AcceleratorConfig) -> bool:
     return (desc.in_addr // config.pe_in - desc.in2_addr // config.pe_in) % 2 == 1
 
 
-def layer_items(layer: QLayer, config: AcceleratorConfig) -> int:
+def _depthwise(layer: QLayer, config: AcceleratorConfig, dw: bool | None) -> bool:
+    """Whether the layer runs on the depthwise datapath: ``dw`` if given (a tile of a
+    streamed layer runs as its descriptor says), else `runs_depthwise`."""
+    return runs_depthwise(layer, config) if dw is None else dw
+
+
+def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None) -> int:
     """Items (cycles of PE array work) the window generator (or the depthwise walk) issues for
     ``layer``."""
-    if runs_depthwise(layer, config):
+    if _depthwise(layer, config, dw):
         return depthwise.items(layer, config)
     _, ch, cw = layer.conv_shape
     _, oh, ow = layer.out_shape
@@ -124,13 +130,13 @@ def table_latency(config: AcceleratorConfig) -> int:
     return 1 if config.activation_tables else 0
 
 
-def may_stall(layer: QLayer, config: AcceleratorConfig) -> bool:
+def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles (a depthwise layer's pixels may come one a
     cycle)."""
     if layer.op in ("add", "concat"):
         return False
-    if runs_depthwise(layer, config):
+    if _depthwise(layer, config, dw):
         return bool(config.serial_scale_bits) or depthwise_steps(config) > 1
     if chunks_per_pixel(layer, config) < requant_steps(config):
         return True
@@ -160,12 +166,13 @@ def depthwise_steps(config: AcceleratorConfig) -> int:
     return max(1, config.pe_in // config.requant_parallel)
 
 
-def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False) -> int:
+def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False,
+                 dw: bool | None = None) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
     says whether it reads its two inputs in one cycle (`parallel_add`)."""
     if layer.op == "concat":            # written in place by its inputs' producers
         return 0
-    dw = runs_depthwise(layer, config)
+    dw = _depthwise(layer, config, dw)
     sequencer = derive.cycles(layer_fields(layer, dw), config)
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
@@ -177,7 +184,7 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
             depthwise_steps(config) * held
         return (depthwise.items(layer, config) + FIXED + DEPTHWISE_STAGES + sequencer + post
                 + 1 + table_latency(config))
-    return (layer_items(layer, config) + FIXED + sequencer + post_latency(config)
+    return (layer_items(layer, config, dw) + FIXED + sequencer + post_latency(config)
             + writes_per_pixel(config) + table_latency(config))
 
 
@@ -192,20 +199,21 @@ def program_cycles(program) -> list[int]:
             for layer, desc in zip(program.layers, program.descriptors)]
 
 
-def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig) -> int:
+def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,
+                       dw: bool | None = None) -> int:
     """An upper bound of LAYER_CYCLES: `layer_cycles` (exact unless `may_stall`) plus, for a
     layer that may stall, each conv pixel's requantization and write as if nothing overlapped
     them. The driver's default timeout and the fuzzer's check use it."""
-    exact = layer_cycles(layer, config)     # an add: two cycles per word, the slower case
-    if not may_stall(layer, config):
+    exact = layer_cycles(layer, config, dw=dw)    # an add: two cycles a word,
+    if not may_stall(layer, config, dw):                 # the slower case
         return exact
-    if runs_depthwise(layer, config):
+    if _depthwise(layer, config, dw):
         _, oh, ow = layer.out_shape
         pixels, writes = groups(layer.in_shape[0], config.pe_in) * oh * ow, 1
         post = serial_item_cycles(config) if config.serial_scale_bits else \
             depthwise_steps(config)
     else:
-        pixels = layer_items(layer, config) // chunks_per_pixel(layer, config)
+        pixels = layer_items(layer, config, False) // chunks_per_pixel(layer, config)
         writes = writes_per_pixel(config)
         post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
     bound = exact + pixels * (post + writes)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..config import AcceleratorConfig, MemoryTiming
 from ..mapping import derive
-from ..mapping.descriptor import LayerDescriptor, MoveDescriptor
+from ..mapping.descriptor import OP_DW, LayerDescriptor, MoveDescriptor
 from ..mapping.memmap import PROGRAM, TABLES
 from . import cycles as layer_model
 
@@ -101,12 +101,12 @@ def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
                 bound: bool = False) -> int:
     """Cycles from a layer's START to the cycle it is done on (``layer_done``); with
     ``bound``, an upper bound for a layer that may stall (`cycles.layer_cycles_bound`)."""
-    dw = layer_model.runs_depthwise(layer, config)
+    dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
     front = LayerDescriptor.WORDS + derive.cycles(layer_model.layer_fields(layer, dw), config) + 3
-    if bound and layer_model.may_stall(layer, config):
-        return layer_model.layer_cycles_bound(layer, config) - front
+    if bound and layer_model.may_stall(layer, config, dw):
+        return layer_model.layer_cycles_bound(layer, config, dw) - front
     parallel = layer.op == "add" and layer_model.parallel_add(desc, config)
-    return layer_model.layer_cycles(layer, config, parallel) - front
+    return layer_model.layer_cycles(layer, config, parallel, dw) - front
 
 
 def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = False) -> Timeline:
@@ -134,9 +134,8 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
                 stamps[id(desc)] = m_done + 1
         else:
             w = max(peek + 2, c_done, m_done if desc.wait else 0)
-            dw = layer_model.runs_depthwise(layer, config)
-            start = w + 1 + words + derive.cycles(layer_model.layer_fields(layer, dw),
-                                                  config) + 2
+            start = w + 1 + words + derive.cycles(
+                layer_model.layer_fields(layer, desc.op == OP_DW), config) + 2
             c_done = start + compute_run(layer, desc, config, bound)
             after = start
             if desc.stamp:
@@ -156,8 +155,9 @@ def program_counters(program, bound: bool = False) -> Timeline:
 def may_stall(program) -> bool:
     """Whether some layer (or tile) of ``program`` may stall (the counters then lie between
     `program_counters` and its ``bound``)."""
-    return any(layer is not None and layer_model.may_stall(layer, program.config)
-               for layer, _ in program.steps)
+    return any(layer is not None and layer_model.may_stall(layer, program.config,
+                                                           desc.op == OP_DW)
+               for layer, desc in program.steps)
 
 
 def per_layer(program, bound: bool = False) -> list[int]:
@@ -167,3 +167,34 @@ def per_layer(program, bound: bool = False) -> list[int]:
     from ..mapping.mapper import spread
     executed = program.stream.executed if program.stream else program.plan.executed
     return spread(executed, layer_cycles(program_counters(program, bound).stamps))
+
+
+def mismatch(program, layer_cycles, cycles: int) -> str:
+    """Why the counters of a run of ``program`` (per layer, as the driver spreads them, and
+    CYCLES) are not what the cycle model says, or "" if they are: exact where no layer may
+    stall, else within its bounds."""
+    if cycles != sum(layer_cycles):
+        return f"CYCLES {cycles} is not the sum of the layers' {sum(layer_cycles)}"
+    if program.config.ext_bytes:
+        # two engines: each layer ends at its stamp; a layer that stalls delays what follows
+        import numpy as np
+        done = np.cumsum(layer_cycles)
+        low, high = (np.cumsum(per_layer(program, bound)) for bound in (False, True))
+        if not may_stall(program):
+            high = low
+        for i, layer in enumerate(program.layers):
+            if not low[i] <= done[i] <= high[i]:
+                says = f"{low[i]} to {high[i]}" if high[i] > low[i] else f"{low[i]}"
+                return (f"layer {i} ('{layer.name}') ended at cycle {done[i]}, the cycle model "
+                        f"says {says}")
+        return ""
+    exact = layer_model.program_cycles(program)
+    for i, (layer, measured) in enumerate(zip(program.layers, layer_cycles)):
+        predicted = exact[i]
+        bound = layer_model.layer_cycles_bound(layer, program.config) \
+            if layer_model.may_stall(layer, program.config) else predicted
+        if not predicted <= measured <= bound:
+            says = f"{predicted} to {bound}" if bound > predicted else f"{predicted}"
+            return (f"layer {i} ('{layer.name}') took {measured} cycles, the cycle model "
+                    f"says {says}")
+    return ""

@@ -119,7 +119,8 @@ def band(layer: QLayer, o0: int, o1: int, depthwise: bool = False) -> Band | Non
         c, h, w = layer.in_shape
         a, b = o0 // f, -(-o1 // f)
         return Band((o0, o1), (a, b), layer.replace(in_shape=(c, b - a, w),
-                                                    out_shape=(c, (b - a) * f, w)), 0)
+                                                    out_shape=(c, (b - a) * f,
+                                                               layer.out_shape[2])), 0)
     c, h, w = layer.in_shape
     kh, (s, _), (ph, pw), (eh, ew) = layer.kernel[0], layer.stride, layer.padding, \
         layer.pad_extra

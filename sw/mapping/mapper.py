@@ -301,11 +301,17 @@ def _input_region(layer: QLayer, tensors: dict, config: AcceleratorConfig) -> tu
     if not layer.channel_offset:
         return addr, min(size, map_bytes(layer.in_shape, config))
     c, h, w = layer.in_shape
+    check_slice(layer, config)
+    return addr + layer.channel_offset * h * w, map_bytes(layer.in_shape, config)
+
+
+def check_slice(layer: QLayer, config: AcceleratorConfig) -> None:
+    """`PlacementError` unless ``layer`` reads its input from a word: a ``channel_offset`` that
+    is a multiple of ``pe_in``."""
     if layer.channel_offset % config.pe_in:
         raise PlacementError(f"{_where(layer)}: channel_offset {layer.channel_offset} must be a "
                              f"multiple of {config.pe_in} (AcceleratorConfig.pe_in) to read a "
                              "slice of its input in place")
-    return addr + layer.channel_offset * h * w, map_bytes(layer.in_shape, config)
 
 
 def _intact(act_out, executed, count: int) -> tuple:
@@ -384,13 +390,13 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
         raise MappingError(f"{_where(layer)}: {exc}") from None
 
 
-def describe_unplaced(layer: QLayer, depthwise: bool) -> LayerDescriptor | None:
-    """A layer's descriptor with every address 0: its geometry and numerics alone (None for a
-    concatenation)."""
+def describe_unplaced(layer: QLayer, depthwise: bool, table: int) -> LayerDescriptor | None:
+    """A layer's descriptor with every address 0: its geometry, numerics and ``table`` field
+    alone (None for a concatenation)."""
     if layer.op == "concat":
         return None
     try:
-        return LayerDescriptor(**layer_fields(layer, depthwise), stamp=1)
+        return LayerDescriptor(**layer_fields(layer, depthwise), table=table, stamp=1)
     except DescriptorError as exc:
         raise MappingError(f"{_where(layer)}: {exc}") from None
 

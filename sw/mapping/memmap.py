@@ -21,8 +21,11 @@ LAYERS     4     number of descriptors to run (read/write)
 CYCLES     5     cycles from START to DONE or ERROR
 PE_BUSY    6     cycles in which the PE array accepted a chunk of work
 CONFIG_ID  7     `config_id` of the configuration the hardware was generated for
+RUNNING    8     with external memory: the index of the last layer descriptor issued to the
+                 datapath (LAYER is then the descriptor the sequencer is about to issue)
 LAYER_CYCLES  1024 + i  CYCLES at the end of layer ``i`` (`layer_cycles` turns these into the
-                        cycles each layer took, descriptor fetch included)
+                        cycles each layer took, descriptor fetch included); `stamp_words` of
+                        them
 =========  ====  =====================================================================
 """
 
@@ -44,7 +47,7 @@ assert MOVE_TARGETS == {"program": PROGRAM, "params": PARAMS, "weights": WEIGHTS
                         "tables": TABLES}
 TABLE_WORDS = 64            # 32-bit rows per activation table (256 int8 entries, 4 per row)
 
-CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID = range(8)
+CTRL, STATUS, ERROR, LAYER, LAYERS, CYCLES, PE_BUSY, CONFIG_ID, RUNNING = range(9)
 LAYER_CYCLES = 1024
 START, ABORT = 1, 2
 BUSY, DONE, FAILED = 1, 2, 4
@@ -81,6 +84,12 @@ def layer_cycles(stamps) -> list[int]:
         out.append(stamp - last)
         last = stamp
     return out
+
+
+def stamp_words(config: AcceleratorConfig) -> int:
+    """LAYER_CYCLES words: one per descriptor of the program memory, or with external memory
+    (where a streamed program stamps each layer's last transfer) at least 256."""
+    return max(config.program_depth, 256) if config.ext_bytes else config.program_depth
 
 
 def config_id(config: AcceleratorConfig) -> int:

@@ -37,8 +37,8 @@ from . import bands, depthwise, layout, memmap
 from .depthwise import runs_depthwise
 from .descriptor import MOVE_TARGETS, DescriptorError, LayerDescriptor, MoveDescriptor
 from .layout import groups
-from .mapper import (_check_geometry, _check_ops, _place_tables, _where, concat_views,
-                     layer_fields, map_bytes, spread)
+from .mapper import (_check_geometry, _check_ops, _place_tables, _where, check_slice,
+                     concat_views, layer_fields, map_bytes, spread)
 
 ACT, WEIGHTS, PARAMS, PROGRAM = (MOVE_TARGETS[name] for name in ("act", "weights", "params",
                                                                  "program"))
@@ -110,9 +110,14 @@ def _ext_layout(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, list, l
         size = map_bytes(shape, config)
         tensors[name] = (addr, size)
         addr += _align(size)
-    for name, (concat, offset) in views.items():
-        size = map_bytes(graph.layer(name).out_shape, config)
-        tensors[name] = (tensors[concat][0] + offset, size)
+    def place(name):        # a view's address: its concatenation's (perhaps itself a view)
+        if name not in tensors:
+            concat, offset = views[name]
+            tensors[name] = (place(concat) + offset,
+                             map_bytes(graph.layer(name).out_shape, config))
+        return tensors[name][0]
+    for name in views:
+        place(name)
     weights, params = [], []
     for i, layer in enumerate(graph.layers):
         if layer.op != "conv":
@@ -134,7 +139,7 @@ def _slice_outputs(layer: QLayer, og: tuple, config: AcceleratorConfig) -> QLaye
     po = config.pe_out
     o = layer.out_shape[0]
     first, stop = og[0] * po, min(o, og[1] * po)
-    if (first, stop) == (0, o):
+    if layer.op != "conv" or (first, stop) == (0, o):
         return layer
     return layer.replace(weight=layer.weight[first:stop], bias=layer.bias[first:stop],
                          mult=layer.mult[first:stop], shift=layer.shift[first:stop],
@@ -398,6 +403,7 @@ def stream_plan(graph: QGraph, config: AcceleratorConfig,
     _check_ops(graph, config)
     for layer in graph.layers:
         _check_geometry(layer, config)
+        check_slice(layer, config)
     tensors, weights, params, free = _ext_layout(graph, config)
     table, tables = _place_tables(graph, config)
     tiles = []
@@ -413,6 +419,20 @@ def stream_plan(graph: QGraph, config: AcceleratorConfig,
         raise MappingError(f"the program needs {total} bytes of external memory, must fit its "
                            f"{config.ext_bytes} (AcceleratorConfig.ext_bytes)")
     stamped = tuple(layer.op != "concat" for layer in graph.layers)
+    if sum(stamped) > memmap.stamp_words(config):
+        raise MappingError(f"program must have at most {memmap.stamp_words(config)} layers "
+                           f"(concatenations take none), one LAYER_CYCLES word each, not "
+                           f"{sum(stamped)}")
     return StreamPlan(tuple(steps), tuple(owners), tensors, tuple(weights), tuple(params),
                       program, total, stamped, table, tables,
                       tuple(runs_depthwise(l, config) for l in graph.layers), timing)
+
+
+def traffic(plan: StreamPlan, layers: int) -> list[tuple[int, int]]:
+    """Per layer: bytes its transfers read from and write to external memory (weights,
+    parameters and input bands read; output bands written); program refills are left out."""
+    out = [[0, 0] for _ in range(layers)]
+    for owner, (layer, move) in zip(plan.owners, plan.steps):
+        if layer is None and owner >= 0:
+            out[owner][int(move.store)] += move.length * move.count
+    return [tuple(row) for row in out]

@@ -248,7 +248,8 @@ class Device:
             if status & memmap.DONE and not status & memmap.BUSY:
                 return
             if waited >= budget:
-                layer = self._reg(memmap.LAYER)
+                # with external memory the sequencer issues ahead: name the layer running
+                layer = self._reg(memmap.RUNNING if self.config.ext_bytes else memmap.LAYER)
                 self.reset()
                 raise DeviceTimeout(f"{self.name} did not finish within {budget:,} cycles; it was "
                                     f"on layer {layer}{self._layer_name(program, layer)} (stopped "

@@ -9,7 +9,7 @@ from .. import arguments
 from ..golden import model as golden
 from ..ir import numerics
 from ..config import AcceleratorConfig, MemoryTiming
-from ..errors import ConfigError, MappingError, StriateError
+from ..errors import ConfigError, MappingError, PlacementError, StriateError
 from ..ir.graph import QGraph
 from ..mapping.mapper import MemoryPlan, describe, describe_unplaced, plan_memory
 from ..mapping.stream import StreamPlan, stream_plan
@@ -74,6 +74,8 @@ class Program:
         elif streaming == "auto" and config.ext_bytes:
             try:
                 self.plan = plan_memory(graph, config)
+            except PlacementError:      # the graph itself cannot be placed: no fallback
+                raise
             except MappingError as on_chip:
                 try:
                     self.stream = stream_plan(graph, config, self.timing)
@@ -97,7 +99,7 @@ class Program:
         layer at address 0 (the geometry its tiles come from); None for a concatenation."""
         if self.stream is None:
             return self.descriptors
-        return tuple(describe_unplaced(layer, self.stream.depthwise[i])
+        return tuple(describe_unplaced(layer, self.stream.depthwise[i], self.stream.table[i])
                      for i, layer in enumerate(self.layers))
 
     @property
