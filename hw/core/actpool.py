@@ -70,30 +70,34 @@ class ActPool(wiring.Component):
                    Signal(cfg.pe_in, name=f"pw_en{k}")) for k in range(2)}
         p_r = {k: (Signal(len(self.c_raddr[0]), name=f"pr_row{k}"), Signal(name=f"pr_en{k}"))
                for k in range(2)}
-        writes = [place(self.p_waddr + i) for i in range(2)]
-        words = [self.p_wdata.word_select(i, 32)[:wbits] for i in range(2)]
+        # Two words an access for the DMA engine; without it (the host alone) one.
+        n = 2 if cfg.ext_bytes else 1
+        writes = [place(self.p_waddr + i) for i in range(n)]
+        words = [self.p_wdata.word_select(i, 32)[:wbits] for i in range(n)]
         full = (1 << (wbits // 8)) - 1
         for k in range(2):
             row, data, enables = p_w[k]
-            hit = [(writes[i][0] == k) & self.p_wen[i] for i in range(2)]
+            hit = [(writes[i][0] == k) & self.p_wen[i] for i in range(n)]
             # Both words of the pair in one pool word (pe_in > 4), or one word per parity.
-            m.d.comb += [row.eq(Mux(hit[0], writes[0][1], writes[1][1])),
-                         data.eq(Cat(*[Mux(hit[0] & (writes[0][2] == s), words[0], words[1])
-                                       for s in range(q)])),
-                         enables.eq(Cat(*[Mux((hit[0] & (writes[0][2] == s))
-                                              | (hit[1] & (writes[1][2] == s)), full, 0)
-                                          [:wbits // 8]
+            first = [hit[0] & (writes[0][2] == s) for s in range(q)]
+            both = [first[s] | (hit[1] & (writes[1][2] == s)) if n == 2 else first[s]
+                    for s in range(q)]
+            m.d.comb += [row.eq(Mux(hit[0], writes[0][1], writes[1][1]) if n == 2
+                                else writes[0][1]),
+                         data.eq(Cat(*[Mux(first[s], words[0], words[1]) if n == 2
+                                       else words[0] for s in range(q)])),
+                         enables.eq(Cat(*[Mux(both[s], full, 0)[:wbits // 8]
                                           for s in range(q)]))]
-        for i in range(2):
+        for i in range(n):
             parity, row, _ = place(self.p_raddr + i)
             for k in range(2):
                 with m.If(parity == k):
                     m.d.comb += [p_r[k][0].eq(row), p_r[k][1].eq(self.p_ren)]
         picks = [Signal.like(place(self.p_raddr + i)[0], name=f"pick_parity{i}")
-                 for i in range(2)]
-        subs = [Signal(max(1, lq), name=f"pick_sub{i}") for i in range(2)]
+                 for i in range(n)]
+        subs = [Signal(max(1, lq), name=f"pick_sub{i}") for i in range(n)]
         with m.If(self.p_ren):
-            for i in range(2):
+            for i in range(n):
                 parity, _, sub = place(self.p_raddr + i)
                 m.d.sync += [picks[i].eq(parity), subs[i].eq(sub)]
 
@@ -126,7 +130,7 @@ class ActPool(wiring.Component):
             c_data.append(self._select(m, c_reads, c_bank, f"c_read{k}"))
             p_data.append(self._select(m, p_reads, p_bank, f"p_read{k}"))
             m.d.comb += self.c_rdata[k].eq(c_data[k])
-        for i in range(2):
+        for i in range(n):
             row = Mux(picks[i], p_data[1], p_data[0])
             m.d.comb += self.p_rdata.word_select(i, 32).eq(
                 row.word_select(subs[i], 32) if lq else row[:wbits])

@@ -223,8 +223,8 @@ class Accelerator(wiring.Component):
             with m.If(~host):
                 m.d.comb += [rp.addr.eq(addr), rp.en.eq(en)]
             m.d.comb += data_in.eq(rp.data)
-            if ram is None:
-                m.d.comb += wp.addr.eq(Mux(host, row, rp.addr))
+            if ram is None:     # one address for both ports, as in a single-port RAM (a
+                m.d.comb += wp.addr.eq(rp.addr)     # transfer's write takes it over)
             if self._dma is not None and key in derive.move_regions(cfg):
                 self._transfer_write(m, key, mem_shape, wp, ~host)
             reads[key] = rp.data.word_select(r_offset[:sub_bits], 32) if sub_bits else rp.data
