@@ -57,7 +57,7 @@ CONFIGS = {
                                 max_height=32, act_bytes=16384, weight_bytes=65536,
                                 param_entries=1024, program_depth=16, ext_bytes=0),
     "stream": AcceleratorConfig(max_width=32, max_height=32, act_bytes=4096, act_banks=4,
-                                weight_bytes=65536, param_entries=512, program_depth=16,
+                                weight_bytes=32768, param_entries=512, program_depth=16,
                                 ext_bytes=1 << 20),
 }
 #: Configurations whose cases are always streamed from external memory, and the memory model
@@ -218,11 +218,14 @@ class Case:
 
 
 class _Builder:
-    """Draws layers for one configuration; ``legal`` keeps shapes within its limits."""
+    """Draws layers for one configuration; ``legal`` keeps shapes within its limits. Maps fit
+    half the activation memory, or with ``streamed`` (a program from external memory in tiles)
+    up to four times all of it."""
 
-    def __init__(self, rng, config: AcceleratorConfig, legal: bool):
+    def __init__(self, rng, config: AcceleratorConfig, legal: bool, streamed: bool = False):
         import torch
         self.torch, self.rng, self.cfg, self.legal = torch, rng, config, legal
+        self.map_budget = 4 * config.act_bytes if streamed else config.act_bytes // 2
         self.ops, self.recipe = [], []
         self.macs_left = config.macs_per_cycle * 10 ** rng.uniform(3, 5.8)
 
@@ -248,12 +251,12 @@ class _Builder:
         if not self.legal:
             return True
         c, h, w = map_shape(shape)
-        return map_bytes(shape, self.cfg) <= self.cfg.act_bytes // 2 and h >= 1 and w >= 1
+        return map_bytes(shape, self.cfg) <= self.map_budget and h >= 1 and w >= 1
 
     def fits_alive(self, *shapes) -> bool:
         """Maps alive at once (a block's input kept for a shortcut or a concatenation beside
-        its branches) fit the activation memory together."""
-        return not self.legal or sum(map_bytes(s, self.cfg) for s in shapes) <= self.cfg.act_bytes
+        its branches) fit twice the map budget together."""
+        return not self.legal or sum(map_bytes(s, self.cfg) for s in shapes) <= 2 * self.map_budget
 
     # --- layer kinds: each returns the new shape, or None if it drew nothing usable
 
@@ -682,6 +685,8 @@ def _input_shape(b: _Builder):
     if b.rng.random() < 0.15:           # the configuration's largest map
         h, w = cfg.max_height, cfg.max_width
     c = b.small_int(1, 3 * cfg.pe_in + 2)
+    if b.map_budget > cfg.act_bytes and b.rng.random() < 0.25:     # larger than the chip
+        h, w, c = cfg.max_height, cfg.max_width, 3 * cfg.pe_in + 2
     while c > 1 and not b.fits((c, h, w)):
         c -= 1
     while not b.fits((c, h, w)) and h * w > 1:      # too large for the memory at any width
@@ -838,21 +843,22 @@ def _vector_case(b: _Builder, rng) -> Case:
     return Case(sequential(b.ops), _calibration(rng, (first,)), b.recipe)
 
 
-def random_case(config: AcceleratorConfig, seed: int, case: int) -> Case:
+def random_case(config: AcceleratorConfig, seed: int, case: int,
+                streamed: bool = False) -> Case:
     """Case ``case`` of ``seed`` for ``config`` (deterministic), with a calibration method
-    drawn from a stream of its own."""
-    generated = _random_network(config, seed, case)
+    drawn from a stream of its own; with ``streamed``, maps larger than the chip."""
+    generated = _random_network(config, seed, case, streamed)
     method = ["minmax", "percentile", "mse"][int(np.random.default_rng([seed, case, 2])
                                                  .choice(3, p=[0.6, 0.2, 0.2]))]
     recipe = generated.recipe + ([f"calibration_method={method!r}"] if method != "minmax" else [])
     return Case(generated.model, generated.calibration, recipe, method)
 
 
-def _random_network(config: AcceleratorConfig, seed: int, case: int) -> Case:
+def _random_network(config: AcceleratorConfig, seed: int, case: int, streamed: bool) -> Case:
     import torch
     rng = np.random.default_rng([seed, case])
     torch.manual_seed(int(rng.integers(1 << 31)))
-    b = _Builder(rng, config, legal=bool(rng.random() < 0.9))
+    b = _Builder(rng, config, legal=bool(rng.random() < 0.9), streamed=streamed)
     if rng.random() < 0.08:
         return _vector_case(b, rng)
     if rng.random() < 0.08:
@@ -980,7 +986,7 @@ def run_case(name: str, seed: int, case: int, device) -> Outcome:
     config = config_named(name)
     out = Outcome(name, seed, case, "fail")
     try:
-        generated = random_case(config, seed, case)
+        generated = random_case(config, seed, case, name in STREAMED)
     except Exception:
         out.reason = "generator error: " + traceback.format_exc(limit=-1).strip().splitlines()[-1]
         return out

@@ -12,7 +12,10 @@ import torch.nn.functional as F
 
 import striate
 from striate.sw.config import AcceleratorConfig, MemoryTiming
+from striate.sw.cli import main
 from striate.sw.errors import MappingError
+from striate.sw.golden import roofline
+from striate.sw.mapping.memmap import PROGRAM
 from striate.sw.runtime.program import Program
 
 import rtl_cases
@@ -86,7 +89,9 @@ class Blocks(nn.Module):
         return self.fc(F.max_pool2d(cat, 4).flatten(1))
 
 
-WIDER = dataclasses.replace(CONFIG, act_bytes=4096)     # the 4x4 pool over 20 channels
+# The 4x4 pool over 20 channels needs 4 KiB. One bank: a transfer may not touch the
+# activation memory while a layer runs, so every load waits for the layer before it.
+WIDER = dataclasses.replace(CONFIG, act_bytes=4096, act_banks=1)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +101,7 @@ def wider():
     dev.close()
 
 
-def test_every_layer_kind_streams_bit_exact(wider, tmp_path):
+def test_every_layer_kind_streams_bit_exact(wider, tmp_path, capsys):
     torch.manual_seed(0)
     model = Blocks().eval()
     x = torch.randn(24, 3, 16, 16).numpy()
@@ -106,10 +111,25 @@ def test_every_layer_kind_streams_bit_exact(wider, tmp_path):
     assert any(program.stream.depthwise)
     assert max(sum(1 for owner, (layer, _) in zip(program.stream.owners, program.steps)
                    if owner == i and layer is not None) for i in range(len(program.layers))) > 1
-    loaded = rtl_cases.check_end_to_end(wider, program, model, x[:2], tmp_path / "s.stp",
-                                        tolerance=0.2)
+    loads = [d for layer, d in program.steps if layer is None and not d.store
+             and d.target != PROGRAM]
+    assert loads and all(d.wait for d in loads)       # one bank: nothing overlaps a layer
+    path = tmp_path / "s.stp"
+    loaded = rtl_cases.check_end_to_end(wider, program, model, x[:2], path, tolerance=0.2)
     assert loaded.stream is not None and loaded.descriptors == ()
     assert loaded.stream.descriptors == program.stream.descriptors
+
+    # The report of a streamed program: external traffic per layer and its roofline.
+    assert main(["report", str(path), "-o", str(tmp_path / "r"), "--random", "1"]) == 0
+    assert "bit-exact:             1/1 images, every layer" in capsys.readouterr().out
+    png = (tmp_path / "r" / "roofline.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "ext bytes read/written" in md and "| bound |" in md
+    for layer, (read, written) in zip(program.layers, roofline.traffic(program)):
+        if layer.op != "concat":
+            assert read > 0 and written > 0
+            assert f"| {read}/{written} |" in md, layer.name
 
 
 def test_streaming_needs_external_memory():
@@ -118,3 +138,46 @@ def test_streaming_needs_external_memory():
         Program(graph, AcceleratorConfig(ext_bytes=0), streaming="always")
     with pytest.raises(striate.StriateError, match="streaming must be one of"):
         Program(graph, CONFIG, streaming="sometimes")
+
+
+# Shapes at the default configuration's limits, streamed because they do not fit on chip:
+# a map 256 wide (and one 256 high) with channels that leave a lane and a row group short,
+# and weights beyond half the weight memory in tiles of 7, 7 and 1 row groups (of 16, 16 and 8
+# channels).
+AT_LIMITS = {
+    "wide": (nn.Sequential(nn.Conv2d(5, 20, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.Conv2d(20, 40, 5, stride=2, padding=2), nn.ReLU()), (5, 24, 256)),
+    "tall": (nn.Sequential(nn.Conv2d(3, 10, 7, padding=3), nn.ReLU(), nn.AvgPool2d(2),
+                           nn.Conv2d(10, 18, 3, padding=1)), (3, 256, 8)),
+    "largest": (nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                              nn.MaxPool2d(3, stride=2, padding=1)), (3, 256, 256)),
+    "weights": (nn.Sequential(nn.Conv2d(256, 232, 3, padding=1), nn.ReLU(),
+                              nn.Conv2d(232, 24, 1)), (256, 5, 6)),
+}
+
+
+@pytest.fixture(scope="module")
+def default_device():
+    dev = striate.open("verilator", AcceleratorConfig(), timing=MemoryTiming(100, 8))
+    yield dev
+    dev.close()
+
+
+@pytest.mark.parametrize("name", sorted(AT_LIMITS))
+def test_shapes_at_the_default_limits_stream_bit_exact(default_device, name):
+    model, shape = AT_LIMITS[name]
+    torch.manual_seed(1)
+    for p in model.parameters():
+        nn.init.uniform_(p, -0.2, 0.2)
+    x = torch.randn(3, *shape).numpy()
+    program = striate.compile(model.eval(), x, AcceleratorConfig(),
+                              timing=MemoryTiming(100, 8))
+    assert program.stream is not None           # "auto": it does not fit on chip
+    tiles = [sum(1 for owner, (layer, _) in zip(program.stream.owners, program.steps)
+                 if owner == i and layer is not None) for i in range(len(program.layers))]
+    assert max(tiles) > 1, tiles
+    if name == "weights":
+        sizes = [d.out_c for owner, (layer, d) in zip(program.stream.owners, program.steps)
+                 if owner == 0 and layer is not None]
+        assert sorted(set(sizes)) == [8, 7 * 16], sizes
+    rtl_cases.check_on_rtl(default_device, program, program.quantize_input(x[:1]))

@@ -38,7 +38,7 @@ from .layouts import bits_for, descriptor_layout
 from .sequencer import Sequencer
 
 MOVE_WORDS = -(-MoveDescriptor.total_bits() // 32)
-ROW_WORD_TARGETS = tuple(code for code in (memmap.PROGRAM, memmap.TABLES))  # 32-bit rows
+ROW_WORD_TARGETS = (memmap.PROGRAM, memmap.TABLES)  # 32-bit rows
 
 
 def log2(n: int) -> int:
@@ -128,10 +128,7 @@ class TwoEngineSequencer(Sequencer):
                 m.d.sync += code.eq(self._move_code(m, computing))
                 m.next = "MSTART"
             with m.State("MSTART"):
-                with m.If(code != 0):
-                    m.d.sync += self.error.eq(code)
-                    m.next = "STOP"
-                with m.Else():
+                with m.If(self._refused(m, code, "STOP")):
                     m.d.comb += self.m_start.eq(1)
                     m.d.sync += running(self.move.stamp, stamp)
                     with m.If(self.move.target == memmap.PROGRAM):
@@ -158,10 +155,7 @@ class TwoEngineSequencer(Sequencer):
                                         Mux(busy, memmap.E_BUSY, 0)))
                 m.next = "START"
             with m.State("START"):
-                with m.If(code != 0):
-                    m.d.sync += self.error.eq(code)
-                    m.next = "STOP"
-                with m.Else():
+                with m.If(self._refused(m, code, "STOP")):
                     m.d.comb += self.run.eq(1)
                     m.d.sync += self._c_stamp(self.desc.stamp, stamp) + [
                         self.running.eq(self.layer)]

@@ -113,10 +113,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += code.eq(self._code)
                 m.next = "START"
             with m.State("START"):
-                with m.If(code != 0):
-                    m.d.sync += self.error.eq(code)
-                    m.next = "FAIL"
-                with m.Else():
+                with m.If(self._refused(m, code, "FAIL")):
                     m.d.comb += self.run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
@@ -131,6 +128,14 @@ class Sequencer(wiring.Component):
             with m.State("FAIL"):
                 m.d.sync += [self.busy.eq(0), self.failed.eq(1)]
                 m.next = "IDLE"
+
+    def _refused(self, m, code, failed: str):
+        """In a START state: a failed check (``code`` nonzero) records its code and goes to
+        state ``failed``. Returns the condition under which the start goes ahead."""
+        with m.If(code != 0):
+            m.d.sync += self.error.eq(code)
+            m.next = failed
+        return code == 0
 
     def _starting(self) -> list:
         """The statements of a START."""

@@ -55,7 +55,7 @@ def transfer(move: MoveDescriptor, start: int, memory: _Memory) -> int:
     sequencer's ``m_done``); updates ``memory``."""
     interval, latency = memory.timing.beat_interval, memory.timing.latency
     narrow = move.target in (PROGRAM, TABLES) and not move.store
-    issue, heads, pops, responses = [], [], [], []
+    heads, pops, responses = [], [], []
     ar = start                  # each chunk starts with a setup cycle
     prev_beat = memory.last_beat
     prev_issue = prev_accept = None     # stores: the last beat's local read and acceptance
@@ -65,7 +65,6 @@ def transfer(move: MoveDescriptor, start: int, memory: _Memory) -> int:
             ar = max(ar, heads[k - FIFO_INNER])
         if move.store and k >= OUTSTANDING:             # write responses outstanding
             ar = max(ar, responses[k - OUTSTANDING] + 1)
-        issue.append(ar)
         head = ar + 2 if k == 0 else max(ar + 2, pops[k - 1] + 1)
         heads.append(head)
         if not move.store:

@@ -164,17 +164,17 @@ def _weight_rows(layer: QLayer, config: AcceleratorConfig, dw: bool) -> int:
         * kh * kw * config.macs_per_cycle
 
 
-def _cost(tiles: list, config: AcceleratorConfig, timing: MemoryTiming) -> float:
-    """Predicted cycles of a layer's tiles: compute and transfers of consecutive tiles overlap,
-    so each step costs the longer of a tile's compute and the next tile's transfers, plus the
-    first tile's loads and the last tile's stores."""
+def _cost(tiles: list, config: AcceleratorConfig, timing: MemoryTiming, dw: bool) -> float:
+    """Predicted cycles of a layer's tiles (run depthwise if ``dw``): compute and transfers of
+    consecutive tiles overlap, so each step costs the longer of a tile's compute and the next
+    tile's transfers, plus the first tile's loads and the last tile's stores."""
     from ..golden import cycles as layer_model
     compute, moved = [], []
     for tile in tiles:
         layer = tile.band.layer
-        compute.append(layer_model.layer_cycles(layer, config))
+        compute.append(layer_model.layer_cycles(layer, config, dw=dw))
         moved.append(timing.latency + (_buffers(layer, config)
-                                       + _weight_rows(layer, config, False)) /
+                                       + _weight_rows(layer, config, dw)) /
                      timing.bytes_per_cycle)
     total = moved[0] + moved[-1] / 2
     for k, c in enumerate(compute):
@@ -215,7 +215,7 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
             continue
         if max(_buffers(b.layer, config) for b in cut) > half_act:
             continue
-        cost = _cost([Tile(index, b, og) for og in spans for b in cut], config, timing)
+        cost = _cost([Tile(index, b, og) for og in spans for b in cut], config, timing, dw)
         if best is None or cost < best[0]:
             best = (cost, count)
         tried += 1
