@@ -1,8 +1,9 @@
 """The external memory model of the simulators: an AXI4 slave with a stated latency and bandwidth.
 
-`Timing` (`striate.sw.config.MemoryTiming`) is the model, the same in every backend (`harness.cpp` has it in C++, the Amaranth
-simulator runs `AxiMemory` below; the cocotb testbench uses cocotbext-axi's ``AxiRam``, whose
-timing differs and which the tests check against the cycle model's bound only):
+`Timing` (`striate.sw.config.MemoryTiming`) is the model of the fast backend (`harness.cpp` has
+it in C++) and of the Amaranth simulator (`AxiMemory` below). The cocotb backend serves the port
+from cocotbext-axi's ``AxiRam`` instead, which answers in 2 cycles and is throttled to the
+bandwidth (`tb_accel.attach_memory`); `tests/test_stream.py` compares it with this model:
 
 - Address channels are always ready. A read burst accepted in cycle ``t`` has its first
   beat ready from cycle ``t + latency`` on; a write burst's response is ready ``latency``

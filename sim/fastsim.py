@@ -143,21 +143,13 @@ class VerilatorTransport(Transport):
     def wait(self, cycles):
         self._model.call("step", int(cycles))
 
-    def _ext_range(self, addr, count):
-        if not self._ext:
-            super().write_ext(addr, b"")
-        if not 0 <= addr <= addr + count <= self._ext:
-            raise StriateError(f"external memory bytes {addr}..{addr + count} lie outside its "
-                               f"{self._ext} bytes")
-
     def write_ext(self, addr, data):
-        data = bytes(np.ascontiguousarray(data, np.uint8).reshape(-1)) \
-            if isinstance(data, np.ndarray) else bytes(data)
-        self._ext_range(addr, len(data))
+        data = self._as_bytes(data)
+        self._ext_range(self._ext, addr, len(data))
         self._model.call("ext_write", addr, data, len(data))
 
     def read_ext(self, addr, count):
-        self._ext_range(addr, count)
+        self._ext_range(self._ext, addr, count)
         out = ctypes.create_string_buffer(count)
         self._model.call("ext_read", addr, out, count)
         return np.frombuffer(out.raw, np.uint8).copy()

@@ -9,6 +9,7 @@ Python only drives the bus; the clock runs inside the simulator.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -61,6 +62,35 @@ class Bus:
 
     async def reg(self, index):
         return int((await self.read(memmap.address(memmap.REG, index)))[0])
+
+
+def attach_memory(dut, size: int, bytes_per_cycle: int):
+    """cocotbext-axi's ``AxiRam`` of ``size`` bytes on the accelerator's AXI4 port (``axi_*``),
+    each direction throttled to ``bytes_per_cycle``; None for a configuration without one.
+    The RAM answers a burst a few cycles after its address (its own latency)."""
+    if not size:
+        return None
+    from cocotbext.axi import AxiBus, AxiRam
+    ram = AxiRam(AxiBus.from_prefix(dut, "axi"), dut.clk, dut.rst, size=size)
+    for side in (ram.write_if, ram.read_if):
+        side.log.setLevel(logging.WARNING)          # it logs every burst at INFO
+    if bytes_per_cycle < 8:
+        ram.read_if.r_channel.set_pause_generator(_throttle(bytes_per_cycle))
+        ram.write_if.w_channel.set_pause_generator(_throttle(bytes_per_cycle))
+    return ram
+
+
+def _throttle(bytes_per_cycle: int):
+    """Pauses for a channel of ``bytes_per_cycle``: it gains that much credit a cycle, up to a
+    beat's 8 bytes, and a cycle without a pause spends a beat's worth."""
+    credit = 8
+    while True:
+        if credit >= 8:
+            credit -= 8
+            yield False
+        else:
+            yield True
+        credit = min(8, credit + bytes_per_cycle)
 
 
 async def _run_one(dut, bus, run, layers, timeout_cycles):

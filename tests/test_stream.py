@@ -14,8 +14,10 @@ import striate
 from striate.sw.config import AcceleratorConfig, MemoryTiming
 from striate.sw.cli import main
 from striate.sw.errors import MappingError
-from striate.sw.golden import roofline
+from striate.sw.golden import roofline, timeline
 from striate.sw.mapping.memmap import PROGRAM
+from striate.sim.cocotb_transport import CocotbTransport
+from striate.sw.runtime.driver import Device
 from striate.sw.runtime.program import Program
 
 import rtl_cases
@@ -181,3 +183,41 @@ def test_shapes_at_the_default_limits_stream_bit_exact(default_device, name):
                  if owner == 0 and layer is not None]
         assert sorted(set(sizes)) == [8, 7 * 16], sizes
     rtl_cases.check_on_rtl(default_device, program, program.quantize_input(x[:1]))
+
+
+@pytest.mark.parametrize("simulator,bandwidth", [("verilator", 8), ("icarus", 8),
+                                                ("verilator", 2), ("verilator", 3)])
+def test_streamed_programs_under_cocotb_on_cocotbext_axi(simulator, bandwidth):
+    """The cocotb backend serves the AXI4 port from cocotbext-axi's ``AxiRam``: every layer
+    bit-exact. The RAM answers a burst 2 cycles after its address, so at full bandwidth the
+    counters equal the cycle model's for a latency of 2; throttled to 2 or 3 bytes a cycle
+    (each direction on its own), within 1 % of it."""
+    timing = MemoryTiming(20, bandwidth)
+    if simulator == "verilator":
+        device = striate.open("cocotb", CONFIG, timing=timing)
+    else:
+        device = Device(CocotbTransport(CONFIG, simulator, timing), CONFIG, "cocotb on Icarus")
+    try:
+        for seed in (0, 1) if bandwidth == 8 else (2,):
+            graph, rng = rtl_cases.random_chain(seed, layers=3, max_channels=12, max_width=16)
+            program = Program(graph, CONFIG, timing=timing, streaming="always")
+            x = rtl_cases.random_inputs(rng, 1, graph.input_shape)
+            got = device.run(program, x, return_all=True)
+            for layer, a, b in zip(program.layers, got, program.run_reference(x, return_all=True)):
+                np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+            ram = MemoryTiming(2, bandwidth)
+            model = timeline.program_counters(program, timing=ram)
+            cycles = device.last_run.cycles
+            if bandwidth == 8:
+                assert cycles == model.cycles
+                assert list(device.last_run.layer_cycles) == \
+                    timeline.per_layer(program, timing=ram)
+            else:
+                assert abs(cycles - model.cycles) <= 0.01 * model.cycles, (cycles, model.cycles)
+        # the backdoor into the RAM, and its limits
+        device.transport.write_ext(CONFIG.ext_bytes - 3, b"\x01\x02\x03")
+        assert device.transport.read_ext(CONFIG.ext_bytes - 3, 3).tolist() == [1, 2, 3]
+        with pytest.raises(striate.StriateError, match="lie outside"):
+            device.transport.read_ext(CONFIG.ext_bytes - 3, 4)
+    finally:
+        device.close()

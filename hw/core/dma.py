@@ -30,21 +30,23 @@ BEAT_BYTES = DATA_BITS // 8
 BURST_BEATS = 32
 OUTSTANDING = 16
 ADDR_BITS = 32
+ID_BITS = 1
 WORD_ADDR = MoveDescriptor.bits("local_addr") - 2   # 32-bit words of the on-chip side
 
 # The AXI4 master's channels as flat ports named as AXI names them (prefix ``axi_``), so
 # that verification models and memory controllers connect by name. (name, direction, width),
-# direction from the master's side. IDs are 0; a single master needs none.
+# direction from the master's side. Every burst has ID 0 (responses come back in order);
+# the ID ports are there because AXI4 slaves and their models expect them.
 AXI_PORTS = (
-    ("awaddr", Out, ADDR_BITS), ("awlen", Out, 8), ("awsize", Out, 3), ("awburst", Out, 2),
-    ("awvalid", Out, 1), ("awready", In, 1),
+    ("awid", Out, ID_BITS), ("awaddr", Out, ADDR_BITS), ("awlen", Out, 8), ("awsize", Out, 3),
+    ("awburst", Out, 2), ("awvalid", Out, 1), ("awready", In, 1),
     ("wdata", Out, DATA_BITS), ("wstrb", Out, BEAT_BYTES), ("wlast", Out, 1),
     ("wvalid", Out, 1), ("wready", In, 1),
-    ("bresp", In, 2), ("bvalid", In, 1), ("bready", Out, 1),
-    ("araddr", Out, ADDR_BITS), ("arlen", Out, 8), ("arsize", Out, 3), ("arburst", Out, 2),
-    ("arvalid", Out, 1), ("arready", In, 1),
-    ("rdata", In, DATA_BITS), ("rresp", In, 2), ("rlast", In, 1), ("rvalid", In, 1),
-    ("rready", Out, 1),
+    ("bid", In, ID_BITS), ("bresp", In, 2), ("bvalid", In, 1), ("bready", Out, 1),
+    ("arid", Out, ID_BITS), ("araddr", Out, ADDR_BITS), ("arlen", Out, 8), ("arsize", Out, 3),
+    ("arburst", Out, 2), ("arvalid", Out, 1), ("arready", In, 1),
+    ("rid", In, ID_BITS), ("rdata", In, DATA_BITS), ("rresp", In, 2), ("rlast", In, 1),
+    ("rvalid", In, 1), ("rready", Out, 1),
 )
 SIZE_8_BYTES, INCR = 3, 1
 

@@ -145,10 +145,11 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
     return Timeline(cycles=end + 1, stamps=tuple(stamps[key] for key in order))
 
 
-def program_counters(program, bound: bool = False) -> Timeline:
+def program_counters(program, bound: bool = False,
+                     timing: MemoryTiming | None = None) -> Timeline:
     """The counters of a `Program` on its configuration with external memory, for the memory
-    timing it was compiled for (`run`)."""
-    return run(program.steps, program.config, program.timing, bound)
+    ``timing`` (default: the one it was compiled for; `run`)."""
+    return run(program.steps, program.config, timing or program.timing, bound)
 
 
 def may_stall(program) -> bool:
@@ -159,13 +160,13 @@ def may_stall(program) -> bool:
                for layer, desc in program.steps)
 
 
-def per_layer(program, bound: bool = False) -> list[int]:
+def per_layer(program, bound: bool = False, timing: MemoryTiming | None = None) -> list[int]:
     """Predicted cycles per layer (as the driver spreads the stamps: 0 for a concatenation);
-    ``bound``: see `run`."""
+    ``bound``: see `run`; ``timing``: see `program_counters`."""
     from ..mapping.memmap import layer_cycles
     from ..mapping.mapper import spread
     executed = program.stream.executed if program.stream else program.plan.executed
-    return spread(executed, layer_cycles(program_counters(program, bound).stamps))
+    return spread(executed, layer_cycles(program_counters(program, bound, timing).stamps))
 
 
 def mismatch(program, layer_cycles, cycles: int) -> str:

@@ -59,6 +59,22 @@ class Transport(abc.ABC):
         """Read ``count`` bytes (uint8) of the external memory from byte ``addr`` on."""
         raise StriateError(f"{type(self).__name__} cannot reach an external memory")
 
+    @staticmethod
+    def _as_bytes(data) -> bytes:
+        """``write_ext``'s data (bytes or a uint8 array of any shape) as bytes."""
+        if isinstance(data, np.ndarray):
+            return np.ascontiguousarray(data, np.uint8).reshape(-1).tobytes()
+        return bytes(data)
+
+    def _ext_range(self, size: int, addr: int, count: int) -> None:
+        """For ``write_ext``/``read_ext``: raise unless bytes ``addr .. addr + count - 1`` lie
+        in the external memory of ``size`` bytes (0: there is none)."""
+        if not size:
+            Transport.write_ext(self, addr, b"")
+        if not 0 <= addr <= addr + count <= size:
+            raise StriateError(f"external memory bytes {addr}..{addr + count} lie outside its "
+                               f"{size} bytes")
+
     def close(self) -> None:
         """Release the simulator or port."""
 
@@ -330,6 +346,6 @@ def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = N
                       "Amaranth simulation")
     if backend == "cocotb":
         from ...sim.cocotb_transport import CocotbTransport
-        return Device(CocotbTransport(config), config, "cocotb simulation")
+        return Device(CocotbTransport(config, timing=timing), config, "cocotb simulation")
     raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
                        f"not {backend!r}")
