@@ -126,6 +126,8 @@ _BUS_SIGNATURES = {
 class VerilatorTransport(Transport):
     """Bus access to a Verilated accelerator in this process."""
 
+    ext_backdoor = True
+
     def __init__(self, config, log=None, spram=False, timing: Timing = Timing()):
         self._model = CModel(build_library(config, log, spram=spram), "sim", _BUS_SIGNATURES,
                              timing.latency, timing.bytes_per_cycle)

@@ -23,6 +23,8 @@ class _Command:
 class PysimTransport(Transport):
     """Bus access to an `Accelerator` in the Amaranth simulator of this process."""
 
+    ext_backdoor = True
+
     def __init__(self, config, timing: Timing = Timing()):
         from amaranth.sim import Simulator
         from ..hw.core.top import Accelerator

@@ -17,7 +17,7 @@ from striate.sw.errors import MappingError
 from striate.sw.golden import roofline, timeline
 from striate.sw.mapping.memmap import PROGRAM
 from striate.sim.cocotb_transport import CocotbTransport
-from striate.sw.runtime.driver import Device
+from striate.sw.runtime.driver import Device, Transport
 from striate.sw.runtime.program import Program
 
 import rtl_cases
@@ -221,3 +221,45 @@ def test_streamed_programs_under_cocotb_on_cocotbext_axi(simulator, bandwidth):
             device.transport.read_ext(CONFIG.ext_bytes - 3, 4)
     finally:
         device.close()
+
+
+class BusOnly(Transport):
+    """A simulator reached over its host bus alone, as a board is over its serial line."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def write(self, addr, words):
+        self.inner.write(addr, words)
+
+    def read(self, addr, count=1):
+        return self.inner.read(addr, count)
+
+    def wait(self, cycles):
+        self.inner.wait(cycles)
+
+
+def test_without_a_backdoor_external_memory_is_staged_through_the_accelerator(device):
+    graph, rng = rtl_cases.random_chain(5, layers=3, max_channels=12, max_width=16)
+    program = Program(graph, CONFIG, timing=TIMING, streaming="always")
+    x = rtl_cases.random_inputs(rng, 2, graph.input_shape)
+    staged = Device(BusOnly(device.transport), CONFIG, "bus only")
+    got = staged.run(program, x, return_all=True)
+    for layer, a, b in zip(program.layers, got, program.run_reference(x, return_all=True)):
+        np.testing.assert_array_equal(a, b.reshape(a.shape), err_msg=layer.name)
+    assert not timeline.mismatch(program, staged.last_run.layer_cycles, staged.last_run.cycles)
+
+    # Ranges inside words keep the bytes around them; reads see what the backdoor sees.
+    backdoor = device.transport
+    end = CONFIG.ext_bytes
+    backdoor.write_ext(end - 12, bytes(range(100, 112)))
+    staged.write_ext(end - 9, b"\x01\x02\x03\x04\x05")
+    expected = bytes([100, 101, 102, 1, 2, 3, 4, 5, 108, 109, 110, 111])
+    assert backdoor.read_ext(end - 12, 12).tobytes() == expected
+    assert staged.read_ext(end - 11, 10).tobytes() == expected[1:11]
+    data = np.random.default_rng(0).integers(0, 256, CONFIG.act_bytes + 10, np.uint8)
+    staged.write_ext(1002, data)        # more than the activation memory holds at once
+    assert np.array_equal(backdoor.read_ext(1002, len(data)), data)
+    assert np.array_equal(staged.read_ext(1002, len(data)), data)
+    with pytest.raises(striate.StriateError, match="lie outside"):
+        staged.write_ext(end - 2, b"abc")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..golden import cycles as cycle_model
 from .. import arguments
-from . import image
+from . import image, staging
 from ..mapping import memmap
 from ..config import AcceleratorConfig, MemoryTiming
 from ..errors import StriateError
@@ -49,6 +49,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def wait(self, cycles: int) -> None:
         """Let the accelerator run for about ``cycles`` clock cycles without bus traffic."""
+
+    #: Whether `write_ext` and `read_ext` reach the external memory directly (simulators). A
+    #: `Device` on a transport without reaches it through the accelerator (`staging`).
+    ext_backdoor = False
 
     def write_ext(self, addr: int, data) -> None:
         """Write bytes ``data`` into the external memory from byte ``addr`` on (configurations
@@ -124,6 +128,24 @@ class Device:
     def _reg(self, index: int) -> int:
         return int(self.transport.read(memmap.address(memmap.REG, index))[0])
 
+    def write_ext(self, addr: int, data) -> None:
+        """Write bytes ``data`` (bytes or uint8) into the external memory from byte ``addr``
+        on: directly on a simulator, else through the accelerator (`staging`), which
+        overwrites the activation memory and program slot 0."""
+        data = Transport._as_bytes(data)
+        if self.transport.ext_backdoor:
+            return self.transport.write_ext(addr, data)
+        self.transport._ext_range(self.config.ext_bytes, addr, len(data))
+        staging.write(self.transport, self.config, addr, data)
+
+    def read_ext(self, addr: int, count: int) -> np.ndarray:
+        """Read ``count`` bytes (uint8) of the external memory from byte ``addr`` on (as
+        `write_ext` reaches it)."""
+        if self.transport.ext_backdoor:
+            return self.transport.read_ext(addr, count)
+        self.transport._ext_range(self.config.ext_bytes, addr, count)
+        return staging.read(self.transport, self.config, addr, count)
+
     def load(self, program) -> None:
         """Write the program's descriptors, parameters and weights (once per program)."""
         if not isinstance(program, Program):
@@ -135,7 +157,7 @@ class Device:
             raise StriateError(f"{self.name} is busy; cannot load a program")
         if program.stream is not None:
             for addr, data in image.ext_image(program):
-                self.transport.write_ext(addr, data)
+                self.write_ext(addr, data)
             blocks = image.stream_slots(program)
         else:
             blocks = image.program_image(program)
@@ -206,7 +228,7 @@ class Device:
         """Layer ``i``'s output, read back from the activation or the external memory."""
         if program.stream is not None:
             addr, size = image.output_ext(program, i)
-            return image.decode_ext(program, i, self.transport.read_ext(addr, size))
+            return image.decode_ext(program, i, self.read_ext(addr, size))
         addr, words = image.output_location(program, i)
         return image.decode_output(program, i, self.transport.read(addr, words))
 
@@ -238,8 +260,9 @@ class Device:
             raise StriateError(f"{self.name} is busy (still running an earlier start)")
         if program.stream is not None:
             addr, data = image.input_ext(program, x)
-            self.transport.write_ext(addr, data)
-            if program.stream.refills:      # the last run overwrote the first slots
+            self.write_ext(addr, data)
+            # the last run's refills, or staging, overwrote the first slots
+            if program.stream.refills or not self.transport.ext_backdoor:
                 addr, words = image.stream_slots(program)[0]
                 self.transport.write(addr, words)
             count = len(program.steps)
