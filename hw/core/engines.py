@@ -128,7 +128,7 @@ class TwoEngineSequencer(Sequencer):
                 m.d.sync += code.eq(self._move_code(m, computing))
                 m.next = "MSTART"
             with m.State("MSTART"):
-                with m.If(self._refused(m, code, "STOP")):
+                with self._refused(m, code, "STOP"):
                     m.d.comb += self.m_start.eq(1)
                     m.d.sync += running(self.move.stamp, stamp)
                     with m.If(self.move.target == memmap.PROGRAM):
@@ -155,7 +155,7 @@ class TwoEngineSequencer(Sequencer):
                                         Mux(busy, memmap.E_BUSY, 0)))
                 m.next = "START"
             with m.State("START"):
-                with m.If(self._refused(m, code, "STOP")):
+                with self._refused(m, code, "STOP"):
                     m.d.comb += self.run.eq(1)
                     m.d.sync += self._c_stamp(self.desc.stamp, stamp) + [
                         self.running.eq(self.layer)]

@@ -113,7 +113,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += code.eq(self._code)
                 m.next = "START"
             with m.State("START"):
-                with m.If(self._refused(m, code, "FAIL")):
+                with self._refused(m, code, "FAIL"):
                     m.d.comb += self.run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
@@ -131,11 +131,11 @@ class Sequencer(wiring.Component):
 
     def _refused(self, m, code, failed: str):
         """In a START state: a failed check (``code`` nonzero) records its code and goes to
-        state ``failed``. Returns the condition under which the start goes ahead."""
+        state ``failed``. Returns the ``Else`` block in which the start goes ahead."""
         with m.If(code != 0):
             m.d.sync += self.error.eq(code)
             m.next = failed
-        return code == 0
+        return m.Else()
 
     def _starting(self) -> list:
         """The statements of a START."""
