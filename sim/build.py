@@ -75,26 +75,35 @@ def ice40_spram_model() -> str:
 
 
 def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
-            spram: bool = False) -> Path:
+            spram: bool = False, sdram: bool = False) -> Path:
     """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
     accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
     bridge (ports ``rx`` and ``tx``). With ``spram`` the weights live in iCE40 SPRAM blocks
-    (`striate.hw.platform.spram`), simulated with Yosys' model of them, as on the iCEBreaker."""
+    (`striate.hw.platform.spram`), simulated with Yosys' model of them, as on the iCEBreaker.
+    With ``sdram`` the AXI4 port is on the ULX3S's LiteDRAM core, with LiteDRAM's model of the
+    chip (`striate.hw.platform.sdram.SdramAccelerator`; the host bus only, as on the board)."""
     folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "") / \
-        ("spram" if spram else "")
+        ("spram" if spram else "") / ("sdram" if sdram else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
         from ..hw.platform.spram import Ice40Spram
         ram = Ice40Spram if spram else None
+        core = ""
         if uart_divisor:
             from ..hw.platform.uart_top import UartAccelerator
             design = UartAccelerator(config, uart_divisor, weight_ram=ram)
+        elif sdram:
+            from ..hw.platform import sdram as litedram
+            from ..hw.platform.boards import ULX3S_SDRAM
+            clock_hz = ULX3S_SDRAM.clock_mhz * 1e6
+            core, registers = litedram.generate(clock_hz, folder / "litedram", simulate=True)
+            design = litedram.SdramAccelerator(config, clock_hz, registers)
         else:
             from ..hw.core.top import Accelerator
             design = Accelerator(config, weight_ram=ram)
         folder.mkdir(parents=True, exist_ok=True)
-        text = amaranth_verilog.convert(design, name=TOP, emit_src=False)
+        text = amaranth_verilog.convert(design, name=TOP, emit_src=False) + core
         if spram:
             text += ice40_spram_model()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")     # concurrent builds each write their own

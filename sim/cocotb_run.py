@@ -38,11 +38,13 @@ def _env():
                                   "CFG_CXXFLAGS_STD=-std=c++17".strip()
 
 
-def build_runner(config, simulator):
+def build_runner(config, simulator, sdram: bool = False):
+    """The cocotb runner of ``config``'s design (`build.verilog`; with ``sdram``, on the
+    ULX3S's LiteDRAM core) built for ``simulator``, and its build folder."""
     from cocotb_tools.runner import get_runner
     _env()
-    source = build.verilog(config)
-    build_dir = build.design_dir(config) / simulator
+    source = build.verilog(config, sdram=sdram)
+    build_dir = build.design_dir(config) / (f"sdram-{simulator}" if sdram else simulator)
     runner = get_runner(simulator)
     kwargs = {}
     if simulator == "verilator":

@@ -23,9 +23,14 @@ from .cocotb_run import build_runner
 
 
 class CocotbTransport(Transport):
-    def __init__(self, config, simulator: str = "verilator", timing=None):
-        runner, build_dir = build_runner(config, simulator)
-        self._ext_bytes = config.ext_bytes
+    """With ``sdram``, the design is the accelerator on the ULX3S's LiteDRAM core with
+    LiteDRAM's model of the chip (`build.verilog`): no backdoor, so a `Device` reaches the
+    external memory through the accelerator (`striate.sw.runtime.staging`), as on the board."""
+
+    def __init__(self, config, simulator: str = "verilator", timing=None, sdram: bool = False):
+        runner, build_dir = build_runner(config, simulator, sdram)
+        self.ext_backdoor = not sdram
+        self._ext_bytes = 0 if sdram else config.ext_bytes
         bandwidth = timing.bytes_per_cycle if timing is not None else 8
         self._tmp = tempfile.TemporaryDirectory(prefix="striate-serve-")
         tmp = Path(self._tmp.name)
@@ -41,7 +46,7 @@ class CocotbTransport(Transport):
                             timescale=None if simulator == "verilator" else ("1ns", "1ps"),
                             extra_env={"STRIATE_REQUESTS": str(req),
                                        "STRIATE_RESPONSES": str(resp),
-                                       "STRIATE_EXT_BYTES": str(config.ext_bytes),
+                                       "STRIATE_EXT_BYTES": str(self._ext_bytes),
                                        "STRIATE_EXT_BANDWIDTH": str(bandwidth),
                                        "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
             except BaseException as exc:     # the runner exits when the testbench fails

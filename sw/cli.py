@@ -186,11 +186,12 @@ def cmd_simulate(args) -> int:
 
 def cmd_run(args) -> int:
     """Run a program on a board over its serial port (see docs/fpga.md)."""
-    from ..hw.platform.boards import BAUD, BOARDS
+    from ..hw.platform.boards import BAUD, BOARDS, UNFINISHED
     program = _load(args.program)
     clock_mhz = args.clock_mhz
     if clock_mhz is None:
-        boards = [b for b in BOARDS.values() if b.config == program.config]
+        boards = [b for b in (*BOARDS.values(), *UNFINISHED.values())
+                  if b.config == program.config]
         if not boards:
             raise StriateError(f"{args.program} was compiled for no board's configuration; "
                                "give the accelerator clock with --clock-mhz")
@@ -399,7 +400,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("bitstream", help="build a board's bitstream and report.json")
-    p.add_argument("board", choices=["icebreaker", "ulx3s"])
+    p.add_argument("board", choices=["icebreaker", "ulx3s", "ulx3s-sdram"])
     p.add_argument("--build-dir", default="build")
     p.set_defaults(func=cmd_bitstream)
     p = sub.add_parser("train", help="retrain a registered model (reproduces committed weights)")

@@ -1,4 +1,5 @@
-"""Board tops: a PLL-derived clock, `UartAccelerator` on the board's USB UART, an LED for busy.
+"""Board tops: a PLL-derived clock, `UartAccelerator` on the board's USB UART, an LED for busy,
+and on the ULX3S its SDRAM behind LiteDRAM (`striate.hw.platform.sdram`) as external memory.
 
 `BOARDS` names each supported board with its accelerator configuration (sized to the part) and
 clock. `striate.hw.platform.bitstream` builds them with the YoWASP tools.
@@ -6,13 +7,17 @@ clock. `striate.hw.platform.bitstream` builds them with the YoWASP tools.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from amaranth.hdl import (ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal,
                           Signal)
 from amaranth.lib.cdc import ResetSynchronizer
 
+from amaranth.lib.wiring import Out
+
 from ...sw.config import AcceleratorConfig
+from ..core.dma import AXI_PORTS
+from . import sdram
 from .spram import Ice40Spram
 from .uart_top import UartAccelerator
 
@@ -30,6 +35,7 @@ class Board:
     config: AcceleratorConfig
     clock_mhz: float
     family: str                    # "ice40" or "ecp5"
+    sdram: bool = False            # its SDRAM behind LiteDRAM is the external memory
 
     def make_platform(self):
         import importlib
@@ -130,9 +136,15 @@ class BoardTop(Elaboratable):
         platform.add_file(f"{ACCEL}.v", verilog.convert(accel, name=ACCEL, emit_src=False))
         uart = platform.request("uart", 0)
         led = platform.request("led", 0)
+        ports = {}
+        if self.board.sdram:
+            axi = {name: Signal(width, name=f"axi_{name}") for name, _, width in AXI_PORTS}
+            ports = {("o_" if direction is Out else "i_") + "axi_" + name: axi[name]
+                     for name, direction, _ in AXI_PORTS}
+            m.submodules.sdram = sdram.LiteDram(clock_mhz * 1e6, axi)
         m.submodules.accel = Instance(ACCEL, i_clk=ClockSignal("sync"),
                                       i_rst=ResetSignal("sync"), i_rx=uart.rx.i,
-                                      o_tx=uart.tx.o, o_busy=led.o)
+                                      o_tx=uart.tx.o, o_busy=led.o, **ports)
         return m
 
 
@@ -160,4 +172,15 @@ ULX3S = Board(
                              weight_bytes=64 * 1024, param_entries=256, program_depth=16,
                              ext_bytes=0, act_banks=1))
 
+# The ULX3S with its 32 MB SDRAM behind LiteDRAM as external memory (networks larger than the
+# chip stream from it), two activation banks (the fewest that let transfers overlap layers).
+# Unfinished: it runs in simulation with LiteDRAM's model of the chip (tests/test_sdram.py), but
+# its bitstream does not route yet (router2 stalls at about 4,000 overused wires) and its
+# estimated clock is marginal; `make bitstream BOARD=ulx3s-sdram` tries (docs/memory.md).
+ULX3S_SDRAM = replace(
+    ULX3S, name="ulx3s-sdram", sdram=True,
+    config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2))
+
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S)}
+#: Board builds in progress: buildable by name, not yet part of CI or the figures.
+UNFINISHED = {ULX3S_SDRAM.name: ULX3S_SDRAM}

@@ -9,17 +9,21 @@ from amaranth.lib.wiring import In, Out, connect
 from ...sw.runtime import framing
 from ...sw.config import AcceleratorConfig
 from .bridge import Bridge
+from ..core.dma import AXI_PORTS, axi_ports
 from ..core.top import Accelerator
 from .uart import UartRx, UartTx
 
 
 class UartAccelerator(wiring.Component):
     """`Accelerator` reached through `Bridge` over an 8N1 UART of ``divisor`` clocks per bit.
-    The bridge drops a partial frame after `framing.FRAME_TIMEOUT_BITS` bit times of silence."""
+    The bridge drops a partial frame after `framing.FRAME_TIMEOUT_BITS` bit times of silence.
+    With external memory (``config.ext_bytes``), the accelerator's AXI4 port (``axi_*``) is
+    passed through."""
 
     def __init__(self, config: AcceleratorConfig, divisor: int, weight_ram=None):
         self.config, self.divisor, self.weight_ram = config, divisor, weight_ram
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
+                          **(axi_ports() if config.ext_bytes else {})})
 
     def elaborate(self, platform):
         m = Module()
@@ -36,4 +40,8 @@ class UartAccelerator(wiring.Component):
         # longer).
         m.d.sync += [acc.addr.eq(bridge.addr), acc.w_en.eq(bridge.w_en),
                      acc.w_data.eq(bridge.w_data), acc.r_en.eq(bridge.r_en)]
+        if self.config.ext_bytes:
+            for name, direction, _ in AXI_PORTS:
+                outer, inner = getattr(self, "axi_" + name), getattr(acc, "axi_" + name)
+                m.d.comb += outer.eq(inner) if direction is Out else inner.eq(outer)
         return m
