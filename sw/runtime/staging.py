@@ -64,7 +64,7 @@ def _move(transport, config, ext_addr: int, length: int, store: int) -> None:
     transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.START])
     # A transfer moves up to two words a cycle after the memory's latency; a memory
     # controller may hold its port for its own start-up first (LiteDRAM's chip
-    # initialisation: about 21,000 cycles after reset).
+    # initialisation: about 20,500 cycles after reset).
     budget = 100_000 + 8 * length
     waited = 0
     while True:
