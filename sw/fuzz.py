@@ -62,7 +62,9 @@ CONFIGS = {
 }
 #: Configurations whose cases are always streamed from external memory, and the memory model
 #: they are run and planned with (an odd bandwidth, so that beats and cycles do not align).
-STREAMED = {"stream": MemoryTiming(37, 3)}
+STREAMED = {"stream": MemoryTiming(37, 3),
+            # the unfinished SDRAM board (two banks): about its SDRAM's rate
+            "ulx3s-sdram": MemoryTiming(10, 2)}
 
 
 #: What `striate fuzz` runs by default: `CONFIGS` and both boards' (the ULX3S's has four
@@ -71,14 +73,16 @@ DEFAULT_CONFIGS = ("default", "small", "serial", "window", "stream", "icebreaker
 
 
 def config_named(name: str) -> AcceleratorConfig:
-    """A fuzzed configuration by name: `CONFIGS` or a board of `striate.hw.platform.boards`."""
+    """A fuzzed configuration by name: `CONFIGS` or a board of `striate.hw.platform.boards`
+    (finished or not: ``ulx3s-sdram`` is the ULX3S with external memory in two banks)."""
     if name in CONFIGS:
         return CONFIGS[name]
-    from ..hw.platform.boards import BOARDS
-    if name in BOARDS:
-        return BOARDS[name].config
+    from ..hw.platform.boards import BOARDS, UNFINISHED
+    boards = {**BOARDS, **UNFINISHED}
+    if name in boards:
+        return boards[name].config
     from .errors import ConfigError
-    raise ConfigError(f"fuzz configuration must be one of {sorted(CONFIGS) + sorted(BOARDS)}, "
+    raise ConfigError(f"fuzz configuration must be one of {sorted(CONFIGS) + sorted(boards)}, "
                       f"not {name!r}")
 
 

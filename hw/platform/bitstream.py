@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .boards import BOARDS, UNFINISHED, BoardTop
+from .sdram import SdramError
 
 # (nextpnr utilization key, report field) per family
 RESOURCES = {
@@ -119,6 +120,8 @@ def build(board_name: str, build_root: Path = Path("build")) -> dict:
                        **options)
     except subprocess.CalledProcessError:
         raise BuildError(f"{board.name}: the build failed in {out}:\n{_failure(out)}") from None
+    except SdramError as exc:           # LiteDRAM's generator, run while elaborating
+        raise BuildError(f"{board.name}: {exc}") from None
     finally:
         os.environ.clear()
         os.environ.update(saved)

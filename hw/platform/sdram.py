@@ -43,7 +43,7 @@ COMMAND = {"CS": 0x01, "WE": 0x02, "CAS": 0x04, "RAS": 0x08}
 
 
 class SdramError(RuntimeError):
-    """LiteDRAM's generator failed."""
+    """LiteDRAM's generator failed (`bitstream.build` reports it as a `BuildError`)."""
 
 
 def core_config(clock_hz: float) -> dict:
@@ -67,7 +67,8 @@ def generate(clock_hz: float, out_dir: Path, simulate: bool = False) -> tuple[st
                             capture_output=True, text=True, cwd=out_dir)
     verilog = out_dir / "gateware" / f"{CORE}.v"
     if result.returncode or not verilog.exists():
-        raise SdramError(f"LiteDRAM's generator failed:\n{(result.stdout + result.stderr)[-3000:]}")
+        log = (result.stdout + result.stderr)[-3000:]
+        raise SdramError(f"LiteDRAM's generator failed:\n{log}")
     with open(out_dir / "csr.csv") as f:
         registers = {row[1]: int(row[2], 16) for row in csv.reader(f)
                      if row and row[0] == "csr_register"}
