@@ -49,6 +49,9 @@ def random_move(rng, store=False, target=None):
         limit = min(limit, 256)     # the first table only: later ones hold the next layer's
     count = int(rng.integers(1, 5))
     length = unit * int(rng.integers(1, min(80, limit // unit // count) + 1))
+    if rng.random() < 0.3:      # a narrow tile's rows: many chunks of a few words
+        count = int(rng.integers(5, 48))
+        length = unit * int(rng.integers(1, 6))
     local_stride = length + unit * int(rng.integers(0, 8))
     while (count - 1) * local_stride + length > limit:
         local_stride = length

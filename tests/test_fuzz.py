@@ -79,6 +79,13 @@ def test_cli_reruns_one_case(capsys):
     assert main(["fuzz", "--config", "nosuch", "--nets", "1"]) == 2
 
 
+def test_cli_reruns_a_streamed_case_on_its_memory_model(capsys):
+    """A streamed case reruns on the memory model its run planned it for: this one (tiles of
+    three columns) ends 1,014 cycles later than planned on the default model."""
+    assert main(["fuzz", "--config", "stream", "--seed", "7", "--case", "38"]) == 0
+    assert "PASS    stream/7/38" in capsys.readouterr().out
+
+
 def test_refusal_reasons_name_the_limit():
     err = striate.MappingError("layer 'x' (module x): stride must be <= 4 "
                                "(AcceleratorConfig.max_stride), not (5, 1)")

@@ -1,17 +1,21 @@
-"""Row bands: a layer's output computed a band of rows at a time from a band of its input rows.
+"""Tiles of rows and columns: a layer's output computed a tile at a time from a tile of its
+input.
 
-`band` finds, for output rows ``[o0, o1)`` of a layer, a layer the hardware can run on input
-rows ``[a, a + rows)`` alone whose output holds the wanted rows from its row ``skip`` on: the
-same convolution and pooling with its own top padding (the descriptor's pads are symmetric,
-with one extra row at the bottom allowed), so a middle band reads the rows above it instead of
-zeros, and a band at the top or bottom pads where the map does. A band may compute a few rows
-it does not need (``skip`` above, some below); they are never stored.
+`band` finds, for output rows ``[o0, o1)`` (and columns ``[c0, c1)``) of a layer, a layer the
+hardware can run on input rows ``[a, a + rows)`` (and columns) alone whose output holds the
+wanted rows from its row ``skip`` on (columns from ``skip_col``): the same convolution and
+pooling with its own top (left) padding (the descriptor's pads are symmetric, with one extra row
+at the bottom and column at the right allowed), so a middle tile reads the rows above it
+instead of zeros, and a tile at an edge pads where the map does. A tile may compute a few rows
+or columns it does not need (``skip`` before, some after); they are never stored. Rows and
+columns are independent (kernels, strides, padding and pooling are separable), so a tile is a
+row band crossed with a column band, each found by the same search.
 
 The search is exact: for each candidate it follows every kernel tap of every convolution row
 and every pooling window's rows back to the input rows they read, and accepts the candidate
 only if each wanted output row reads just what the layer's row reads (the same input row for
 each tap, zero where the layer pads) and no unwanted row enters a wanted pooling window.
-Element-wise layers (adds) and upsampling copies map rows directly.
+Element-wise layers (adds) and upsampling copies map rows and columns directly.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ MAX_PAD = 7             # the descriptor's pad fields (3 bits)
 
 @dataclass(frozen=True, eq=False)
 class Band:
-    """Output rows ``rows`` of a layer, computed by ``layer`` from input rows ``in_rows``
-    (first, stop); its output's rows ``skip .. skip + rows[1] - rows[0]`` are the wanted
-    ones."""
+    """Output rows ``rows`` and columns ``cols`` of a layer, computed by ``layer`` from input
+    rows ``in_rows`` and columns ``in_cols`` (first, stop); its output's rows ``skip .. skip +
+    rows[1] - rows[0]`` and columns ``skip_col ..`` are the wanted ones."""
     rows: tuple
     in_rows: tuple
     layer: QLayer
     skip: int
+    cols: tuple = None
+    in_cols: tuple = None
+    skip_col: int = 0
 
     @property
     def count(self) -> int:
@@ -104,48 +111,81 @@ def _pooled(want, lo, n, j0, nconv, pk, ps, pp, o0):
     return None
 
 
-def band(layer: QLayer, o0: int, o1: int, depthwise: bool = False) -> Band | None:
-    """The band of output rows ``[o0, o1)`` of ``layer`` (``depthwise``: on the depthwise
-    datapath, whose padding must stay below the kernel), or None if no band the hardware
-    can run computes them alone."""
+@dataclass(frozen=True)
+class _Span:
+    """How one axis of a tile is computed: input positions ``first .. first + size``, the
+    tile's padding before them, its extra padding after them, its pooling padding, the
+    unwanted outputs before the wanted ones (``skip``) and its output size."""
+    first: int
+    size: int
+    pad: int
+    extra: int
+    pool_pad: int
+    skip: int
+    out: int
+
+
+def _span(layer: QLayer, axis: int, o0: int, o1: int, depthwise: bool) -> _Span | None:
+    """Output positions ``[o0, o1)`` along ``axis`` (0: rows, 1: columns), or None."""
+    pad, extra, pool_pad = layer.padding[axis], layer.pad_extra[axis], layer.pool_padding[axis]
+    if axis == 1 and (o0, o1) == (0, layer.out_shape[2]):     # all columns: the layer's own
+        return _Span(0, layer.in_shape[1 + axis], pad, extra, pool_pad, 0, o1)
     if layer.op == "add":
-        c, h, w = layer.in_shape
-        return Band((o0, o1), (o0, o1), layer.replace(in_shape=(c, o1 - o0, w),
-                                                      out_shape=(c, o1 - o0, w)), 0)
+        return _Span(o0, o1 - o0, pad, extra, pool_pad, 0, o1 - o0)
     if layer.upsample != (1, 1):
-        f = layer.upsample[0]
-        if o0 % f or o1 % f and o1 != layer.out_shape[1]:
+        f = layer.upsample[axis]
+        if o0 % f or o1 % f and o1 != layer.out_shape[1 + axis]:
             return None
-        c, h, w = layer.in_shape
         a, b = o0 // f, -(-o1 // f)
-        return Band((o0, o1), (a, b), layer.replace(in_shape=(c, b - a, w),
-                                                    out_shape=(c, (b - a) * f,
-                                                               layer.out_shape[2])), 0)
-    c, h, w = layer.in_shape
-    kh, (s, _), (ph, pw), (eh, ew) = layer.kernel[0], layer.stride, layer.padding, \
-        layer.pad_extra
+        return _Span(a, b - a, pad, extra, pool_pad, 0, (b - a) * f)
     pool = layer.pool != "none"
-    pk, ps, pp = (layer.pool_kernel[0], layer.pool_stride[0], layer.pool_padding[0]) \
-        if pool else (1, 1, 0)
-    found = _search(h, kh, s, ph, eh, pool, pk, ps, pp, depthwise, o0, o1)
+    pk, ps, pp = (layer.pool_kernel[axis], layer.pool_stride[axis], pool_pad) if pool \
+        else (1, 1, 0)
+    found = _search(layer.in_shape[1 + axis], layer.kernel[axis], layer.stride[axis], pad,
+                    extra, pool, pk, ps, pp, depthwise, o0, o1)
     if found is None:
         return None
-    a, rows, t, e, ppt, skip, nconv, nout = found
-    o, _, ow = layer.out_shape
-    part = layer.replace(in_shape=(c, rows, w), padding=(t, pw), pad_extra=(e, ew),
-                         pool_padding=(ppt, layer.pool_padding[1]), out_shape=(o, nout, ow))
-    return Band((o0, o1), (a, a + rows), part, skip)
+    a, size, t, e, ppt, skip, _, nout = found
+    return _Span(a, size, t, e, ppt, skip, nout)
 
 
-def split(layer: QLayer, count: int, depthwise: bool = False) -> list[Band]:
-    """``layer``'s output rows in bands of ``count`` rows (the last may have fewer);
-    `MappingError` if some band cannot be computed alone."""
-    oh = layer.out_shape[1]
-    bands = []
+def band(layer: QLayer, o0: int, o1: int, depthwise: bool = False,
+         cols: tuple | None = None) -> Band | None:
+    """The tile of output rows ``[o0, o1)`` and columns ``cols`` (first, stop; None: all) of
+    ``layer`` (``depthwise``: on the depthwise datapath, whose padding must stay below the
+    kernel), or None if no tile the hardware can run computes them alone."""
+    cols = cols or (0, layer.out_shape[2])
+    r, c = _span(layer, 0, o0, o1, depthwise), _span(layer, 1, *cols, depthwise)
+    if r is None or c is None:
+        return None
+    channels = layer.in_shape[0]
+    out = layer.out_shape[0]
+    in_shape = (channels, r.size, c.size)
+    if layer.op == "add" or layer.upsample != (1, 1):
+        part = layer.replace(in_shape=in_shape, out_shape=(out, r.out, c.out))
+    else:
+        part = layer.replace(in_shape=in_shape, padding=(r.pad, c.pad),
+                             pad_extra=(r.extra, c.extra), pool_padding=(r.pool_pad, c.pool_pad),
+                             out_shape=(out, r.out, c.out))
+    return Band((o0, o1), (r.first, r.first + r.size), part, r.skip, cols,
+                (c.first, c.first + c.size), c.skip)
+
+
+def split(layer: QLayer, count: int, depthwise: bool = False,
+          width: int | None = None) -> list[Band]:
+    """``layer``'s output in tiles of ``count`` rows and ``width`` columns (None: all), row
+    by row (the last row and column may have fewer); `MappingError` if some tile cannot be
+    computed alone."""
+    _, oh, ow = layer.out_shape
+    width = width or ow
+    tiles = []
     for o0 in range(0, oh, count):
-        found = band(layer, o0, min(oh, o0 + count), depthwise)
-        if found is None:
-            raise MappingError(f"layer '{layer.name}': output rows {o0} to "
-                               f"{min(oh, o0 + count) - 1} cannot be computed as a band")
-        bands.append(found)
-    return bands
+        for c0 in range(0, ow, width):
+            rows, cols = (o0, min(oh, o0 + count)), (c0, min(ow, c0 + width))
+            found = band(layer, *rows, depthwise, cols)
+            if found is None:
+                where = "" if width == ow else f", columns {cols[0]} to {cols[1] - 1}"
+                raise MappingError(f"layer '{layer.name}': output rows {rows[0]} to "
+                                   f"{rows[1] - 1}{where} cannot be computed as a tile")
+            tiles.append(found)
+    return tiles

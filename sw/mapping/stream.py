@@ -204,13 +204,43 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
         raise MappingError(f"{_where(layer)}: depthwise weights must fit half the weight memory")
     spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
     part = _slice_outputs(layer, spans[0], config)
-    rows, best, tried = layer.out_shape[1], None, 0
+    best = None
+    for width in _widths(layer.out_shape[2]):
+        best = _best_band(index, part, spans, width, config, timing, dw)
+        if best is not None:
+            break
+    if best is None:
+        raise MappingError(f"{_where(layer)}: no tile of its output (a row of one column at "
+                           f"least) fits half the activation memory ({half_act} bytes, "
+                           "AcceleratorConfig.act_bytes)")
+    tiles = []
+    for og in spans:
+        part = _slice_outputs(layer, og, config).replace(channel_offset=0)
+        tiles += [Tile(index, b, og) for b in bands.split(part, best, dw, width)]
+    return tiles
+
+
+def _widths(width: int) -> list:
+    """Tile widths to try, widest first: the whole width, then ``ceil(width / n)`` for n = 2,
+    3, .. (each distinct width once)."""
+    return sorted({-(-width // n) for n in range(1, width + 1)}, reverse=True)
+
+
+def _best_band(index: int, part: QLayer, spans: list, width: int, config: AcceleratorConfig,
+               timing: MemoryTiming, dw: bool) -> int | None:
+    """The band height the cost model prefers for tiles ``width`` columns wide among those
+    whose buffers fit half the activation memory, or None if none does."""
+    half_act = config.act_bytes // 2
+    rows, best, tried = part.out_shape[1], None, 0
+    smallest = bands.band(part, 0, 1, dw, (0, width))
+    if smallest is not None and _buffers(smallest.layer, config) > half_act:
+        return None         # taller tiles need as much at least
     for count in range(rows, 0, -1):
-        first = bands.band(part, 0, min(rows, count), dw)
+        first = bands.band(part, 0, min(rows, count), dw, (0, width))
         if first is None or _buffers(first.layer, config) > half_act:
             continue
         try:
-            cut = bands.split(part, count, dw)
+            cut = bands.split(part, count, dw, width)
         except MappingError:
             continue
         if max(_buffers(b.layer, config) for b in cut) > half_act:
@@ -221,14 +251,7 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
         tried += 1
         if tried == 6:          # smaller bands only add halo and per-tile cycles
             break
-    if best is None:
-        raise MappingError(f"{_where(layer)}: no band of its output rows fits half the "
-                           f"activation memory ({half_act} bytes, AcceleratorConfig.act_bytes)")
-    tiles = []
-    for og in spans:
-        part = _slice_outputs(layer, og, config).replace(channel_offset=0)
-        tiles += [Tile(index, b, og) for b in bands.split(part, best[1], dw)]
-    return tiles
+    return best[1] if best else None
 
 
 class _Emitter:
@@ -244,20 +267,37 @@ class _Emitter:
         """(loads, layer step, stores) of tile ``k``."""
         return self._tile(k, tile)
 
-    def _map_moves(self, tensor: str, shape: tuple, in_rows: tuple, group0: int,
-                   groups_n: int, local: int, store: bool, skip: int = 0, local_rows=None):
-        """The transfer of rows ``in_rows`` of channel groups ``group0 ..`` of a map."""
+    def _map_moves(self, tensor: str, shape: tuple, rows: tuple, cols: tuple, group0: int,
+                   groups_n: int, local: int, local_shape: tuple, store: bool,
+                   skip: tuple = (0, 0)) -> list:
+        """The transfers of rows ``rows`` and columns ``cols`` of channel groups ``group0 ..
+        group0 + groups_n`` of a map, to or from a tile of ``local_shape`` (rows, columns) at
+        ``local`` whose rows and columns from ``skip`` on hold them: one transfer of a chunk
+        per channel group when the tile is the map's whole width, else one per channel group
+        (a chunk per row) or one per row (a chunk per channel group), whichever is fewer."""
         c, h, w = map_shape(shape)
         pi = self.config.pe_in
         base = self.tensors[tensor][0]
-        a, b = in_rows
-        rows = b - a
-        local_rows = local_rows or rows
-        return MoveDescriptor(op=0, store=int(store), target=ACT,
-                              ext_addr=base + (group0 * h + a) * w * pi,
-                              local_addr=local + skip * w * pi, length=rows * w * pi,
-                              count=groups_n, ext_stride=h * w * pi,
-                              local_stride=local_rows * w * pi)
+        (a, b), (left, right) = rows, cols
+        local_h, local_w = local_shape
+        ext = base + (group0 * h + a) * w * pi + left * pi
+        local += (skip[0] * local_w + skip[1]) * pi
+        move = dict(op=0, store=int(store), target=ACT)
+        if (left, right) == (0, w) == (skip[1], local_w):
+            return [MoveDescriptor(**move, ext_addr=ext, local_addr=local,
+                                   length=(b - a) * w * pi, count=groups_n,
+                                   ext_stride=h * w * pi, local_stride=local_h * w * pi)]
+        length = (right - left) * pi
+        if groups_n <= b - a:
+            return [MoveDescriptor(**move, ext_addr=ext + g * h * w * pi,
+                                   local_addr=local + g * local_h * local_w * pi, length=length,
+                                   count=b - a, ext_stride=w * pi, local_stride=local_w * pi)
+                    for g in range(groups_n)]
+        return [MoveDescriptor(**move, ext_addr=ext + r * w * pi,
+                               local_addr=local + r * local_w * pi, length=length,
+                               count=groups_n, ext_stride=h * w * pi,
+                               local_stride=local_h * local_w * pi)
+                for r in range(b - a)]
 
     def _tile(self, k: int, tile: Tile):
         cfg, graph = self.config, self.graph
@@ -273,9 +313,10 @@ class _Emitter:
             stored = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else \
                 graph.input_shape
             shape = map_shape(stored if name == INPUT else graph.layer(name).out_shape)
-            loads.append(self._map_moves(name, shape, tile.band.in_rows,
-                                         layer.channel_offset // cfg.pe_in,
-                                         groups(part.in_shape[0], cfg.pe_in), in_base, False))
+            loads += self._map_moves(name, shape, tile.band.in_rows, tile.band.in_cols,
+                                     layer.channel_offset // cfg.pe_in,
+                                     groups(part.in_shape[0], cfg.pe_in), in_base,
+                                     part.in_shape[1:], False)
             addrs.append(in_base)
             in_base += map_bytes(part.in_shape, cfg)
         out_addr = in_base
@@ -310,17 +351,28 @@ class _Emitter:
             raise MappingError(f"{_where(layer)}: {exc}") from None
         o, oh, ow = layer.out_shape
         first = tile.og[0] * cfg.pe_out // cfg.pe_in
-        store = self._map_moves(layer.name, layer.out_shape, tile.band.rows, first,
-                                groups(part.out_shape[0], cfg.pe_in), out_addr, True,
-                                skip=tile.band.skip, local_rows=part.out_shape[1])
-        return loads, (part, desc), [store]
+        stores = self._map_moves(layer.name, layer.out_shape, tile.band.rows, tile.band.cols,
+                                 first, groups(part.out_shape[0], cfg.pe_in), out_addr,
+                                 part.out_shape[1:], True, (tile.band.skip, tile.band.skip_col))
+        return loads, (part, desc), stores
 
 
 def _overlap(a: MoveDescriptor, b: MoveDescriptor) -> bool:
     """Whether two transfers touch a common external byte."""
-    spans_a = [(a.ext_addr + i * a.ext_stride, a.length) for i in range(a.count)]
-    spans_b = [(b.ext_addr + i * b.ext_stride, b.length) for i in range(b.count)]
-    return any(x < y + m and y < x + n for x, n in spans_a for y, m in spans_b)
+    def extent(move):
+        return move.ext_addr, move.ext_addr + (move.count - 1) * move.ext_stride + move.length
+    (a0, a1), (b0, b1) = extent(a), extent(b)
+    if a1 <= b0 or b1 <= a0:
+        return False
+    step = max(1, b.ext_stride)
+    for i in range(a.count):        # chunk i of a against the chunks of b that could meet it
+        x = a.ext_addr + i * a.ext_stride
+        lo = max(0, -(-(x - b.ext_addr - b.length + 1) // step))
+        hi = min(b.count - 1, (x + a.length - 1 - b.ext_addr) // step)
+        if any(x < y + b.length and y < x + a.length
+               for y in (b.ext_addr + j * b.ext_stride for j in range(lo, hi + 1))):
+            return True
+    return False
 
 
 def _order(tiles, emitter, overlap: bool):
@@ -332,7 +384,7 @@ def _order(tiles, emitter, overlap: bool):
     for k, tile in enumerate(tiles):
         loads, step, stores = emitter.tile(k, tile)
         if last_of_layer[tile.index] == k:
-            stores = [stores[-1].__class__(**{**stores[-1].__dict__, "stamp": 1})]
+            stores = stores[:-1] + [stores[-1].__class__(**{**stores[-1].__dict__, "stamp": 1})]
         if pending and (not overlap or any(_overlap(load, store) for load in loads
                                            for store in pending)):
             first = pending[0].__class__(**{**pending[0].__dict__, "wait": 1})
