@@ -276,3 +276,30 @@ def test_without_a_backdoor_external_memory_is_staged_through_the_accelerator(de
     assert np.array_equal(staged.read_ext(1002, len(data)), data)
     with pytest.raises(striate.StriateError, match="lie outside"):
         staged.write_ext(end - 2, b"abc")
+
+
+def test_transfers_overlap_exactly_when_they_share_an_external_byte():
+    """`stream._overlap` (which decides when a load waits for the stores before it) against
+    the bytes each transfer touches, on strided transfers of many chunks like a narrow tile's."""
+    from striate.sw.mapping.descriptor import MoveDescriptor
+    from striate.sw.mapping.stream import _overlap
+    rng = np.random.default_rng(5)
+
+    def move():
+        count = int(rng.integers(1, 40))
+        length = 4 * int(rng.integers(1, 12))
+        stride = length + 4 * int(rng.integers(0, 30)) if count > 1 else 0
+        return MoveDescriptor(op=0, target=4, ext_addr=4 * int(rng.integers(0, 600)),
+                              local_addr=0, length=length, count=count, ext_stride=stride,
+                              local_stride=length)
+
+    def touched(m):
+        return {m.ext_addr + i * m.ext_stride + b for i in range(m.count)
+                for b in range(m.length)}
+    outcomes = set()
+    for _ in range(3000):
+        a, b = move(), move()
+        want = bool(touched(a) & touched(b))
+        assert _overlap(a, b) == want == _overlap(b, a), (a, b)
+        outcomes.add(want)
+    assert outcomes == {True, False}

@@ -8,9 +8,10 @@ The plan (`stream_plan`):
   parameters in their on-chip order (`layout`). Nothing is reused: every layer's output is
   still there after a run.
 * **Tiles.** A layer is cut into bands of output rows (`bands`: each band reads its input rows
-  with the halo its kernel and pooling need, padding only where the map does) and, when its
-  weights exceed half the weight memory, into groups of output channels. The band height is
-  the one the cost model (`_cost`) predicts fastest among those whose buffers fit.
+  with the halo its kernel and pooling need, padding only where the map does), cut into
+  columns the same way when no band of the whole width fits, and, when its weights exceed half
+  the weight memory, into groups of output channels. The band height is the one the cost model
+  (`_cost`) predicts fastest among those whose buffers fit; the width the widest that fits.
 * **Buffers.** The activation memory is two halves (different banks): tile ``k`` reads its
   input and writes its output in half ``k % 2``. Weights and parameters go to the half of their
   memory the previous tile does not use (a tile that keeps the previous tile's weights loads
@@ -52,7 +53,8 @@ def _align(n: int, unit: int = 8) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Tile:
-    """A band of output rows and a group of output channels of one layer."""
+    """A band of output rows (perhaps of some columns only) and a group of output channels of
+    one layer."""
     index: int              # the layer's index in the graph
     band: bands.Band        # its layer computes just this tile (channels sliced)
     og: tuple               # (first, stop) output channel groups of pe_out (conv)
