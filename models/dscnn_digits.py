@@ -7,7 +7,7 @@ the map and double the channels, and a linear classifier on the flattened 64 x 4
 1x16x16 -> 16x16x16 -> (block) -> 32x8x8 -> (block) -> 64x4x4 -> 10. On an array with a
 depthwise window (`AcceleratorConfig.depthwise_kernel`) its depthwise layers run on it.
 
-Train reproducibly (fixed seeds, one thread, deterministic kernels) and write the committed
+Train reproducibly (fixed seeds, one thread, deterministic kernels the same on any x86-64 CPU) and write the committed
 weights with ``python -m striate.models.dscnn_digits``.
 """
 

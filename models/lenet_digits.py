@@ -3,7 +3,7 @@
 Two conv + BatchNorm + ReLU + max-pool stages and a two-layer classifier with dropout:
 1x16x16 -> conv5 -> 16x16x16 -> pool -> 16x8x8 -> conv5 -> 32x8x8 -> pool -> 32x4x4 -> 64 -> 10.
 
-Train reproducibly (fixed seeds, one thread, deterministic kernels) and write the committed
+Train reproducibly (fixed seeds, one thread, deterministic kernels the same on any x86-64 CPU) and write the committed
 weights with ``python -m striate.models.lenet_digits``.
 """
 

@@ -5,7 +5,7 @@ Three Conv1d layers of 32 channels with contexts widening by dilation (1, 2, 3),
 and, in the last, tanh (a function by table in the hardware); a global average pool over time
 and a linear classifier: 16x16 -> 32x16 -> 32x16 -> 32x16 -> 32 -> 10.
 
-Train reproducibly (fixed seeds, one thread, deterministic kernels) and write the committed
+Train reproducibly (fixed seeds, one thread, deterministic kernels the same on any x86-64 CPU) and write the committed
 weights with ``python -m striate.models.tdnn_digits``.
 """
 

@@ -1,11 +1,62 @@
-"""Reproducible training of the example models: fixed seeds, one thread, deterministic
-kernels, Adam with cosine decay, cross-entropy, optional augmentation of each batch."""
+"""Reproducible training of the example models: fixed seeds, one thread, deterministic and
+portable kernels, Adam with cosine decay, cross-entropy, optional augmentation of each batch.
+
+Float results of PyTorch's CPU kernels depend on the CPU: ATen picks SIMD kernels (AVX2,
+AVX-512) and MKL its code path by what the CPU offers, and each sums in its own order. Training
+therefore runs in a process started with `PORTABLE_ENV` (ATen's kernels without SIMD dispatch,
+MKL in its conditional-numerical-reproducibility mode, which gives the same results on every
+x86-64 CPU), with oneDNN and NNPACK off, so the weights are the same bit for bit on any x86-64
+machine. Those settings take effect only when set before PyTorch loads, so `train` starts a
+fresh Python process unless it runs in one already (`portable`).
+"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+
+#: The environment of a training process (see the module docstring).
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+
+
+def portable() -> bool:
+    """Whether this process computes with the portable kernels (`PORTABLE_ENV`)."""
+    return torch.backends.cpu.get_cpu_capability() == "DEFAULT" and \
+        os.environ.get("MKL_CBWR") == PORTABLE_ENV["MKL_CBWR"]
+
+
+def train(name: str, epochs: int | None = None, log=print) -> nn.Module:
+    """Model ``name`` trained from scratch as its module does (fixed seeds, portable kernels):
+    here if this process is `portable`, else in a fresh process whose lines go to ``log``."""
+    from . import _module
+    from ..sw.errors import StriateError
+    module = _module(name)
+    epochs = module.EPOCHS if epochs is None else epochs
+    if portable():
+        return module.train(epochs, log=log)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "weights.pt")
+        command = [sys.executable, "-m", f"{__package__}.{module.__name__.rsplit('.', 1)[-1]}",
+                   "-o", out, "--epochs", str(epochs), "--no-summary"]
+        with subprocess.Popen(command, env={**os.environ, **PORTABLE_ENV}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as child:
+            lines = []
+            for line in child.stdout:
+                lines.append(line.rstrip("\n"))
+                log(lines[-1])
+        if child.returncode != 0 or not os.path.exists(out):
+            tail = "\n".join(lines[-15:])
+            raise StriateError(f"training {name} failed (exit {child.returncode}):\n{tail}")
+        model = module.build()
+        model.load_state_dict(torch.load(out, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def fit(build, x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch: int = 64,
@@ -16,6 +67,11 @@ def fit(build, x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch: int 
     torch.use_deterministic_algorithms(True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+        return _fit(build, x, y, epochs, seed, batch, lr, weight_decay, augment, log, threads)
+
+
+def _fit(build, x, y, epochs, seed, batch, lr, weight_decay, augment, log, threads):
     try:
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         gen = torch.Generator().manual_seed(seed)
@@ -71,8 +127,11 @@ def script(name: str, argv=None) -> None:
     parser = argparse.ArgumentParser(description=module.__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", default=str(weights_path(name)))
     parser.add_argument("--epochs", type=int, default=module.EPOCHS)
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    model = module.train(args.epochs)
+    model = train(name, args.epochs)
     torch.save(model.state_dict(), args.output)
+    if args.no_summary:
+        return
     print(f"float test accuracy {accuracy(model, module.DATASET):.4f}; weights written to "
           f"{args.output}")
