@@ -13,7 +13,7 @@ from striate.sw.cli import main
 # Networks per configuration in `make test` (about two minutes with warm models); the slow
 # tier (`make test-all`) runs four times as many on another seed, and `make fuzz MINUTES=N`
 # the same generator on a fresh seed for as long as asked.
-TIER = {"default": 250, "small": 250, "serial": 250, "window": 150, "stream": 150,
+TIER = {"default": 150, "small": 250, "serial": 250, "window": 150, "stream": 150,
         "icebreaker": 250, "ulx3s": 150}
 
 

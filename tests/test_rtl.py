@@ -150,10 +150,15 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
                                   .reshape(10, 1, 1))
 
 
-def test_icarus_subset_lenet_and_random_chain(lenet_program, digits_test):
-    """The same Verilog under Icarus: a LeNet image and a random chain."""
+@pytest.mark.slow          # about 3 minutes under Icarus
+def test_icarus_runs_a_lenet_image(lenet_program, digits_test):
+    """The same Verilog under Icarus: a LeNet image on the default configuration."""
     xq = lenet_program.quantize_input(digits_test[0][:1])
     check_bit_exact(lenet_program, xq, run_program(lenet_program, xq, simulator="icarus"))
+
+
+def test_icarus_runs_a_random_chain_with_stalls():
+    """The same Verilog under Icarus: a random chain, the host stalling the output."""
     graph, rng = rtl_cases.random_chain(11, layers=2)
     program = Program(graph, SMALL)
     xr = rtl_cases.random_inputs(rng, 1, graph.input_shape)

@@ -109,6 +109,7 @@ def test_sdram_init_does_the_writes_and_waits_on_the_wishbone_port():
         assert t1 - t0 >= wait + 2, (t0, t1, wait)
 
 
+@pytest.mark.slow          # about 3 minutes: the core's build and its simulation
 def test_streamed_programs_run_bit_exact_on_litedram_s_model_of_the_chip():
     """The accelerator's AXI4 port on the ULX3S's LiteDRAM core, with LiteDRAM's model of the
     chip, initialised by `SdramInit`, under cocotb on Verilator. Only the host bus reaches it,

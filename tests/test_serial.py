@@ -124,7 +124,7 @@ def test_lenet_through_the_uart_bridge_with_faults(lenet_program, digits_test):
                          seed=1)
     link = SerialTransport(port)
     dev = Device(link, lenet_program.config, "UART simulation")
-    xq = lenet_program.quantize_input(digits_test[0][:2])
+    xq = lenet_program.quantize_input(digits_test[0][:1])
     outs = dev.run(lenet_program, xq, return_all=True)
     for got, want in zip(outs, lenet_program.run_reference(xq, return_all=True)):
         np.testing.assert_array_equal(got, want.reshape(got.shape))
