@@ -49,9 +49,10 @@ class AcceleratorConfig:
     bus_width : int
         Host bus data width in bits.
     requant_lanes : int or None
-        Output channels the requantizer handles per cycle (a power of two dividing ``pe_out``;
-        None: all ``pe_out``). Fewer lanes save the wide multipliers and shifters; a conv pixel
-        then needs ``pe_out / requant_lanes`` cycles there.
+        Output channels the requantizer and the average pool's scaler handle per cycle (a
+        power of two dividing ``pe_out``; None: all ``pe_out``). Fewer lanes save the wide
+        multipliers and shifters; a conv pixel then needs ``pe_out / requant_lanes`` cycles
+        there, and an average-pooled layer's last pixel as many more.
     serial_scale_bits : int or None
         None: each requantizer lane and each average-pool lane multiplies in one cycle (a wide
         multiplier each). An integer k: they use shift-add multipliers that take k bits of the

@@ -183,16 +183,25 @@ def test_requant_matches_the_contract(config):
 
 
 NO_AVG = replace(SERIAL[0], avg_pool=False)
-POOL_CASES = [pytest.param(mode, config, id=f"{mode}-{name}")
-              for config, name in ((CONFIGS[0], "4x2"), (SERIAL[0], "4x2-serial"),
-                                   (SERIAL[2], "2x4-serial31"), (NO_AVG, "4x2-serial-no-avg"))
+DEPTHWISE = AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, depthwise_kernel=2)
+POOL_CASES = [pytest.param(mode, config, dw, id=f"{mode}-{name}")
+              for config, name, dw in (
+                  (CONFIGS[0], "4x2", False), (CONFIGS[2], "1x1", False),
+                  (AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1), "4x2-lanes1", False),
+                  (AcceleratorConfig(pe_out=8, pe_in=2, requant_lanes=2), "8x2-lanes2", False),
+                  (DEPTHWISE, "4x2-lanes1-dw", False), (DEPTHWISE, "4x2-lanes1-dw", True),
+                  (SERIAL[0], "4x2-serial", False), (SERIAL[2], "2x4-serial31", False),
+                  (NO_AVG, "4x2-serial-no-avg", False))
               for mode in ("none", "max", "avg") if config.avg_pool or mode != "avg"]
 
 
-@pytest.mark.parametrize("mode, config", POOL_CASES)
-def test_pool_matches_the_contract(mode, config):
+@pytest.mark.parametrize("mode, config, dw", POOL_CASES)
+def test_pool_matches_the_contract(mode, config, dw):
     """Pool alone; for serial configurations the combined block, with parameters that make its
-    requantization the identity (``y * 2**30 >> 30``)."""
+    requantization the identity (``y * 2**30 >> 30``). Windows come back to back, so a pool
+    that scales an average in several lane groups makes the next window wait. A depthwise
+    pixel (``dw``) of channel group ``og`` holds its ``pe_in`` channels in lanes from
+    ``(og % (pe_out / pe_in)) * pe_in`` on; only those are compared."""
     rng = np.random.default_rng(3)
     po = config.pe_out
     serial = bool(config.serial_scale_bits)
@@ -207,10 +216,12 @@ def test_pool_matches_the_contract(mode, config):
     mult, shift = numerics.quantize_multiplier(1 / window) if mode == "avg" else (0, 0)
     lo, hi = -20, 100
     items, expected = [], []
+    ogs = rng.integers(0, 4, 15)
     for n in range(15):
         ys = rng.integers(lo, hi + 1, (window, po))
         for k in range(window):
-            tag = {"pool_first": k == 0, "pool_last": k == window - 1, "pix": n}
+            tag = {"pool_first": k == 0, "pool_last": k == window - 1, "pix": n,
+                   "og": int(ogs[n])}
             items.append(dut.i.payload.shape().const(
                 {"acc" if serial else "y": ys[k].tolist(), "tag": tag}))
         if mode == "avg":
@@ -226,9 +237,16 @@ def test_pool_matches_the_contract(mode, config):
         ctx.set(dut.hi, hi)
         if serial:
             ctx.set(dut.p_base, 0)
+        if config.depthwise_kernel:
+            ctx.set(dut.dw, dw)
     outs = simulate(top, dut, items, len(expected), setup=setup)
+    pi = config.pe_in
     for n, (out, want) in enumerate(zip(outs, expected)):
-        assert list(out.y) == want.tolist() and out.tag.pix == n
+        lanes = slice(None)
+        if dw:
+            first = int(ogs[n]) % (po // pi) * pi
+            lanes = slice(first, first + pi)
+        assert list(out.y)[lanes] == want.tolist()[lanes] and out.tag.pix == n
 
 
 def first_word_group(og, config):

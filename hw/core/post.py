@@ -43,6 +43,21 @@ def averaging(layouts: Layouts, mode):
     return mode == 2 if layouts.config.avg_pool else Const(0, 1)
 
 
+def lane_groups(layouts: Layouts, og, dw):
+    """The requantizer lane groups (of ``requant_parallel`` lanes) an item of channel group
+    ``og`` needs: ``(first, count)``. All ``pe_out / requant_parallel`` of them, but for a
+    depthwise pixel (``dw``) only those holding its ``pe_in`` channels, lanes from
+    ``(og % (pe_out / pe_in)) * pe_in`` on (`striate.hw.core.pe.MacArray`)."""
+    cfg = layouts.config
+    po, lanes, pi = cfg.pe_out, cfg.requant_parallel, cfg.pe_in
+    steps = po // lanes
+    if not cfg.depthwise_kernel:
+        return Const(0, 1), Const(steps, range(steps + 1))
+    first_lane = og[:(po // pi).bit_length() - 1] << pi.bit_length() - 1
+    return (Mux(dw, first_lane >> lanes.bit_length() - 1, 0),
+            Mux(dw, max(1, pi // lanes), steps))
+
+
 def pool_merge(acc, y, first, average):
     """Each lane's running max or (``average``) sum with pixel ``y``; ``y`` itself when
     ``first``. A running max is an int8, so only its low byte is compared."""
@@ -68,6 +83,8 @@ class Requant(wiring.Component):
         if layouts.config.depthwise_kernel:
             ports["dw"] = In(1)
         super().__init__(ports)
+        if not layouts.config.depthwise_kernel:
+            self.dw = Const(0, 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -94,16 +111,10 @@ class Requant(wiring.Component):
         else:                   # several: work from a holding register
             held = Signal.like(self.i.payload)
             valid0, tag0, acc_bits = Signal(), held.tag, held.acc.as_value()
-        group, first_j, last = tag0.og, 0, jr == steps - 1
-        if cfg.depthwise_kernel:
-            # A depthwise pixel of channel group og (pe_in channels) needs only the lane
-            # groups that hold its channels: parameter row group og / (pe_out / pe_in), lanes
-            # from (og % (pe_out / pe_in)) * pe_in on (`striate.hw.core.pe.MacArray`).
-            lpp = (po // pi).bit_length() - 1
-            first_lane = tag0.og[:lpp] << pi.bit_length() - 1
-            group = Mux(self.dw, tag0.og >> lpp, tag0.og)
-            first_j = Mux(self.dw, first_lane >> lanes.bit_length() - 1, 0)
-            last = jr == Mux(self.dw, max(1, pi // lanes) - 1, steps - 1)
+        group, first_j, count = tag0.og, *lane_groups(self._l, tag0.og, self.dw)
+        last = jr == count - 1
+        if cfg.depthwise_kernel:    # a depthwise pixel's parameter row group
+            group = Mux(self.dw, tag0.og >> (po // pi).bit_length() - 1, tag0.og)
         m.d.comb += j.eq(first_j + jr)
         if steps == 1:
             m.d.comb += self.i.ready.eq(advance)
@@ -141,38 +152,69 @@ class Pool(wiring.Component):
     ``mode`` 0 passes items through (each is its own window), 1 keeps the maximum, 2 sums and
     requantizes the sum with ``mult`` / ``shift`` (``1 / (kh * kw)`` folded in), clamped to
     ``[lo, hi]``. Three stages: merge, multiply, shift and clamp.
+
+    An average is scaled on ``requant_parallel`` multipliers, one lane group a cycle, the groups
+    `lane_groups` names (as `Requant`, which takes as many cycles per item, so in the
+    accelerator the next window never waits); its result leaves ``count - 1`` cycles after a
+    maximum's would. A window that ends while the last one is still being scaled waits.
     """
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
-        super().__init__({
+        ports = {
             "i": In(stream.Signature(layouts.pixels)),
             "o": Out(stream.Signature(layouts.pixels)),
             "lo": In(signed(8)), "hi": In(signed(8)), **POOL_PORTS,
-        })
+        }
+        if layouts.config.depthwise_kernel:
+            ports["dw"] = In(1)
+        super().__init__(ports)
+        if not layouts.config.depthwise_kernel:
+            self.dw = Const(0, 1)
 
     def elaborate(self, platform):
         m = Module()
-        po = self._l.config.pe_out
+        cfg = self._l.config
+        po, lanes = cfg.pe_out, cfg.requant_parallel
+        steps = po // lanes
         advance = ~self.o.valid | self.o.ready
         acc = [Signal(self._l.pool_sum, name=f"pacc{r}") for r in range(po)]
-        out1 = [Signal(self._l.pool_sum, name=f"pout{r}") for r in range(po)]  # window result
+        out1 = Signal(data.ArrayLayout(self._l.pool_sum, po))   # the window's result
         out2 = [Signal(signed(8), name=f"pmax{r}") for r in range(po)]
-        prod = [Signal(PRODUCT, name=f"pprod{r}") for r in range(po)]  # average: sum * mult
-        v1, v2 = Signal(), Signal()
+        prod = [Signal(PRODUCT, name=f"pprod{r}") for r in range(lanes)]  # sum * mult
+        v1, v2, last2 = Signal(), Signal(), Signal()
         tag1, tag2 = Signal(self._l.tag), Signal(self._l.tag)
+        # the lane group being scaled (from first1, count1 of them) and the one in prod
+        j1, first1, count1 = (Signal(range(steps + 1), name=n) for n in ("j1", "first1", "count1"))
+        j2 = Signal(range(max(2, steps)))
         p = self.i.payload
-        m.d.comb += self.i.ready.eq(advance)
+        average = averaging(self._l, self.mode)
+        done1 = ~v1 | (j1 == count1 - 1)        # out1 is free after this cycle
+        m.d.comb += self.i.ready.eq(advance & done1)
+        first, count = lane_groups(self._l, p.tag.og, self.dw)
         with m.If(advance):
-            m.d.sync += [v1.eq(self.i.valid & p.tag.pool_last), tag1.eq(p.tag), v2.eq(v1),
-                         tag2.eq(tag1), self.o.valid.eq(v2), self.o.payload.tag.eq(tag2)]
-            average = averaging(self._l, self.mode)
+            m.d.sync += [v2.eq(v1), tag2.eq(tag1), self.o.valid.eq(v2 & last2),
+                         self.o.payload.tag.eq(tag2)]
+            with m.If(done1):
+                m.d.sync += [v1.eq(self.i.valid & p.tag.pool_last), tag1.eq(p.tag), j1.eq(0),
+                             first1.eq(first), count1.eq(Mux(average, count, 1))]
+            with m.Else():
+                m.d.sync += j1.eq(j1 + 1)
+            m.d.sync += [last2.eq(done1), j2.eq(first1 + j1)]
             for r, merged in enumerate(pool_merge(acc, p.y, p.tag.pool_first, average)):
-                with m.If(self.i.valid):
-                    m.d.sync += [acc[r].eq(merged), out1[r].eq(merged)]
-                m.d.sync += [prod[r].eq(out1[r] * self.mult), out2[r].eq(out1[r])]
-                avg = round_clamp(prod[r], self.shift, self.lo, self.hi)
-                m.d.sync += self.o.payload.y[r].eq(Mux(average, avg, out2[r]))
+                with m.If(self.i.valid & self.i.ready):
+                    m.d.sync += acc[r].eq(merged)
+                    with m.If(p.tag.pool_last):
+                        m.d.sync += out1[r].eq(merged)
+                m.d.sync += out2[r].eq(out1[r])
+            for r in range(lanes):
+                m.d.sync += prod[r].eq(out1.as_value().word_select(
+                    first1 + j1, lanes * self._l.pool_sum.width).word_select(
+                    r, self._l.pool_sum.width).as_signed() * self.mult)
+            for r in range(po):
+                avg = round_clamp(prod[r % lanes], self.shift, self.lo, self.hi)
+                with m.If(v2 & (~average | (j2 == r // lanes))):
+                    m.d.sync += self.o.payload.y[r].eq(Mux(average, avg, out2[r]))
         return m
 
 

@@ -104,6 +104,8 @@ class Accelerator(wiring.Component):
             writes, walked = win.writes | walk.writes, Mux(dw, walk.done, win.done)
             m.d.comb += [walk.start.eq(seq.run & dw), mac.dw.eq(dw), writer.dw.eq(dw),
                          requant.dw.eq(dw)]
+            if pool is not requant:
+                m.d.comb += pool.dw.eq(dw)
         m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + writes - writer.written))
         conv_done = walked & (outstanding == 0)
         self._adding = adding = (seq.desc.op == OP_ADD) if adder is not None else Const(0)

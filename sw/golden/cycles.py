@@ -5,7 +5,8 @@ layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks:
 pipeline fill and drain and the done handshake: 12), the sequencer's size products
 (`striate.sw.mapping.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
 ``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
-beyond the parallel pipeline's), ``writes_per_pixel`` cycles to store the last output pixel and,
+beyond the parallel pipeline's), an average pool's scaling in lane groups (`pool_latency`),
+``writes_per_pixel`` cycles to store the last output pixel and,
 with activation tables, a cycle for the writer's lookup (`table_latency`).
 The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
@@ -124,6 +125,16 @@ def post_latency(config: AcceleratorConfig) -> int:
     return steps if steps > 1 else 0
 
 
+def pool_latency(layer: QLayer, config: AcceleratorConfig, dw: bool = False) -> int:
+    """Cycles an average pool adds after the last item: the parallel `striate.hw.core.post.Pool`
+    scales ``requant_parallel`` channels a cycle, over the lane groups the requantizer took
+    (`requant_steps`, or `depthwise_steps` for a depthwise layer). The serial requantizer's
+    scaling is in `post_latency`."""
+    if layer.pool != "avg" or config.serial_scale_bits:
+        return 0
+    return (depthwise_steps(config) if dw else requant_steps(config)) - 1
+
+
 def table_latency(config: AcceleratorConfig) -> int:
     """Cycles the writer's table lookup stage adds to each convolution (with
     ``activation_tables``, whether the layer uses a table or not)."""
@@ -183,9 +194,9 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
         post = post_latency(config) if config.serial_scale_bits else \
             depthwise_steps(config) * held
         return (depthwise.items(layer, config) + FIXED + DEPTHWISE_STAGES + sequencer + post
-                + 1 + table_latency(config))
+                + pool_latency(layer, config, dw) + 1 + table_latency(config))
     return (layer_items(layer, config, dw) + FIXED + sequencer + post_latency(config)
-            + writes_per_pixel(config) + table_latency(config))
+            + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
 
 def program_cycles(program) -> list[int]:
