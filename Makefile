@@ -37,7 +37,7 @@ verilog: install           ## Verilog of the default config in build/, lint, syn
 cycles: install            ## LeNet per-layer cycles and utilization from the RTL
 	$(PY) -m pytest -q -s tests/test_rtl.py -k lenet_on_test_images
 
-bitstream: install        ## BOARD=icebreaker|ulx3s: bitstream and build/$(BOARD)/report.json
+bitstream: install        ## BOARD=icebreaker|ulx3s|ulx3s-sdram: bitstream and build/$(BOARD)/report.json
 	$(PY) -m striate.cli bitstream $(BOARD)
 
 clean:

@@ -186,12 +186,11 @@ def cmd_simulate(args) -> int:
 
 def cmd_run(args) -> int:
     """Run a program on a board over its serial port (see docs/fpga.md)."""
-    from ..hw.platform.boards import BAUD, BOARDS, UNFINISHED
+    from ..hw.platform.boards import BAUD, BOARDS
     program = _load(args.program)
     clock_mhz = args.clock_mhz
     if clock_mhz is None:
-        boards = [b for b in (*BOARDS.values(), *UNFINISHED.values())
-                  if b.config == program.config]
+        boards = [b for b in BOARDS.values() if b.config == program.config]
         if not boards:
             raise StriateError(f"{args.program} was compiled for no board's configuration; "
                                "give the accelerator clock with --clock-mhz")
@@ -381,7 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-method", choices=["minmax", "percentile", "mse"],
                    default="minmax", help="clipping value per tensor: largest magnitude "
                    "(default), 99.99th percentile, or least squared quantization error")
-    p.add_argument("--board", choices=["icebreaker", "ulx3s"],
+    p.add_argument("--board", choices=["icebreaker", "ulx3s", "ulx3s-sdram"],
                    help="compile for that board's accelerator (default: the default config)")
     p.set_defaults(func=cmd_compile)
     for name, func, text in (("simulate", cmd_simulate, "accuracy, bit-exactness and cycles"),
@@ -419,8 +418,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=360)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("fuzz", help="differential fuzzing: random networks, golden model vs RTL")
-    p.add_argument("--config", help="comma-separated configurations (default: "
-                                    "default,small,serial,window,icebreaker,ulx3s)")
+    p.add_argument("--config", help="comma-separated configurations (default: default,small,"
+                                    "serial,window,stream,icebreaker,ulx3s,ulx3s-sdram)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: a fresh one)")
     p.add_argument("--minutes", type=float, default=None, help="run for this long")
     p.add_argument("--nets", type=int, default=None, help="networks per configuration")

@@ -63,22 +63,22 @@ CONFIGS = {
 #: Configurations whose cases are always streamed from external memory, and the memory model
 #: they are run and planned with (an odd bandwidth, so that beats and cycles do not align).
 STREAMED = {"stream": MemoryTiming(37, 3),
-            # the unfinished SDRAM board (two banks): about its SDRAM's rate
+            # the ULX3S with its SDRAM (two banks): about its SDRAM's rate
             "ulx3s-sdram": MemoryTiming(10, 2)}
 
 
-#: What `striate fuzz` runs by default: `CONFIGS` and both boards' (the ULX3S's has four
+#: What `striate fuzz` runs by default: `CONFIGS` and the boards' (the ULX3S's have four
 #: requantizer lanes).
-DEFAULT_CONFIGS = ("default", "small", "serial", "window", "stream", "icebreaker", "ulx3s")
+DEFAULT_CONFIGS = ("default", "small", "serial", "window", "stream", "icebreaker", "ulx3s",
+                   "ulx3s-sdram")
 
 
 def config_named(name: str) -> AcceleratorConfig:
     """A fuzzed configuration by name: `CONFIGS` or a board of `striate.hw.platform.boards`
-    (finished or not: ``ulx3s-sdram`` is the ULX3S with external memory in two banks)."""
+    (``ulx3s-sdram`` is the ULX3S with external memory in two banks)."""
     if name in CONFIGS:
         return CONFIGS[name]
-    from ..hw.platform.boards import BOARDS, UNFINISHED
-    boards = {**BOARDS, **UNFINISHED}
+    from ..hw.platform.boards import BOARDS as boards
     if name in boards:
         return boards[name].config
     from .errors import ConfigError

@@ -145,7 +145,7 @@ def test_ulx3s_configuration_runs_lenet_bit_exact_in_the_modelled_cycles(lenet, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+@pytest.mark.parametrize("board", list(BOARDS))
 def test_bitstream_meets_timing(board, tmp_path):
     report = bitstream.build(board, tmp_path)
     saved = json.loads((tmp_path / board / "report.json").read_text())

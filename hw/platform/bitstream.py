@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .boards import BOARDS, UNFINISHED, BoardTop
+from .boards import BOARDS, BoardTop
 from .sdram import SdramError
 
 # (nextpnr utilization key, report field) per family
@@ -101,10 +101,9 @@ def parse_reports(family: str, nextpnr_report: dict, yosys_log: str) -> dict:
 
 def build(board_name: str, build_root: Path = Path("build")) -> dict:
     """Build ``board_name``'s bitstream into ``build_root/<board>/``; return its report."""
-    boards = {**BOARDS, **UNFINISHED}
-    if board_name not in boards:
-        raise ValueError(f"unknown board {board_name!r}; choose from {sorted(boards)}")
-    board = boards[board_name]
+    if board_name not in BOARDS:
+        raise ValueError(f"unknown board {board_name!r}; choose from {sorted(BOARDS)}")
+    board = BOARDS[board_name]
     out = (Path(build_root) / board.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "report.json"
