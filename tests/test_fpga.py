@@ -1,6 +1,6 @@
 """Board tops: clock settings, report parsing, the iCEBreaker's SPRAM weight memory running the
-whole LeNet in simulation, and (slow tier) the bitstreams themselves; CI builds both with
-`make bitstream`."""
+whole LeNet in simulation, and (slow tier) every board's bitstream; CI builds the iCEBreaker's
+and the ULX3S-with-SDRAM's with `make bitstream` (`.ci/run`)."""
 
 import json
 from dataclasses import replace
