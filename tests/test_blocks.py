@@ -189,7 +189,7 @@ POOL_CASES = [pytest.param(mode, config, dw, id=f"{mode}-{name}")
                   (CONFIGS[0], "4x2", False), (CONFIGS[2], "1x1", False),
                   (AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1), "4x2-lanes1", False),
                   (AcceleratorConfig(pe_out=8, pe_in=2, requant_lanes=2), "8x2-lanes2", False),
-                  (DEPTHWISE, "4x2-lanes1-dw", False), (DEPTHWISE, "4x2-lanes1-dw", True),
+                  (DEPTHWISE, "4x2-lanes1-dwconfig", False), (DEPTHWISE, "4x2-lanes1-dwpixel", True),
                   (SERIAL[0], "4x2-serial", False), (SERIAL[2], "2x4-serial31", False),
                   (NO_AVG, "4x2-serial-no-avg", False))
               for mode in ("none", "max", "avg") if config.avg_pool or mode != "avg"]
