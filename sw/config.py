@@ -92,6 +92,15 @@ class AcceleratorConfig:
         its own, so a transfer fills or drains one bank while a layer reads and writes
         others. A power of two. None (the default): 8 with external memory (fewer if the
         banks would hold under 8 words), else 1.
+    psum_entries : int
+        Entries of the partial-sum memory beside the PE array, each the ``pe_out`` 32-bit
+        sums of one conv pixel of one output channel group. A layer whose weights for
+        ``pe_out`` output channels exceed half the weight memory runs in chunks of input
+        channels: every chunk but the last writes its sums there instead of requantizing
+        them, every chunk but the first adds them back (``LayerDescriptor.psum_in`` and
+        ``psum_out``), so a tile of such a layer may have at most this many conv pixels per
+        output channel group (times groups). A power of two; 0 leaves the memory out (such
+        layers are then refused). None (the default): 256 with external memory, else 0.
     """
 
     pe_out: int = 16
@@ -114,6 +123,7 @@ class AcceleratorConfig:
     depthwise_kernel: int | None = None
     ext_bytes: int | None = None
     act_banks: int | None = None
+    psum_entries: int | None = None
 
     def __post_init__(self):
         limits = {
@@ -124,6 +134,7 @@ class AcceleratorConfig:
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
             "activation_tables": (0, 63), "depthwise_kernel": (0, 15),
             "ext_bytes": (0, 1 << 32), "act_banks": (1, 64),
+            "psum_entries": (0, 1 << 16),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -133,7 +144,7 @@ class AcceleratorConfig:
                                       f"not {value!r}")
                 continue
             if field.name in ("requant_lanes", "serial_scale_bits", "depthwise_kernel",
-                              "ext_bytes", "act_banks") and value is None:
+                              "ext_bytes", "act_banks", "psum_entries") and value is None:
                 continue
             lo, hi = limits[field.name]
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -152,6 +163,8 @@ class AcceleratorConfig:
             while banks > 1 and self.act_bytes // banks < 8 * self.pe_in:
                 banks //= 2
             object.__setattr__(self, "act_banks", banks)
+        if self.psum_entries is None:
+            object.__setattr__(self, "psum_entries", 256 if self.ext_bytes else 0)
         fits = min(self.pe_in, self.pe_out // self.pe_in, self.max_kernel)
         if self.depthwise_kernel is None:
             object.__setattr__(self, "depthwise_kernel", 3 if fits >= 3 else 0)
@@ -160,7 +173,7 @@ class AcceleratorConfig:
                               f"(at most pe_in, pe_out / pe_in and max_kernel), not "
                               f"{self.depthwise_kernel}")
         for name in ("pe_out", "pe_in", "act_bytes", "weight_bytes", "param_entries",
-                     "ext_bytes", "act_banks"):
+                     "ext_bytes", "act_banks", "psum_entries"):
             value = getattr(self, name)
             if value & (value - 1):
                 raise ConfigError(f"AcceleratorConfig.{name} must be a power of two, not {value}")

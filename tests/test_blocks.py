@@ -85,6 +85,79 @@ def test_mac_array_accumulates_chunks(config):
         assert list(out.acc) == want.tolist() and out.tag.og == pixel
 
 
+@pytest.mark.parametrize("entries", [8, 16])
+def test_mac_array_keeps_partial_sums_across_chunks(entries):
+    """Chunks of a layer's input channels, one run each (``start``): the first writes each
+    conv pixel's sums to the partial-sum memory (``psum_out``), the middle ones add to them
+    and write them back, the last adds to them and emits the totals; each chunk takes its own
+    number of items per pixel, both sides stalling at random. A layer without the flags after
+    them sums from zero again."""
+    config = AcceleratorConfig(pe_out=4, pe_in=2, psum_entries=entries)
+    dut = MacArray(Layouts(config))
+    po, pi = config.pe_out, config.pe_in
+    rng = np.random.default_rng(entries)
+    pixels = 8
+    chunks = [(0, 1), (1, 1), (1, 1), (1, 0), (0, 0)]
+    totals = np.zeros((pixels, po), np.int64)
+    runs = []
+    for flags in chunks:
+        if flags == (0, 0):
+            totals[:] = 0
+        items = []
+        for pixel in range(pixels):
+            count = int(rng.integers(1, 4))
+            for k in range(count):
+                x = rng.integers(-128, 128, pi)
+                w = rng.integers(-127, 128, (po, pi))
+                totals[pixel] += w @ x
+                items.append(dut.i.payload.shape().const(
+                    {"x": x.tolist(), "w": w.reshape(-1).tolist(), "first": k == 0,
+                     "last": k == count - 1, "tag": {"og": pixel}}))
+        runs.append((flags, items, totals.copy() if not flags[1] else None))
+    outputs = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    stall = random.Random(entries)
+
+    async def bench(ctx):
+        for (psum_in, psum_out), items, want in runs:
+            ctx.set(dut.psum_in, psum_in)
+            ctx.set(dut.psum_out, psum_out)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            got, pending = [], list(items)
+            for _ in range(2000):
+                ready = stall.random() >= 0.4
+                ctx.set(dut.o.ready, ready)
+                if pending and stall.random() >= 0.4:
+                    ctx.set(dut.i.valid, 1)
+                    ctx.set(dut.i.payload, pending[0])
+                else:
+                    ctx.set(dut.i.valid, 0)
+                taken = ctx.get(dut.i.valid) and ctx.get(dut.i.ready)
+                if ctx.get(dut.o.valid) and ready:
+                    got.append(ctx.get(dut.o.payload))
+                await ctx.tick()
+                if taken:
+                    pending.pop(0)
+                if not pending and len(got) == (0 if psum_out else pixels):
+                    break
+            ctx.set(dut.i.valid, 0)
+            for _ in range(6):      # the last pixel reaches the memory; nothing else leaves
+                ctx.set(dut.o.ready, 1)
+                assert not ctx.get(dut.o.valid)
+                await ctx.tick()
+            outputs.append(got)
+            if want is not None:
+                assert [list(o.acc) for o in got] == want.tolist()
+                assert [o.tag.og for o in got] == list(range(pixels))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert [len(o) for o in outputs] == [0, 0, 0, pixels, pixels]
+
+
 class _WithMemory(Elaboratable):
     """Wrap a block with a real synchronous-read memory on one of its read interfaces."""
 

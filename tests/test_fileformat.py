@@ -174,7 +174,15 @@ def widen_dtype(header, blob):
 
 
 def table_bits(header, blob):
-    """The descriptor's last field (every bit of its words is a field's) names a table."""
+    """The descriptor's table field names a table."""
+    from striate.sw.mapping.descriptor import LayerDescriptor
+    fields = LayerDescriptor.fields_layout()
+    top = sum(bits for name, bits, _ in fields[:[f[0] for f in fields].index("table") + 1]) - 1
+    header["layers"][0]["descriptor"][top // 32] |= 1 << (top % 32)
+
+
+def spare_bits(header, blob):
+    """A bit past the descriptor's last field is set."""
     header["layers"][0]["descriptor"][-1] |= 1 << 31
 
 
@@ -313,6 +321,9 @@ CASES = {
                          r"descriptor must be a list"),
     "descriptor bits": ("lenet", table_bits, r"layer 'features\.0': arrays must have the "
                                              r"fields .*'table'"),
+    "descriptor spare bits": ("lenet", spare_bits, r"layer 'features\.0': descriptor must be "
+                                                   r"374 bits of fields with the rest of its "
+                                                   r"last word 0"),
     "array missing": ("lenet", delitem("layers", 0, "arrays", "shift"),
                       r"layer 'features\.0': arrays must have the fields"),
     "array dtype": ("lenet", widen_dtype, r"arrays\.bias\.dtype must be '<i4', not '<i8'"),

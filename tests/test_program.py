@@ -66,21 +66,26 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     with pytest.raises(ProgramFormatError, match="is not a striate program"):
         striate.load_program(foreign)
     future = bytearray(data)
-    future[8:10] = (4).to_bytes(2, "little")
+    future[8:10] = (5).to_bytes(2, "little")
     path.write_bytes(bytes(future))
-    with pytest.raises(ProgramFormatError, match="format version must be 3, not 4"):
+    with pytest.raises(ProgramFormatError, match="format version must be 4, not 5"):
         striate.load_program(path)
     future[8:10] = (1).to_bytes(2, "little")
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 1 \(chains in two ping-pong "
                                                  r"activation banks\), which this striate no "
                                                  r"longer runs; compile the model again to write "
-                                                 r"format version 3"):
+                                                 r"format version 4"):
         striate.load_program(path)
     future[8:10] = (2).to_bytes(2, "little")
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 2 \(layer descriptors "
                                                  r"without the wait and stamp bits\)"):
+        striate.load_program(path)
+    future[8:10] = (3).to_bytes(2, "little")
+    path.write_bytes(bytes(future))
+    with pytest.raises(ProgramFormatError, match=r"is format version 3 \(layer descriptors "
+                                                 r"without the partial-sum bits\)"):
         striate.load_program(path)
     with pytest.raises(ProgramFormatError, match="cannot read program file"):
         striate.load_program(tmp_path / "missing.stp")

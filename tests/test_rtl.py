@@ -120,6 +120,12 @@ def test_illegal_descriptors_stop_with_error_and_write_nothing(lenet_program, di
         (2, _with(d2, op=OP_ADD, table=1), 4, memmap.E_OP),         # an add has no table
         (0, _with(d0, table=cfg.activation_tables + 1), 4, memmap.E_LIMIT),
         (0, d0, 0, memmap.E_COUNT),
+        # partial sums: only a convolution's, only where the memory is, and within it
+        (0, _with(d0, op=OP_DW, psum_in=1), 4, memmap.E_OP),
+        (2, _with(d2, op=OP_ADD, psum_out=1), 4, memmap.E_OP),
+        (0, _with(d0, psum_out=1, out_c=cfg.pe_out * (
+            cfg.psum_entries // (d0.out_h * d0.out_w * d0.pool_k_h * d0.pool_k_w) + 1)), 4,
+         memmap.E_PSUM if cfg.psum_entries else memmap.E_OP),
         # with external memory the program memory is a ring (a longer program refills it):
         # past LeNet's four descriptors it reads zero words, a transfer into no memory
         (4, d0, cfg.program_depth + 1, memmap.E_OP) if cfg.ext_bytes else

@@ -7,7 +7,8 @@ share that enable and therefore hold their data while frozen.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib.memory import Memory
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -74,6 +75,9 @@ class MacArray(wiring.Component):
         }
         if layouts.config.depthwise_kernel:
             ports["dw"] = In(1)
+        if layouts.config.psum_entries:
+            ports.update({"start": In(1), "psum_in": In(1), "psum_out": In(1),
+                          "psum_written": Out(1)})
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -99,16 +103,48 @@ class MacArray(wiring.Component):
             adds = [Mux(self.dw, channel[r % pi], psum[r]) for r in range(po)]
         else:
             adds = psum
+        if self._l.config.psum_entries:     # sums start from the partial-sum memory's
+            starts, emit = self._partial_sums(m, advance, a_valid, a_last), ~self.psum_out
+            totals = [Mux(a_first, starts[r], acc[r]) + adds[r] for r in range(po)]
+            m.d.comb += self._psum_data.eq(Cat(*[t[:32] for t in totals]))
+        else:
+            emit = 1
+            totals = [Mux(a_first, adds[r], acc[r] + adds[r]) for r in range(po)]
         with m.If(advance):
             m.d.sync += [a_valid.eq(self.i.valid), a_first.eq(self.i.payload.first),
                          a_last.eq(self.i.payload.last), a_tag.eq(self.i.payload.tag)]
             for r in range(po):
                 m.d.sync += psum[r].eq(sum(operand(r, c) * w[r * pi + c] for c in range(pi)))
             with m.If(a_valid):
-                m.d.sync += [self.o.valid.eq(a_last), self.o.payload.tag.eq(a_tag)]
-                for r in range(po):
-                    total = Mux(a_first, adds[r], acc[r] + adds[r])
-                    m.d.sync += acc[r].eq(total)
+                m.d.sync += [self.o.valid.eq(a_last & emit), self.o.payload.tag.eq(a_tag)]
+                m.d.sync += [acc[r].eq(totals[r]) for r in range(po)]
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)
         return m
+
+    def _partial_sums(self, m, advance, a_valid, a_last):
+        """The partial-sum memory (`LayerDescriptor.psum_in` and ``psum_out``): entry ``n``
+        belongs to the ``n``-th conv pixel the layer emits. A pixel's first item reads its
+        entry as it enters (the read port advances with the pipeline, so the entry is there
+        when the item adds up); with ``psum_in`` the pixel's sums start from it instead of
+        zero. With ``psum_out`` its finished sums (``self._psum_data``) are written back to
+        the entry instead of leaving. Returns each row's starting value."""
+        po = self._l.config.pe_out
+        depth = self._l.config.psum_entries
+        mem = m.submodules.psum = Memory(shape=32 * po, depth=depth, init=[])
+        rp, wp = mem.read_port(), mem.write_port()
+        read_n, write_n = Signal(range(depth)), Signal(range(depth))
+        entering = advance & self.i.valid & self.i.payload.first
+        finishing = advance & a_valid & a_last & self.psum_out
+        self._psum_data = wp.data
+        m.d.comb += [rp.addr.eq(read_n), rp.en.eq(advance), wp.addr.eq(write_n),
+                     wp.en.eq(finishing), self.psum_written.eq(finishing)]
+        with m.If(self.start):
+            m.d.sync += [read_n.eq(0), write_n.eq(0)]
+        with m.Else():
+            with m.If(entering):
+                m.d.sync += read_n.eq(read_n + 1)
+            with m.If(finishing):
+                m.d.sync += write_n.eq(write_n + 1)
+        return [Mux(self.psum_in, rp.data[32 * r:32 * (r + 1)].as_signed(), 0)
+                for r in range(po)]

@@ -268,7 +268,14 @@ class Sequencer(wiring.Component):
                             fails = ~total[-1] & (Const(1) if step.strict else total.any())
                             flag = self._failed[step.error]
                             m.d.sync += flag.eq(flag | fails)
-                with m.If(reduce(operator.or_, [index == last for last in lasts])):
+                # `derive.PSUM_CHECKS` end the first program, run only for a descriptor
+                # that uses partial sums
+                ends = [index == last for last in lasts]
+                if cfg.psum_entries:
+                    d = self.desc
+                    ends.append((index == lasts[0] - len(self._psum_terms()))
+                                & ~(d.psum_in | d.psum_out))
+                with m.If(reduce(operator.or_, ends)):
                     m.d.comb += done.eq(1)
                     m.d.sync += active.eq(0)
                 with m.Else():
@@ -276,6 +283,10 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
         return start, done
+
+    @staticmethod
+    def _psum_terms() -> list:
+        return [term for step in derive.PSUM_CHECKS for term in step.terms]
 
     def _programs(self) -> list:
         """The step programs the shift-add unit runs: `derive.program` (started by
@@ -327,9 +338,11 @@ class Sequencer(wiring.Component):
         convolving = Signal(name="convolving")
         m.d.sync += convolving.eq(~is_add)
         pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
+        # partial sums: convolutions on the convolution datapath only, with the memory
+        bad_psum = (d.psum_in | d.psum_out) & (Const(not cfg.psum_entries) | (d.op != OP_CONV))
         checks = [  # first failing check wins
-            (registered(~known_op | ((d.pool > 2) & ~up) | no_avg | (is_add & (d.table != 0)),
-                        "bad_op"), memmap.E_OP),
+            (registered(~known_op | ((d.pool > 2) & ~up) | no_avg | (is_add & (d.table != 0))
+                        | bad_psum, "bad_op"), memmap.E_OP),
             (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
             (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
                         | (d.stride_h > cfg.max_stride)
@@ -344,6 +357,8 @@ class Sequencer(wiring.Component):
             ((self._failed["param"] | self._too_big["param"]) & convolving, memmap.E_PARAM),
             (self._saturated, memmap.E_LIMIT),
         ]
+        if cfg.psum_entries:
+            checks.append((self._failed["psum"], memmap.E_PSUM))
         code = 0
         for cond, value in reversed(checks):
             code = Mux(cond, value, code)

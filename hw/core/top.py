@@ -106,7 +106,16 @@ class Accelerator(wiring.Component):
                          requant.dw.eq(dw)]
             if pool is not requant:
                 m.d.comb += pool.dw.eq(dw)
-        m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + writes - writer.written))
+        written = writer.written
+        if self.config.psum_entries:    # a chunk that keeps its sums writes none: it is done
+            # once every conv pixel it issued has reached the partial-sum memory
+            d = seq.desc
+            m.d.comb += [mac.start.eq(seq.run), mac.psum_in.eq(d.psum_in),
+                         mac.psum_out.eq(d.psum_out)]
+            emitted = win.o.valid & win.o.ready & win.o.payload.last
+            writes = Mux(d.psum_out, emitted, writes)
+            written = Mux(d.psum_out, mac.psum_written, written)
+        m.d.sync += outstanding.eq(Mux(abort, 0, outstanding + writes - written))
         conv_done = walked & (outstanding == 0)
         self._adding = adding = (seq.desc.op == OP_ADD) if adder is not None else Const(0)
         m.d.comb += [seq.layer_done.eq(Mux(adding, adder.done, conv_done) if adder is not None

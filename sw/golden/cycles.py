@@ -8,6 +8,9 @@ pipeline fill and drain and the done handshake: 12), the sequencer's size produc
 beyond the parallel pipeline's), an average pool's scaling in lane groups (`pool_latency`),
 ``writes_per_pixel`` cycles to store the last output pixel and,
 with activation tables, a cycle for the writer's lookup (`table_latency`).
+A chunk of input channels that keeps its sums in the partial-sum memory (``psum_out``)
+ends ``PSUM_DRAIN`` cycles after its last item, with no requantizer, pool or writer; the
+sequencer checks such chunks' partial sums (`striate.sw.mapping.derive.PSUM_CHECKS`).
 The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
 writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
@@ -31,6 +34,10 @@ from ..mapping.mapper import layer_fields
 from ..ir.numerics import MULT_BITS
 
 FIXED = LayerDescriptor.WORDS + 15
+FRONT = LayerDescriptor.WORDS + 3      # FIXED's descriptor fetch and checks
+# A chunk that keeps its sums (``psum_out``): after the last item's issue, its fetch, its
+# products, its sums written to the partial-sum memory and the done handshake.
+PSUM_DRAIN = 4
 DEPTHWISE_STAGES = 2    # the depthwise window's line buffer read and window register
 # An add: descriptor fetch and checks, then from its start to its done: a cycle to issue the
 # first read, its data, the two stages of `AddLanes`, the write and the done handshake.
@@ -141,11 +148,12 @@ def table_latency(config: AcceleratorConfig) -> int:
     return 1 if config.activation_tables else 0
 
 
-def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None) -> bool:
+def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
+              psum_out: bool = False) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles (a depthwise layer's pixels may come one a
-    cycle)."""
-    if layer.op in ("add", "concat"):
+    cycle). A chunk that keeps its sums (``psum_out``) never stalls."""
+    if layer.op in ("add", "concat") or psum_out:
         return False
     if _depthwise(layer, config, dw):
         return bool(config.serial_scale_bits) or depthwise_steps(config) > 1
@@ -178,13 +186,17 @@ def depthwise_steps(config: AcceleratorConfig) -> int:
 
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False,
-                 dw: bool | None = None) -> int:
+                 dw: bool | None = None, psum: tuple = (0, 0)) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
-    says whether it reads its two inputs in one cycle (`parallel_add`)."""
+    says whether it reads its two inputs in one cycle (`parallel_add`). ``psum``: the
+    descriptor's ``(psum_in, psum_out)`` (a chunk of input channels)."""
     if layer.op == "concat":            # written in place by its inputs' producers
         return 0
     dw = _depthwise(layer, config, dw)
-    sequencer = derive.cycles(layer_fields(layer, dw), config)
+    sequencer = derive.cycles(dict(layer_fields(layer, dw), psum_in=psum[0], psum_out=psum[1]),
+                              config)
+    if psum[1]:     # the sums stay in the partial-sum memory: nothing after the PE array
+        return layer_items(layer, config, dw) + FRONT + sequencer + PSUM_DRAIN
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
     if dw:      # the window's two stages; one write per pixel

@@ -101,11 +101,18 @@ def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
     """Cycles from a layer's START to the cycle it is done on (``layer_done``); with
     ``bound``, an upper bound for a layer that may stall (`cycles.layer_cycles_bound`)."""
     dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
-    front = LayerDescriptor.WORDS + derive.cycles(layer_model.layer_fields(layer, dw), config) + 3
-    if bound and layer_model.may_stall(layer, config, dw):
+    front = layer_model.FRONT + derive.cycles(_fields(layer, desc), config)
+    if bound and layer_model.may_stall(layer, config, dw, desc.psum_out):
         return layer_model.layer_cycles_bound(layer, config, dw) - front
     parallel = layer.op == "add" and layer_model.parallel_add(desc, config)
-    return layer_model.layer_cycles(layer, config, parallel, dw) - front
+    return layer_model.layer_cycles(layer, config, parallel, dw,
+                                    (desc.psum_in, desc.psum_out)) - front
+
+
+def _fields(layer, desc: LayerDescriptor) -> dict:
+    """The descriptor fields the sequencer's program time depends on."""
+    return dict(layer_model.layer_fields(layer, desc.op == OP_DW), psum_in=desc.psum_in,
+                psum_out=desc.psum_out)
 
 
 def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = False) -> Timeline:
@@ -133,8 +140,7 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
                 stamps[id(desc)] = m_done + 1
         else:
             w = max(peek + 2, c_done, m_done if desc.wait else 0)
-            start = w + 1 + words + derive.cycles(
-                layer_model.layer_fields(layer, desc.op == OP_DW), config) + 2
+            start = w + 1 + words + derive.cycles(_fields(layer, desc), config) + 2
             c_done = start + compute_run(layer, desc, config, bound)
             after = start
             if desc.stamp:
@@ -156,7 +162,7 @@ def may_stall(program) -> bool:
     """Whether some layer (or tile) of ``program`` may stall (the counters then lie between
     `program_counters` and its ``bound``)."""
     return any(layer is not None and layer_model.may_stall(layer, program.config,
-                                                           desc.op == OP_DW)
+                                                           desc.op == OP_DW, desc.psum_out)
                for layer, desc in program.steps)
 
 

@@ -104,6 +104,15 @@ SPANS = (
     Size("w_rows", "kk", "w_og"),
     Size("p_rows", "og_n", "param_rows"),
 )
+# With a partial-sum memory (`AcceleratorConfig.psum_entries`), run only for a descriptor
+# with ``psum_in`` or ``psum_out`` (the sequencer ends the program before them otherwise):
+# the conv pixels the window generator emits, at most output groups x output pixels x pool
+# window, fit the memory.
+PSUM_CHECKS = (
+    Size("psum_n", "out_hw", "og_n"),
+    Size("psum_n", "psum_n", "pool_k_h"),
+    Check("psum", ((1, "psum_n", "pool_k_w"), (-1, "psum_depth", 1))),
+)
 # A transfer (`MoveDescriptor`): one past its last on-chip byte, within its memory; its
 # external bytes within the external memory.
 MOVE_PROGRAM = (
@@ -129,10 +138,11 @@ _PLAIN = {"wk_h": "k_h", "wk_w": "k_w", "w_og": "og_n", "fit_h": "in_h", "fit_w"
 
 
 def program(config: AcceleratorConfig) -> tuple:
-    """The steps the sequencer of ``config`` runs: `PROGRAM`, and `ADD_CHECKS` with the add
-    path."""
+    """The steps the sequencer of ``config`` runs: `PROGRAM`, `ADD_CHECKS` with the add
+    path, `SPANS` with external memory and `PSUM_CHECKS` (last) with a partial-sum memory."""
     steps = PROGRAM + (ADD_CHECKS if config.residual_add else ()) + (SPANS if config.ext_bytes
-                                                                     else ())
+                                                                     else ()) \
+        + (PSUM_CHECKS if config.psum_entries else ())
     if config.depthwise_kernel:
         return steps
 
@@ -150,7 +160,21 @@ def results(config: AcceleratorConfig) -> tuple:
     return _stored(program(config) + (MOVE_PROGRAM if config.ext_bytes else ()))
 
 
-ERRORS = ("shape", "act", "weight", "param", "local", "ext")
+ERRORS = ("shape", "act", "weight", "param", "local", "ext", "psum")
+
+
+def uses_psum(fields: dict) -> bool:
+    """Whether a descriptor reads or writes partial sums (the sequencer runs `PSUM_CHECKS`
+    for it)."""
+    return bool(fields.get("psum_in") or fields.get("psum_out"))
+
+
+def _steps(fields: dict, config: AcceleratorConfig) -> tuple:
+    """The steps the sequencer runs for descriptor ``fields``."""
+    steps = program(config)
+    if config.psum_entries and not uses_psum(fields):
+        steps = steps[:-len(PSUM_CHECKS)]
+    return steps
 
 
 def limits(config: AcceleratorConfig) -> dict:
@@ -188,7 +212,7 @@ def depths(config: AcceleratorConfig) -> dict:
     return {"act_depth": mems[ACT].depth, "weight_depth": mems[WEIGHTS].depth,
             "param_depth": mems[PARAMS].depth,
             "param_rows": config.pe_out // config.requant_parallel,
-            "ext_bytes": config.ext_bytes}
+            "ext_bytes": config.ext_bytes, "psum_depth": config.psum_entries}
 
 
 def local_bytes(config: AcceleratorConfig) -> dict:
@@ -209,8 +233,9 @@ def run(fields: dict, config: AcceleratorConfig) -> tuple[dict, set]:
     include the word addresses ``in_base``, ``out_base``, ``in2_base``, ``w_base`` and
     ``p_base``)."""
     values = {**fields, **group_counts(fields, config), **depths(config)}
-    failed = _evaluate(program(config), values)
-    return {dest: values[dest] for dest in _stored(program(config))}, failed
+    steps = _steps(fields, config)
+    failed = _evaluate(steps, values)
+    return {dest: values[dest] for dest in _stored(steps)}, failed
 
 
 def _evaluate(steps, values: dict) -> set:
@@ -235,7 +260,7 @@ def _term_cycles(steps, values: dict) -> int:
 def cycles(fields: dict, config: AcceleratorConfig) -> int:
     """Cycles the sequencer spends on `program` for ``fields``."""
     values = {**fields, **group_counts(fields, config), **depths(config)}
-    return _term_cycles(program(config), values)
+    return _term_cycles(_steps(fields, config), values)
 
 
 def move_values(fields: dict, config: AcceleratorConfig) -> dict:

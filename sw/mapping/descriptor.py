@@ -115,6 +115,14 @@ class LayerDescriptor(_Packed):
     .depthwise_kernel`). A convolution with ``table`` > 0 maps each value
     ``v`` it writes to entry ``v + 128`` of table ``table - 1`` in the table memory.
 
+    A convolution (``op == OP_CONV``) on a configuration with a partial-sum memory
+    (`AcceleratorConfig.psum_entries`) may run in chunks of its input channels: with
+    ``psum_in`` each conv pixel's sums start from the partial-sum memory's next entry instead
+    of zero; with ``psum_out`` they go to the next entry instead of the requantizer, and the
+    layer writes nothing. Entries are taken in the order the window generator emits conv
+    pixels, the same for every chunk of one tile, so the last chunk (``psum_in`` only)
+    requantizes, pools and writes the whole sums.
+
     ``wait`` holds the layer back until no transfer (`MoveDescriptor`) runs; ``stamp`` records
     the cycle counter in the next LAYER_CYCLES word when the layer is done
     (`striate.sw.mapping.memmap`).
@@ -142,8 +150,8 @@ class LayerDescriptor(_Packed):
     act_hi: int = _bits(8, signed=True)
     pool_k_h: int = _bits(10)
     pool_k_w: int = _bits(10)
-    pool_stride_h: int = _bits(10)
-    pool_stride_w: int = _bits(10)
+    pool_stride_h: int = _bits(4)    # at most max_stride (a global pool's: `mapper.pool_stride`)
+    pool_stride_w: int = _bits(4)
     pool_pad_h: int = _bits(3)
     pool_pad_w: int = _bits(3)
     pool_mult: int = _bits(31)
@@ -157,6 +165,8 @@ class LayerDescriptor(_Packed):
     add_mult_b: int = _bits(ADD_MULT_BITS)
     add_shift: int = _bits(ADD_SHIFT_BITS)
     table: int = _bits(6)       # 0: none; t: look values up in table t - 1 as they are written
+    psum_in: int = _bits(1)     # add each conv pixel's partial sums to its first item
+    psum_out: int = _bits(1)    # write each conv pixel's sums to the partial-sum memory
 
 LayerDescriptor.WORDS = -(-LayerDescriptor.total_bits() // WORD_BITS)
 

@@ -66,9 +66,10 @@ ERRORS = {
     11: "transfer outside its on-chip memory",
     12: "transfer outside the external memory",
     13: "the external memory answered a transfer with an error",
+    14: "partial sums beyond the partial-sum memory",
 }
 (E_OP, E_ZERO, E_LIMIT, E_ACT, E_WEIGHT, E_PARAM, E_SHAPE, E_ALIGN, E_COUNT, E_BUSY, E_LOCAL,
- E_EXT, E_BUS) = range(1, 14)
+ E_EXT, E_BUS, E_PSUM) = range(1, 15)
 
 PARAM_ENTRY_WORDS = 4   # bias, mult, shift, unused
 
