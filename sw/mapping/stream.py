@@ -29,6 +29,7 @@ output was complete in external memory.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig, MemoryTiming
@@ -54,10 +55,19 @@ def _align(n: int, unit: int = 8) -> int:
 @dataclass(frozen=True, eq=False)
 class Tile:
     """A band of output rows (perhaps of some columns only) and a group of output channels of
-    one layer."""
+    one layer, perhaps from a chunk of its input channels only."""
     index: int              # the layer's index in the graph
     band: bands.Band        # its layer computes just this tile (channels sliced)
     og: tuple               # (first, stop) output channel groups of pe_out (conv)
+    cg: tuple | None = None     # (first, stop) input channel groups of pe_in: a chunk
+    chunk: tuple = (0, 1)       # (index, count) of the chunks of this tile's sums
+
+    @property
+    def psum(self) -> tuple:
+        """The descriptor's (psum_in, psum_out): every chunk but the first adds to the partial
+        sums, every one but the last keeps them."""
+        k, n = self.chunk
+        return int(k > 0), int(k < n - 1)
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,50 @@ def _slice_outputs(layer: QLayer, og: tuple, config: AcceleratorConfig) -> QLaye
                          out_shape=(stop - first, *layer.out_shape[1:]), groups=1)
 
 
+def _slice_inputs(layer: QLayer, cg: tuple, config: AcceleratorConfig) -> QLayer:
+    """``layer`` reading input channel groups ``cg`` (of pe_in) only: a chunk whose sums
+    are partial."""
+    pi = config.pe_in
+    c = layer.in_shape[0]
+    first, stop = cg[0] * pi, min(c, cg[1] * pi)
+    if (first, stop) == (0, c):
+        return layer
+    return layer.replace(weight=layer.weight[:, first:stop],
+                         in_shape=(stop - first, *layer.in_shape[1:]), groups=1)
+
+
+def _chunks(layer: QLayer, config: AcceleratorConfig, count: int = 1) -> list:
+    """The input channel groups of a convolution in ``count`` chunks at least (of sizes
+    within one of each other), and more if the weights of ``pe_out`` output channels of one
+    chunk would exceed half the weight memory; `MappingError` if that needs chunks the
+    configuration has no partial-sum memory for, or chunks of less than ``pe_in`` channels."""
+    cg_total = groups(layer.in_shape[0], config.pe_in)
+    half_w = config.weight_bytes // 2
+    per_og = _weight_rows(_slice_outputs(layer, (0, 1), config), config, False)
+    kh, kw = layer.kernel
+    word = kh * kw * config.macs_per_cycle       # one input channel group's weights
+    if word > half_w or per_og > half_w and not config.psum_entries:
+        why = ("; a layer beyond that runs in chunks of input channels, which need "
+               "AcceleratorConfig.psum_entries, which this configuration leaves out"
+               if word <= half_w else
+               f", and so must those of {config.pe_in} input channels: {word} bytes")
+        raise MappingError(f"{_where(layer)}: the weights of {config.pe_out} output channels "
+                           f"need {per_og} bytes, must fit half the weight memory ({half_w} "
+                           f"bytes, AcceleratorConfig.weight_bytes){why}")
+    count = min(cg_total, max(count, -(-cg_total // (half_w // word))))
+    size = -(-cg_total // count)
+    return [(g, min(cg_total, g + size)) for g in range(0, cg_total, size)]
+
+
+def _psum_fits(tile_layer: QLayer, config: AcceleratorConfig) -> bool:
+    """Whether a chunked tile's conv pixels fit the partial-sum memory, as the sequencer
+    bounds them (`derive.PSUM_CHECKS`)."""
+    _, oh, ow = tile_layer.out_shape
+    pk_h, pk_w = tile_layer.pool_kernel
+    return groups(tile_layer.out_shape[0], config.pe_out) * oh * ow * pk_h * pk_w \
+        <= config.psum_entries
+
+
 def _buffers(tile_layer: QLayer, config: AcceleratorConfig) -> int:
     """Activation bytes a tile's buffers take in its half: input(s) and output."""
     count = 2 if tile_layer.op == "add" else 1
@@ -174,7 +228,7 @@ def _cost(tiles: list, config: AcceleratorConfig, timing: MemoryTiming, dw: bool
     compute, moved = [], []
     for tile in tiles:
         layer = tile.band.layer
-        compute.append(layer_model.layer_cycles(layer, config, dw=dw))
+        compute.append(layer_model.layer_cycles(layer, config, dw=dw, psum=tile.psum))
         moved.append(timing.latency + (_buffers(layer, config)
                                        + _weight_rows(layer, config, dw)) /
                      timing.bytes_per_cycle)
@@ -191,35 +245,64 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     activation memory."""
     dw = runs_depthwise(layer, config)
     half_act, half_w = config.act_bytes // 2, config.weight_bytes // 2
-    half_p = config.param_entries // 2
-    og_total = groups(layer.out_shape[0], config.pe_out) if layer.op == "conv" else 1
-    per_og = _weight_rows(_slice_outputs(layer, (0, 1), config), config, dw) \
-        if layer.op == "conv" and not dw else 0
-    og_size = og_total
-    if layer.op == "conv" and not dw:
-        og_size = min(og_total, half_w // max(1, per_og), half_p // config.pe_out)
-        if og_size < 1:
-            raise MappingError(f"{_where(layer)}: the weights of {config.pe_out} output channels "
-                               f"need {per_og} bytes, must fit half the weight memory "
-                               f"({half_w} bytes, AcceleratorConfig.weight_bytes)")
-    elif dw and _weight_rows(layer, config, dw) > half_w:
+    conv = layer.op == "conv" and not dw
+    if dw and _weight_rows(layer, config, dw) > half_w:
         raise MappingError(f"{_where(layer)}: depthwise weights must fit half the weight memory")
-    spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
-    part = _slice_outputs(layer, spans[0], config)
-    best = None
-    for width in _widths(layer.out_shape[2]):
-        best = _best_band(index, part, spans, width, config, timing, dw)
-        if best is not None:
+    chunks = _chunks(layer, config) if conv else [None]
+    while True:
+        found = _plan(index, layer, chunks, config, timing, dw)
+        if found is not None or not conv or not config.psum_entries or \
+                len(chunks) == groups(layer.in_shape[0], config.pe_in):
             break
-    if best is None:
+        chunks = _chunks(layer, config, 2 * len(chunks))    # smaller input tiles
+    if found is None:
         raise MappingError(f"{_where(layer)}: no tile of its output (a row of one column at "
                            f"least) fits half the activation memory ({half_act} bytes, "
-                           "AcceleratorConfig.act_bytes)")
+                           "AcceleratorConfig.act_bytes)" + (
+                               "" if len(chunks) == 1 else
+                               f" in {len(chunks)} chunks of input channels whose sums fit "
+                               f"the partial-sum memory ({config.psum_entries} entries, "
+                               "AcceleratorConfig.psum_entries)"))
+    spans, best, width = found
     tiles = []
     for og in spans:
         part = _slice_outputs(layer, og, config).replace(channel_offset=0)
-        tiles += [Tile(index, b, og) for b in bands.split(part, best, dw, width)]
+        for b in bands.split(part, best, dw, width):
+            if len(chunks) == 1:
+                tiles.append(Tile(index, b, og))
+                continue
+            tiles += [Tile(index, dataclasses.replace(b, layer=_slice_inputs(b.layer, cg, config)),
+                           og, cg, (k, len(chunks))) for k, cg in enumerate(chunks)]
     return tiles
+
+
+def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
+          timing: MemoryTiming, dw: bool) -> tuple | None:
+    """(output channel group spans, band height, tile width) of a layer run in ``chunks`` of
+    input channel groups ([None]: not a convolution on the PE array), or None if no tile
+    fits."""
+    og_total = groups(layer.out_shape[0], config.pe_out) if layer.op == "conv" else 1
+    og_size = og_total
+    chunked = len(chunks) > 1
+    if chunks[0] is not None:
+        per_og = _weight_rows(_slice_inputs(_slice_outputs(layer, (0, 1), config), chunks[0],
+                                            config), config, dw)
+        og_size = min(og_total, config.weight_bytes // 2 // max(1, per_og),
+                      config.param_entries // 2 // config.pe_out)
+        if chunked:     # one output pixel of each group fits the partial sums
+            og_size = min(og_size, config.psum_entries
+                          // (layer.pool_kernel[0] * layer.pool_kernel[1]))
+            if og_size < 1:
+                return None
+    spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
+    part = _slice_outputs(layer, spans[0], config)
+    if chunked:
+        part = _slice_inputs(part, chunks[0], config)
+    for width in _widths(layer.out_shape[2]):
+        best = _best_band(index, part, spans, width, config, timing, dw, chunked)
+        if best is not None:
+            return spans, best, width
+    return None
 
 
 def _widths(width: int) -> list:
@@ -229,23 +312,28 @@ def _widths(width: int) -> list:
 
 
 def _best_band(index: int, part: QLayer, spans: list, width: int, config: AcceleratorConfig,
-               timing: MemoryTiming, dw: bool) -> int | None:
+               timing: MemoryTiming, dw: bool, chunked: bool = False) -> int | None:
     """The band height the cost model prefers for tiles ``width`` columns wide among those
-    whose buffers fit half the activation memory, or None if none does."""
+    whose buffers fit half the activation memory (and, ``chunked``, whose conv pixels fit
+    the partial-sum memory), or None if none does."""
     half_act = config.act_bytes // 2
+
+    def fits(tile_layer):
+        return _buffers(tile_layer, config) <= half_act and \
+            (not chunked or _psum_fits(tile_layer, config))
     rows, best, tried = part.out_shape[1], None, 0
     smallest = bands.band(part, 0, 1, dw, (0, width))
-    if smallest is not None and _buffers(smallest.layer, config) > half_act:
+    if smallest is not None and not fits(smallest.layer):
         return None         # taller tiles need as much at least
     for count in range(rows, 0, -1):
         first = bands.band(part, 0, min(rows, count), dw, (0, width))
-        if first is None or _buffers(first.layer, config) > half_act:
+        if first is None or not fits(first.layer):
             continue
         try:
             cut = bands.split(part, count, dw, width)
         except MappingError:
             continue
-        if max(_buffers(b.layer, config) for b in cut) > half_act:
+        if not all(fits(b.layer) for b in cut):
             continue
         cost = _cost([Tile(index, b, og) for og in spans for b in cut], config, timing, dw)
         if best is None or cost < best[0]:
@@ -315,16 +403,16 @@ class _Emitter:
             stored = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else \
                 graph.input_shape
             shape = map_shape(stored if name == INPUT else graph.layer(name).out_shape)
+            first_group = layer.channel_offset // cfg.pe_in + (tile.cg[0] if tile.cg else 0)
             loads += self._map_moves(name, shape, tile.band.in_rows, tile.band.in_cols,
-                                     layer.channel_offset // cfg.pe_in,
-                                     groups(part.in_shape[0], cfg.pe_in), in_base,
+                                     first_group, groups(part.in_shape[0], cfg.pe_in), in_base,
                                      part.in_shape[1:], False)
             addrs.append(in_base)
             in_base += map_bytes(part.in_shape, cfg)
         out_addr = in_base
         weight_addr = param_addr = 0
         if layer.op == "conv":
-            key = (tile.index, tile.og)
+            key = (tile.index, tile.og, tile.cg)
             if key != self.last_weights:
                 self.w_half, self.p_half = 1 - self.w_half, 1 - self.p_half
                 w_ext, _ = self.weights[tile.index]
@@ -332,9 +420,12 @@ class _Emitter:
                 size = _weight_rows(part, cfg, dw)
                 offset = 0 if dw else tile.og[0] * _weight_rows(
                     _slice_outputs(layer, (0, 1), cfg), cfg, dw)
-                loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
-                                            local_addr=self.w_half * (cfg.weight_bytes // 2),
-                                            length=size, count=1))
+                local = self.w_half * (cfg.weight_bytes // 2)
+                if tile.cg is None:
+                    loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
+                                                local_addr=local, length=size, count=1))
+                else:
+                    loads += _chunk_weights(layer, tile, w_ext + offset, local, cfg)
                 entries = groups(part.out_shape[0], cfg.pe_out) * cfg.pe_out
                 loads.append(MoveDescriptor(op=0, target=PARAMS,
                                             ext_addr=p_ext + tile.og[0] * cfg.pe_out * ENTRY_BYTES,
@@ -348,15 +439,35 @@ class _Emitter:
             desc = LayerDescriptor(**layer_fields(part, dw), in_addr=addrs[0],
                                    in2_addr=addrs[1] if len(addrs) > 1 else 0, out_addr=out_addr,
                                    weight_addr=weight_addr, param_addr=param_addr,
-                                   table=self.table[tile.index], wait=1)
+                                   table=self.table[tile.index], wait=1,
+                                   psum_in=tile.psum[0], psum_out=tile.psum[1])
         except DescriptorError as exc:
             raise MappingError(f"{_where(layer)}: {exc}") from None
-        o, oh, ow = layer.out_shape
+        if tile.psum[1]:        # its sums stay in the partial-sum memory
+            return loads, (part, desc), []
         first = tile.og[0] * cfg.pe_out // cfg.pe_in
         stores = self._map_moves(layer.name, layer.out_shape, tile.band.rows, tile.band.cols,
                                  first, groups(part.out_shape[0], cfg.pe_in), out_addr,
                                  part.out_shape[1:], True, (tile.band.skip, tile.band.skip_col))
         return loads, (part, desc), stores
+
+
+def _chunk_weights(layer: QLayer, tile: Tile, ext: int, local: int,
+                   config: AcceleratorConfig) -> list:
+    """The transfers of a chunk's weights: of each output group and kernel position, the
+    chunk's input channel groups (`layout.pack_weights` order: ``[og][ky][kx][g]``), at most
+    as many at a time as a transfer's count field holds."""
+    row = config.macs_per_cycle
+    cg_total = groups(layer.in_shape[0], config.pe_in)
+    (g0, g1), (o0, o1) = tile.cg, tile.og
+    kh, kw = layer.kernel
+    runs, length = (o1 - o0) * kh * kw, (g1 - g0) * row
+    most = (1 << MoveDescriptor.bits("count")) - 1
+    return [MoveDescriptor(op=0, target=WEIGHTS, ext_addr=ext + (i * cg_total + g0) * row,
+                           local_addr=local + i * length, length=length,
+                           count=min(most, runs - i), ext_stride=cg_total * row,
+                           local_stride=length)
+            for i in range(0, runs, most)]
 
 
 def _overlap(a: MoveDescriptor, b: MoveDescriptor) -> bool:
