@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Const, signed, unsigned
 from amaranth.lib import data
+from amaranth.lib.wiring import In
 
 from ...sw.mapping import derive
 from ...sw.config import AcceleratorConfig
@@ -12,6 +13,17 @@ from ...sw.mapping.descriptor import LayerDescriptor, MoveDescriptor
 from ...sw.mapping.memmap import ACT, PARAMS, TABLES, WEIGHTS, memories
 
 ACC = signed(32)
+
+
+def depthwise_port(config: AcceleratorConfig) -> dict:
+    """The ``dw`` input of a block that treats a depthwise layer's pixels apart (high while
+    one runs), on a configuration with the depthwise window."""
+    return {"dw": In(1)} if config.depthwise_kernel else {}
+
+
+def depthwise_flag(block):
+    """``block.dw``, or a constant 0 on a configuration without the depthwise window."""
+    return block.dw if block._l.config.depthwise_kernel else Const(0, 1)
 
 
 def bits_for(n: int) -> int:

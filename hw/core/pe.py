@@ -12,7 +12,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import ACC, Layouts
+from .layouts import ACC, Layouts, depthwise_port
 
 
 class Fetch(wiring.Component):
@@ -73,8 +73,7 @@ class MacArray(wiring.Component):
             "o": Out(stream.Signature(layouts.sums)),
             "busy": Out(1),
         }
-        if layouts.config.depthwise_kernel:
-            ports["dw"] = In(1)
+        ports.update(depthwise_port(layouts.config))
         if layouts.config.psum_entries:
             ports.update({"start": In(1), "psum_in": In(1), "psum_out": In(1),
                           "psum_written": Out(1)})

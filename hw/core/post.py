@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...sw.mapping.memmap import PARAM_ENTRY_WORDS
 from ...sw.ir.numerics import MULT_BITS, SHIFT_BITS
-from .layouts import ACC, Layouts
+from .layouts import ACC, Layouts, depthwise_flag, depthwise_port
 from .scale import BIASED, PRODUCT, SerialScale, round_clamp
 
 # One parameter entry (`striate.sw.mapping.layout`): four 32-bit words, of which the multiplier and
@@ -58,6 +58,16 @@ def lane_groups(layouts: Layouts, og, dw):
             Mux(dw, max(1, pi // lanes), steps))
 
 
+def param_group(layouts: Layouts, og, dw):
+    """The parameter row group of an item of channel group ``og``: ``og``, but for a
+    depthwise pixel (``dw``) the output channel group its ``pe_in`` channels belong to,
+    ``og / (pe_out / pe_in)``."""
+    cfg = layouts.config
+    if not cfg.depthwise_kernel:
+        return og
+    return Mux(dw, og >> (cfg.pe_out // cfg.pe_in).bit_length() - 1, og)
+
+
 def pool_merge(acc, y, first, average):
     """Each lane's running max or (``average``) sum with pixel ``y``; ``y`` itself when
     ``first``. A running max is an int8, so only its low byte is compared."""
@@ -80,16 +90,13 @@ class Requant(wiring.Component):
     def __init__(self, layouts: Layouts):
         self._l = layouts
         ports = requant_ports(layouts)
-        if layouts.config.depthwise_kernel:
-            ports["dw"] = In(1)
+        ports.update(depthwise_port(layouts.config))
         super().__init__(ports)
-        if not layouts.config.depthwise_kernel:
-            self.dw = Const(0, 1)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._l.config
-        po, lanes, pi = cfg.pe_out, cfg.requant_parallel, cfg.pe_in
+        po, lanes = cfg.pe_out, cfg.requant_parallel
         steps = po // lanes
         advance = ~self.o.valid | self.o.ready
         params = data.ArrayLayout(ENTRY, lanes)(self.p_data)
@@ -111,10 +118,9 @@ class Requant(wiring.Component):
         else:                   # several: work from a holding register
             held = Signal.like(self.i.payload)
             valid0, tag0, acc_bits = Signal(), held.tag, held.acc.as_value()
-        group, first_j, count = tag0.og, *lane_groups(self._l, tag0.og, self.dw)
+        first_j, count = lane_groups(self._l, tag0.og, depthwise_flag(self))
+        group = param_group(self._l, tag0.og, depthwise_flag(self))
         last = jr == count - 1
-        if cfg.depthwise_kernel:    # a depthwise pixel's parameter row group
-            group = Mux(self.dw, tag0.og >> (po // pi).bit_length() - 1, tag0.og)
         m.d.comb += j.eq(first_j + jr)
         if steps == 1:
             m.d.comb += self.i.ready.eq(advance)
@@ -166,11 +172,8 @@ class Pool(wiring.Component):
             "o": Out(stream.Signature(layouts.pixels)),
             "lo": In(signed(8)), "hi": In(signed(8)), **POOL_PORTS,
         }
-        if layouts.config.depthwise_kernel:
-            ports["dw"] = In(1)
+        ports.update(depthwise_port(layouts.config))
         super().__init__(ports)
-        if not layouts.config.depthwise_kernel:
-            self.dw = Const(0, 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -191,7 +194,7 @@ class Pool(wiring.Component):
         average = averaging(self._l, self.mode)
         done1 = ~v1 | (j1 == count1 - 1)        # out1 is free after this cycle
         m.d.comb += self.i.ready.eq(advance & done1)
-        first, count = lane_groups(self._l, p.tag.og, self.dw)
+        first, count = lane_groups(self._l, p.tag.og, depthwise_flag(self))
         with m.If(advance):
             m.d.sync += [v2.eq(v1), tag2.eq(tag1), self.o.valid.eq(v2 & last2),
                          self.o.payload.tag.eq(tag2)]
@@ -231,8 +234,7 @@ class SerialPost(wiring.Component):
     def __init__(self, layouts: Layouts):
         self._l = layouts
         ports = {**requant_ports(layouts), **POOL_PORTS}
-        if layouts.config.depthwise_kernel:
-            ports["dw"] = In(1)
+        ports.update(depthwise_port(layouts.config))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -259,10 +261,8 @@ class SerialPost(wiring.Component):
         with m.If(pooling):
             m.d.comb += [units[0].x.eq(Array(pacc)[c]), units[0].mult.eq(self.mult),
                          units[0].shift.eq(self.shift)]
-        group = held.tag.og
-        if cfg.depthwise_kernel:    # a depthwise pixel: its channels' parameter row group
-            # (every lane group is scaled; the writer takes the pixel's)
-            group = Mux(self.dw, held.tag.og >> (po // cfg.pe_in).bit_length() - 1, group)
+        # (a depthwise pixel: every lane group is scaled; the writer takes the pixel's)
+        group = param_group(self._l, held.tag.og, depthwise_flag(self))
         m.d.comb += self.p_addr.eq(self.p_base + (group << steps.bit_length() - 1) + j)
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)

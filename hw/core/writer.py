@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ...sw.mapping.descriptor import LayerDescriptor
 from ...sw.mapping.layout import writes_per_pixel
 from ...sw.mapping.memmap import TABLE_WORDS
-from .layouts import Layouts
+from .layouts import Layouts, depthwise_port
 
 
 class Writer(wiring.Component):
@@ -41,8 +41,7 @@ class Writer(wiring.Component):
             "wr_addr": Out(layouts.act_addr), "wr_data": Out(8 * cfg.pe_in),
             "wr_en": Out(cfg.pe_in), "written": Out(1),
         }
-        if cfg.depthwise_kernel:
-            ports["dw"] = In(1)
+        ports.update(depthwise_port(cfg))
         if cfg.activation_tables:
             ports.update({"table": In(LayerDescriptor.bits("table")),
                           "t_addr": Out(data.ArrayLayout(layouts.t_addr, cfg.pe_in)),
