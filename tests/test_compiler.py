@@ -263,11 +263,13 @@ MAPPING_CASES = [
      "input height must be <= 8 (AcceleratorConfig.max_height), not 16"),
     (dict(max_kernel=3), WHERE.format(4, 5, 6, 7) +
      "kernel size must be <= 3 (AcceleratorConfig.max_kernel), not 5x5"),
-    # the unfolded first layer (25x16x16, 7168 bytes) does not fit, so it stays 1x16x16
-    (dict(act_bytes=512), WHERE.format(0, 1, 2, 3) +
+    # on chip (with external memory these stream, in chunks of input channels where a
+    # one-pixel tile or 16 output channels' weights exceed half the memory): the unfolded
+    # first layer (25x16x16, 7168 bytes) does not fit, so it stays 1x16x16
+    (dict(act_bytes=512, ext_bytes=0), WHERE.format(0, 1, 2, 3) +
      "input map 1x16x16 needs 1024 bytes, must fit the activation memory of 512 bytes"),
     # 16x28 (conv1, unfolded) + 32x16x25 (conv2) + 64x32x16 (fc1) + 16x64 (fc2, 10 rows padded)
-    (dict(weight_bytes=4096), "weights need 47040 bytes, must fit the weight memory of 4096 "
+    (dict(weight_bytes=4096, ext_bytes=0), "weights need 47040 bytes, must fit the weight memory of 4096 "
                               "bytes"),
     # (on chip: with external memory the layers would stream, their parameters in tiles)
     (dict(param_entries=64, ext_bytes=0), "channel parameters need 128 entries, must fit 64"),

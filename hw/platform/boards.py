@@ -176,11 +176,10 @@ ULX3S = Board(
 # chip stream from it), two activation banks (the fewest that let transfers overlap layers).
 # It meets 25 MHz since average pooling scales four lanes a cycle, which left the MULT18X18D
 # blocks two-thirds used instead of all but three (docs/memory.md, "The ULX3S's SDRAM").
-# It has no partial-sum memory (psum_entries=0): a layer whose weights for 16 output channels
-# exceed half its 64 KiB weight memory, or whose one-pixel tile exceeds half its activation
-# memory, is refused rather than run in chunks of input channels.
+# Its 256-entry partial-sum memory (15 more DP16KD) runs layers beyond half its 64 KiB weight
+# memory (ResNet-18's 256- and 512-channel 3 x 3 convolutions) in chunks of input channels.
 ULX3S_SDRAM = replace(
     ULX3S, name="ulx3s-sdram", sdram=True,
-    config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=0))
+    config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S, ULX3S_SDRAM)}
