@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import intref
 from striate import StriateError
 from striate.sw.golden import model as golden
-from striate.sw.ir import numerics
+from striate.sw.ir import kernels, numerics
 from striate.sw.ir.graph import INPUT, QGraph, QLayer
 from striate.sw.ir.kernels import out_size
 
@@ -201,3 +201,35 @@ def test_add_rounds_once_and_clamps():
     b = np.array([[[[1, 0, 1, 0]]]], np.int8)
     # 1.25 -> 1; 1.5 -> 2 (tie up); -1.0 -> -1; -7.5 -> -7 then clamped to -3
     assert golden.run_layer(layer, a, b).ravel().tolist() == [1, 2, -1, -3]
+
+
+@pytest.mark.parametrize("fan_in", [1023, 1100, 4096])
+def test_integer_convolution_is_exact_on_either_side_of_the_float32_limit(fan_in):
+    """Worst-case sums (every product +-127 * 128, odd sums near the bound) are exact whether the
+    GEMM runs in float32 (bound below 2**24: fan-in 1023) or must run in float64 (1100, 4096)."""
+    rng = np.random.default_rng(fan_in)
+    x = rng.choice(np.array([-128, 127], np.int8), (3, fan_in, 1, 1))
+    x[0] = -128
+    x[:, 0] = 1                                         # odd sums
+    w = rng.choice(np.array([-127, 127], np.int8), (4, fan_in, 1, 1))
+    w[0] = -127                                         # channel 0 of image 0: near the bound
+    layer = QLayer(name="fc", op="conv", in_shape=(fan_in, 1, 1), out_shape=(4, 1, 1),
+                   out_scale=1.0, weight=w, bias=np.zeros(4, np.int32),
+                   mult=np.ones(4, np.int64), shift=np.ones(4, np.int64))
+    acc = kernels.int_conv2d(x, w, (1, 1), (0, 0))
+    want = np.einsum("nc,oc->no", x[:, :, 0, 0].astype(np.int64), w[:, :, 0, 0].astype(np.int64))
+    np.testing.assert_array_equal(acc[:, 0, 0, :], want)
+    assert want[0, 0] == 127 * 128 * (fan_in - 1) - 127
+    np.testing.assert_array_equal(golden.run_layer(layer, x), intref.layer(layer, x).numpy())
+
+
+def test_a_batch_runs_in_slices_with_the_same_result(lenet_program, monkeypatch):
+    """Slices of one or two images give what one slice of the whole batch gives."""
+    x = np.random.default_rng(3).integers(-128, 128, (5, 1, 16, 16)).astype(np.int8)
+    whole = lenet_program.run_reference(x, return_all=True)
+    per_image = max(1, golden.SLICE_BYTES // golden._images_per_slice(lenet_program.graph))
+    for images in (1, 2):
+        monkeypatch.setattr(golden, "SLICE_BYTES", per_image * images)
+        assert golden._images_per_slice(lenet_program.graph) == images
+        for got, want in zip(lenet_program.run_reference(x, return_all=True), whole):
+            np.testing.assert_array_equal(got, want)

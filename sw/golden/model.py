@@ -9,7 +9,7 @@ from ..arguments import as_array, check_flag, dims, dtype_of
 from ..errors import StriateError
 from ..ir import numerics, tables
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
-from ..ir.kernels import conv2d, max_pool, sum_pool, windows
+from ..ir.kernels import int_conv2d, max_pool, sum_pool, windows
 
 
 def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
@@ -32,18 +32,24 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
         b = inputs[1].reshape(n, *layer.in_shape)
         return numerics.add(x, b, *layer.add_mult, layer.add_shift, layer.lo,
                             layer.hi).reshape(n, *layer.out_shape)
+    pool = layer.pool
     if layer.op == "conv":
-        acc = np.rint(conv2d(x, layer.weight, layer.stride, layer.padding, layer.pad_extra)) \
-            .astype(np.int64)
-        acc += layer.bias.astype(np.int64)[None, :, None, None]
-        t = numerics.requantize(acc, layer.mult[:, None, None], layer.shift[:, None, None],
-                                layer.lo, layer.hi)
+        # Adding a channel's bias, requantizing and clamping never decrease a value (M >= 0),
+        # so a max pool without padding may come first: the maximum of the results is the
+        # result of the maximum, for a fraction of the work.
+        first = pool == "max" and not any(layer.pool_padding)
+        acc = int_conv2d(x, layer.weight, layer.stride, layer.padding, layer.pad_extra,
+                         (layer.pool_kernel, layer.pool_stride) if first else None)
+        pool = "none" if first else pool
+        acc += layer.bias.astype(np.int64)
+        t = numerics.requantize(acc, layer.mult, layer.shift, layer.lo, layer.hi) \
+            .transpose(0, 3, 1, 2)
     else:
         t = np.clip(x, layer.lo, layer.hi).astype(np.int8)
-    if layer.pool == "max":
+    if pool == "max":
         t = max_pool(t, layer.pool_kernel, layer.pool_stride, layer.pool_padding,
                      numerics.INT8_MIN)
-    elif layer.pool == "avg":
+    elif pool == "avg":
         sums = sum_pool(t.astype(np.int64), layer.pool_kernel, layer.pool_stride,
                         layer.pool_padding)
         t = numerics.requantize(sums, layer.pool_mult, layer.pool_shift, layer.lo, layer.hi)
@@ -61,7 +67,9 @@ def im2col(xq: np.ndarray, spec: tuple) -> np.ndarray:
         xq = np.pad(xq, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     cols = windows(xq, (kh, kw), (sh, sw), (ph, pw), 0)        # N C OH OW KH KW
     n, c, oh, ow = cols.shape[:4]
-    return np.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * kh * kw, oh, ow)
+    # stored channels last (what a convolution reading it wants), seen channels first
+    return np.ascontiguousarray(cols.transpose(0, 2, 3, 1, 4, 5)) \
+        .reshape(n, oh, ow, c * kh * kw).transpose(0, 3, 1, 2)
 
 
 def layer_inputs(graph: QGraph, xq: np.ndarray) -> np.ndarray:
@@ -87,11 +95,36 @@ def run_graph(graph: QGraph, xq, return_all: bool = False):
     if xq.ndim != 1 + len(graph.input_shape) or tuple(xq.shape[1:]) != tuple(graph.input_shape):
         raise StriateError(f"golden model input must be N x {dims(graph.input_shape)}, not "
                            f"{dims(xq.shape)}")
+    step = _images_per_slice(graph)
+    slices = [_run_slice(graph, xq[i:i + step], return_all)
+              for i in range(0, max(len(xq), 1), step)]
+    tensors = [np.concatenate(parts) for parts in zip(*slices)]
+    final = tensors[-1].reshape(len(xq), *graph.output_shape)
+    if return_all:
+        return [final if layer.name == graph.output else t
+                for layer, t in zip(graph.layers, tensors[:-1])]
+    return final
+
+
+SLICE_BYTES = 1 << 22   # a batch slice's largest temporaries stay about this size: in cache
+
+
+def _images_per_slice(graph: QGraph) -> int:
+    """Images run through the whole graph at a time: every layer's temporaries (the int64
+    accumulators and the im2col copy) of a slice fit in about `SLICE_BYTES`."""
+    per_image = 1
+    for layer in graph.layers:
+        o, oh, ow = layer.conv_shape
+        kh, kw = layer.kernel
+        per_image = max(per_image, oh * ow * (8 * o + 4 * layer.in_shape[0] * kh * kw))
+    return max(1, SLICE_BYTES // per_image)
+
+
+def _run_slice(graph: QGraph, xq: np.ndarray, every_layer: bool) -> list:
+    """The graph's output on the batch ``xq``; with ``every_layer`` after every layer's
+    output in layer order."""
     tensors = {INPUT: layer_inputs(graph, xq)}
     for layer in graph.layers:
         tensors[layer.name] = run_layer(layer, *(tensors[name] for name in layer.inputs))
-    final = tensors[graph.output].reshape(len(xq), *graph.output_shape)
-    if return_all:
-        return [final if layer.name == graph.output else tensors[layer.name]
-                for layer in graph.layers]
-    return final
+    kept = [tensors[layer.name] for layer in graph.layers] if every_layer else []
+    return kept + [tensors[graph.output]]

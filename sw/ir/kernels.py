@@ -45,6 +45,62 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0)) -> 
     return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
 
 
+FLOAT32_EXACT = 1 << 24   # every integer of smaller magnitude is a float32
+
+
+def int_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
+               max_pool=None) -> np.ndarray:
+    """Exact integer cross-correlation of int8 ``x`` (``N x C x H x W``) by integer ``weight``
+    (as `conv2d`), as int64 ``N x OH x OW x O``: channels last. With ``max_pool = (kernel,
+    stride)``, the maximum of each pooling window (no padding) of that.
+
+    Runs as one float GEMM over an im2col copy made in int8, channels last so that the copy
+    moves runs of channels. Every partial sum of any summation order is an integer no larger
+    than ``max_o sum|w_o| * 128``; when that bound is below 2**24 the GEMM runs in float32,
+    otherwise in float64, exact below 2**53 (the int32 accumulator bound guarantees that), so
+    no order BLAS picks can round.
+    """
+    o, c, kh, kw = weight.shape
+    w = np.asarray(weight).transpose(0, 2, 3, 1).reshape(o, kh * kw * c)    # ky, kx, c order
+    bound = int(np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)) * 128
+    dtype = np.float32 if bound < FLOAT32_EXACT else np.float64
+    (sh, sw), (ph, pw), (eh, ew) = stride, padding, extra
+    n, _, h, width = x.shape
+    if ph or pw or eh or ew:
+        padded = np.zeros((n, h + 2 * ph + eh, width + 2 * pw + ew, c), x.dtype)
+        padded[:, ph:ph + h, pw:pw + width] = x.transpose(0, 2, 3, 1)
+        x = padded
+    else:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    h, width = x.shape[1:3]
+    oh, ow = (h - kh) // sh + 1, (width - kw) // sw + 1
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+        cols = x.reshape(n * oh * ow, c)
+    else:
+        s = x.strides
+        cols = np.lib.stride_tricks.as_strided(
+            x, shape=(n, oh, ow, kh, kw, c),
+            strides=(s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
+        cols = np.ascontiguousarray(cols).reshape(n * oh * ow, kh * kw * c)
+    out = (cols.astype(dtype) @ w.T.astype(dtype)).reshape(n, oh, ow, o)
+    if max_pool:
+        out = max_pool_channels_last(out, *max_pool)
+    return out.astype(np.int64)
+
+
+def max_pool_channels_last(x: np.ndarray, kernel, stride) -> np.ndarray:
+    """Maximum over every ``kernel`` window (no padding) of ``N x H x W x C`` ``x``."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, h, w, c = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = None
+    for ky in range(kh):
+        for kx in range(kw):
+            part = x[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+            out = part.copy() if out is None else np.maximum(out, part, out=out)
+    return out
+
+
 def max_pool(x: np.ndarray, kernel, stride, padding, pad_value) -> np.ndarray:
     return windows(x, kernel, stride, padding, pad_value).max(axis=(4, 5))
 

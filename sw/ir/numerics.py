@@ -113,8 +113,10 @@ def requantize(acc, mult, shift, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.n
     acc = np.asarray(acc, dtype=np.int64)
     mult = np.asarray(mult, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    rounded = (acc * mult + np.left_shift(np.int64(1), shift - 1)) >> shift
-    return np.clip(rounded, lo, hi).astype(np.int8)
+    rounded = np.asarray(acc * mult)          # in place from here on: one temporary
+    rounded += np.left_shift(np.int64(1), shift - 1)
+    rounded >>= shift
+    return np.clip(rounded, lo, hi, out=rounded).astype(np.int8)
 
 
 def quantize(x, scale: float, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
