@@ -141,7 +141,10 @@ class Requant(wiring.Component):
                 m.d.sync += jr.eq(Mux(last, 0, jr + 1))
             for r in range(lanes):
                 p = params[r]
-                m.d.sync += [acc1[r].eq(acc_bits.word_select(j * lanes + r, 32).as_signed()),
+                # one lane group: a constant select (a variable one costs every lane a shifter)
+                word = acc_bits.word_select(r, 32) if steps == 1 else \
+                    acc_bits.word_select(j * lanes + r, 32)
+                m.d.sync += [acc1[r].eq(word.as_signed()),
                              x[r].eq(acc1[r] + p.bias), mult_x[r].eq(p.mult),
                              shift_x[r].eq(p.shift),
                              prod[r].eq(x[r] * mult_x[r]), shift2[r].eq(shift_x[r])]
@@ -211,9 +214,11 @@ class Pool(wiring.Component):
                         m.d.sync += out1[r].eq(merged)
                 m.d.sync += out2[r].eq(out1[r])
             for r in range(lanes):
-                m.d.sync += prod[r].eq(out1.as_value().word_select(
+                # one lane group: a constant select (a variable one costs a shifter a lane)
+                total = out1[r] if steps == 1 else out1.as_value().word_select(
                     first1 + j1, lanes * self._l.pool_sum.width).word_select(
-                    r, self._l.pool_sum.width).as_signed() * self.mult)
+                    r, self._l.pool_sum.width).as_signed()
+                m.d.sync += prod[r].eq(total * self.mult)
             for r in range(po):
                 avg = round_clamp(prod[r % lanes], self.shift, self.lo, self.hi)
                 with m.If(v2 & (~average | (j2 == r // lanes))):
