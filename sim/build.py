@@ -74,16 +74,53 @@ def ice40_spram_model() -> str:
     return match.group(0) + "\n"
 
 
+def registered_inputs(design):
+    """``design`` (a `wiring.Component` clocked by the ``sync`` domain) behind a top whose
+    inputs, ``rst`` included, reach it through registers: each one cycle later.
+
+    For Verilator only. Verilator evaluates the logic that depends on top-level inputs again on
+    every ``eval()``, twice a clock cycle; and Amaranth's synchronous reset makes every
+    register's next value depend on ``rst``, so the whole datapath would be computed three
+    times a cycle. Behind registers nothing but those registers sees an input. A harness
+    drives each input a cycle ahead (`harness.cpp`).
+    """
+    from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, \
+        Signal
+    from amaranth.lib import wiring
+
+    class RegisteredInputs(wiring.Component):
+        def elaborate(self, platform):
+            m = Module()
+            m.domains.core = ClockDomain("core", local=True)
+            m.domains.edge = ClockDomain("edge", local=True, reset_less=True)
+            rst = Signal(init=1)
+            m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
+                         ClockSignal("edge").eq(ClockSignal("sync")),
+                         ResetSignal("core").eq(rst)]
+            m.d.edge += rst.eq(ResetSignal("sync"))
+            m.submodules.design = DomainRenamer("core")(design)
+            for name, member in self.signature.members.items():
+                if member.flow == wiring.In:
+                    m.d.edge += getattr(design, name).eq(getattr(self, name))
+                else:
+                    m.d.comb += getattr(self, name).eq(getattr(design, name))
+            return m
+
+    return RegisteredInputs(design.signature)
+
+
 def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
-            spram: bool = False, sdram: bool = False) -> Path:
+            spram: bool = False, sdram: bool = False, registered: bool = False) -> Path:
     """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
     accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
     bridge (ports ``rx`` and ``tx``). With ``spram`` the weights live in iCE40 SPRAM blocks
     (`striate.hw.platform.spram`), simulated with Yosys' model of them, as on the iCEBreaker.
     With ``sdram`` the AXI4 port is on the ULX3S's LiteDRAM core, with LiteDRAM's model of the
-    chip (`striate.hw.platform.sdram.SdramAccelerator`; the host bus only, as on the board)."""
+    chip (`striate.hw.platform.sdram.SdramAccelerator`; the host bus only, as on the board).
+    With ``registered`` every input is registered (`registered_inputs`; for Verilator)."""
     folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "") / \
-        ("spram" if spram else "") / ("sdram" if sdram else "")
+        ("spram" if spram else "") / ("sdram" if sdram else "") / \
+        ("registered" if registered else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
@@ -102,6 +139,8 @@ def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
         else:
             from ..hw.core.top import Accelerator
             design = Accelerator(config, weight_ram=ram)
+        if registered:
+            design = registered_inputs(design)
         folder.mkdir(parents=True, exist_ok=True)
         text = amaranth_verilog.convert(design, name=TOP, emit_src=False) + core
         if spram:

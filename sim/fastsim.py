@@ -27,6 +27,28 @@ HARNESS = Path(__file__).with_name("harness.cpp")
 LIBRARY = "libstriate_sim.so"
 VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                    "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+# -march=native: the library is built for this machine's CPU, so the CPU is part of its key.
+CXX_FLAGS = ["-O3", "-march=native", "-fPIC"]
+
+
+def _cpu() -> str:
+    """What identifies this machine's CPU to ``-march=native``: model and feature flags."""
+    import platform
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + platform.processor()
+    lines = [line for line in text.splitlines()
+             if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    return platform.machine() + "\n".join(sorted(set(lines)))
+
+
+def build_key() -> str:
+    """Hash of everything besides the design that changes the library: flags, CPU, compiler."""
+    import hashlib
+    compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout
+    parts = [*VERILATOR_FLAGS, *CXX_FLAGS, _cpu(), compiler]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
 def _verilator_root() -> Path:
@@ -49,12 +71,12 @@ def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
     behind its UART bridge, driven by `harness_uart.cpp`; with ``spram``: weights in iCE40
     SPRAM blocks, see `build.verilog`), building it on first use."""
     folder = build.design_dir(config) / ((f"uart-{uart_divisor}-fast" if uart_divisor else "fast")
-                                         + ("-spram" if spram else ""))
+                                         + ("-spram" if spram else "") + f"-{build_key()}")
     harness = HARNESS.with_name("harness_uart.cpp") if uart_divisor else HARNESS
     lib = folder / LIBRARY
     if lib.exists():
         return lib
-    source = build.verilog(config, uart_divisor, spram)
+    source = build.verilog(config, uart_divisor, spram, registered=True)
     if log:
         log(f"building the Verilator model in {folder} (once per configuration) ...")
     # A build folder of this process's own: concurrent builds (two test runs) never share one.
@@ -64,10 +86,10 @@ def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
     obj.mkdir(parents=True)
     _run([str(Path(sys.executable).parent / "verilator"), "--cc", str(source), "--top-module",
           build.TOP, "--prefix", "Vtop", "-Mdir", str(obj), "--build", "-j", "2",
-          "-CFLAGS", "-fPIC -O2", *VERILATOR_FLAGS], tmp, "verilator")
+          "-CFLAGS", " ".join(CXX_FLAGS), *VERILATOR_FLAGS], tmp, "verilator")
     inc = _verilator_root() / "include"
     ext = [f"-DSTRIATE_EXT_BYTES={config.ext_bytes}ULL"] if config.ext_bytes else []
-    _run(["g++", "-O2", "-shared", "-fPIC", "-std=c++17", *ext, f"-I{obj}", f"-I{inc}",
+    _run(["g++", *CXX_FLAGS, "-shared", "-std=c++17", *ext, f"-I{obj}", f"-I{inc}",
           f"-I{inc / 'vltstd'}", str(harness), str(obj / "Vtop__ALL.a"),
           str(obj / "libverilated.a"), "-o", str(tmp / LIBRARY), "-pthread"], tmp, "linking")
     (tmp / LIBRARY).replace(tmp / (LIBRARY + ".ok"))

@@ -1,5 +1,7 @@
 // C interface to the Verilated accelerator, clocked entirely in C++ (loaded with ctypes).
-// Bus protocol: see striate.sw.memmap; one write or read per clock cycle.
+// Bus protocol: see striate.sw.memmap; one write or read per clock cycle. The model's inputs
+// are registered (striate.sim.build.registered_inputs): what is set before a tick reaches the
+// accelerator in the cycle after it.
 // With STRIATE_EXT_BYTES defined, the accelerator's AXI4 master port is answered by the
 // external memory model of striate.sim.extmem (same timing, in C++).
 #include <cstdint>
@@ -27,7 +29,7 @@ struct ExtMemory {
         if (addr + BEAT <= size) memcpy(&v, data + addr, BEAT);
         return v;
     }
-    void drive(Vtop &top) {             // the slave's signals in this cycle
+    void drive(Vtop &top) {             // the slave's signals in the next cycle
         rvalid = !reads.empty() && reads.front().ready <= now && credit >= BEAT;
         wready = !writes.empty() && credit >= BEAT && !rvalid;
         bvalid = !responses.empty() && responses.front() <= now;
@@ -74,9 +76,9 @@ struct Sim {
 #ifdef STRIATE_EXT_BYTES
     ExtMemory mem;
     void tick() {
-        mem.drive(top);
         top.clk = 0; top.eval();
         mem.clock(top);
+        mem.drive(top);                 // into the input registers at this edge
         top.clk = 1; top.eval();
         ++cycles;
     }
@@ -121,8 +123,9 @@ void sim_read(void *p, uint32_t addr, uint32_t *out, uint32_t n) {
     Sim *s = static_cast<Sim *>(p);
     for (uint32_t i = 0; i < n; ++i) {
         s->top.addr = addr + i; s->top.r_en = 1;
-        s->tick();
-        s->top.r_en = 0; s->top.eval();
+        s->tick();                      // into the input register
+        s->top.r_en = 0;
+        s->tick();                      // the read, at the accelerator
         out[i] = s->top.r_data;
     }
 }
