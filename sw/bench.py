@@ -27,7 +27,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     import torch
     from .compiler import compile as compile_model
     from .datasets import digits
-    from .runtime.driver import open as open_device
+    from .runtime.driver import cores, open as open_device
     from .modelspec import resolve
     spec = resolve("lenet-digits")
     compile_s = _best_of(lambda: compile_model(spec.module, spec.calibration))
@@ -42,7 +42,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
 
     speeds, stats = {}, None
     for backend, n in (("verilator", len(xq)), ("cocotb", 2), ("pysim", 1)):
-        with open_device(backend, program.config) as dev:
+        with open_device(backend, program.config, instances=1) as dev:   # one core each
             dev.load(program)
             start = time.perf_counter()
             dev.run(program, xq[:n])
@@ -51,6 +51,11 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
             speeds[backend] = {"images": n, "wall_s": wall,
                                "cycles_per_s": dev.last_run.cycles * n / wall}
     fastest = max(v["cycles_per_s"] for v in speeds.values())
+    with open_device("verilator", program.config) as dev:               # one instance a core
+        dev.run(program, xq[:2 * cores()])          # spawns and loads every instance
+        start = time.perf_counter()
+        dev.run(program, xq)
+        split_s = time.perf_counter() - start
     result = {
         "model": "lenet-digits", "config": program.config.to_dict(),
         "layers": [{"name": name, "ideal_cycles": ideal, "measured_cycles": measured,
@@ -61,6 +66,7 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
         "simulators": {k: {**v, "ratio_to_fastest": v["cycles_per_s"] / fastest}
                        for k, v in speeds.items()},
         "test_split_on_verilator_s": speeds["verilator"]["wall_s"],
+        "test_split_on_verilator_instances_s": split_s, "cores": cores(),
         "golden_images_per_s": len(xq) / golden_s, "torch_float_images_per_s": len(xq) / torch_s,
         "compile_s": compile_s,
     }
@@ -82,7 +88,10 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     log(f"{'simulator':<10} {'cycles/s':>12} {'vs fastest':>11}")
     for name, v in result["simulators"].items():
         log(f"{name:<10} {v['cycles_per_s']:>12,.0f} {v['ratio_to_fastest']:>11.4f}")
-    log(f"whole test split ({len(xq)} images) on verilator: {result['test_split_on_verilator_s']:.1f} s")
+    log(f"whole test split ({len(xq)} images) on verilator: "
+        f"{result['test_split_on_verilator_s']:.1f} s on one instance, "
+        f"{split_s:.1f} s on {cores()} (one a core; "
+        f"{result['test_split_on_verilator_s'] / split_s:.2f} x)")
     log(f"golden model {result['golden_images_per_s']:,.0f} images/s, PyTorch float "
         f"{result['torch_float_images_per_s']:,.0f} images/s "
         f"(ratio {result['golden_images_per_s'] / result['torch_float_images_per_s']:.2f})")

@@ -32,6 +32,31 @@ def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default
     assert run.utilization["features.4"] > 0.98
 
 
+def test_instances_share_a_batch_and_leave_the_state_of_one(lenet_program, digits_test):
+    """Three simulator instances on seven images: every layer of every image as the golden
+    model has it, progress counts every image once, and the device itself ran the last images,
+    so its counters and output memory are a serial run's."""
+    xq = lenet_program.quantize_input(digits_test[0][:7])
+    reference = lenet_program.run_reference(xq, return_all=True)
+    seen = []
+    with striate.open("verilator", instances=3) as dev:
+        got = dev.run(lenet_program, xq, return_all=True, progress=seen.append)
+        assert len(dev._helpers) == 2
+        for a, b in zip(got, reference):
+            np.testing.assert_array_equal(a, b.reshape(a.shape))
+        assert sorted(seen) == list(range(1, 8))
+        assert dev.last_run.cycles == 15934 == dev._reg(memmap.CYCLES)
+        np.testing.assert_array_equal(dev._output(lenet_program, 3).reshape(-1),
+                                      reference[-1][-1].reshape(-1))
+        with pytest.raises(DeviceTimeout, match="did not finish within 5,000 cycles"):
+            dev.run(lenet_program, xq, timeout_cycles=5000)
+        for device in dev._helpers + [dev]:      # every instance stopped its run
+            assert device._reg(memmap.STATUS) & memmap.BUSY == 0
+        np.testing.assert_array_equal(dev.run(lenet_program, xq), reference[-1])
+    with pytest.raises(striate.StriateError, match="instances must be a positive integer"):
+        striate.open("verilator", instances=0)
+
+
 def test_return_all_gives_every_layer(verilator_default, lenet_program, digits_test):
     xq = lenet_program.quantize_input(digits_test[0][:5])
     got = verilator_default.run(lenet_program, xq, return_all=True)

@@ -13,6 +13,8 @@ line are transports; the driver does not know which one it has.
 from __future__ import annotations
 
 import abc
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,12 +116,22 @@ class RunStats:
 
 
 class Device:
-    """An accelerator reached through ``transport``, generated for ``config``."""
+    """An accelerator reached through ``transport``, generated for ``config``.
 
-    def __init__(self, transport: Transport, config: AcceleratorConfig, name: str = "device"):
+    With ``spawn`` (a function returning another transport to an accelerator of the same
+    configuration, such as another simulator instance) and ``instances`` > 1, `run` shares a
+    batch among up to ``instances`` accelerators working in parallel threads: the others are
+    spawned on first use, each loaded with the program. This one runs the batch's last images,
+    so afterwards its state (memories, counters, ``last_run``) is what one accelerator running
+    the whole batch would leave.
+    """
+
+    def __init__(self, transport: Transport, config: AcceleratorConfig, name: str = "device",
+                 spawn=None, instances: int = 1):
         self.transport, self.config, self.name = transport, config, name
         self.last_run: RunStats | None = None
         self._loaded = None
+        self._spawn, self._instances, self._helpers = spawn, instances if spawn else 1, []
         found = self._reg(memmap.CONFIG_ID)
         if found != memmap.config_id(config):
             raise StriateError(f"{name} was generated for configuration id {found:#010x}, "
@@ -174,7 +186,9 @@ class Device:
         read after an extra run of the program prefix that ends with it (``last_run`` counts
         the whole program's run). ``timeout_cycles`` bounds each run (a positive int; default:
         four times the cycle model's upper bound plus 10,000); on a timeout the accelerator is
-        stopped with CTRL.ABORT, so the device stays usable. ``progress``, if given, is called with the number of images done. An empty
+        stopped with CTRL.ABORT, so the device stays usable. ``progress``, if given, is called
+        with the number of images done (from the instances' threads when several share the
+        batch, see `Device`). An empty
         batch (``N = 0``) starts nothing and returns empty outputs, as the golden model does;
         ``last_run`` is then None.
         """
@@ -204,17 +218,19 @@ class Device:
         budget = timeout_cycles if timeout_cycles is not None else 4 * bound + 10_000
         n_layers = len(program.layers)
         runs = self._readback_runs(program, return_all)
-        outs = {i: [] for _, read in runs for i in read}
-        for k, x in enumerate(xq):
-            for count, read in runs:
-                self._start(program, x, count)
-                self._wait_done(program, min(predicted, budget), budget)
-                if count == n_layers:
-                    self.last_run = self._stats(program)
-                for i in read:
-                    outs[i].append(self._output(program, i))
-            if progress:
-                progress(k + 1)
+        work = (program, runs, min(predicted, budget), budget)
+        devices = self._devices(len(xq))
+        done, lock = [0], threading.Lock()
+
+        def advance():
+            with lock:              # instances finish images in their threads
+                done[0] += 1
+                if progress:
+                    progress(done[0])
+        if len(devices) == 1:
+            outs = self._run_images(work, xq, advance)
+        else:
+            outs = self._run_parallel(devices, work, xq, advance)
         stacked = {i: np.stack(v) if v else np.zeros((0, *program.layers[i].out_shape), np.int8)
                    for i, v in outs.items()}
         final = stacked[n_layers - 1].reshape(len(xq), *program.graph.output_shape)
@@ -223,6 +239,56 @@ class Device:
         result = [stacked[i] for i in range(n_layers)]
         result[-1] = final
         return result
+
+    def _run_images(self, work, xq, advance, stop=None) -> dict:
+        """Run each image of ``xq``: layer index -> the outputs read back, image by image;
+        ``advance()`` after each image. ``stop`` (a `threading.Event`), once set, ends the loop
+        before the next image."""
+        program, runs, first_wait, budget = work
+        outs = {i: [] for _, read in runs for i in read}
+        for x in xq:
+            if stop is not None and stop.is_set():
+                break
+            for count, read in runs:
+                self._start(program, x, count)
+                self._wait_done(program, first_wait, budget)
+                if count == len(program.layers):
+                    self.last_run = self._stats(program)
+                for i in read:
+                    outs[i].append(self._output(program, i))
+            advance()
+        return outs
+
+    def _devices(self, images: int) -> list:
+        """The accelerators to share ``images`` among, this one last; spawns missing ones."""
+        wanted = max(1, min(self._instances, images))
+        while len(self._helpers) < wanted - 1:
+            self._helpers.append(Device(self._spawn(), self.config,
+                                        f"{self.name} #{len(self._helpers) + 2}"))
+        return self._helpers[:wanted - 1] + [self]
+
+    def _run_parallel(self, devices: list, work, xq, advance) -> dict:
+        """`_run_images` on consecutive slices of ``xq``, one a device, in threads (the
+        simulators release the GIL); the first slice's error, if any, is raised."""
+        from concurrent.futures import ThreadPoolExecutor
+        program = work[0]
+        bounds = np.linspace(0, len(xq), len(devices) + 1).round().astype(int)
+        stop = threading.Event()
+
+        def job(device, part):
+            try:
+                if device._loaded is not program:
+                    device.load(program)
+                return device._run_images(work, part, advance, stop)
+            except BaseException:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(len(devices)) as pool:
+            futures = [pool.submit(job, device, xq[a:b])
+                       for device, a, b in zip(devices, bounds[:-1], bounds[1:])]
+        parts = [f.result() for f in futures]       # raises the first slice's error
+        return {i: [y for part in parts for y in part[i]] for i in parts[0]}
 
     def _output(self, program, i: int) -> np.ndarray:
         """Layer ``i``'s output, read back from the activation or the external memory."""
@@ -320,6 +386,8 @@ class Device:
                            plan.per_layer(memmap.layer_cycles(stamps)), self._reg(memmap.PE_BUSY))
 
     def close(self) -> None:
+        for helper in self._helpers:
+            helper.close()
         self.transport.close()
 
     def __enter__(self):
@@ -332,15 +400,26 @@ class Device:
 BACKENDS = ("verilator", "pysim", "cocotb")
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+
 def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = None,
-         baudrate: int = 115200, clock_hz: float = 12e6, timing=None) -> Device:
+         baudrate: int = 115200, clock_hz: float = 12e6, timing=None,
+         instances: int | None = None) -> Device:
     """Open an accelerator: a simulated one (``"verilator"``, ``"pysim"``, ``"cocotb"``) built
     for ``config`` (an `AcceleratorConfig` or a dict of its parameters; default
     `AcceleratorConfig()`), or one behind the UART bridge on a serial
     port (``"serial:/dev/ttyUSB1"``; ``clock_hz`` is the accelerator's clock, for waits).
     A simulated accelerator with external memory (``config.ext_bytes``) gets the memory model
     of ``timing`` (a `striate.sw.config.MemoryTiming`; default 100 cycles of latency, 8 bytes
-    a cycle)."""
+    a cycle). On ``"verilator"``, `Device.run` shares a batch among up to ``instances``
+    simulator instances in parallel (default: one per CPU core, `cores`); the other
+    backends run one."""
     if not isinstance(backend, str):
         raise StriateError(f"backend must be one of {', '.join(BACKENDS)} or serial:PORT, "
                            f"not {backend!r}")
@@ -359,10 +438,16 @@ def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = N
         except (serial.SerialException, OSError) as exc:
             raise StriateError(f"cannot open serial port {path!r}: {exc}") from None
         return Device(SerialTransport(port, clock_hz=clock_hz), config, f"board on {path}")
+    if instances is not None and not (isinstance(instances, (int, np.integer)) and
+                                      not isinstance(instances, bool) and instances > 0):
+        raise StriateError(f"instances must be a positive integer or None, not {instances!r}")
     if backend == "verilator":
         from ...sim.fastsim import VerilatorTransport
-        return Device(VerilatorTransport(config, timing=timing or MemoryTiming()), config,
-                      "verilator simulation")
+
+        def spawn():
+            return VerilatorTransport(config, timing=timing or MemoryTiming())
+        return Device(spawn(), config, "verilator simulation", spawn,
+                      cores() if instances is None else int(instances))
     if backend == "pysim":
         from ...sim.pysim import PysimTransport
         return Device(PysimTransport(config, timing or MemoryTiming()), config,
