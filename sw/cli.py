@@ -41,7 +41,7 @@ def simulate(program, backend: str = "verilator", images: int | None = None, log
     with device:
         outs = device.run(program, xq, return_all=True, progress=lambda n: bar.update(1))
         stats = device.last_run
-        cycles_simulated = getattr(device.transport, "cycles", None)
+        cycles_simulated, instances = device.simulated_cycles, device.instances_used
     run_s = time.perf_counter() - start
     bar.close()
     golden = program.run_reference(xq, return_all=True)
@@ -61,6 +61,7 @@ def simulate(program, backend: str = "verilator", images: int | None = None, log
                "mismatches": mismatches, "source": given.source,
                "stats": stats, "open_s": open_s, "run_s": run_s,
                "cycles_per_s": (cycles_simulated / run_s) if cycles_simulated else None,
+               "instances": instances,
                "layer_outputs": outs, "x": x, "xq": xq, "y": y}
     if y is not None:
         summary["golden_accuracy"] = float(np.mean(golden[-1].reshape(len(xq), -1).argmax(1) == y))
@@ -103,6 +104,8 @@ def print_summary(program, s: dict, show_source: bool = False) -> None:
         use = f"utilization {util[name]:6.1%}" if name in util else "(written in place)"
         print(f"  {name:<14} {cyc:>8,} cycles  ideal {ideal:>9,.0f}  {use}")
     speed = f", {s['cycles_per_s']:,.0f} simulated cycles/s" if s.get("cycles_per_s") else ""
+    if s.get("instances", 1) > 1:
+        speed += f" on {s['instances']} simulator instances (one a core)"
     print(f"simulation:            {s['run_s']:.1f} s for {s['images']} images{speed}")
 
 

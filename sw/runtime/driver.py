@@ -385,6 +385,18 @@ class Device:
         return RunStats.of(program, self._reg(memmap.CYCLES),
                            plan.per_layer(memmap.layer_cycles(stamps)), self._reg(memmap.PE_BUSY))
 
+    @property
+    def instances_used(self) -> int:
+        """How many accelerators have run images: this one and those `run` spawned."""
+        return 1 + len(self._helpers)
+
+    @property
+    def simulated_cycles(self) -> int | None:
+        """Clock cycles simulated so far by every instance, or None if a transport does not
+        count them (a board)."""
+        counts = [getattr(d.transport, "cycles", None) for d in [self, *self._helpers]]
+        return None if None in counts else sum(counts)
+
     def close(self) -> None:
         for helper in self._helpers:
             helper.close()
