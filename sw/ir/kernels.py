@@ -10,20 +10,28 @@ def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def windows(x: np.ndarray, kernel, stride, padding, pad_value=0) -> np.ndarray:
-    """Return every ``kernel`` window of ``x`` (``N x C x H x W``) as ``N x C x OH x OW x KH x KW``.
+def windows(x: np.ndarray, kernel, stride, padding, pad_value=0,
+            channels_last: bool = False) -> np.ndarray:
+    """Return every ``kernel`` window of ``x`` (``N x C x H x W``) as ``N x C x OH x OW x KH x KW``;
+    with ``channels_last``, of ``N x H x W x C`` as ``N x OH x OW x KH x KW x C``.
 
     A strided view of a padded copy; windows read ``pad_value`` outside the map.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    y = 1 if channels_last else 2              # the height axis; the width axis follows it
     if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
-    n, c, h, w = x.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        pads = [(0, 0)] * 4
+        pads[y], pads[y + 1] = (ph, ph), (pw, pw)
+        x = np.pad(x, pads, constant_values=pad_value)
+    oh, ow = out_size(x.shape[y], kh, sh, 0), out_size(x.shape[y + 1], kw, sw, 0)
     s = x.strides
-    return np.lib.stride_tricks.as_strided(
-        x, shape=(n, c, oh, ow, kh, kw),
-        strides=(s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]), writeable=False)
+    if channels_last:
+        n, _, _, c = x.shape
+        shape, strides = (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3])
+    else:
+        n, c = x.shape[:2]
+        shape, strides = (n, c, oh, ow, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3])
+    return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0)) -> np.ndarray:
@@ -64,7 +72,7 @@ def int_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
     w = np.asarray(weight).transpose(0, 2, 3, 1).reshape(o, kh * kw * c)    # ky, kx, c order
     bound = int(np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)) * 128
     dtype = np.float32 if bound < FLOAT32_EXACT else np.float64
-    (sh, sw), (ph, pw), (eh, ew) = stride, padding, extra
+    (ph, pw), (eh, ew) = padding, extra
     n, _, h, width = x.shape
     if ph or pw or eh or ew:
         padded = np.zeros((n, h + 2 * ph + eh, width + 2 * pw + ew, c), x.dtype)
@@ -72,16 +80,9 @@ def int_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
         x = padded
     else:
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    h, width = x.shape[1:3]
-    oh, ow = (h - kh) // sh + 1, (width - kw) // sw + 1
-    if (kh, kw, sh, sw) == (1, 1, 1, 1):
-        cols = x.reshape(n * oh * ow, c)
-    else:
-        s = x.strides
-        cols = np.lib.stride_tricks.as_strided(
-            x, shape=(n, oh, ow, kh, kw, c),
-            strides=(s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]), writeable=False)
-        cols = np.ascontiguousarray(cols).reshape(n * oh * ow, kh * kw * c)
+    view = windows(x, (kh, kw), stride, (0, 0), channels_last=True)  # N OH OW KH KW C
+    oh, ow = view.shape[1:3]
+    cols = np.ascontiguousarray(view).reshape(n * oh * ow, kh * kw * c)
     out = (cols.astype(dtype) @ w.T.astype(dtype)).reshape(n, oh, ow, o)
     if max_pool:
         out = max_pool_channels_last(out, *max_pool)
@@ -89,15 +90,12 @@ def int_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
 
 
 def max_pool_channels_last(x: np.ndarray, kernel, stride) -> np.ndarray:
-    """Maximum over every ``kernel`` window (no padding) of ``N x H x W x C`` ``x``."""
-    (kh, kw), (sh, sw) = kernel, stride
-    n, h, w, c = x.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    out = None
-    for ky in range(kh):
-        for kx in range(kw):
-            part = x[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
-            out = part.copy() if out is None else np.maximum(out, part, out=out)
+    """Maximum over every ``kernel`` window (no padding) of ``N x H x W x C`` ``x`` (one
+    element-wise maximum per kernel offset: faster than a reduction over the window axes)."""
+    view = windows(x, kernel, stride, (0, 0), channels_last=True)    # N OH OW KH KW C
+    out = view[:, :, :, 0, 0].copy()
+    for k in range(1, kernel[0] * kernel[1]):
+        np.maximum(out, view[:, :, :, k // kernel[1], k % kernel[1]], out=out)
     return out
 
 
