@@ -9,6 +9,7 @@ or ``wait`` is one call into C++, so Python never runs per clock cycle.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import subprocess
@@ -43,6 +44,7 @@ def _cpu() -> str:
     return platform.machine() + "\n".join(sorted(set(lines)))
 
 
+@functools.cache
 def build_key() -> str:
     """Hash of everything besides the design that changes the library: flags, CPU, compiler."""
     import hashlib

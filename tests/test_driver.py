@@ -58,6 +58,28 @@ def test_instances_share_a_batch_and_leave_the_state_of_one(lenet_program, digit
         striate.open("verilator", instances=0)
 
 
+def test_an_error_on_one_instance_is_raised_and_stops_the_others(lenet_program, digits_test):
+    """A bad descriptor in the first helper's program memory only: its error, naming that
+    instance, is what `run` raises; after a reload every instance is exact again."""
+    xq = lenet_program.quantize_input(digits_test[0][:9])
+    with striate.open("verilator", instances=3) as dev:
+        dev.run(lenet_program, xq[:3])
+        helper = dev._helpers[0]
+        bad = type(lenet_program.descriptors[1])(**{**lenet_program.descriptors[1].__dict__,
+                                                    "pool": 3})
+        words = bad.to_words()
+        helper.transport.write(memmap.address(memmap.PROGRAM, len(words)), words)
+        seen = []
+        with pytest.raises(DeviceError, match=re.escape(
+                "verilator simulation #2 stopped with error 1 (unknown op or pool code) at "
+                "layer 1 ('features.4')")):
+            dev.run(lenet_program, xq, progress=seen.append)
+        assert len(seen) < 6        # the others stopped before finishing their 3 images each
+        helper.load(lenet_program)
+        np.testing.assert_array_equal(dev.run(lenet_program, xq),
+                                      lenet_program.run_reference(xq))
+
+
 def test_return_all_gives_every_layer(verilator_default, lenet_program, digits_test):
     xq = lenet_program.quantize_input(digits_test[0][:5])
     got = verilator_default.run(lenet_program, xq, return_all=True)
