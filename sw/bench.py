@@ -27,7 +27,8 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     import torch
     from .compiler import compile as compile_model
     from .datasets import digits
-    from .runtime.driver import cores, open as open_device
+    from .parallel import cores
+    from .runtime.driver import open as open_device
     from .modelspec import resolve
     spec = resolve("lenet-digits")
     compile_s = _best_of(lambda: compile_model(spec.module, spec.calibration))

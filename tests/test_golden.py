@@ -223,15 +223,62 @@ def test_integer_convolution_is_exact_on_either_side_of_the_float32_limit(fan_in
     np.testing.assert_array_equal(golden.run_layer(layer, x), intref.layer(layer, x).numpy())
 
 
-def test_a_batch_runs_in_slices_with_the_same_result(lenet_program, monkeypatch):
-    """Slices of one, two or three images (the last one short) give what one slice of the
-    whole batch gives, on every layer."""
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_batch_runs_in_slices_with_the_same_result(lenet_program, monkeypatch, workers):
+    """Slices of one, two or three images (the last one short), on one to three threads, give
+    what one slice of the whole batch gives, on every layer."""
     x = np.random.default_rng(3).integers(-128, 128, (5, 1, 16, 16)).astype(np.int8)
     assert golden._images_per_slice(lenet_program.graph) >= 5
     whole = lenet_program.run_reference(x, return_all=True)
+    monkeypatch.setattr(golden, "WORKERS", workers)
     for images in (1, 2, 3):
         monkeypatch.setattr(golden, "_images_per_slice", lambda graph: images)
         got = lenet_program.run_reference(x, return_all=True)
         assert len(got) == len(whole)
         for a, b in zip(got, whole):
             np.testing.assert_array_equal(a, b)
+
+
+def test_threads_give_blas_back_its_threads():
+    """While slices run on threads BLAS runs on one thread each; afterwards it has what it
+    had before, also after an error in a slice."""
+    from threadpoolctl import threadpool_info
+    from striate.sw import parallel
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    before = blas_threads()
+    assert parallel.map_threads(lambda _: blas_threads(), [0, 1, 2], 2) == [[1] * len(before)] * 3
+    assert blas_threads() == before
+
+    def fail(i):
+        if i == 1:
+            raise StriateError("slice 1")
+        return i
+    with pytest.raises(StriateError, match="slice 1"):
+        parallel.map_threads(fail, [0, 1, 2], 2)
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("mult, shift", [((1 << 31) - 1, 40), ((1 << 31) - 1, 62), (1 << 21, 30),
+                                         (1553090841, 55),
+                                         (3, 1), (1 << 30, 54)])
+def test_requantizing_float_sums_is_exact_on_either_side_of_the_float64_limit(mult, shift):
+    """`requantize_sums` on the largest sums, the bias and every rounding tie equals the int64
+    `requantize`, whether its float64 path applies (bound and shift small enough) or not."""
+    bound = 127 * 128 * 4096
+    ties = (1 << (shift - 1)) // mult if shift > 1 else 0
+    near = np.arange(bound - 64, bound + 1)
+    # 34797189 * 1553090841 is 3 below 1.5 * 2**55, the product's float64 rounds up to it:
+    # a float64 path would requantize it to 2, not 1
+    acc = np.concatenate([[0, 1, -1, ties, -ties, ties + 1, -ties - 1, 34797189, -34797189],
+                          near, -near]) \
+        .astype(np.float64)[:, None].repeat(3, axis=1)
+    bias = np.array([0, (1 << 20) - 7, -(1 << 20)])
+    mults, shifts = np.full(3, mult), np.full(3, shift)
+    got = numerics.requantize_sums(acc, bound, bias, mults, shifts, -100, 120)
+    want = numerics.requantize(acc.astype(np.int64) + bias, mults, shifts, -100, 120)
+    np.testing.assert_array_equal(got, want)
+    # worst case against the limit: the float64 path takes only exact cases
+    worst = (bound + (1 << 20)) * mult + (1 << (shift - 1))
+    assert (worst < numerics.FLOAT64_EXACT) == ((mult, shift) in {(1 << 21, 30), (3, 1)})

@@ -7,9 +7,10 @@ import numpy as np
 
 from ..arguments import as_array, check_flag, dims, dtype_of
 from ..errors import StriateError
+from ..parallel import cores, map_threads
 from ..ir import numerics, tables
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
-from ..ir.kernels import int_conv2d, max_pool, sum_pool, windows
+from ..ir.kernels import float_conv2d, max_pool, sum_pool, windows
 
 
 def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
@@ -38,12 +39,12 @@ def run_layer(layer: QLayer, *inputs: np.ndarray) -> np.ndarray:
         # so a max pool without padding may come first: the maximum of the results is the
         # result of the maximum, for a fraction of the work.
         first = pool == "max" and not any(layer.pool_padding)
-        acc = int_conv2d(x, layer.weight, layer.stride, layer.padding, layer.pad_extra,
-                         (layer.pool_kernel, layer.pool_stride) if first else None)
+        acc, bound = float_conv2d(x, layer.weight, layer.stride, layer.padding,
+                                  layer.pad_extra,
+                                  (layer.pool_kernel, layer.pool_stride) if first else None)
         pool = "none" if first else pool
-        acc += layer.bias.astype(np.int64)
-        t = numerics.requantize(acc, layer.mult, layer.shift, layer.lo, layer.hi) \
-            .transpose(0, 3, 1, 2)
+        t = numerics.requantize_sums(acc, bound, layer.bias, layer.mult, layer.shift, layer.lo,
+                                     layer.hi).transpose(0, 3, 1, 2)
     else:
         t = np.clip(x, layer.lo, layer.hi).astype(np.int8)
     if pool == "max":
@@ -96,8 +97,12 @@ def run_graph(graph: QGraph, xq, return_all: bool = False):
         raise StriateError(f"golden model input must be N x {dims(graph.input_shape)}, not "
                            f"{dims(xq.shape)}")
     step = _images_per_slice(graph)
-    slices = [_run_slice(graph, xq[i:i + step], return_all)
-              for i in range(0, max(len(xq), 1), step)]
+    workers = WORKERS or cores()
+    if len(xq) > step:          # several slices: as many for each thread
+        count = -(-len(xq) // step)
+        step = -(-len(xq) // (-(-count // workers) * workers))
+    slices = map_threads(lambda i: _run_slice(graph, xq[i:i + step], return_all),
+                         list(range(0, max(len(xq), 1), step)), workers)
     tensors = [np.concatenate(parts) for parts in zip(*slices)]
     final = tensors[-1].reshape(len(xq), *graph.output_shape)
     if return_all:
@@ -107,6 +112,7 @@ def run_graph(graph: QGraph, xq, return_all: bool = False):
 
 
 SLICE_BYTES = 1 << 22   # a batch slice's largest temporaries stay about this size: in cache
+WORKERS = None          # threads running slices side by side (None: one a core)
 
 
 def _images_per_slice(graph: QGraph) -> int:

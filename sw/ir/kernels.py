@@ -60,11 +60,18 @@ def int_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
                max_pool=None) -> np.ndarray:
     """Exact integer cross-correlation of int8 ``x`` (``N x C x H x W``) by integer ``weight``
     (as `conv2d`), as int64 ``N x OH x OW x O``: channels last. With ``max_pool = (kernel,
-    stride)``, the maximum of each pooling window (no padding) of that.
+    stride)``, the maximum of each pooling window (no padding) of that."""
+    return float_conv2d(x, weight, stride, padding, extra, max_pool)[0].astype(np.int64)
+
+
+def float_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
+                 max_pool=None) -> tuple[np.ndarray, int]:
+    """`int_conv2d`'s sums as integer-valued floats (float32 or float64, whichever the GEMM
+    ran in), and ``bound``: no sum is larger in magnitude.
 
     Runs as one float GEMM over an im2col copy made in int8, channels last so that the copy
     moves runs of channels. Every partial sum of any summation order is an integer no larger
-    than ``max_o sum|w_o| * 128``; when that bound is below 2**24 the GEMM runs in float32,
+    than ``bound = max_o sum|w_o| * 128``; when that is below 2**24 the GEMM runs in float32,
     otherwise in float64, exact below 2**53 (the int32 accumulator bound guarantees that), so
     no order BLAS picks can round.
     """
@@ -86,16 +93,23 @@ def int_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, extra=(0, 0),
     out = (cols.astype(dtype) @ w.T.astype(dtype)).reshape(n, oh, ow, o)
     if max_pool:
         out = max_pool_channels_last(out, *max_pool)
-    return out.astype(np.int64)
+    return out, bound
 
 
 def max_pool_channels_last(x: np.ndarray, kernel, stride) -> np.ndarray:
-    """Maximum over every ``kernel`` window (no padding) of ``N x H x W x C`` ``x`` (one
-    element-wise maximum per kernel offset: faster than a reduction over the window axes)."""
-    view = windows(x, kernel, stride, (0, 0), channels_last=True)    # N OH OW KH KW C
-    out = view[:, :, :, 0, 0].copy()
-    for k in range(1, kernel[0] * kernel[1]):
-        np.maximum(out, view[:, :, :, k // kernel[1], k % kernel[1]], out=out)
+    """Maximum over every ``kernel`` window (no padding) of ``N x H x W x C`` ``x``.
+
+    Over the window's rows first, then over its columns (a window's maximum is the maximum of
+    its rows' maxima), each as one element-wise maximum per offset: kh + kw passes, the first
+    over whole rows, instead of a reduction over strided window axes."""
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = out_size(x.shape[1], kh, sh, 0), out_size(x.shape[2], kw, sw, 0)
+    rows = x[:, 0:(oh - 1) * sh + 1:sh].copy()                     # N OH W C
+    for ky in range(1, kh):
+        np.maximum(rows, x[:, ky:ky + (oh - 1) * sh + 1:sh], out=rows)
+    out = rows[:, :, 0:(ow - 1) * sw + 1:sw].copy()                # N OH OW C
+    for kx in range(1, kw):
+        np.maximum(out, rows[:, :, kx:kx + (ow - 1) * sw + 1:sw], out=out)
     return out
 
 

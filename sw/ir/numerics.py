@@ -119,6 +119,33 @@ def requantize(acc, mult, shift, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.n
     return np.clip(rounded, lo, hi, out=rounded).astype(np.int8)
 
 
+FLOAT64_EXACT = 1 << 53   # every integer of smaller magnitude is a float64
+
+
+def requantize_sums(acc: np.ndarray, bound: int, bias, mult, shift, lo: int = INT8_MIN,
+                    hi: int = INT8_MAX) -> np.ndarray:
+    """``requantize(acc + bias, mult, shift, lo, hi)`` for integer-valued float sums ``acc``
+    (``... x C``, channels last; ``bias``, ``mult``, ``shift`` per channel) no larger in
+    magnitude than ``bound``.
+
+    In float64 when every channel's ``(bound + |bias|) * mult + 2**(shift-1) < 2**53``: then
+    ``acc * (mult / 2**shift)`` and ``(bias * mult + 2**(shift-1)) / 2**shift`` are exact, so is
+    their sum (an integer below 2**53 over a power of two), and its floor is the shift's;
+    about half the time of the int64 arithmetic. Otherwise in int64, as `requantize`.
+    """
+    bias, mult, shift = (np.asarray(a, dtype=np.int64) for a in (bias, mult, shift))
+    worst = max(((bound + abs(int(b))) * int(m) + (1 << (int(s) - 1))
+                 for b, m, s in zip(bias, mult, shift)), default=0)
+    if worst >= FLOAT64_EXACT:
+        return requantize(acc.astype(np.int64) + bias, mult, shift, lo, hi)
+    scale = np.ldexp(mult.astype(np.float64), -shift)
+    offset = np.ldexp((bias * mult + (np.int64(1) << (shift - 1))).astype(np.float64), -shift)
+    t = np.multiply(acc, scale)
+    t += offset
+    np.floor(t, out=t)
+    return np.clip(t, lo, hi, out=t).astype(np.int8)
+
+
 def quantize(x, scale: float, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
     """Quantize floats to int8 at ``scale``: ``clamp(floor(x / scale + 0.5), lo, hi)``.
 

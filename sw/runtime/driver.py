@@ -13,7 +13,6 @@ line are transports; the driver does not know which one it has.
 from __future__ import annotations
 
 import abc
-import os
 import threading
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from . import image, staging
 from ..mapping import memmap
 from ..config import AcceleratorConfig, MemoryTiming
 from ..errors import StriateError
+from ..parallel import cores
 from ..mapping.mapper import survivors
 from .program import Program, as_config
 
@@ -410,14 +410,6 @@ class Device:
 
 
 BACKENDS = ("verilator", "pysim", "cocotb")
-
-
-def cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:          # not on Linux
-        return os.cpu_count() or 1
 
 
 def open(backend: str = "verilator", config: AcceleratorConfig | dict | None = None,
