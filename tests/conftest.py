@@ -1,3 +1,9 @@
+import os
+
+# Tests build the fast backend without a profile (half the build time); test_driver.py runs
+# the profile-guided build users get.
+os.environ.setdefault("STRIATE_SIM_PGO", "0")
+
 import numpy as np
 import pytest
 import torch

@@ -15,10 +15,28 @@ import rtl_cases
 from test_rtl import SMALL
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _profile_guided():
+    """This module's default-configuration simulators are the profile-guided build users get."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("STRIATE_SIM_PGO", "1")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="module")
 def verilator_default():
     with striate.open("verilator") as dev:
         yield dev
+
+
+def test_the_default_build_is_trained_and_profile_guided(verilator_default):
+    from striate.sim import fastsim
+    lib = fastsim.build_library(striate.AcceleratorConfig())
+    assert lib.parent.name.startswith("fast-pgo-")
+    profiles = {p.name: p.stat().st_size for p in (lib.parent / "obj").glob("*.gcda")}
+    assert profiles["harness.gcda"] > 0
+    assert sum(size for name, size in profiles.items() if name.startswith("Vtop___024root")) > 0
 
 
 def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default, lenet_program,
