@@ -36,10 +36,10 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     x, _ = digits("test")
     x = x[:images]
     xq = program.quantize_input(x)
-    golden_s = _best_of(lambda: program.run_reference(xq))
+    golden_s = _best_of(lambda: program.run_reference(xq), 20)    # short runs: best of 20
     xt = torch.from_numpy(x)
     with torch.no_grad():
-        torch_s = _best_of(lambda: spec.module(xt))
+        torch_s = _best_of(lambda: spec.module(xt), 20)
 
     speeds, stats = {}, None
     for backend, n in (("verilator", len(xq)), ("cocotb", 2), ("pysim", 1)):
