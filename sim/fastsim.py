@@ -46,11 +46,16 @@ def _cpu() -> str:
 
 
 @functools.cache
+def _compiler() -> str:
+    """What ``g++ --version`` says."""
+    return subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout
+
+
+@functools.cache
 def build_key() -> str:
     """Hash of everything besides the design that changes the library: flags, CPU, compiler."""
     import hashlib
-    compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout
-    parts = [*VERILATOR_FLAGS, *CXX_FLAGS, _cpu(), compiler]
+    parts = [*VERILATOR_FLAGS, *CXX_FLAGS, _cpu(), _compiler()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
@@ -70,9 +75,9 @@ def _run(cmd, cwd, what):
 
 
 def profile_guided() -> bool:
-    """Whether new builds are profile-guided (`build_library`): unless ``$STRIATE_SIM_PGO`` is
-    ``0``."""
-    return os.environ.get("STRIATE_SIM_PGO", "1") != "0"
+    """Whether new builds are profile-guided (`build_library`): with GCC (clang's profiles take
+    another step), unless ``$STRIATE_SIM_PGO`` is ``0``."""
+    return os.environ.get("STRIATE_SIM_PGO", "1") != "0" and "clang" not in _compiler()
 
 
 def build_library(config, log=None, uart_divisor=None, spram=False) -> Path:
