@@ -144,13 +144,13 @@ def _compile(config, source: Path, harness: Path, tmp: Path, extra: list) -> Non
 def _train(config, library: Path, spram: bool) -> None:
     """Run the instrumented ``library`` on a few images in a process of its own, which
     writes the profile when it exits."""
-    code = ("import sys, json; from striate.sim.fastsim import train; "
-            "train(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == '1')")
+    code = ("import sys, json; from striate.sim.fastsim import profile_workload; "
+            "profile_workload(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == '1')")
     _run([sys.executable, "-c", code, json.dumps(config.to_dict()), str(library),
           "1" if spram else "0"], library.parent, "training the simulator's profile")
 
 
-def train(config: dict, library: str, spram: bool = False, images: int = 8) -> None:
+def profile_workload(config: dict, library: str, spram: bool = False, images: int = 8) -> None:
     """`_train`'s workload: LeNet on digits test images, compiled for ``config`` and run on
     the simulator ``library``; nothing if LeNet does not fit ``config``."""
     from ..sw.compiler import compile as compile_model

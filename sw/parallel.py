@@ -46,7 +46,8 @@ def _hold_blas(acquire: bool) -> None:
 
 def map_threads(fn, items: list, workers: int) -> list:
     """``[fn(item) for item in items]``, on up to ``workers`` threads, BLAS on one thread each
-    meanwhile; the first exception raised is raised."""
+    meanwhile; the error of the first item (in order) that raised one is raised, after every
+    item has finished."""
     workers = min(workers, len(items))
     if workers <= 1:
         return [fn(item) for item in items]

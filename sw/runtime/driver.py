@@ -24,7 +24,7 @@ from . import image, staging
 from ..mapping import memmap
 from ..config import AcceleratorConfig, MemoryTiming
 from ..errors import StriateError
-from ..parallel import cores
+from ..parallel import cores, map_threads
 from ..mapping.mapper import survivors
 from .program import Program, as_config
 
@@ -270,24 +270,21 @@ class Device:
     def _run_parallel(self, devices: list, work, xq, advance) -> dict:
         """`_run_images` on consecutive slices of ``xq``, one a device, in threads (the
         simulators release the GIL); the first slice's error, if any, is raised."""
-        from concurrent.futures import ThreadPoolExecutor
         program = work[0]
         bounds = np.linspace(0, len(xq), len(devices) + 1).round().astype(int)
         stop = threading.Event()
 
-        def job(device, part):
+        def job(slice_of):
+            device, a, b = slice_of
             try:
                 if device._loaded is not program:
                     device.load(program)
-                return device._run_images(work, part, advance, stop)
+                return device._run_images(work, xq[a:b], advance, stop)
             except BaseException:
                 stop.set()
                 raise
 
-        with ThreadPoolExecutor(len(devices)) as pool:
-            futures = [pool.submit(job, device, xq[a:b])
-                       for device, a, b in zip(devices, bounds[:-1], bounds[1:])]
-        parts = [f.result() for f in futures]       # raises the first slice's error
+        parts = map_threads(job, list(zip(devices, bounds[:-1], bounds[1:])), len(devices))
         return {i: [y for part in parts for y in part[i]] for i in parts[0]}
 
     def _output(self, program, i: int) -> np.ndarray:
