@@ -101,6 +101,14 @@ class AcceleratorConfig:
         ``psum_out``), so a tile of such a layer may have at most this many conv pixels per
         output channel group (times groups). A power of two; 0 leaves the memory out (such
         layers are then refused). None (the default): 256 with external memory, else 0.
+    overlap_setup : bool
+        The sequencer fetches, derives and checks the next layer's descriptor while the
+        current layer runs, and hands it to the datapath when that layer is done (a second
+        copy of the descriptor and its derived sizes: about 700 flip-flops). A layer that
+        runs longer than the next one's set-up (``LayerDescriptor.WORDS + 2`` cycles plus
+        `striate.sw.mapping.derive.cycles`) then starts 2 cycles after it instead of
+        ``LayerDescriptor.WORDS + 3`` plus those. False: set-up follows the layer, as on
+        parts without room for the copy.
     """
 
     pe_out: int = 16
@@ -124,6 +132,7 @@ class AcceleratorConfig:
     ext_bytes: int | None = None
     act_banks: int | None = None
     psum_entries: int | None = None
+    overlap_setup: bool = True
 
     def __post_init__(self):
         limits = {

@@ -70,6 +70,7 @@ class TwoEngineSequencer(Sequencer):
 
     def _fsm(self, m):
         cfg, words = self._l.config, LayerDescriptor.WORDS
+        overlap = cfg.overlap_setup
         j = Signal(range(words + 2))
         slot = Signal(range(cfg.program_depth))
         mraw = Signal(32 * MOVE_WORDS)
@@ -112,7 +113,7 @@ class TwoEngineSequencer(Sequencer):
                 with m.If(self.prog_data[:2] == OP_MOVE):
                     m.next = "MFETCH"
                 with m.Else():
-                    m.next = "CWAIT"
+                    m.next = "FETCH" if overlap else "CWAIT"
             with m.State("MFETCH"):
                 def fetched_move():
                     m.d.comb += self._starts[1].eq(1)
@@ -138,21 +139,28 @@ class TwoEngineSequencer(Sequencer):
             with m.State("MPROGRAM"):   # the slots ahead are being refilled
                 with m.If(m_free):
                     m.next = "NEXT"
+            # With `AcceleratorConfig.overlap_setup` a layer's descriptor is fetched and
+            # derived before it waits for its engine (and with ``wait`` the other one),
+            # without it after.
+            free = c_free & (~peek_wait | m_free)
             with m.State("CWAIT"):
-                with m.If(c_free & (~peek_wait | m_free)):
-                    m.next = "FETCH"
+                with m.If(free):
+                    m.next = "CHECK" if overlap else "FETCH"
             with m.State("FETCH"):
                 def fetched():
                     m.d.comb += self._derive_start.eq(1)
                     m.next = "DERIVE"
                 self._fetch(m, slot, j, self._raw, words, fetched)
             with m.State("DERIVE"):
-                with m.If(self._derive_done):
+                with m.If(self._derive_done & (free if overlap else 1)):
                     m.next = "CHECK"
-            with m.State("CHECK"):
-                busy = moving & self._overlaps(*self._running)
+                with m.Elif(self._derive_done):
+                    m.next = "CWAIT"
+            with m.State("CHECK"):      # the engines it waited for are free
+                busy = moving & self._overlaps(self._work, *self._running)
                 m.d.sync += code.eq(Mux(self._code != 0, self._code,
                                         Mux(busy, memmap.E_BUSY, 0)))
+                m.d.comb += self._activate.eq(1)
                 m.next = "START"
             with m.State("START"):
                 with self._refused(m, code, "STOP"):
@@ -206,7 +214,8 @@ class TwoEngineSequencer(Sequencer):
 
         def start(flag, counter):
             mv = self.move
-            return [target.eq(mv.target), first.eq(mv.local_addr), last.eq(self.m_end - 1),
+            return [target.eq(mv.target), first.eq(mv.local_addr),
+                    last.eq(self._work.m_end - 1),
                     self._m_stamp.eq(flag), self._m_index.eq(counter),
                     counter.eq(counter + flag)]
         return start
@@ -238,10 +247,11 @@ class TwoEngineSequencer(Sequencer):
         bank_bytes = cfg.act_bytes // cfg.act_banks     # a bank's rows of both parities
         return byte >> log2(bank_bytes)
 
-    def _overlaps(self, target, first, last):
-        """Whether on-chip bytes ``first`` to ``last`` of memory ``target`` hold something the
-        layer in the descriptor registers uses (its derived sizes are those of that layer)."""
-        cfg, d = self._l.config, self.desc
+    def _overlaps(self, layer, target, first, last):
+        """Whether on-chip bytes ``first`` to ``last`` of memory ``target`` hold something
+        ``layer`` uses: the working set (`Sequencer`: a layer being checked) or the active
+        one (the layer the datapath runs or ran last)."""
+        cfg, d = self._l.config, layer.desc
         mems = memories(cfg)
         conv = d.op != OP_ADD
 
@@ -253,13 +263,14 @@ class TwoEngineSequencer(Sequencer):
 
         def act(base, count):
             return meet(lo, hi, base >> word_bank, (base + count - 1) >> word_bank)
-        uses_act = act(self.in_base, self.in_words) | act(self.out_base, self.out_words)
+        v = layer
+        uses_act = act(v.in_base, v.in_words) | act(v.out_base, v.out_words)
         if cfg.residual_add:
-            uses_act |= (d.op == OP_ADD) & act(self.in2_base, self.in_words)
+            uses_act |= (d.op == OP_ADD) & act(v.in2_base, v.in_words)
         lw = log2(mems[memmap.WEIGHTS].row_bytes)
         lp = log2(mems[memmap.PARAMS].row_bytes)
-        uses_w = conv & meet(first >> lw, last >> lw, self.w_base, self.w_base + self.w_rows - 1)
-        uses_p = conv & meet(first >> lp, last >> lp, self.p_base, self.p_base + self.p_rows - 1)
+        uses_w = conv & meet(first >> lw, last >> lw, v.w_base, v.w_base + v.w_rows - 1)
+        uses_p = conv & meet(first >> lp, last >> lp, v.p_base, v.p_base + v.p_rows - 1)
         uses_t = d.table != 0 if cfg.activation_tables else Const(0)
         return Mux(target == memmap.ACT, uses_act,
                    Mux(target == memmap.WEIGHTS, uses_w,
@@ -279,7 +290,8 @@ class TwoEngineSequencer(Sequencer):
             (misaligned, memmap.E_ALIGN),
             (self._failed["local"] | self._saturated, memmap.E_LOCAL),
             (self._failed["ext"], memmap.E_EXT),
-            (computing & self._overlaps(mv.target, mv.local_addr, self.m_end - 1),
+            (computing & self._overlaps(self._active, mv.target, mv.local_addr,
+                                        self._work.m_end - 1),
              memmap.E_BUSY),
         ]
         code = 0

@@ -4,12 +4,20 @@ Per layer: fetch the descriptor words from program memory, derive sizes with one
 shift-add multiplier (`striate.sw.mapping.derive`) and check them (an illegal descriptor stops the run
 with an error code and never starts the datapath), start the window generator (or the add
 unit), wait until the last output pixel is written, record the layer's cycles.
+
+The fetch, the sizes and the checks work on the sequencer's own copy of the descriptor (the
+*working* set); the datapath reads the ports ``desc``, the base addresses and the derived
+sizes (the *active* set). With `AcceleratorConfig.overlap_setup` the active set is a register
+copy, loaded when a layer starts, so the next descriptor is fetched, derived and checked while
+the current layer runs; without it the ports are the working set and the set-up of a layer
+follows the end of the one before.
 """
 
 from __future__ import annotations
 
 import operator
 from functools import reduce
+from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
@@ -63,7 +71,8 @@ class Sequencer(wiring.Component):
         m = Module()
         words = LayerDescriptor.WORDS
         self._raw = raw = Signal(32 * words)
-        m.d.comb += self.desc.eq(raw)
+        self._activate = self._active_set(m)
+        m.d.comb += self._work.desc.eq(raw)
         with m.If(self.busy):
             m.d.sync += [self.cycles.eq(self.cycles + 1),
                          self.busy_cycles.eq(self.busy_cycles + self.pe_busy)]
@@ -72,6 +81,25 @@ class Sequencer(wiring.Component):
         self._code = self._check(m)
         self._fsm(m)
         return m
+
+    def _active_set(self, m):
+        """The working set (``self._work``: the descriptor, base addresses and derived sizes
+        the fetch, `_multiply` and the checks use) and the active one (``self._active``: the
+        ports the datapath reads). With `AcceleratorConfig.overlap_setup` the active set is a
+        register copy of the working one, loaded in a cycle the returned signal is high;
+        without it the two are the same signals."""
+        names = ["desc", *base_widths(self._l), *derive.results(self._l.config)]
+        self._active = SimpleNamespace(**{name: getattr(self, name) for name in names})
+        load = Signal(name="activate")
+        if not self._l.config.overlap_setup:
+            self._work = self._active
+            return load
+        self._work = SimpleNamespace(**{name: Signal.like(getattr(self, name), name=f"w_{name}")
+                                        for name in names[1:]})
+        self._work.desc = Signal(descriptor_layout(), name="w_desc")
+        with m.If(load):
+            m.d.sync += [getattr(self, name).eq(getattr(self._work, name)) for name in names]
+        return load
 
     def _fetch(self, m, slot, j, raw, words, on_done):
         """A FETCH step: reads word ``j`` of slot ``slot`` and shifts the word read the cycle
@@ -84,18 +112,33 @@ class Sequencer(wiring.Component):
             on_done()
 
     def _fsm(self, m):
-        """One layer after another: fetch, derive, check, run, wait for it to finish."""
+        """One layer after another: fetch, derive, check, start, and once it is done, the
+        next; with `AcceleratorConfig.overlap_setup` the next layer's fetch and sizes run
+        while the layer before it does, and its check and start follow that layer's end."""
         cfg, words = self._l.config, LayerDescriptor.WORDS
+        overlap = cfg.overlap_setup
         j = Signal(range(words + 2))
         # A finished layer stamps the cycle count (this cycle included); the host takes
         # differences (`memmap.layer_cycles`), so no per-layer counter is needed.
         m.d.comb += [self.lc_addr.eq(self.layer), self.lc_data.eq(self.cycles + 1)]
         code = Signal.like(self.error)
+        if overlap:
+            slot = Signal.like(self.layer, name="slot")      # the descriptor being set up
+            computing = Signal()
+            c_done = computing & self.layer_done
+            c_free = ~computing | c_done        # the datapath is free from this cycle on
+            with m.If(self.run):
+                m.d.sync += computing.eq(1)
+            with m.Elif(c_done):
+                m.d.sync += computing.eq(0)
+            m.d.comb += self.lc_en.eq(c_done)
+        else:           # set-up follows the layer: the layer running is the one set up
+            slot, c_free = self.layer, Const(1)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += self._starting() + [j.eq(0)]
+                    m.d.sync += self._starting() + [j.eq(0)] + [slot.eq(0)] * overlap
                     with m.If((self.layers == 0) | (self.layers > cfg.program_depth)):
                         m.d.sync += self.error.eq(memmap.E_COUNT)
                         m.next = "FAIL"
@@ -105,26 +148,50 @@ class Sequencer(wiring.Component):
                 def fetched():
                     m.d.comb += self._derive_start.eq(1)
                     m.next = "DERIVE"
-                self._fetch(m, self.layer, j, self._raw, words, fetched)
+                self._fetch(m, slot, j, self._raw, words, fetched)
             with m.State("DERIVE"):
-                with m.If(self._derive_done):
+                with m.If(self._derive_done & c_free):
                     m.next = "CHECK"
+                if overlap:
+                    with m.Elif(self._derive_done):
+                        m.next = "WAIT"
+            if overlap:
+                with m.State("WAIT"):       # the layer before is still running
+                    with m.If(c_free):
+                        m.next = "CHECK"
             with m.State("CHECK"):      # the error code is registered: off the start path
                 m.d.sync += code.eq(self._code)
+                m.d.comb += self._activate.eq(1)
                 m.next = "START"
             with m.State("START"):
                 with self._refused(m, code, "FAIL"):
                     m.d.comb += self.run.eq(1)
-                    m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(self.layer_done):
-                    m.d.comb += self.lc_en.eq(1)
-                    m.d.sync += [j.eq(0), self.layer.eq(self.layer + 1)]
-                    with m.If(self.layer + 1 == self.layers):
-                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    if overlap:
+                        m.d.sync += [slot.eq(slot + 1), j.eq(0)]
+                        with m.If(slot + 1 == self.layers):
+                            m.next = "LAST"
+                        with m.Else():
+                            m.next = "FETCH"
+                    else:
+                        m.next = "RUN"
+                if overlap:
+                    m.d.sync += self.layer.eq(slot)     # also the one that failed
+            if overlap:
+                with m.State("LAST"):
+                    with m.If(c_done):
+                        m.d.sync += [self.busy.eq(0), self.done.eq(1),
+                                     self.layer.eq(self.layer + 1)]
                         m.next = "IDLE"
-                    with m.Else():
-                        m.next = "FETCH"
+            else:
+                with m.State("RUN"):
+                    with m.If(self.layer_done):
+                        m.d.comb += self.lc_en.eq(1)
+                        m.d.sync += [j.eq(0), self.layer.eq(self.layer + 1)]
+                        with m.If(self.layer + 1 == self.layers):
+                            m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "FETCH"
             with m.State("FAIL"):
                 m.d.sync += [self.busy.eq(0), self.failed.eq(1)]
                 m.next = "IDLE"
@@ -146,7 +213,7 @@ class Sequencer(wiring.Component):
         """Channel group counts (registered) and word addresses (shifts of the descriptor's
         byte addresses: wiring), narrowed to `base_widths`. ``self._too_big`` flags, per
         memory check (`derive.ERRORS`), a value whose narrowed bits would lose a one."""
-        cfg, d = self._l.config, self.desc
+        cfg, d = self._l.config, self._work.desc
         lpi, lpo = cfg.pe_in.bit_length() - 1, cfg.pe_out.bit_length() - 1
         values = {
             "cg_n": ((d.in_c + cfg.pe_in - 1) >> lpi, "act"),
@@ -161,7 +228,7 @@ class Sequencer(wiring.Component):
         self._too_big = {error: Signal(name=f"too_big_{error}") for error in checked}
         lost = {error: [] for error in checked}
         for name, (value, error) in values.items():
-            port = getattr(self, name)
+            port = getattr(self._work, name)
             domain = m.d.sync if name in ("cg_n", "og_n", "out_cg") else m.d.comb
             domain += port.eq(value)
             if len(value) > len(port):
@@ -180,17 +247,18 @@ class Sequencer(wiring.Component):
         programs = self._programs()
         self._starts = starts = [Signal(name=f"derive_start{k}") for k in range(len(programs))]
         start, done = starts[0], Signal()
-        sources = {name: getattr(self.desc, name)
+        work = self._work
+        sources = {name: getattr(work.desc, name)
                    for name, _, _ in LayerDescriptor.fields_layout()}
-        sources.update({name: getattr(self, name) for name in base_widths(self._l)})
-        sources.update({name: getattr(self, name) for name in derive.results(cfg)})
+        sources.update({name: getattr(work, name) for name in base_widths(self._l)})
+        sources.update({name: getattr(work, name) for name in derive.results(cfg)})
         sources.update({name: Const(value) for name, value in derive.depths(cfg).items()})
         if cfg.depthwise_kernel:        # (else `derive.program` reads the fields themselves)
-            d = self.desc
+            d = work.desc
             depthwise = d.op == OP_DW       # weights: a word per channel group, once
             up = depthwise & (d.pool == POOL_UPSAMPLE)  # `derive.group_counts`
             sources.update(wk_h=Mux(depthwise, 1, d.k_h), wk_w=Mux(depthwise, 1, d.k_w),
-                           w_og=Mux(depthwise, 1, self.og_n),
+                           w_og=Mux(depthwise, 1, work.og_n),
                            fit_h=Mux(up, d.out_h, d.in_h), fit_w=Mux(up, d.out_w, d.in_w),
                            fit_pk_h=Mux(up, 1, d.pool_k_h), fit_pk_w=Mux(up, 1, d.pool_k_w))
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
@@ -272,7 +340,7 @@ class Sequencer(wiring.Component):
                 # that uses partial sums
                 ends = [index == last for last in lasts]
                 if cfg.psum_entries:
-                    d = self.desc
+                    d = work.desc
                     ends.append((index == lasts[0] - len(self._psum_terms()))
                                 & ~(d.psum_in | d.psum_out))
                 with m.If(reduce(operator.or_, ends)):
@@ -301,7 +369,7 @@ class Sequencer(wiring.Component):
         """The error code of the current descriptor (0 when legal), from its fields and the
         checks `_multiply` ran. The checks of the fields alone are registered: they settle
         while `_multiply` runs, which keeps them off the path from CHECK into the datapath."""
-        cfg, d = self._l.config, self.desc
+        cfg, d = self._l.config, self._work.desc
         zero = [d.in_c, d.in_h, d.in_w, d.out_c, d.conv_h, d.conv_w, d.out_h, d.out_w, d.k_h,
                 d.k_w, d.stride_h, d.stride_w, d.pool_k_h, d.pool_k_w, d.pool_stride_h,
                 d.pool_stride_w]

@@ -59,6 +59,7 @@ class Accelerator(wiring.Component):
         m = Module()
         # CTRL.ABORT resets the sequencer and the whole datapath (not the memories, counters'
         # stamps or registers): a run that hangs can be stopped and the next one starts clean.
+        # It is registered: the bus decode stays off the paths into every engine's registers.
         self._abort = abort = Signal()
 
         def engine(name, block):
@@ -344,10 +345,12 @@ class Accelerator(wiring.Component):
         layers = Signal(16)
         m.d.comb += [seq.layers.eq(layers)]
         is_reg = (region == memmap.REG)
+        aborting = Signal()
+        m.d.sync += self._abort.eq(aborting)
         with m.If(self.w_en & is_reg):
             with m.If(offset == memmap.CTRL):
                 m.d.comb += [seq.start.eq(self.w_data[0] & ~self.w_data[1] & host),
-                             self._abort.eq(self.w_data[1])]
+                             aborting.eq(self.w_data[1])]
             with m.If((offset == memmap.LAYERS) & host):
                 m.d.sync += layers.eq(self.w_data)
         lc = Memory(shape=32, depth=memmap.stamp_words(cfg), init=[])

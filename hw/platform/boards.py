@@ -150,8 +150,8 @@ class BoardTop(Elaboratable):
 
 # iCE40 UP5K (5,280 LUTs, 8 SB_MAC16, 30 SB_RAM40_4K, 4 SB_SPRAM256KA): 8 MACs on the 8 DSPs,
 # shift-add requantization, weights in the SPRAMs (16K x 64 bits), activations in block RAM;
-# maps up to 32 x 32 and no average pooling, pool padding or activation tables, so that it fits
-# (docs/fpga.md).
+# maps up to 32 x 32 and no average pooling, pool padding, activation tables or overlapped
+# layer set-up, so that it fits (docs/fpga.md).
 ICEBREAKER = Board(
     name="icebreaker", platform="ICEBreakerPlatform", module="icebreaker", family="ice40",
     clock_mhz=22.5,
@@ -160,7 +160,7 @@ ICEBREAKER = Board(
                              act_bytes=4096, weight_bytes=128 * 1024, param_entries=128,
                              program_depth=8, avg_pool=False, pool_padding=False,
                              residual_add=False, activation_tables=0, ext_bytes=0,
-                             act_banks=1))
+                             act_banks=1, overlap_setup=False))
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what

@@ -211,15 +211,32 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
             + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
 
-def program_cycles(program) -> list[int]:
-    """Predicted LAYER_CYCLES per layer of ``program``; on a configuration with external
-    memory, of its two engines and transfers (`striate.sw.golden.timeline`)."""
+def program_cycles(program, bound: bool = False) -> list[int]:
+    """Predicted LAYER_CYCLES per layer of ``program`` (0 for a concatenation); on a
+    configuration with external memory, of its two engines and transfers
+    (`striate.sw.golden.timeline`). Exact unless a layer may stall (`may_stall`); then each
+    layer's end is a lower bound, and with ``bound`` an upper one.
+
+    A layer costs `layer_cycles` when it runs alone. With `AcceleratorConfig.overlap_setup`
+    the next layer's set-up (`timeline.setup_cycles`) runs beside it, so the next layer
+    costs its run (`timeline.compute_run`), 2 cycles, and whatever of its set-up the layer
+    before did not cover."""
     cfg = program.config
     if cfg.ext_bytes:
         from .timeline import per_layer
-        return per_layer(program)
-    return [layer_cycles(layer, cfg, layer.op == "add" and parallel_add(desc, cfg))
-            for layer, desc in zip(program.layers, program.descriptors)]
+        return per_layer(program, bound)
+    from .timeline import compute_run, setup_cycles
+    done, start, out = 0, None, []      # (cycles counted from the one before the first)
+    for layer, desc in zip(program.layers, program.descriptors):
+        if desc is None:
+            out.append(0)
+            continue
+        fetch = start + 1 if cfg.overlap_setup and start is not None else done + 1
+        start = max(fetch + setup_cycles(layer, desc, cfg), done) + 2
+        end = start + compute_run(layer, desc, cfg, bound)
+        out.append(end - done)
+        done = end
+    return out
 
 
 def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,

@@ -109,6 +109,12 @@ def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
                                     (desc.psum_in, desc.psum_out)) - front
 
 
+def setup_cycles(layer, desc: LayerDescriptor, config: AcceleratorConfig) -> int:
+    """Cycles from the first of a layer's descriptor fetch to the cycle its sizes are done
+    (``derive_done``): a cycle per descriptor word, then the sequencer's program."""
+    return LayerDescriptor.WORDS + derive.cycles(_fields(layer, desc), config)
+
+
 def _fields(layer, desc: LayerDescriptor) -> dict:
     """The descriptor fields the sequencer's program time depends on."""
     return dict(layer_model.layer_fields(layer, desc.op == OP_DW), psum_in=desc.psum_in,
@@ -121,7 +127,6 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
     Exact unless a layer may stall (`cycles.may_stall`); then a lower bound, and with
     ``bound`` an upper one (the machine's times only grow with a layer's)."""
     memory = _Memory(timing)
-    words = LayerDescriptor.WORDS
     c_done = m_done = -1        # the cycle each engine is free from
     stamps = {}
     order = []
@@ -139,8 +144,13 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
                 order.append(id(desc))
                 stamps[id(desc)] = m_done + 1
         else:
-            w = max(peek + 2, c_done, m_done if desc.wait else 0)
-            start = w + 1 + words + derive.cycles(_fields(layer, desc), config) + 2
+            # the fetch and the sizes, then the wait for the engines; without
+            # `overlap_setup` the wait comes first
+            fetch = peek + 2
+            free = max(c_done, m_done if desc.wait else 0)
+            if not config.overlap_setup:
+                fetch = max(fetch, free) + 1
+            start = max(fetch + setup_cycles(layer, desc, config), free) + 2
             c_done = start + compute_run(layer, desc, config, bound)
             after = start
             if desc.stamp:
@@ -178,29 +188,17 @@ def per_layer(program, bound: bool = False, timing: MemoryTiming | None = None) 
 def mismatch(program, layer_cycles, cycles: int) -> str:
     """Why the counters of a run of ``program`` (per layer, as the driver spreads them, and
     CYCLES) are not what the cycle model says, or "" if they are: exact where no layer may
-    stall, else within its bounds."""
+    stall, else each layer's end within its bounds (a layer that stalls delays what follows,
+    and hides more of the next layer's set-up)."""
+    import numpy as np
     if cycles != sum(layer_cycles):
         return f"CYCLES {cycles} is not the sum of the layers' {sum(layer_cycles)}"
-    if program.config.ext_bytes:
-        # two engines: each layer ends at its stamp; a layer that stalls delays what follows
-        import numpy as np
-        done = np.cumsum(layer_cycles)
-        low, high = (np.cumsum(per_layer(program, bound)) for bound in (False, True))
-        if not may_stall(program):
-            high = low
-        for i, layer in enumerate(program.layers):
-            if not low[i] <= done[i] <= high[i]:
-                says = f"{low[i]} to {high[i]}" if high[i] > low[i] else f"{low[i]}"
-                return (f"layer {i} ('{layer.name}') ended at cycle {done[i]}, the cycle model "
-                        f"says {says}")
-        return ""
-    exact = layer_model.program_cycles(program)
-    for i, (layer, measured) in enumerate(zip(program.layers, layer_cycles)):
-        predicted = exact[i]
-        bound = layer_model.layer_cycles_bound(layer, program.config) \
-            if layer_model.may_stall(layer, program.config) else predicted
-        if not predicted <= measured <= bound:
-            says = f"{predicted} to {bound}" if bound > predicted else f"{predicted}"
-            return (f"layer {i} ('{layer.name}') took {measured} cycles, the cycle model "
+    done = np.cumsum(layer_cycles)
+    low = np.cumsum(layer_model.program_cycles(program))
+    high = np.cumsum(layer_model.program_cycles(program, True)) if may_stall(program) else low
+    for i, layer in enumerate(program.layers):
+        if not low[i] <= done[i] <= high[i]:
+            says = f"{low[i]} to {high[i]}" if high[i] > low[i] else f"{low[i]}"
+            return (f"layer {i} ('{layer.name}') ended at cycle {done[i]}, the cycle model "
                     f"says {says}")
     return ""

@@ -11,9 +11,10 @@ Registers (region 0, word offsets):
 =========  ====  =====================================================================
 name       word  meaning
 =========  ====  =====================================================================
-CTRL       0     write bit 0 = START (ignored while busy); bit 1 = ABORT: stops a run at once
-                 and resets the sequencer and datapath (memories keep their contents; BUSY,
-                 DONE and ERROR read 0 after it); a write with both bits set only aborts
+CTRL       0     write bit 0 = START (ignored while busy); bit 1 = ABORT: stops a run in the
+                 cycle after the write and resets the sequencer and datapath (memories keep
+                 their contents; BUSY, DONE and ERROR read 0 after it; read a register before
+                 the next write); a write with both bits set only aborts
 STATUS     1     bit 0 BUSY, bit 1 DONE, bit 2 ERROR (DONE and ERROR clear on START)
 ERROR      2     error code (`ERRORS`), 0 if none
 LAYER      3     index of the layer running, or the one that failed

@@ -18,7 +18,9 @@ The plan (`stream_plan`):
   none).
 * **Order** (`_order`): the loads of tile ``k`` run while tile ``k - 1`` computes; tile ``k``
   waits for them (``wait``); the stores of tile ``k - 1`` run while tile ``k`` computes. A tile
-  whose input rows tile ``k - 1`` writes first waits for those stores.
+  whose input rows tile ``k - 1`` writes first waits for those stores; its weights and
+  parameters (in the halves tile ``k - 1`` does not use) still load before them, while tile
+  ``k - 1`` computes.
 * **Program ring.** Descriptors past the program memory come in by transfers into it
   (`_ring`): at each multiple of half the program memory, a transfer refills the half that has
   run with the next ones.
@@ -500,6 +502,11 @@ def _order(tiles, emitter, overlap: bool):
             stores = stores[:-1] + [stores[-1].__class__(**{**stores[-1].__dict__, "stamp": 1})]
         if pending and (not overlap or any(_overlap(load, store) for load in loads
                                            for store in pending)):
+            if overlap:     # weights and parameters: before the stores, while tile k - 1 runs
+                early = [m for m in loads if m.target != ACT]
+                loads = [m for m in loads if m.target == ACT]
+                steps += [(None, m) for m in early]
+                owners += [tile.index] * len(early)
             first = pending[0].__class__(**{**pending[0].__dict__, "wait": 1})
             steps += [(None, first)] + [(None, s) for s in pending[1:]]
             owners += [pending_owner] * len(pending)

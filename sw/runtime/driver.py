@@ -213,8 +213,7 @@ class Device:
         if len(xq) == 0:
             self.last_run = None
         predicted = sum(cycle_model.program_cycles(program))
-        bound = sum(cycle_model.layer_cycles_bound(l, self.config) for l in program.layers) \
-            if not self.config.ext_bytes else predicted
+        bound = sum(cycle_model.program_cycles(program, bound=True))
         budget = timeout_cycles if timeout_cycles is not None else 4 * bound + 10_000
         n_layers = len(program.layers)
         runs = self._readback_runs(program, return_all)
@@ -317,6 +316,7 @@ class Device:
     def reset(self) -> None:
         """Stop whatever the accelerator runs (CTRL.ABORT); memories keep their contents."""
         self.transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.ABORT])
+        self._reg(memmap.STATUS)        # the abort acts the cycle after the write
 
     def _start(self, program, x, layers: int) -> None:
         if self._reg(memmap.STATUS) & memmap.BUSY:

@@ -78,6 +78,7 @@ def _move(transport, config, ext_addr: int, length: int, store: int) -> None:
             return
         if waited >= budget:
             transport.write(memmap.address(memmap.REG, memmap.CTRL), [memmap.ABORT])
+            transport.read(memmap.address(memmap.REG, memmap.STATUS))   # (it acts a cycle on)
             raise DeviceError(f"staging {length} bytes through the activation memory did not "
                               f"finish within {budget:,} cycles (stopped with CTRL.ABORT)")
         transport.wait(256)
