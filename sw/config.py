@@ -102,13 +102,15 @@ class AcceleratorConfig:
         output channel group (times groups). A power of two; 0 leaves the memory out (such
         layers are then refused). None (the default): 256 with external memory, else 0.
     overlap_setup : bool
-        The sequencer fetches, derives and checks the next layer's descriptor while the
-        current layer runs, and hands it to the datapath when that layer is done (a second
-        copy of the descriptor and its derived sizes: about 700 flip-flops). A layer that
-        runs longer than the next one's set-up (``LayerDescriptor.WORDS + 2`` cycles plus
-        `striate.sw.mapping.derive.cycles`) then starts 2 cycles after it instead of
-        ``LayerDescriptor.WORDS + 3`` plus those. False: set-up follows the layer, as on
-        parts without room for the copy.
+        The sequencer fetches the next layer's descriptor and derives its sizes while the
+        current layer runs, then checks it and hands it to the datapath when that layer is
+        done (a second copy of the descriptor and its derived sizes: about 530 flip-flops on
+        the ECP5). After a layer that runs longer than the next one's set-up
+        (``LayerDescriptor.WORDS`` cycles plus `striate.sw.mapping.derive.cycles`) the next
+        starts 2 cycles after it ends instead of ``LayerDescriptor.WORDS + 3`` plus those.
+        False: set-up follows the layer (the boards' configurations, `striate.hw.platform
+        .boards`: no room for the copy on the UP5K, and placement on the ECP5 missed its
+        clock with it).
     """
 
     pe_out: int = 16

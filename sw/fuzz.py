@@ -44,7 +44,7 @@ from .mapping.mapper import map_bytes
 #: every option, one with a 4 x 4 depthwise window and a two-lane requantizer (these three
 #: without external memory), and the default array with small on-chip memories whose every
 #: case streams from external memory in tiles (`STREAMED`) and whose layers' set-up follows
-#: the layer before instead of overlapping it (as on the iCEBreaker, without external memory).
+#: the layer before instead of overlapping it (as on the boards).
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,

@@ -164,13 +164,15 @@ ICEBREAKER = Board(
 
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized for models like LeNet. The clock is what
-# the design meets today (about 30 MHz after routing; see docs/fpga.md).
+# the design meets today (see docs/fpga.md). Without the overlapped layer set-up: with it the
+# placement left a PE array multiplier far from its adder (24.24 MHz on chip), and the SDRAM
+# design's router had not converged after 270 iterations (33 minutes).
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
     clock_mhz=25.0,
     config=AcceleratorConfig(requant_lanes=4, max_width=64, max_height=64, act_bytes=16384,
                              weight_bytes=64 * 1024, param_entries=256, program_depth=16,
-                             ext_bytes=0, act_banks=1))
+                             ext_bytes=0, act_banks=1, overlap_setup=False))
 
 # The ULX3S with its 32 MB SDRAM behind LiteDRAM as external memory (networks larger than the
 # chip stream from it), two activation banks (the fewest that let transfers overlap layers).
