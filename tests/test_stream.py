@@ -356,3 +356,29 @@ def test_transfers_overlap_exactly_when_they_share_an_external_byte():
         assert _overlap(a, b) == want == _overlap(b, a), (a, b)
         outcomes.add(want)
     assert outcomes == {True, False}
+
+
+def test_weights_load_while_the_previous_tile_computes_not_after_its_stores():
+    """Where a tile reads what the tile before it stores (a layer boundary), its weight and
+    parameter loads come before those stores in the program, so they run while the tile
+    before computes; only its activation loads wait for the stores."""
+    from striate.sw.mapping.stream import ACT, WEIGHTS
+    windows = 0
+    for seed in range(8):
+        graph, _ = rtl_cases.random_chain(seed, layers=3, max_channels=12, max_width=16)
+        plan = Program(graph, CONFIG, timing=TIMING, streaming="always").stream
+        layer_steps = [i for i, (layer, _) in enumerate(plan.steps) if layer is not None]
+        for p, k in zip(layer_steps, layer_steps[1:]):
+            moves = [(i, move) for i, (_, move) in enumerate(plan.steps[p + 1:k], p + 1)
+                     if plan.owners[i] >= 0]
+            # a flush: the stores of the tile before, the first one waiting for it to end
+            flush = [i for i, m in moves if m.store and m.wait]
+            mine = [(i, m) for i, m in moves if plan.owners[i] == plan.owners[k]
+                    and not m.store]
+            weights = [i for i, m in mine if m.target != ACT]
+            if flush and weights:
+                windows += 1
+                assert max(weights) < flush[0], (seed, p, k)
+                assert all(i > flush[0] for i, m in mine if m.target == ACT), (seed, p, k)
+                assert any(plan.steps[i][1].target == WEIGHTS for i in weights)
+    assert windows > 0

@@ -1,5 +1,10 @@
 """Cycle model of the accelerator: what the hardware counters will read for a program.
 
+A layer's time splits into its set-up (`setup_cycles`: descriptor fetch and the sequencer's
+size program) and its run from START (`compute_run`); `program_cycles` chains them, the next
+layer's set-up beside the layer before with `AcceleratorConfig.overlap_setup`, after it
+without. `layer_cycles` is a layer on its own, set-up first.
+
 The window generator issues one item of work per cycle (`layer_items`). Around the items each
 layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks: ``WORDS + 3``;
 pipeline fill and drain and the done handshake: 12), the sequencer's size products
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 from ..config import AcceleratorConfig
 from ..mapping import derive
-from ..mapping.descriptor import LayerDescriptor
+from ..mapping.descriptor import OP_DW, LayerDescriptor
 from ..ir.graph import QLayer
 from ..mapping.layout import groups, writes_per_pixel
 from ..mapping import depthwise
@@ -185,6 +190,11 @@ def depthwise_steps(config: AcceleratorConfig) -> int:
     return max(1, config.pe_in // config.requant_parallel)
 
 
+def _sequencer_fields(layer: QLayer, dw: bool, psum: tuple) -> dict:
+    """The descriptor fields the sequencer's size program takes its time from."""
+    return dict(layer_fields(layer, dw), psum_in=psum[0], psum_out=psum[1])
+
+
 def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False,
                  dw: bool | None = None, psum: tuple = (0, 0)) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
@@ -193,8 +203,7 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
     if layer.op == "concat":            # written in place by its inputs' producers
         return 0
     dw = _depthwise(layer, config, dw)
-    sequencer = derive.cycles(dict(layer_fields(layer, dw), psum_in=psum[0], psum_out=psum[1]),
-                              config)
+    sequencer = derive.cycles(_sequencer_fields(layer, dw, psum), config)
     if psum[1]:     # the sums stay in the partial-sum memory: nothing after the PE array
         return layer_items(layer, config, dw) + FRONT + sequencer + PSUM_DRAIN
     if layer.op == "add":
@@ -211,6 +220,27 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
             + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
 
+def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
+                bound: bool = False) -> int:
+    """Cycles from a layer's START to the cycle it is done on (``layer_done``); with
+    ``bound``, an upper bound for a layer that may stall (`layer_cycles_bound`)."""
+    dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
+    psum = (desc.psum_in, desc.psum_out)
+    front = FRONT + derive.cycles(_sequencer_fields(layer, dw, psum), config)
+    if bound and may_stall(layer, config, dw, desc.psum_out):
+        return layer_cycles_bound(layer, config, dw) - front
+    parallel = layer.op == "add" and parallel_add(desc, config)
+    return layer_cycles(layer, config, parallel, dw, psum) - front
+
+
+def setup_cycles(layer, desc: LayerDescriptor, config: AcceleratorConfig) -> int:
+    """Cycles from the first of a layer's descriptor fetch to the cycle its sizes are done
+    (``derive_done``): a cycle per descriptor word, then the sequencer's program."""
+    psum = (desc.psum_in, desc.psum_out)
+    return LayerDescriptor.WORDS + derive.cycles(_sequencer_fields(layer, desc.op == OP_DW, psum),
+                                                 config)
+
+
 def program_cycles(program, bound: bool = False) -> list[int]:
     """Predicted LAYER_CYCLES per layer of ``program`` (0 for a concatenation); on a
     configuration with external memory, of its two engines and transfers
@@ -218,14 +248,13 @@ def program_cycles(program, bound: bool = False) -> list[int]:
     layer's end is a lower bound, and with ``bound`` an upper one.
 
     A layer costs `layer_cycles` when it runs alone. With `AcceleratorConfig.overlap_setup`
-    the next layer's set-up (`timeline.setup_cycles`) runs beside it, so the next layer
-    costs its run (`timeline.compute_run`), 2 cycles, and whatever of its set-up the layer
+    the next layer's set-up (`setup_cycles`) runs beside it, so the next layer
+    costs its run (`compute_run`), 2 cycles, and whatever of its set-up the layer
     before did not cover."""
     cfg = program.config
     if cfg.ext_bytes:
         from .timeline import per_layer
         return per_layer(program, bound)
-    from .timeline import compute_run, setup_cycles
     done, start, out = 0, None, []      # (cycles counted from the one before the first)
     for layer, desc in zip(program.layers, program.descriptors):
         if desc is None:

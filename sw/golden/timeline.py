@@ -2,8 +2,8 @@
 
 `run` follows the sequencer of `striate.hw.core.engines` through a program of layers and
 transfers, cycle by cycle where it matters: its front end (``PEEK``, ``OP``, fetch, the
-shift-add checks, waits for the engines), the datapath's time per layer (`cycles.layer_cycles`,
-less the front end's share), and each transfer on the DMA engine (`transfer`) against the
+shift-add checks, waits for the engines), the datapath's time per layer (`cycles.compute_run`),
+and each transfer on the DMA engine (`transfer`) against the
 memory model (`striate.sw.config.MemoryTiming`). It predicts the counters exactly wherever
 `cycles.layer_cycles` does: CYCLES, and the LAYER_CYCLES word of each stamped descriptor.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..config import AcceleratorConfig, MemoryTiming
 from ..mapping import derive
-from ..mapping.descriptor import OP_DW, LayerDescriptor, MoveDescriptor
+from ..mapping.descriptor import OP_DW, MoveDescriptor
 from ..mapping.memmap import PROGRAM, TABLES
 from . import cycles as layer_model
 
@@ -96,31 +96,6 @@ class Timeline:
     stamps: tuple
 
 
-def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
-                bound: bool = False) -> int:
-    """Cycles from a layer's START to the cycle it is done on (``layer_done``); with
-    ``bound``, an upper bound for a layer that may stall (`cycles.layer_cycles_bound`)."""
-    dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
-    front = layer_model.FRONT + derive.cycles(_fields(layer, desc), config)
-    if bound and layer_model.may_stall(layer, config, dw, desc.psum_out):
-        return layer_model.layer_cycles_bound(layer, config, dw) - front
-    parallel = layer.op == "add" and layer_model.parallel_add(desc, config)
-    return layer_model.layer_cycles(layer, config, parallel, dw,
-                                    (desc.psum_in, desc.psum_out)) - front
-
-
-def setup_cycles(layer, desc: LayerDescriptor, config: AcceleratorConfig) -> int:
-    """Cycles from the first of a layer's descriptor fetch to the cycle its sizes are done
-    (``derive_done``): a cycle per descriptor word, then the sequencer's program."""
-    return LayerDescriptor.WORDS + derive.cycles(_fields(layer, desc), config)
-
-
-def _fields(layer, desc: LayerDescriptor) -> dict:
-    """The descriptor fields the sequencer's program time depends on."""
-    return dict(layer_model.layer_fields(layer, desc.op == OP_DW), psum_in=desc.psum_in,
-                psum_out=desc.psum_out)
-
-
 def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = False) -> Timeline:
     """The counters of a program: ``steps`` in program order, each ``(layer, descriptor)``
     for a layer (its `QLayer` and `LayerDescriptor`) or ``(None, move)`` for a transfer.
@@ -150,8 +125,8 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
             free = max(c_done, m_done if desc.wait else 0)
             if not config.overlap_setup:
                 fetch = max(fetch, free) + 1
-            start = max(fetch + setup_cycles(layer, desc, config), free) + 2
-            c_done = start + compute_run(layer, desc, config, bound)
+            start = max(fetch + layer_model.setup_cycles(layer, desc, config), free) + 2
+            c_done = start + layer_model.compute_run(layer, desc, config, bound)
             after = start
             if desc.stamp:
                 order.append(id(desc))
