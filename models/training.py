@@ -5,13 +5,19 @@ Float results of PyTorch's CPU kernels depend on the CPU: ATen picks SIMD kernel
 AVX-512) and MKL its code path by what the CPU offers, and each sums in its own order. Training
 therefore runs in a process started with `PORTABLE_ENV` (ATen's kernels without SIMD dispatch,
 MKL in its conditional-numerical-reproducibility mode, which gives the same results on every
-x86-64 CPU), with oneDNN and NNPACK off, so the weights are the same bit for bit on any x86-64
-machine. Those settings take effect only when set before PyTorch loads, so `train` starts a
-fresh Python process unless it runs in one already (`portable`).
+x86-64 CPU), with oneDNN and NNPACK off. One kernel stays CPU-dependent in that mode: ATen's float
+square root goes through MKL's vector maths, which is not correctly rounded, and its last bit
+differs between CPUs (an AVX-512 Xeon and an AVX2 EPYC, emulated by QEMU, disagree on about
+one value in seven). So the optimiser (`Adam`) takes its square roots with NumPy, whose square
+root is IEEE's, and the weights are the same bit for bit on any x86-64 machine
+(`tests/test_models.py` trains under an emulated AMD CPU to check it). Those settings take
+effect only when set before PyTorch loads, so `train` starts a fresh Python process unless it
+runs in one already (`portable`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -76,7 +82,7 @@ def _fit(build, x, y, epochs, seed, batch, lr, weight_decay, augment, log, threa
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         gen = torch.Generator().manual_seed(seed)
         model = build()
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
         loss_fn = nn.CrossEntropyLoss()
         for epoch in range(epochs):
@@ -97,6 +103,37 @@ def _fit(build, x, y, epochs, seed, batch, lr, weight_decay, augment, log, threa
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
     return model.eval()
+
+
+class Adam(torch.optim.Optimizer):
+    """`torch.optim.Adam`'s update (L2 weight decay added to the gradient, no AMSGrad) with the
+    square root of the second moment correctly rounded (NumPy's), not ATen's (see the module
+    docstring): the same weights on any x86-64 CPU."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None, "Adam.step takes no closure"
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] \
+                    else p.grad
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, mean=torch.zeros_like(p), square=torch.zeros_like(p))
+                state["step"] += 1
+                t = state["step"]
+                state["mean"].lerp_(grad, 1 - beta1)
+                state["square"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                root = torch.from_numpy(np.sqrt(state["square"].numpy()))
+                denom = (root / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
+                p.addcdiv_(state["mean"], denom, value=-group["lr"] / (1 - beta1 ** t))
 
 
 def shift(x: torch.Tensor, gen: torch.Generator, most: int = 2) -> torch.Tensor:

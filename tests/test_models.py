@@ -1,5 +1,10 @@
 """Committed models and shipped data."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +12,7 @@ import torch
 import striate
 from striate import StriateError
 from striate.models import lenet_digits
+from striate.models.training import PORTABLE_ENV
 
 
 def test_digits_split_is_fixed_and_disjoint():
@@ -52,6 +58,20 @@ def test_training_reproduces_committed_weights_bit_for_bit(name):
     assert trained.keys() == committed.keys()
     for key, value in committed.items():
         assert torch.equal(trained[key], value), f"{key} differs from the committed weights"
+
+
+def test_training_gives_the_same_bits_on_an_emulated_amd_cpu():
+    """A few batches of each model's training, natively and under QEMU's user-mode emulation of
+    an AVX2 AMD EPYC (another vendor, another vector width and other MKL code paths than this
+    machine's): the weights must agree bit for bit, as training on another machine would."""
+    script = [str(Path(__file__).with_name("training_steps.py")), *striate.models.names()]
+    env = {**os.environ, **PORTABLE_ENV}
+    native = subprocess.run([sys.executable, *script], env=env, capture_output=True, text=True,
+                            check=True).stdout
+    emulated = subprocess.run(["qemu-x86_64", "-cpu", "EPYC-Milan", sys.executable, *script],
+                              env=env, capture_output=True, text=True, check=True).stdout
+    assert len(native.splitlines()) == len(striate.models.names())
+    assert native == emulated
 
 
 def test_unknown_model_name():
