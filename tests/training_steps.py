@@ -5,8 +5,6 @@ the lines. Run with `striate.models.training.PORTABLE_ENV` set."""
 import hashlib
 import sys
 
-import torch
-
 from striate import models
 from striate.models import training
 
