@@ -15,6 +15,10 @@
 * `fire_stack`: SqueezeNet-style fire modules (1x1 squeeze, then 1x1 and 3x3 expands
   concatenated along channels) on 32 x 32 x 3 inputs, with max pooling between them (floor
   mode).
+* `lenet5`: LeNet-5's layer shapes (LeCun et al., 1998) on 32 x 32 x 1: 5x5 convolutions of 6
+  and 16 filters, each followed by 2 x 2 pooling, then 120-84-10 fully connected; with ReLU and
+  max pooling, as it is usually rebuilt today, and C3 connected to all six maps (the paper
+  wires each C3 map to a subset of them).
 * `tdnn`: a time-delay net for keyword spotting on ``N x 40 x 64`` inputs (40 filterbank
   features, 64 frames): four Conv1d + BatchNorm1d + ReLU layers (contexts 5, 3, 3, 3; the
   second strided), a max pool, a global average pool and a 12-way classifier.
@@ -25,6 +29,8 @@ torch.Size([2, 10])
 >>> fc_autoencoder()(torch.zeros(2, 640)).shape
 torch.Size([2, 640])
 >>> fire_stack()(torch.zeros(2, 3, 32, 32)).shape
+torch.Size([2, 10])
+>>> lenet5()(torch.zeros(2, 1, 32, 32)).shape
 torch.Size([2, 10])
 >>> tdnn()(torch.zeros(2, 40, 64)).shape
 torch.Size([2, 12])
@@ -133,6 +139,13 @@ class _DsCnn(nn.Module):
 
 def ds_cnn(classes: int = 12, filters: int = 64) -> nn.Module:
     return _DsCnn(classes, filters).eval()
+
+
+def lenet5(classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                         nn.Linear(84, classes)).eval()
 
 
 def tdnn(features: int = 40, classes: int = 12) -> nn.Module:

@@ -116,6 +116,7 @@ REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8", "MLPerf Tiny reference")
                     "fc-autoencoder": ((640,), "fc_autoencoder", "MLPerf Tiny reference"),
                     "fire-stack": ((3, 32, 32), "fire_stack", "SqueezeNet fire modules"),
                     "tdnn": ((40, 64), "tdnn", "time-delay net on 40 x 64 signals"),
+                    "lenet5": ((1, 32, 32), "lenet5", "LeNet-5 shapes on 32 x 32"),
                     "ds-cnn": ((1, 49, 10), "ds_cnn", "MLPerf Tiny reference")}
 
 

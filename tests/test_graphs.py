@@ -172,6 +172,7 @@ MODELS = {
     "autoencoder": (reference.fc_autoencoder, (640,)),
     "fire": (reference.fire_stack, (3, 32, 32)),
     "ds-cnn": (reference.ds_cnn, (1, 49, 10)),
+    "lenet5": (reference.lenet5, (1, 32, 32)),
 }
 
 
@@ -309,6 +310,19 @@ def test_ds_cnn_runs_bit_exact_on_the_rtl(device):
     assert np.abs(y - ref).max() <= 0.1 * np.abs(ref).max()
     stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
     assert stats.utilization["network"] >= 0.75
+
+
+def test_lenet5_runs_bit_exact_on_the_rtl(device):
+    """LeNet-5's shapes on 32 x 32: every layer bit-exact and the cycle model exact. Its first
+    layers have fewer output channels (6) than PE rows (16): 55 % of the array busy today."""
+    torch.manual_seed(0)
+    model = reference.lenet5()
+    x = np.random.default_rng(0).standard_normal((16, 1, 32, 32)).astype(np.float32)
+    program = striate.compile(model, x)
+    assert [l.out_shape[0] for l in program.layers] == [6, 16, 120, 84, 10]
+    stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
+    assert stats.layer_cycles == (5690, 5019, 819, 199, 40)
+    assert round(stats.utilization["network"], 3) == 0.553
 
 
 def test_autoencoder_runs_bit_exact_on_the_rtl(device):
