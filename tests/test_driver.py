@@ -24,6 +24,13 @@ def _profile_guided():
     patch.undo()
 
 
+@pytest.fixture
+def plain_builds(monkeypatch):
+    """Other configurations' simulators built plain, as in the rest of the suite (a profile
+    changes only their speed, and costs a second build)."""
+    monkeypatch.setenv("STRIATE_SIM_PGO", "0")
+
+
 @pytest.fixture(scope="module")
 def verilator_default():
     with striate.open("verilator") as dev:
@@ -51,7 +58,8 @@ def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default
 
 
 def test_set_up_after_each_layer_costs_what_it_did_before_the_overlap(lenet, calibration,
-                                                                       digits_test):
+                                                                       digits_test,
+                                                                       plain_builds):
     """Without `overlap_setup` each layer's descriptor fetch and sizes follow the layer before:
     the counters the accelerator read before the overlap existed, bit-exact outputs, and the
     overlapped default saves each later layer's set-up (the test above)."""
@@ -120,7 +128,8 @@ def test_return_all_gives_every_layer(verilator_default, lenet_program, digits_t
 
 
 @pytest.mark.parametrize("config_name", ["default", "small"])
-def test_every_memory_reads_back_what_the_host_wrote(config_name, verilator_default):
+def test_every_memory_reads_back_what_the_host_wrote(config_name, verilator_default,
+                                                     plain_builds):
     """Each memory window, whatever its row width, returns what was written to it."""
     dev = verilator_default if config_name == "default" else striate.open("verilator", SMALL)
     rng = np.random.default_rng(4)
@@ -134,7 +143,7 @@ def test_every_memory_reads_back_what_the_host_wrote(config_name, verilator_defa
                                       words, err_msg=f"region {region}")
 
 
-def test_three_backends_agree_with_each_other_and_the_golden_model():
+def test_three_backends_agree_with_each_other_and_the_golden_model(plain_builds):
     graph, rng = rtl_cases.random_chain(21, layers=3, max_channels=6, max_width=7)
     program = Program(graph, SMALL)
     xq = rtl_cases.random_inputs(rng, 2, graph.input_shape)
@@ -204,7 +213,7 @@ def test_abort_stops_a_run_the_cycle_after_the_write(verilator_default, lenet_pr
     np.testing.assert_array_equal(dev.run(lenet_program, xq), lenet_program.run_reference(xq))
 
 
-def test_return_all_reads_back_overwritten_layers(verilator_default):
+def test_return_all_reads_back_overwritten_layers(verilator_default, plain_builds):
     """Layers whose outputs a later layer overwrites are read after a program prefix run."""
     config = striate.AcceleratorConfig(act_bytes=1024)
     graph, rng = rtl_cases.random_chain(88, layers=5)   # its plan overwrites the first output
