@@ -30,9 +30,23 @@ LIBRARY = "libstriate_sim.so"
 VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                    "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
 # -march=native: the library is built for this machine's CPU, so the CPU is part of its key.
-CXX_FLAGS = ["-O3", "-march=native", "-fPIC"]
+CXX_FLAGS = ["-march=native", "-fPIC"]
+#: g++'s optimisation levels ``$STRIATE_SIM_OPT`` may name; the first is the default.
+CXX_OPT_LEVELS = ("-O3", "-O2", "-O1", "-O0", "-Os")
 
 
+def cxx_flags() -> list[str]:
+    """g++'s flags of new builds: `CXX_FLAGS` and the level ``$STRIATE_SIM_OPT`` (default
+    ``-O3``; the test suite builds at ``-O1``, whose g++ runs take about a third less time and
+    whose simulators run about a tenth slower). Results never depend on it, only speed."""
+    level = os.environ.get("STRIATE_SIM_OPT", CXX_OPT_LEVELS[0])
+    if level not in CXX_OPT_LEVELS:
+        raise StriateError(f"STRIATE_SIM_OPT must be one of {', '.join(CXX_OPT_LEVELS)}, "
+                           f"not {level!r}")
+    return [level, *CXX_FLAGS]
+
+
+@functools.cache
 def _cpu() -> str:
     """What identifies this machine's CPU to ``-march=native``: model and feature flags."""
     import platform
@@ -51,11 +65,10 @@ def _compiler() -> str:
     return subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout
 
 
-@functools.cache
 def build_key() -> str:
     """Hash of everything besides the design that changes the library: flags, CPU, compiler."""
     import hashlib
-    parts = [*VERILATOR_FLAGS, *CXX_FLAGS, _cpu(), _compiler()]
+    parts = [*VERILATOR_FLAGS, *cxx_flags(), _cpu(), _compiler()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
@@ -128,15 +141,16 @@ def _compile(config, source: Path, harness: Path, tmp: Path, extra: list) -> Non
     obj.mkdir(parents=True, exist_ok=True)
     for stale in [*obj.glob("*.o"), *obj.glob("*.a")]:
         stale.unlink()
-    flags = " ".join([*CXX_FLAGS, *extra])
+    cxx = cxx_flags()
+    flags = " ".join([*cxx, *extra])
     _run([str(Path(sys.executable).parent / "verilator"), "--cc", str(source), "--top-module",
           build.TOP, "--prefix", "Vtop", "-Mdir", str(obj), "--build", "-j", "2",
           "-CFLAGS", flags, *VERILATOR_FLAGS], tmp, "verilator")
     inc = _verilator_root() / "include"
     ext = [f"-DSTRIATE_EXT_BYTES={config.ext_bytes}ULL"] if config.ext_bytes else []
-    _run(["g++", *CXX_FLAGS, *extra, "-c", "-std=c++17", *ext, f"-I{obj}", f"-I{inc}",
+    _run(["g++", *cxx, *extra, "-c", "-std=c++17", *ext, f"-I{obj}", f"-I{inc}",
           f"-I{inc / 'vltstd'}", str(harness), "-o", str(obj / "harness.o")], tmp, "compiling")
-    _run(["g++", *CXX_FLAGS, *extra, "-shared", str(obj / "harness.o"),
+    _run(["g++", *cxx, *extra, "-shared", str(obj / "harness.o"),
           str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"), "-o", str(tmp / LIBRARY),
           "-pthread"], tmp, "linking")
 

@@ -20,6 +20,7 @@ def _profile_guided():
     """This module's default-configuration simulators are the profile-guided build users get."""
     patch = pytest.MonkeyPatch()
     patch.setenv("STRIATE_SIM_PGO", "1")
+    patch.setenv("STRIATE_SIM_OPT", "-O3")
     yield
     patch.undo()
 
@@ -29,6 +30,7 @@ def plain_builds(monkeypatch):
     """Other configurations' simulators built plain, as in the rest of the suite (a profile
     changes only their speed, and costs a second build)."""
     monkeypatch.setenv("STRIATE_SIM_PGO", "0")
+    monkeypatch.setenv("STRIATE_SIM_OPT", "-O1")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,14 @@ def test_the_default_build_is_trained_and_profile_guided(verilator_default):
     profiles = {p.name: p.stat().st_size for p in (lib.parent / "obj").glob("*.gcda")}
     assert profiles["harness.gcda"] > 0
     assert sum(size for name, size in profiles.items() if name.startswith("Vtop___024root")) > 0
+
+
+def test_an_unknown_optimisation_level_is_refused(monkeypatch):
+    from striate.sim import fastsim
+    monkeypatch.setenv("STRIATE_SIM_OPT", "-O9")
+    with pytest.raises(striate.StriateError, match="STRIATE_SIM_OPT must be one of -O3, -O2, "
+                                                   "-O1, -O0, -Os, not '-O9'"):
+        fastsim.build_library(striate.AcceleratorConfig(pe_out=2))
 
 
 def test_verilator_backend_runs_the_whole_test_split_bit_exact(verilator_default, lenet_program,
