@@ -43,8 +43,8 @@ from .mapping.mapper import map_bytes
 #: fit on chip streams), a small one with a one-lane requantizer, a serial-requantizer one with
 #: every option, one with a 4 x 4 depthwise window and a two-lane requantizer (these three
 #: without external memory), and the default array with small on-chip memories whose every
-#: case streams from external memory in tiles (`STREAMED`) and whose layers' set-up follows
-#: the layer before instead of overlapping it (as on the boards).
+#: case streams from external memory in tiles (`STREAMED`), its layers' set-up overlapping the
+#: layer before as in the default (`ulx3s-sdram` streams every case with set-up after it).
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
@@ -59,7 +59,7 @@ CONFIGS = {
                                 param_entries=1024, program_depth=16, ext_bytes=0),
     "stream": AcceleratorConfig(max_width=32, max_height=32, act_bytes=4096, act_banks=4,
                                 weight_bytes=32768, param_entries=512, program_depth=16,
-                                ext_bytes=1 << 20, overlap_setup=False),
+                                ext_bytes=1 << 20),
 }
 #: Configurations whose cases are always streamed from external memory, and the memory model
 #: they are run and planned with (an odd bandwidth, so that beats and cycles do not align).

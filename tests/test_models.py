@@ -66,10 +66,12 @@ def test_training_gives_the_same_bits_on_an_emulated_amd_cpu():
     machine's): the weights must agree bit for bit, as training on another machine would."""
     script = [str(Path(__file__).with_name("training_steps.py")), *striate.models.names()]
     env = {**os.environ, **PORTABLE_ENV}
-    native = subprocess.run([sys.executable, *script], env=env, capture_output=True, text=True,
-                            check=True).stdout
-    emulated = subprocess.run(["qemu-x86_64", "-cpu", "EPYC-Milan", sys.executable, *script],
-                              env=env, capture_output=True, text=True, check=True).stdout
+    runs = [subprocess.run(command, env=env, capture_output=True, text=True)
+            for command in ([sys.executable, *script],
+                            ["qemu-x86_64", "-cpu", "EPYC-Milan", sys.executable, *script])]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    native, emulated = (run.stdout for run in runs)
     assert len(native.splitlines()) == len(striate.models.names())
     assert native == emulated
 
