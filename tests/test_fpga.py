@@ -1,8 +1,9 @@
-"""Board tops: clock settings, report parsing, the iCEBreaker's SPRAM weight memory running the
-whole LeNet in simulation, and (slow tier) every board's bitstream; CI builds the iCEBreaker's
+"""Board tops: clock settings, report parsing, the iCE40 SB_MAC16's two products against Verilog's
+multiplication, the iCEBreaker's SPRAM and DSP blocks running the whole LeNet in simulation, and (slow tier) every board's bitstream; CI builds the iCEBreaker's
 and the ULX3S-with-SDRAM's with `make bitstream` (`.ci/run`)."""
 
 import json
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 import striate
 from striate.hw.platform import bitstream
 from striate.hw.platform.boards import BOARDS, ICEBREAKER, ULX3S, ecp5_pll, ice40_pll
+from striate.hw.platform.ice40dsp import ice40_products
+from striate.sim.build import ice40_models
 from striate.sim.fastsim import VerilatorTransport
 from striate.sw.golden.cycles import may_stall, program_cycles
 from striate.sw.mapping import memmap
@@ -33,6 +36,57 @@ def test_ecp5_pll_settings_meet_the_pll_limits(target):
     out = 25.0 * pll["CLKFB_DIV"] / pll["CLKI_DIV"]
     assert out == pytest.approx(pll["f_out"]) == pytest.approx(target)
     assert 400 <= out * pll["CLKOP_DIV"] <= 800 and 25.0 / pll["CLKI_DIV"] >= 3.125
+
+
+PRODUCTS_TB = """
+module tb;
+  reg signed [7:0] a0, b0, a1, b1, a2, b2;
+  wire signed [15:0] p0, p1, p2;
+  reg clk = 0;
+  integer i, checked = 0, wrong = 0;
+  products dut(.clk(clk), .rst(1'b0), .a0(a0), .b0(b0), .a1(a1), .b1(b1), .a2(a2), .b2(b2),
+               .p0(p0), .p1(p1), .p2(p2));
+  initial begin
+    for (i = 0; i < 65536; i = i + 1) begin
+      {a0, b0} = i; {a1, b1} = i * 40503; {a2, b2} = 65535 - i;
+      #1;
+      if (p0 !== a0 * b0 || p1 !== a1 * b1 || p2 !== a2 * b2) wrong = wrong + 1;
+      checked = checked + 1;
+    end
+    $display("checked %0d wrong %0d", checked, wrong);
+    $finish;
+  end
+endmodule
+"""
+
+
+def test_sb_mac16_blocks_give_both_signed_products_for_every_operand_pair(tmp_path):
+    """`ice40_products` on Yosys' model of the SB_MAC16 (three products: two blocks, the second
+    half used) equals Verilog's signed multiplication for all 65,536 int8 operand pairs."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Module, signed
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Products(wiring.Component):
+        def __init__(self):
+            super().__init__({**{f"{v}{n}": In(signed(8)) for v in "ab" for n in range(3)},
+                              **{f"p{n}": Out(signed(16)) for n in range(3)}})
+
+        def elaborate(self, platform):
+            m = Module()
+            pairs = [(getattr(self, f"a{n}"), getattr(self, f"b{n}")) for n in range(3)]
+            m.d.comb += [getattr(self, f"p{n}").eq(p)
+                         for n, p in enumerate(ice40_products(m, pairs))]
+            return m
+    source = tmp_path / "products.v"
+    source.write_text(verilog.convert(Products(), name="products", emit_src=False)
+                      + ice40_models(["SB_MAC16"]) + PRODUCTS_TB)
+    subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb"), "-s", "tb", str(source)],
+                   check=True)
+    run = subprocess.run(["vvp", "-n", str(tmp_path / "tb")], capture_output=True, text=True,
+                         check=True)
+    assert "checked 65536 wrong 0" in run.stdout, run.stdout
 
 
 YOSYS_LOG = """
@@ -89,13 +143,14 @@ def icebreaker_program(lenet, calibration):
     return striate.compile(lenet, calibration, ICEBREAKER.config)
 
 
-def test_icebreaker_design_runs_lenet_bit_exact_with_weights_in_spram(icebreaker_program,
-                                                                       digits_test):
-    """The board's accelerator, its weights in SB_SPRAM256KA blocks (Yosys' model of them),
-    equals the golden model on every layer, and refuses what its configuration leaves out."""
+def test_icebreaker_design_runs_lenet_bit_exact_on_its_spram_and_dsp_blocks(icebreaker_program,
+                                                                             digits_test):
+    """The board's accelerator, its weights in SB_SPRAM256KA blocks and its products two to an
+    SB_MAC16 (Yosys' models of them), equals the golden model on every layer, and refuses what
+    its configuration leaves out."""
     config = ICEBREAKER.config
     xq = icebreaker_program.quantize_input(digits_test[0][:6])
-    with Device(VerilatorTransport(config, spram=True), config, "iCE40 SPRAM model") as device:
+    with Device(VerilatorTransport(config, ice40=True), config, "iCE40 block models") as device:
         outs = device.run(icebreaker_program, xq, return_all=True)
         stats = device.last_run
         d0 = icebreaker_program.descriptors[0]
@@ -115,6 +170,8 @@ def test_icebreaker_design_runs_lenet_bit_exact_with_weights_in_spram(icebreaker
             assert got == want, layer.name
         print(f"{layer.name}: {got} cycles")
     print(f"LeNet on the iCEBreaker configuration: {stats.cycles} cycles per image")
+    # the README's and docs/fpga.md's figure (the serial requantizer's stalls are not modelled)
+    assert list(stats.layer_cycles) == [99_015, 102_627, 4_318, 426]
 
 
 def _hardware_error(device, descriptor) -> int:

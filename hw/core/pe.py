@@ -64,10 +64,15 @@ class MacArray(wiring.Component):
     Each accepted item adds ``sum_i w[o * pe_in + i] * x[i]`` to accumulator ``o`` (replacing it
     when ``first``); the item with ``last`` emits the finished accumulators. ``busy`` is high in
     every cycle the array does a chunk of work.
+
+    ``products(m, pairs)``, if given, makes the products ``[a * b for a, b in pairs]`` (signed
+    int8 operands) on the part's own blocks, combinationally, such as
+    `striate.hw.platform.ice40dsp.ice40_products`; by default they are inferred.
     """
 
-    def __init__(self, layouts: Layouts):
+    def __init__(self, layouts: Layouts, products=None):
         self._l = layouts
+        self._products = products
         ports = {
             "i": In(stream.Signature(layouts.operands)),
             "o": Out(stream.Signature(layouts.sums)),
@@ -112,8 +117,11 @@ class MacArray(wiring.Component):
         with m.If(advance):
             m.d.sync += [a_valid.eq(self.i.valid), a_first.eq(self.i.payload.first),
                          a_last.eq(self.i.payload.last), a_tag.eq(self.i.payload.tag)]
+            pairs = [(operand(r, c), w[r * pi + c]) for r in range(po) for c in range(pi)]
+            products = self._products(m, pairs) if self._products else \
+                [a * b for a, b in pairs]
             for r in range(po):
-                m.d.sync += psum[r].eq(sum(operand(r, c) * w[r * pi + c] for c in range(pi)))
+                m.d.sync += psum[r].eq(sum(products[r * pi:(r + 1) * pi]))
             with m.If(a_valid):
                 m.d.sync += [self.o.valid.eq(a_last & emit), self.o.payload.tag.eq(a_tag)]
                 m.d.sync += [acc[r].eq(totals[r]) for r in range(po)]

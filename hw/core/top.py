@@ -41,12 +41,13 @@ class Accelerator(wiring.Component):
     valid in the cycle ``r_valid`` is high (the next one).
     """
 
-    def __init__(self, config: AcceleratorConfig, weight_ram=None):
+    def __init__(self, config: AcceleratorConfig, weight_ram=None, products=None):
         """``weight_ram(width, depth)``, if given, builds the weight memory instead of an
         Amaranth memory: a component with ``addr``, ``r_en``, ``r_data``, ``w_en`` (one bit per
-        32-bit word) and ``w_data``, such as `striate.hw.platform.spram.Ice40Spram`."""
+        32-bit word) and ``w_data``, such as `striate.hw.platform.spram.Ice40Spram`.
+        ``products``, if given, makes the PE array's multiplications (`MacArray`)."""
         self.config = config
-        self._weight_ram = weight_ram
+        self._weight_ram, self._products = weight_ram, products
         self._l = Layouts(config)
         ports = {name: In(width) for name, width in BUS.items()}
         ports.update({"r_data": Out(32), "r_valid": Out(1), "busy": Out(1), "done": Out(1)})
@@ -72,7 +73,7 @@ class Accelerator(wiring.Component):
             self._connect_dma(m, seq, self._dma)
         win = engine("win", WindowGen(self._l))
         fetch = engine("fetch", Fetch(self._l))
-        mac = engine("mac", MacArray(self._l))
+        mac = engine("mac", MacArray(self._l, self._products))
         writer = engine("writer", Writer(self._l))
         self._depthwise = Const(0)
         if self.config.depthwise_kernel:

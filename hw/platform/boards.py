@@ -18,6 +18,7 @@ from amaranth.lib.wiring import Out
 from ...sw.config import AcceleratorConfig
 from ..core.dma import AXI_PORTS
 from . import sdram
+from .ice40dsp import ice40_products
 from .spram import Ice40Spram
 from .uart_top import UartAccelerator
 
@@ -128,9 +129,8 @@ class BoardTop(Elaboratable):
         from amaranth.back import verilog
         m = Module()
         clock_mhz = self._clock(m, platform)
-        ram = Ice40Spram if self.board.family == "ice40" else None
         divisor = round(clock_mhz * 1e6 / self.baud)
-        accel = UartAccelerator(self.board.config, divisor, weight_ram=ram)
+        accel = UartAccelerator(self.board.config, divisor, **part_blocks(self.board.family))
         # Yosys reads the accelerator as Verilog: this Yosys build's logic mapping (ABC9)
         # fails an internal assertion on Amaranth's RTLIL of the requantizer (ECP5).
         platform.add_file(f"{ACCEL}.v", verilog.convert(accel, name=ACCEL, emit_src=False))
@@ -148,13 +148,20 @@ class BoardTop(Elaboratable):
         return m
 
 
-# iCE40 UP5K (5,280 LUTs, 8 SB_MAC16, 30 SB_RAM40_4K, 4 SB_SPRAM256KA): 8 MACs on the 8 DSPs,
-# shift-add requantization, weights in the SPRAMs (16K x 64 bits), activations in block RAM;
+def part_blocks(family: str) -> dict:
+    """The `Accelerator` arguments that put its memories and multipliers on a part's own
+    blocks: on the iCE40, the weights in SPRAM and two products per SB_MAC16."""
+    return {"weight_ram": Ice40Spram, "products": ice40_products} if family == "ice40" else {}
+
+
+# iCE40 UP5K (5,280 LUTs, 8 SB_MAC16, 30 SB_RAM40_4K, 4 SB_SPRAM256KA): 8 MACs on 4 of the 8
+# DSPs (two products per block), shift-add requantization, weights in the SPRAMs (16K x 64
+# bits), activations in block RAM;
 # maps up to 32 x 32 and no average pooling, pool padding, activation tables or overlapped
 # layer set-up, so that it fits (docs/fpga.md).
 ICEBREAKER = Board(
     name="icebreaker", platform="ICEBreakerPlatform", module="icebreaker", family="ice40",
-    clock_mhz=22.5,
+    clock_mhz=24.0,
     config=AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=2,
                              max_width=32, max_height=32, max_kernel=5, max_stride=2,
                              act_bytes=4096, weight_bytes=128 * 1024, param_entries=128,

@@ -17,17 +17,19 @@ from .uart import UartRx, UartTx
 class UartAccelerator(wiring.Component):
     """`Accelerator` reached through `Bridge` over an 8N1 UART of ``divisor`` clocks per bit.
     The bridge drops a partial frame after `framing.FRAME_TIMEOUT_BITS` bit times of silence.
+    ``weight_ram`` and ``products`` are the part's blocks, as `Accelerator` takes them.
     With external memory (``config.ext_bytes``), the accelerator's AXI4 port (``axi_*``) is
     passed through."""
 
-    def __init__(self, config: AcceleratorConfig, divisor: int, weight_ram=None):
-        self.config, self.divisor, self.weight_ram = config, divisor, weight_ram
+    def __init__(self, config: AcceleratorConfig, divisor: int, weight_ram=None, products=None):
+        self.config, self.divisor = config, divisor
+        self.weight_ram, self.products = weight_ram, products
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
                           **(axi_ports() if config.ext_bytes else {})})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.acc = acc = Accelerator(self.config, weight_ram=self.weight_ram)
+        m.submodules.acc = acc = Accelerator(self.config, self.weight_ram, self.products)
         m.submodules.rx = rx = UartRx(self.divisor)
         m.submodules.tx = tx = UartTx(self.divisor)
         m.submodules.bridge = bridge = Bridge(timeout=framing.FRAME_TIMEOUT_BITS * self.divisor)
