@@ -111,6 +111,14 @@ class AcceleratorConfig:
         False: set-up follows the layer (the boards' configurations, `striate.hw.platform
         .boards`: no room for the copy on the UP5K, and placement on the ECP5 missed its
         clock with it).
+    mac_stages : int
+        Register stages added to the PE array for clock speed (0 to 2): 1 registers its
+        operands (after the memories' read, the padding select and the depthwise select) and
+        puts a skid buffer on its output, so that the requantizer's stall reaches the array,
+        the fetch and the memories' read enables from a register; 2 registers its products too,
+        before the adder trees. Each stage makes every layer one cycle longer (the pipeline is
+        a cycle deeper; throughput is the same) and costs a register per operand or product
+        bit; the skid buffer one set of sums.
     """
 
     pe_out: int = 16
@@ -135,6 +143,7 @@ class AcceleratorConfig:
     act_banks: int | None = None
     psum_entries: int | None = None
     overlap_setup: bool = True
+    mac_stages: int = 0
 
     def __post_init__(self):
         limits = {
@@ -145,7 +154,7 @@ class AcceleratorConfig:
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
             "activation_tables": (0, 63), "depthwise_kernel": (0, 15),
             "ext_bytes": (0, 1 << 32), "act_banks": (1, 64),
-            "psum_entries": (0, 1 << 16),
+            "psum_entries": (0, 1 << 16), "mac_stages": (0, 2),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)

@@ -41,10 +41,12 @@ from .mapping.mapper import map_bytes
 
 #: Configurations of the fuzzer's own: the default array (with external memory: what does not
 #: fit on chip streams), a small one with a one-lane requantizer, a serial-requantizer one with
-#: every option, one with a 4 x 4 depthwise window and a two-lane requantizer (these three
-#: without external memory), and the default array with small on-chip memories whose every
-#: case streams from external memory in tiles (`STREAMED`), its layers' set-up overlapping the
-#: layer before as in the default (`ulx3s-sdram` streams every case with set-up after it).
+#: every option and the PE array's operands and products registered, one with a 4 x 4
+#: depthwise window, a two-lane requantizer and its PE array's operands registered
+#: (`AcceleratorConfig.mac_stages`; these three without external memory),
+#: and the default array with small on-chip memories whose every case streams from external
+#: memory in tiles (`STREAMED`), its layers' set-up overlapping the layer before as in the
+#: default (`ulx3s-sdram` streams every case with set-up after it).
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
@@ -53,10 +55,11 @@ CONFIGS = {
     "serial": AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=4,
                                 max_width=24, max_height=20, max_kernel=5, max_stride=3,
                                 act_bytes=8192, weight_bytes=32768, param_entries=128,
-                                program_depth=8, ext_bytes=0),
+                                program_depth=8, ext_bytes=0, mac_stages=2),
     "window": AcceleratorConfig(requant_lanes=2, depthwise_kernel=4, max_width=32,
                                 max_height=32, act_bytes=16384, weight_bytes=65536,
-                                param_entries=1024, program_depth=16, ext_bytes=0),
+                                param_entries=1024, program_depth=16, ext_bytes=0,
+                                mac_stages=1),
     "stream": AcceleratorConfig(max_width=32, max_height=32, act_bytes=4096, act_banks=4,
                                 weight_bytes=32768, param_entries=512, program_depth=16,
                                 ext_bytes=1 << 20),

@@ -63,8 +63,12 @@ def simulate(top, dut, inputs, expect_outputs, stall=0.4, seed=0, setup=None, ma
     return outputs
 
 
+@pytest.mark.parametrize("stages", [0, 1, 2])
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_mac_array_accumulates_chunks(config):
+def test_mac_array_accumulates_chunks(config, stages):
+    """Each pixel's sums, both sides stalling at random, with and without the register stages
+    of `AcceleratorConfig.mac_stages`."""
+    config = replace(config, mac_stages=stages)
     rng = np.random.default_rng(1)
     dut = MacArray(Layouts(config))
     po, pi = config.pe_out, config.pe_in
@@ -85,14 +89,14 @@ def test_mac_array_accumulates_chunks(config):
         assert list(out.acc) == want.tolist() and out.tag.og == pixel
 
 
-@pytest.mark.parametrize("entries", [8, 16])
-def test_mac_array_keeps_partial_sums_across_chunks(entries):
+@pytest.mark.parametrize("entries,stages", [(8, 0), (16, 0), (8, 2), (16, 1)])
+def test_mac_array_keeps_partial_sums_across_chunks(entries, stages):
     """Chunks of a layer's input channels, one run each (``start``): the first writes each
     conv pixel's sums to the partial-sum memory (``psum_out``), the middle ones add to them
     and write them back, the last adds to them and emits the totals; each chunk takes its own
     number of items per pixel, both sides stalling at random. A layer without the flags after
-    them sums from zero again."""
-    config = AcceleratorConfig(pe_out=4, pe_in=2, psum_entries=entries)
+    them sums from zero again; with and without the extra register stages (``stages``)."""
+    config = AcceleratorConfig(pe_out=4, pe_in=2, psum_entries=entries, mac_stages=stages)
     dut = MacArray(Layouts(config))
     po, pi = config.pe_out, config.pe_in
     rng = np.random.default_rng(entries)
@@ -144,7 +148,7 @@ def test_mac_array_keeps_partial_sums_across_chunks(entries):
                 if not pending and len(got) == (0 if psum_out else pixels):
                     break
             ctx.set(dut.i.valid, 0)
-            for _ in range(6):      # the last pixel reaches the memory; nothing else leaves
+            for _ in range(8):      # the last pixel reaches the memory; nothing else leaves
                 ctx.set(dut.o.ready, 1)
                 assert not ctx.get(dut.o.valid)
                 await ctx.tick()

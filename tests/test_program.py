@@ -170,6 +170,9 @@ def test_config_validation_and_peak():
     with pytest.raises(ConfigError, match=re.escape(
             "AcceleratorConfig.pe_in must be an integer in [1, 256], not 0")):
         striate.AcceleratorConfig(pe_in=0)
+    with pytest.raises(ConfigError, match=re.escape(
+            "AcceleratorConfig.mac_stages must be an integer in [0, 2], not 3")):
+        striate.AcceleratorConfig(mac_stages=3)
     with pytest.raises(ConfigError, match="pe_out must be a power of two, not 12"):
         striate.AcceleratorConfig(pe_out=12)
     with pytest.raises(ConfigError, match=re.escape(

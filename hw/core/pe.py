@@ -7,12 +7,13 @@ share that enable and therefore hold their data while frozen.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib.memory import Memory
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import ACC, Layouts, depthwise_port
+from .skid import Skid
 
 
 class Fetch(wiring.Component):
@@ -58,6 +59,14 @@ class Fetch(wiring.Component):
         return m
 
 
+class _Stage:
+    """A pipeline register's valid bit and (reset-less) payload."""
+
+    def __init__(self, layout):
+        self.valid = Signal()
+        self.payload = Signal(layout, reset_less=True)
+
+
 class MacArray(wiring.Component):
     """``pe_out x pe_in`` int8 multipliers with one int32 accumulator per row.
 
@@ -88,18 +97,53 @@ class MacArray(wiring.Component):
         m = Module()
         po, pi = self._l.config.pe_out, self._l.config.pe_in
         dw = self._l.config.depthwise_kernel
-        advance = ~self.o.valid | self.o.ready
+        stages = self._l.config.mac_stages
+        out = self.o
+        if stages:      # the stall of what takes the sums reaches the array a cycle later
+            m.submodules.skid = skid = Skid(self._l.sums)
+            m.d.comb += [self.o.valid.eq(skid.o.valid), self.o.payload.eq(skid.o.payload),
+                         skid.o.ready.eq(self.o.ready)]
+            out = skid.i
+        advance = ~out.valid | out.ready
+        m.d.comb += [self.i.ready.eq(advance)]
+        # The item as the multipliers see it: each row's operands (a depthwise layer gives
+        # each row operands of its own) and weights, from the input or with `mac_stages`
+        # registered (after the memories' read, the padding select and the depthwise select).
+        def operand(payload, r, c):
+            return Mux(self.dw, payload.xr[r * pi + c], payload.x[c]) if dw else payload.x[c]
+        item = self.i
+        operands = [[operand(self.i.payload, r, c) for c in range(pi)] for r in range(po)]
+        weights = [self.i.payload.w[n] for n in range(po * pi)]
+        if stages >= 1:
+            item = _Stage(self._controls)
+            held = [[Signal(signed(8), name=f"x{r}_{c}", reset_less=True) for c in range(pi)]
+                    for r in range(po)] if dw else \
+                [[Signal(signed(8), name=f"x{c}", reset_less=True) for c in range(pi)]] * po
+            held_w = [Signal(signed(8), name=f"w{n}", reset_less=True) for n in range(po * pi)]
+            with m.If(advance):
+                m.d.sync += [item.valid.eq(self.i.valid)] + self._pass(item, self.i)
+                m.d.sync += [h.eq(v) for h, v in zip(held_w, weights)]
+                rows = po if dw else 1
+                m.d.sync += [held[r][c].eq(operands[r][c]) for r in range(rows)
+                             for c in range(pi)]
+            operands, weights = held, held_w
+        pairs = [(operands[r][c], weights[r * pi + c]) for r in range(po) for c in range(pi)]
+        products = self._products(m, pairs) if self._products else [a * b for a, b in pairs]
+        if stages >= 2:         # the products registered before the adder trees
+            ahead = _Stage(self._controls)
+            held = [Signal(signed(16), name=f"product{n}", reset_less=True)
+                    for n in range(len(products))]
+            with m.If(advance):
+                m.d.sync += [ahead.valid.eq(item.valid)] + self._pass(ahead, item)
+                m.d.sync += [h.eq(p) for h, p in zip(held, products)]
+            item, products = ahead, held
         a_valid, a_first, a_last = Signal(), Signal(), Signal()
         a_tag = Signal(self._l.tag)
         psum = [Signal(ACC, name=f"psum{r}") for r in range(po)]
         # The accumulators are the output: the array stalls while its output waits, so they
         # hold the finished sums until they are taken.
-        acc = [self.o.payload.acc[r] for r in range(po)]
-        x, w = self.i.payload.x, self.i.payload.w
-
-        def operand(r, c):      # a depthwise layer gives each row operands of its own
-            return Mux(self.dw, self.i.payload.xr[r * pi + c], x[c]) if dw else x[c]
-        m.d.comb += [self.i.ready.eq(advance), self.busy.eq(advance & a_valid)]
+        acc = [out.payload.acc[r] for r in range(po)]
+        m.d.comb += self.busy.eq(advance & a_valid)
         if dw:  # a depthwise pixel: channel ch's sum is its rows' (t * pe_in + ch) together,
             # in every row group, so the lanes of whichever group the pixel's channels take
             # downstream hold it
@@ -108,32 +152,40 @@ class MacArray(wiring.Component):
         else:
             adds = psum
         if self._l.config.psum_entries:     # sums start from the partial-sum memory's
-            starts, emit = self._partial_sums(m, advance, a_valid, a_last), ~self.psum_out
+            entering = advance & item.valid & item.payload.first
+            starts, emit = self._partial_sums(m, advance, entering, a_valid, a_last), \
+                ~self.psum_out
             totals = [Mux(a_first, starts[r], acc[r]) + adds[r] for r in range(po)]
             m.d.comb += self._psum_data.eq(Cat(*[t[:32] for t in totals]))
         else:
             emit = 1
             totals = [Mux(a_first, adds[r], acc[r] + adds[r]) for r in range(po)]
         with m.If(advance):
-            m.d.sync += [a_valid.eq(self.i.valid), a_first.eq(self.i.payload.first),
-                         a_last.eq(self.i.payload.last), a_tag.eq(self.i.payload.tag)]
-            pairs = [(operand(r, c), w[r * pi + c]) for r in range(po) for c in range(pi)]
-            products = self._products(m, pairs) if self._products else \
-                [a * b for a, b in pairs]
+            m.d.sync += [a_valid.eq(item.valid), a_first.eq(item.payload.first),
+                         a_last.eq(item.payload.last), a_tag.eq(item.payload.tag)]
             for r in range(po):
                 m.d.sync += psum[r].eq(sum(products[r * pi:(r + 1) * pi]))
             with m.If(a_valid):
-                m.d.sync += [self.o.valid.eq(a_last & emit), self.o.payload.tag.eq(a_tag)]
+                m.d.sync += [out.valid.eq(a_last & emit), out.payload.tag.eq(a_tag)]
                 m.d.sync += [acc[r].eq(totals[r]) for r in range(po)]
             with m.Else():
-                m.d.sync += self.o.valid.eq(0)
+                m.d.sync += out.valid.eq(0)
         return m
 
-    def _partial_sums(self, m, advance, a_valid, a_last):
+    _controls = property(lambda self: data.StructLayout(
+        {"first": 1, "last": 1, "tag": self._l.tag}))
+
+    @staticmethod
+    def _pass(stage, item):
+        """A pipeline register ``stage`` taking ``item``'s controls."""
+        return [stage.payload.first.eq(item.payload.first),
+                stage.payload.last.eq(item.payload.last), stage.payload.tag.eq(item.payload.tag)]
+
+    def _partial_sums(self, m, advance, entering, a_valid, a_last):
         """The partial-sum memory (`LayerDescriptor.psum_in` and ``psum_out``): entry ``n``
         belongs to the ``n``-th conv pixel the layer emits. A pixel's first item reads its
-        entry as it enters (the read port advances with the pipeline, so the entry is there
-        when the item adds up); with ``psum_in`` the pixel's sums start from it instead of
+        entry as it enters the sums' stage (``entering``; the read port advances with the
+        pipeline, so the entry is there when the item adds up); with ``psum_in`` the pixel's sums start from it instead of
         zero. With ``psum_out`` its finished sums (``self._psum_data``) are written back to
         the entry instead of leaving. Returns each row's starting value."""
         po = self._l.config.pe_out
@@ -141,7 +193,6 @@ class MacArray(wiring.Component):
         mem = m.submodules.psum = Memory(shape=32 * po, depth=depth, init=[])
         rp, wp = mem.read_port(), mem.write_port()
         read_n, write_n = Signal(range(depth)), Signal(range(depth))
-        entering = advance & self.i.valid & self.i.payload.first
         finishing = advance & a_valid & a_last & self.psum_out
         self._psum_data = wp.data
         m.d.comb += [rp.addr.eq(read_n), rp.en.eq(advance), wp.addr.eq(write_n),

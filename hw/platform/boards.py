@@ -179,7 +179,7 @@ ULX3S = Board(
     clock_mhz=25.0,
     config=AcceleratorConfig(requant_lanes=4, max_width=64, max_height=64, act_bytes=16384,
                              weight_bytes=64 * 1024, param_entries=256, program_depth=16,
-                             ext_bytes=0, act_banks=1, overlap_setup=False))
+                             ext_bytes=0, act_banks=1, overlap_setup=False, mac_stages=2))
 
 # The ULX3S with its 32 MB SDRAM behind LiteDRAM as external memory (networks larger than the
 # chip stream from it), two activation banks (the fewest that let transfers overlap layers).

@@ -7,14 +7,15 @@ without. `layer_cycles` is a layer on its own, set-up first.
 
 The window generator issues one item of work per cycle (`layer_items`). Around the items each
 layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks: ``WORDS + 3``;
-pipeline fill and drain and the done handshake: 12), the sequencer's size products
+pipeline fill and drain and the done handshake: 12; `AcceleratorConfig.mac_stages` more for
+the PE array's extra register stages), the sequencer's size products
 (`striate.sw.mapping.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
 ``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
 beyond the parallel pipeline's), an average pool's scaling in lane groups (`pool_latency`),
 ``writes_per_pixel`` cycles to store the last output pixel and,
 with activation tables, a cycle for the writer's lookup (`table_latency`).
 A chunk of input channels that keeps its sums in the partial-sum memory (``psum_out``)
-ends ``PSUM_DRAIN`` cycles after its last item, with no requantizer, pool or writer; the
+ends ``PSUM_DRAIN`` (plus ``mac_stages``) cycles after its last item, with no requantizer, pool or writer; the
 sequencer checks such chunks' partial sums (`striate.sw.mapping.derive.PSUM_CHECKS`).
 The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
@@ -205,7 +206,8 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
     dw = _depthwise(layer, config, dw)
     sequencer = derive.cycles(_sequencer_fields(layer, dw, psum), config)
     if psum[1]:     # the sums stay in the partial-sum memory: nothing after the PE array
-        return layer_items(layer, config, dw) + FRONT + sequencer + PSUM_DRAIN
+        return layer_items(layer, config, dw) + FRONT + sequencer + PSUM_DRAIN + \
+            config.mac_stages
     if layer.op == "add":
         return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
     if dw:      # the window's two stages; one write per pixel
@@ -214,9 +216,11 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
         held = requant_steps(config) > 1
         post = post_latency(config) if config.serial_scale_bits else \
             depthwise_steps(config) * held
-        return (depthwise.items(layer, config) + FIXED + DEPTHWISE_STAGES + sequencer + post
+        return (depthwise.items(layer, config) + FIXED + config.mac_stages + DEPTHWISE_STAGES
+                + sequencer + post
                 + pool_latency(layer, config, dw) + 1 + table_latency(config))
-    return (layer_items(layer, config, dw) + FIXED + sequencer + post_latency(config)
+    return (layer_items(layer, config, dw) + FIXED + config.mac_stages + sequencer
+            + post_latency(config)
             + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
 
