@@ -1,6 +1,7 @@
 """Board tops: clock settings, report parsing, the iCE40 SB_MAC16's two products against Verilog's
-multiplication, the iCEBreaker's SPRAM and DSP blocks running the whole LeNet in simulation, and (slow tier) every board's bitstream; CI builds the iCEBreaker's
-and the ULX3S-with-SDRAM's with `make bitstream` (`.ci/run`)."""
+multiplication, the iCEBreaker's SPRAM and DSP blocks running the whole LeNet in simulation, and
+(slow tier) every board's bitstream; CI builds the iCEBreaker's and the ULX3S-with-SDRAM's with
+`make bitstream` (`.ci/run`)."""
 
 import json
 import subprocess

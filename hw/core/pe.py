@@ -60,11 +60,16 @@ class Fetch(wiring.Component):
 
 
 class _Stage:
-    """A pipeline register's valid bit and (reset-less) payload."""
+    """A pipeline register of the PE array: valid bit and (reset-less) controls, taken from
+    ``item`` (a stream or another stage) under ``m.If(advance)``."""
 
-    def __init__(self, layout):
+    def __init__(self, m, layouts, item):
         self.valid = Signal()
-        self.payload = Signal(layout, reset_less=True)
+        self.payload = Signal(data.StructLayout({"first": 1, "last": 1, "tag": layouts.tag}),
+                              reset_less=True)
+        m.d.sync += [self.valid.eq(item.valid)] + [
+            getattr(self.payload, name).eq(getattr(item.payload, name))
+            for name in ("first", "last", "tag")]
 
 
 class MacArray(wiring.Component):
@@ -115,13 +120,12 @@ class MacArray(wiring.Component):
         operands = [[operand(self.i.payload, r, c) for c in range(pi)] for r in range(po)]
         weights = [self.i.payload.w[n] for n in range(po * pi)]
         if stages >= 1:
-            item = _Stage(self._controls)
             held = [[Signal(signed(8), name=f"x{r}_{c}", reset_less=True) for c in range(pi)]
                     for r in range(po)] if dw else \
                 [[Signal(signed(8), name=f"x{c}", reset_less=True) for c in range(pi)]] * po
             held_w = [Signal(signed(8), name=f"w{n}", reset_less=True) for n in range(po * pi)]
             with m.If(advance):
-                m.d.sync += [item.valid.eq(self.i.valid)] + self._pass(item, self.i)
+                item = _Stage(m, self._l, self.i)
                 m.d.sync += [h.eq(v) for h, v in zip(held_w, weights)]
                 rows = po if dw else 1
                 m.d.sync += [held[r][c].eq(operands[r][c]) for r in range(rows)
@@ -130,13 +134,12 @@ class MacArray(wiring.Component):
         pairs = [(operands[r][c], weights[r * pi + c]) for r in range(po) for c in range(pi)]
         products = self._products(m, pairs) if self._products else [a * b for a, b in pairs]
         if stages >= 2:         # the products registered before the adder trees
-            ahead = _Stage(self._controls)
             held = [Signal(signed(16), name=f"product{n}", reset_less=True)
                     for n in range(len(products))]
             with m.If(advance):
-                m.d.sync += [ahead.valid.eq(item.valid)] + self._pass(ahead, item)
+                item = _Stage(m, self._l, item)
                 m.d.sync += [h.eq(p) for h, p in zip(held, products)]
-            item, products = ahead, held
+            products = held
         a_valid, a_first, a_last = Signal(), Signal(), Signal()
         a_tag = Signal(self._l.tag)
         psum = [Signal(ACC, name=f"psum{r}") for r in range(po)]
@@ -172,21 +175,12 @@ class MacArray(wiring.Component):
                 m.d.sync += out.valid.eq(0)
         return m
 
-    _controls = property(lambda self: data.StructLayout(
-        {"first": 1, "last": 1, "tag": self._l.tag}))
-
-    @staticmethod
-    def _pass(stage, item):
-        """A pipeline register ``stage`` taking ``item``'s controls."""
-        return [stage.payload.first.eq(item.payload.first),
-                stage.payload.last.eq(item.payload.last), stage.payload.tag.eq(item.payload.tag)]
-
     def _partial_sums(self, m, advance, entering, a_valid, a_last):
         """The partial-sum memory (`LayerDescriptor.psum_in` and ``psum_out``): entry ``n``
         belongs to the ``n``-th conv pixel the layer emits. A pixel's first item reads its
         entry as it enters the sums' stage (``entering``; the read port advances with the
-        pipeline, so the entry is there when the item adds up); with ``psum_in`` the pixel's sums start from it instead of
-        zero. With ``psum_out`` its finished sums (``self._psum_data``) are written back to
+        pipeline, so the entry is there when the item adds up); with ``psum_in`` the pixel's
+        sums start from it instead of zero. With ``psum_out`` its finished sums (``self._psum_data``) are written back to
         the entry instead of leaving. Returns each row's starting value."""
         po = self._l.config.pe_out
         depth = self._l.config.psum_entries

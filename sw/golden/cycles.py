@@ -15,8 +15,9 @@ beyond the parallel pipeline's), an average pool's scaling in lane groups (`pool
 ``writes_per_pixel`` cycles to store the last output pixel and,
 with activation tables, a cycle for the writer's lookup (`table_latency`).
 A chunk of input channels that keeps its sums in the partial-sum memory (``psum_out``)
-ends ``PSUM_DRAIN`` (plus ``mac_stages``) cycles after its last item, with no requantizer, pool or writer; the
-sequencer checks such chunks' partial sums (`striate.sw.mapping.derive.PSUM_CHECKS`).
+ends ``PSUM_DRAIN`` (plus ``mac_stages``) cycles after its last item, with no requantizer,
+pool or writer; the sequencer checks such chunks' partial sums
+(`striate.sw.mapping.derive.PSUM_CHECKS`).
 The model is exact unless some stage gets work faster than it takes it (`may_stall`: a conv pixel
 in fewer items than the requantizer needs cycles, or an output pixel in fewer items than the
 writer's cycles; with a serial requantizer also average pooling); then backpressure adds cycles
