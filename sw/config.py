@@ -117,8 +117,8 @@ class AcceleratorConfig:
         puts a skid buffer on its output, so that the requantizer's stall reaches the array,
         the fetch and the memories' read enables from a register; 2 registers its products too,
         before the adder trees. Each stage makes every layer one cycle longer (the pipeline is
-        a cycle deeper; where nothing stalls, throughput is the same) and costs a register per operand or product
-        bit; the skid buffer one set of sums.
+        a cycle deeper; where nothing stalls, throughput is the same) and costs a register per
+        operand or product bit; the skid buffer one set of sums.
     """
 
     pe_out: int = 16
