@@ -112,13 +112,14 @@ class AcceleratorConfig:
         .boards`: no room for the copy on the UP5K, and placement on the ECP5 missed its
         clock with it).
     mac_stages : int
-        Register stages added to the PE array for clock speed (0 to 2): 1 registers its
-        operands (after the memories' read, the padding select and the depthwise select) and
-        puts a skid buffer on its output, so that the requantizer's stall reaches the array,
-        the fetch and the memories' read enables from a register; 2 registers its products too,
-        before the adder trees. Each stage makes every layer one cycle longer (the pipeline is
-        a cycle deeper; where nothing stalls, throughput is the same) and costs a register per
-        operand or product bit; the skid buffer one set of sums.
+        Register stages added to the PE array and the add unit for clock speed (0 to 2): 1
+        registers their operands (after the memories' read, the padding select and the
+        depthwise select) and puts a skid buffer on the array's output, so that the
+        requantizer's stall reaches the array, the fetch and the memories' read enables from a
+        register; 2 registers their products too, before the adder trees. Each stage makes
+        every layer one cycle longer (the pipeline is a cycle deeper; where nothing stalls,
+        throughput is the same) and costs a register per operand or product bit; the skid
+        buffer one set of sums.
     """
 
     pe_out: int = 16

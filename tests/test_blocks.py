@@ -492,10 +492,13 @@ def test_writer_stores_the_bank_layout(config, slot):
     sim.run()
 
 
+@pytest.mark.parametrize("stages", [0, 1, 2])
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_add_lanes_match_the_contract(config):
+def test_add_lanes_match_the_contract(config, stages):
     """The add's lanes against `numerics.add`: random words, multipliers over the whole 16-bit
-    range and shifts over the whole range, extremes included, with random stalls."""
+    range and shifts over the whole range, extremes included, with random stalls, with and
+    without the register stages of `AcceleratorConfig.mac_stages`."""
+    config = replace(config, mac_stages=stages)
     rng = np.random.default_rng(5)
     dut = AddLanes(Layouts(config))
     lanes = config.pe_in

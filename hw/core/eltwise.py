@@ -28,10 +28,13 @@ def add_params() -> dict:
 
 
 class AddLanes(wiring.Component):
-    """Two pipeline stages: the lanes' sums of products, then rounded, shifted and clamped."""
+    """Two pipeline stages: the lanes' sums of products, then rounded, shifted and clamped;
+    before them, as in the PE array, `AcceleratorConfig.mac_stages` register stages for clock
+    speed: 1 registers the operands, 2 the products too."""
 
     def __init__(self, layouts: Layouts):
         lanes = layouts.config.pe_in
+        self._stages = layouts.config.mac_stages
         self._word = data.ArrayLayout(signed(8), lanes)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"a": self._word, "b": self._word}))),
@@ -46,15 +49,36 @@ class AddLanes(wiring.Component):
         m = Module()
         lanes = self._word.length
         advance = ~self.o.valid | self.o.ready
+        valid = self.i.valid
+        a = [self.i.payload.a[r] for r in range(lanes)]
+        b = [self.i.payload.b[r] for r in range(lanes)]
+        busy = self.o.valid
+
+        def stage(values, bits, name):
+            """Registers ``values`` and the valid bit beside them under the single enable."""
+            nonlocal valid, busy
+            held = [Signal(signed(bits), name=f"{name}{n}", reset_less=True)
+                    for n in range(len(values))]
+            v = Signal(name=f"{name}_valid")
+            with m.If(advance):
+                m.d.sync += [v.eq(valid)] + [h.eq(x) for h, x in zip(held, values)]
+            valid, busy = v, busy | v
+            return held
+
+        if self._stages >= 1:   # after the memory's read and the word select
+            held = stage(a + b, 8, "add_operand")
+            a, b = held[:lanes], held[lanes:]
+        products = [x * self.mult_a for x in a] + [x * self.mult_b for x in b]
+        if self._stages >= 2:
+            products = stage(products, 8 + ADD_MULT_BITS + 1, "add_product")
         v1 = Signal()
         # int8 times an unsigned 16-bit multiplier: 25 bits; the sum of two: 26
         total = [Signal(signed(8 + ADD_MULT_BITS + 2), name=f"add_sum{r}") for r in range(lanes)]
-        m.d.comb += [self.i.ready.eq(advance), self.busy.eq(v1 | self.o.valid)]
+        m.d.comb += [self.i.ready.eq(advance), self.busy.eq(busy | v1)]
         with m.If(advance):
-            m.d.sync += [v1.eq(self.i.valid), self.o.valid.eq(v1)]
+            m.d.sync += [v1.eq(valid), self.o.valid.eq(v1)]
             for r in range(lanes):
-                m.d.sync += [total[r].eq(self.i.payload.a[r] * self.mult_a
-                                         + self.i.payload.b[r] * self.mult_b),
+                m.d.sync += [total[r].eq(products[r] + products[lanes + r]),
                              self.o.payload.y[r].eq(round_clamp(total[r], self.shift, self.lo,
                                                                 self.hi))]
         return m

@@ -180,8 +180,9 @@ class MacArray(wiring.Component):
         belongs to the ``n``-th conv pixel the layer emits. A pixel's first item reads its
         entry as it enters the sums' stage (``entering``; the read port advances with the
         pipeline, so the entry is there when the item adds up); with ``psum_in`` the pixel's
-        sums start from it instead of zero. With ``psum_out`` its finished sums (``self._psum_data``) are written back to
-        the entry instead of leaving. Returns each row's starting value."""
+        sums start from it instead of zero. With ``psum_out`` its finished sums
+        (``self._psum_data``) are written back to the entry instead of leaving. Returns each
+        row's starting value."""
         po = self._l.config.pe_out
         depth = self._l.config.psum_entries
         mem = m.submodules.psum = Memory(shape=32 * po, depth=depth, init=[])

@@ -24,8 +24,9 @@ writer's cycles; with a serial requantizer also average pooling); then backpress
 the model does not count, and it is a lower bound (`layer_cycles_bound` gives an upper one).
 
 An add reads, sums and writes one word per cycle when its inputs lie in different RAMs of the
-activation memory (`parallel_add`), else one word per two cycles, plus ``ADD_FIXED`` and the
-sequencer's program: exact.
+activation memory (`parallel_add`), else one word per two cycles, plus ``ADD_FIXED``,
+``mac_stages`` (the add unit takes the PE array's register stages) and the sequencer's
+program: exact.
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
         return layer_items(layer, config, dw) + FRONT + sequencer + PSUM_DRAIN + \
             config.mac_stages
     if layer.op == "add":
-        return add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED + sequencer
+        return (add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED
+                + config.mac_stages + sequencer)
     if dw:      # the window's two stages; one write per pixel
         # a requantizer of several lane groups holds each pixel a cycle first, then takes
         # the pixel's groups
