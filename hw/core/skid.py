@@ -27,8 +27,12 @@ class Skid(wiring.Component):
         kept = Signal(self._layout, reset_less=True)
         m.d.comb += [self.i.ready.eq(~held), self.o.valid.eq(held | self.i.valid),
                      self.o.payload.eq(Mux(held, kept.as_value(), self.i.payload.as_value()))]
+        # While empty the buffer copies every cycle's payload, so that its wide enable is the
+        # register ``held`` and the consumer's ``ready`` drives only ``held``.
+        with m.If(~held):
+            m.d.sync += kept.eq(self.i.payload)
         with m.If(~held & self.i.valid & ~self.o.ready):
-            m.d.sync += [held.eq(1), kept.eq(self.i.payload)]
+            m.d.sync += held.eq(1)
         with m.Elif(held & self.o.ready):
             m.d.sync += held.eq(0)
         return m
