@@ -27,6 +27,7 @@ from .layouts import Layouts
 from .pe import Fetch, MacArray
 from .post import Pool, Requant, SerialPost
 from .sequencer import Sequencer
+from .skid import Skid
 from .window import DERIVED, FIELDS, GROUPS, WindowGen
 from .writer import Writer
 
@@ -76,14 +77,21 @@ class Accelerator(wiring.Component):
         mac = engine("mac", MacArray(self._l, self._products))
         writer = engine("writer", Writer(self._l))
         self._depthwise = Const(0)
+        feed = fetch.i
+        if self.config.mac_stages:
+            # The array's stall reaches the window generator's and the walk's counters from a
+            # register.
+            skid = engine("fetch_skid", Skid(self._l.window))
+            connect(m, skid.o, fetch.i)
+            feed = skid.i
         if self.config.depthwise_kernel:
             walk = engine("dwwalk", DwWalk(self._l))
             window = engine("dwwindow", DwWindow(self._l))
             self._depthwise = seq.desc.op == OP_DW
-            self._route(m, win, walk, fetch, window, mac)
+            self._route(m, win, walk, feed, fetch, window, mac)
             self._configure_walk(m, seq, walk)
         else:
-            connect(m, win.o, fetch.i)
+            connect(m, win.o, feed)
             connect(m, fetch.o, mac.i)
         if self.config.serial_scale_bits:
             requant = pool = engine("post", SerialPost(self._l))
@@ -92,7 +100,13 @@ class Accelerator(wiring.Component):
             requant = engine("requant", Requant(self._l))
             pool = engine("pool", Pool(self._l))
             connect(m, mac.o, requant.i)
-            connect(m, requant.o, pool.i)
+            if self.config.mac_stages:
+                # The writer's stall reaches the requantizer from a register.
+                skid = engine("requant_skid", Skid(self._l.pixels))
+                connect(m, requant.o, skid.i)
+                connect(m, skid.o, pool.i)
+            else:
+                connect(m, requant.o, pool.i)
         connect(m, pool.o, writer.i)
         adder = engine("add", AddUnit(self._l)) if self.config.residual_add else None
         self._configure(m, seq, win, requant, pool, writer, adder)
@@ -141,18 +155,18 @@ class Accelerator(wiring.Component):
             port, inner = getattr(self, "axi_" + name), getattr(dma, "axi_" + name)
             m.d.comb += (port.eq(inner) if direction is Out else inner.eq(port))
 
-    def _route(self, m, win, walk, fetch, window, mac):
+    def _route(self, m, win, walk, feed, fetch, window, mac):
         """The datapath of the layer running: window generator -> fetch -> PE array, or for a
         depthwise layer depthwise walk -> fetch -> depthwise window -> PE array (fixed while
-        a layer runs)."""
+        a layer runs). ``feed`` is the stream into the fetch (its input or a skid buffer's)."""
         dw = self._depthwise
 
         def pick(a, b):
             return Mux(dw, a.payload.as_value(), b.payload.as_value())
         m.d.comb += [
-            fetch.i.valid.eq(Mux(dw, walk.o.valid, win.o.valid)), fetch.i.payload.eq(
+            feed.valid.eq(Mux(dw, walk.o.valid, win.o.valid)), feed.payload.eq(
                 pick(walk.o, win.o)),
-            win.o.ready.eq(fetch.i.ready & ~dw), walk.o.ready.eq(fetch.i.ready & dw),
+            win.o.ready.eq(feed.ready & ~dw), walk.o.ready.eq(feed.ready & dw),
             window.i.valid.eq(fetch.o.valid & dw), window.i.payload.eq(fetch.o.payload),
             mac.i.valid.eq(Mux(dw, window.o.valid, fetch.o.valid)),
             mac.i.payload.eq(pick(window.o, fetch.o)),
