@@ -74,6 +74,8 @@ def run_bench(out: Path, images: int = 360, log=print) -> dict:
     result["calibration_methods"] = _calibration_methods()
     result["reference_models"] = _reference_models()
     result["grouped_layers"] = _grouped_layers()
+    log("reference graphs on the ULX3S's configurations (RTL counters):")
+    result["boards"] = board_models(log=log)
     log("networks larger than the chip, streamed from external memory (default configuration):")
     result["large_models"] = large_models(log=log)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +232,61 @@ def large_models(rtl: bool = True, names=None, log=print) -> dict:
                 + (f", bit-exact {row['bit_exact_layers']}/{row['layers']} layers, counters "
                    f"{'as predicted' if row['counters_as_predicted'] else 'OFF'}, simulated in "
                    f"{row['simulation_s']:.0f} s" if rtl else ""))
+    return results
+
+
+#: The reference graphs `board_models` runs on the ULX3S's configurations.
+BOARD_MODELS = ("resnet8", "ds-cnn")
+
+
+def board_models(names=BOARD_MODELS, log=print) -> dict:
+    """Each of ``names`` (`REFERENCE_MODELS`, random weights) compiled for each ULX3S
+    configuration and run once on the fast backend: the cycle counters, every layer compared
+    with the golden model, and the inferences per second at the board's clock. Where a
+    network does not fit on chip the ``ulx3s-sdram`` build streams it, timed with the fuzzer's
+    model of its SDRAM (`striate.sw.fuzz.STREAMED`); a configuration that refuses a network
+    records why."""
+    import numpy as np
+    import torch
+    from .compiler import compile as compile_model
+    from .errors import StriateError
+    from .fuzz import STREAMED
+    from .runtime.driver import open as open_device
+    from ..hw.platform.boards import BOARDS
+    from ..models import reference
+    results = {}
+    for board in (BOARDS["ulx3s"], BOARDS["ulx3s-sdram"]):
+        config, timing = board.config, STREAMED.get(board.name)
+        for name in names:
+            shape, builder, _ = REFERENCE_MODELS[name]
+            torch.manual_seed(0)
+            model = getattr(reference, builder)()
+            x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+            key = f"{name}@{board.name}"
+            try:
+                program = compile_model(model, x, config, timing=timing)
+            except StriateError as exc:
+                results[key] = {"refused": str(exc)}
+                log(f"{name:<8} on {board.name:<12} refused: {exc}")
+                continue
+            xq = program.quantize_input(x[:1])
+            with open_device("verilator", config, timing=timing, instances=1) as dev:
+                got = dev.run(program, xq, return_all=True)
+                stats = dev.last_run
+            want = program.run_reference(xq, return_all=True)
+            ideal = sum(layer.macs for layer in program.layers) / config.macs_per_cycle
+            row = results[key] = {
+                "board": board.name, "clock_mhz": board.clock_mhz, "cycles": stats.cycles,
+                "streamed": program.stream is not None, "utilization": ideal / stats.cycles,
+                "inferences_per_s": board.clock_mhz * 1e6 / stats.cycles,
+                "bit_exact_layers": sum(np.array_equal(a, b.reshape(a.shape))
+                                        for a, b in zip(got, want)),
+                "layers": len(want)}
+            log(f"{name:<8} on {board.name:<12} {row['cycles']:>9,} cycles"
+                f"{' (streamed)' if row['streamed'] else ''}, utilization "
+                f"{row['utilization']:.1%}: {row['inferences_per_s']:,.0f} inferences/s at "
+                f"{board.clock_mhz:.4g} MHz, bit-exact {row['bit_exact_layers']}/{row['layers']} "
+                "layers")
     return results
 
 

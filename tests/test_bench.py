@@ -21,3 +21,8 @@ def test_bench_writes_its_table(tmp_path, lenet, calibration):
     ideal = sum(r["ideal_cycles"] for r in resnet8)
     assert ideal / sum(r["measured_cycles"] for r in resnet8) >= 0.85
     assert [r["op"] for r in resnet8].count("add") == 3
+    boards = saved["boards"]        # both networks on chip on the ULX3S, bit-exact
+    assert set(boards) == {f"{n}@{b}" for n in ("resnet8", "ds-cnn")
+                           for b in ("ulx3s", "ulx3s-sdram")}
+    assert all(row["bit_exact_layers"] == row["layers"] for row in boards.values())
+    assert not boards["resnet8@ulx3s"]["streamed"] and boards["resnet8@ulx3s"]["utilization"] > .9
