@@ -172,16 +172,14 @@ ICEBREAKER = Board(
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized so that the MLPerf Tiny ResNet-8 and
 # DS-CNN run on chip (64 KiB of activations, 128 KiB of weights). The clock, 25 MHz x 4 / 3
-# from the PLL, keeps a margin below what the design meets today (about 38 MHz, see
-# docs/fpga.md). Without the overlapped layer set-up: with it the placement left a PE array
-# multiplier far from its adder (24.24 MHz on chip), and the SDRAM design's router had not
-# converged after 270 iterations (33 minutes).
+# from the PLL, keeps a margin below what the design meets today (about 40 MHz, see
+# docs/fpga.md), the overlapped layer set-up included.
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
     clock_mhz=100 / 3,
     config=AcceleratorConfig(requant_lanes=4, max_width=64, max_height=64, act_bytes=65536,
                              weight_bytes=128 * 1024, param_entries=1024, program_depth=16,
-                             ext_bytes=0, act_banks=1, overlap_setup=False, mac_stages=2))
+                             ext_bytes=0, act_banks=1, mac_stages=2))
 
 # The ULX3S with its 32 MB SDRAM behind LiteDRAM as external memory (networks larger than the
 # chip stream from it), two activation banks (the fewest that let transfers overlap layers).
@@ -191,8 +189,11 @@ ULX3S = Board(
 # simulated at.
 # Its 256-entry partial-sum memory (15 more DP16KD) runs layers beyond half its 128 KiB weight
 # memory (ResNet-18's 256- and 512-channel 3 x 3 convolutions) in chunks of input channels.
+# Without the overlapped layer set-up: before the register stages its router had not
+# converged with it after 270 iterations (33 minutes); not tried since.
 ULX3S_SDRAM = replace(
     ULX3S, name="ulx3s-sdram", sdram=True, clock_mhz=25.0,
-    config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256))
+    config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256,
+                   overlap_setup=False))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S, ULX3S_SDRAM)}
