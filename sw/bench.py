@@ -122,6 +122,18 @@ REFERENCE_MODELS = {"resnet8": ((3, 32, 32), "resnet8", "MLPerf Tiny reference")
                     "ds-cnn": ((1, 49, 10), "ds_cnn", "MLPerf Tiny reference")}
 
 
+def reference_graph(name: str, table=None, batch: int = 16):
+    """Graph ``name`` of ``table`` (`REFERENCE_MODELS` by default) with seeded random weights,
+    and ``batch`` seeded random inputs to calibrate it on: the same network every run."""
+    import numpy as np
+    import torch
+    from ..models import reference
+    shape, builder, _ = (table or REFERENCE_MODELS)[name]
+    torch.manual_seed(0)
+    model = getattr(reference, builder)()
+    return model, np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+
+
 def _calibration_methods() -> dict:
     """Per committed model: `ptq.compare` on its test split, calibrated on 512 training
     inputs."""
@@ -140,17 +152,12 @@ def _reference_models() -> dict:
     """Per layer of each reference graph on the default configuration: its op, ideal cycles
     (its MACs over the peak) and the cycles the RTL counted for one input (cycle counts do not
     depend on the weights)."""
-    import numpy as np
-    import torch
     from .compiler import compile as compile_model
     from .runtime.driver import open as open_device
-    from ..models import reference
     results = {}
     with open_device("verilator") as dev:
-        for name, (shape, builder, _) in REFERENCE_MODELS.items():
-            torch.manual_seed(0)
-            model = getattr(reference, builder)()
-            x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+        for name in REFERENCE_MODELS:
+            model, x = reference_graph(name)
             program = compile_model(model, x)
             dev.run(program, program.quantize_input(x[:1]))
             stats = dev.last_run
@@ -178,18 +185,13 @@ def large_models(rtl: bool = True, names=None, log=print) -> dict:
     cycle model's counters and, with ``rtl``, the fast backend's on one input (every layer
     compared with the golden model) and the simulation's wall time."""
     import numpy as np
-    import torch
     from .compiler import compile as compile_model
     from .config import AcceleratorConfig, MemoryTiming
     from .golden import roofline, timeline
     from .runtime.driver import open as open_device
-    from ..models import reference
     results = {}
     for name in names or LARGE_MODELS:
-        shape, builder, _ = LARGE_MODELS[name]
-        torch.manual_seed(0)
-        model = getattr(reference, builder)()
-        x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+        model, x = reference_graph(name, LARGE_MODELS, batch=4)
         for latency, width in LARGE_TIMINGS:
             timing = MemoryTiming(latency, width)
             start = time.perf_counter()
@@ -247,21 +249,16 @@ def board_models(names=BOARD_MODELS, log=print) -> dict:
     model of its SDRAM (`striate.sw.fuzz.STREAMED`); a configuration that refuses a network
     records why."""
     import numpy as np
-    import torch
     from .compiler import compile as compile_model
     from .errors import StriateError
     from .fuzz import STREAMED
     from .runtime.driver import open as open_device
     from ..hw.platform.boards import BOARDS
-    from ..models import reference
     results = {}
     for board in (BOARDS["ulx3s"], BOARDS["ulx3s-sdram"]):
         config, timing = board.config, STREAMED.get(board.name)
         for name in names:
-            shape, builder, _ = REFERENCE_MODELS[name]
-            torch.manual_seed(0)
-            model = getattr(reference, builder)()
-            x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+            model, x = reference_graph(name)
             key = f"{name}@{board.name}"
             try:
                 program = compile_model(model, x, config, timing=timing)

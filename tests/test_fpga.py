@@ -218,13 +218,8 @@ def test_ulx3s_runs_the_mlperf_tiny_convnets_on_chip(name, at_least):
     """The ULX3S's memories hold the MLPerf Tiny ResNet-8 and DS-CNN (random weights) whole:
     no streaming, and the array busy most of the cycles the cycle model predicts (the bench
     and the fuzzer check those cycles against the RTL)."""
-    import torch
-    from striate.models import reference
-    from striate.sw.bench import REFERENCE_MODELS
-    shape, builder, _ = REFERENCE_MODELS[name]
-    torch.manual_seed(0)
-    x = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
-    program = striate.compile(getattr(reference, builder)(), x, ULX3S.config)
+    from striate.sw.bench import reference_graph
+    program = striate.compile(*reference_graph(name), ULX3S.config)
     assert program.stream is None
     ideal = sum(layer.macs for layer in program.layers) / ULX3S.config.macs_per_cycle
     assert ideal / sum(program_cycles(program)) >= at_least
