@@ -382,3 +382,29 @@ def test_weights_load_while_the_previous_tile_computes_not_after_its_stores():
                 assert all(i > flush[0] for i, m in mine if m.target == ACT), (seed, p, k)
                 assert any(plan.steps[i][1].target == WEIGHTS for i in weights)
     assert windows > 0
+
+
+class WideSum(nn.Module):
+    """Two linear layers of one input, added: 300 channels, 19 groups of 16, more than the
+    4-bit register of output groups the 8 parameter rows of `CONFIG` need."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 300), nn.Linear(8, 300)
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+def test_an_add_wider_than_the_parameter_memory_indexes_in_the_predicted_cycles(device):
+    """An add reads no parameters, so its output groups may exceed what the sequencer's count
+    register holds (`derive.count_widths`); the set-up's shift-add terms then take their
+    cycles from the bits it keeps, as the cycle model counts them."""
+    from striate.sw.mapping import derive
+    torch.manual_seed(1)
+    x = np.random.default_rng(1).standard_normal((8, 8)).astype(np.float32)
+    program = striate.compile(WideSum().eval(), x, config=CONFIG, timing=TIMING,
+                              streaming="always")
+    add = next(layer for layer in program.layers if layer.op == "add")
+    assert -(-add.out_shape[0] // CONFIG.pe_out) >= 1 << derive.count_widths(CONFIG)["og_n"]
+    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))

@@ -33,7 +33,7 @@ def base_widths(layouts: Layouts) -> dict:
     legal layer needs (a count never exceeds the depth of the memory it indexes). Larger values
     fail their memory's check before they are narrowed (`Sequencer._registered`)."""
     lay = layouts
-    return {"cg_n": lay.act_addr + 1, "og_n": lay.p_addr + 1, "out_cg": lay.act_addr + 1,
+    return {**derive.count_widths(lay.config),
             "in_base": lay.act_addr, "out_base": lay.act_addr, "in2_base": lay.act_addr,
             "w_base": lay.w_addr,
             "p_base": lay.p_addr}

@@ -206,6 +206,17 @@ def group_counts(fields: dict, config: AcceleratorConfig) -> dict:
             "fit_pk_w": 1 if up else fields["pool_k_w"]}
 
 
+def count_widths(config: AcceleratorConfig) -> dict:
+    """Widths of the sequencer's channel group count registers: what a legal layer needs (a
+    count never exceeds the depth of the memory it indexes). A larger count fails that
+    memory's check, except an add's output groups (``og_n``), which index no parameters: the
+    register keeps their low bits, and the terms they multiply take their cycles from those."""
+    mems = memories(config)
+    act, params = (max(1, (mems[region].depth - 1).bit_length()) + 1
+                   for region in (ACT, PARAMS))
+    return {"cg_n": act, "og_n": params, "out_cg": act}
+
+
 def depths(config: AcceleratorConfig) -> dict:
     """Memory depths in words (rows) and parameter rows per output channel group."""
     mems = memories(config)
@@ -258,8 +269,14 @@ def _term_cycles(steps, values: dict) -> int:
 
 
 def cycles(fields: dict, config: AcceleratorConfig) -> int:
-    """Cycles the sequencer spends on `program` for ``fields``."""
-    values = {**fields, **group_counts(fields, config), **depths(config)}
+    """Cycles the sequencer spends on `program` for ``fields`` (its group counts as wide as
+    their registers, `count_widths`)."""
+    counts = group_counts(fields, config)
+    narrowed = {name: counts[name] & ((1 << width) - 1)
+                for name, width in count_widths(config).items()}
+    values = {**fields, **counts, **narrowed, **depths(config)}
+    if fields["op"] != OP_DW:       # (a depthwise layer's weight block has one group)
+        values["w_og"] = narrowed["og_n"]
     return _term_cycles(_steps(fields, config), values)
 
 
