@@ -46,7 +46,9 @@ from .mapping.mapper import map_bytes
 #: (`AcceleratorConfig.mac_stages`; these three without external memory),
 #: and the default array with small on-chip memories whose every case streams from external
 #: memory in tiles (`STREAMED`), its layers' set-up overlapping the layer before as in the
-#: default (`ulx3s-sdram` streams every case with set-up after it).
+#: default, and its 64 parameter entries splitting layers of more than 32 channels, depthwise
+#: ones too, into spans of output channels (`ulx3s-sdram` streams every case with set-up
+#: after it).
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
@@ -61,7 +63,7 @@ CONFIGS = {
                                 param_entries=1024, program_depth=16, ext_bytes=0,
                                 mac_stages=1),
     "stream": AcceleratorConfig(max_width=32, max_height=32, act_bytes=4096, act_banks=4,
-                                weight_bytes=32768, param_entries=512, program_depth=16,
+                                weight_bytes=32768, param_entries=64, program_depth=16,
                                 ext_bytes=1 << 20),
 }
 #: Configurations whose cases are always streamed from external memory, and the memory model

@@ -408,3 +408,22 @@ def test_an_add_wider_than_the_parameter_memory_indexes_in_the_predicted_cycles(
     add = next(layer for layer in program.layers if layer.op == "add")
     assert -(-add.out_shape[0] // CONFIG.pe_out) >= 1 << derive.count_widths(CONFIG)["og_n"]
     rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
+
+
+def test_a_depthwise_layer_beyond_half_the_parameters_runs_in_spans_of_channels(device):
+    """96 depthwise channels need 96 parameter entries, more than half of `CONFIG`'s 128: the
+    layer runs in spans of channels (input and output alike) that fit half, bit-exact in the
+    predicted cycles."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 96, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(96, 96, 3, padding=1, groups=96), nn.ReLU(),
+                        nn.Conv2d(96, 8, 1)).eval()
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    program = striate.compile(net, x, config=CONFIG, timing=TIMING, streaming="always")
+    plan = program.stream
+    dw = [i for i, depthwise in enumerate(plan.depthwise) if depthwise]
+    assert dw
+    spans = {(layer.out_shape[0], desc.param_addr) for (layer, desc), owner
+             in zip(plan.steps, plan.owners) if layer is not None and owner in dw}
+    assert sorted(channels for channels, _ in spans) == [32, 64]
+    rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))

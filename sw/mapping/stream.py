@@ -148,13 +148,21 @@ def _ext_layout(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, list, l
     return tensors, weights, params, addr
 
 
-def _slice_outputs(layer: QLayer, og: tuple, config: AcceleratorConfig) -> QLayer:
-    """``layer`` computing output channel groups ``og`` only."""
+def _slice_outputs(layer: QLayer, og: tuple, config: AcceleratorConfig,
+                   dw: bool = False) -> QLayer:
+    """``layer`` computing output channel groups ``og`` only; run depthwise (``dw``), from
+    the same channels of its input only."""
     po = config.pe_out
     o = layer.out_shape[0]
     first, stop = og[0] * po, min(o, og[1] * po)
     if layer.op != "conv" or (first, stop) == (0, o):
         return layer
+    if dw:
+        return layer.replace(weight=layer.weight[first:stop, first:stop],
+                             bias=layer.bias[first:stop], mult=layer.mult[first:stop],
+                             shift=layer.shift[first:stop], groups=stop - first,
+                             in_shape=(stop - first, *layer.in_shape[1:]),
+                             out_shape=(stop - first, *layer.out_shape[1:]))
     return layer.replace(weight=layer.weight[first:stop], bias=layer.bias[first:stop],
                          mult=layer.mult[first:stop], shift=layer.shift[first:stop],
                          out_shape=(stop - first, *layer.out_shape[1:]), groups=1)
@@ -248,8 +256,15 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     dw = runs_depthwise(layer, config)
     half_act, half_w = config.act_bytes // 2, config.weight_bytes // 2
     conv = layer.op == "conv" and not dw
-    if dw and _weight_rows(layer, config, dw) > half_w:
-        raise MappingError(f"{_where(layer)}: depthwise weights must fit half the weight memory")
+    if dw:
+        word = max(1, config.pe_in // config.pe_out)     # output groups of a word
+        unit = word * config.pe_out
+        if _weight_rows(_slice_outputs(layer, (0, word), config, dw), config, dw) > half_w or \
+                unit > config.param_entries // 2:
+            raise MappingError(f"{_where(layer)}: the weights and parameters of {unit} "
+                               "channels of a depthwise layer must fit half the weight and "
+                               "the parameter memory (AcceleratorConfig.weight_bytes, "
+                               "param_entries)")
     chunks = _chunks(layer, config) if conv else [None]
     while True:
         found = _plan(index, layer, chunks, config, timing, dw)
@@ -268,7 +283,7 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     spans, best, width = found
     tiles = []
     for og in spans:
-        part = _slice_outputs(layer, og, config).replace(channel_offset=0)
+        part = _slice_outputs(layer, og, config, dw).replace(channel_offset=0)
         for b in bands.split(part, best, dw, width):
             if len(chunks) == 1:
                 tiles.append(Tile(index, b, og))
@@ -286,6 +301,11 @@ def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
     og_total = groups(layer.out_shape[0], config.pe_out) if layer.op == "conv" else 1
     og_size = og_total
     chunked = len(chunks) > 1
+    if dw:      # spans of whole activation words that fit half of both memories
+        unit = max(1, config.pe_in // config.pe_out)
+        per_og = _weight_rows(_slice_outputs(layer, (0, unit), config, dw), config, dw)
+        og_size = min(og_total, config.weight_bytes // 2 // per_og * unit,
+                      config.param_entries // 2 // config.pe_out // unit * unit)
     if chunks[0] is not None:
         per_og = _weight_rows(_slice_inputs(_slice_outputs(layer, (0, 1), config), chunks[0],
                                             config), config, dw)
@@ -297,7 +317,7 @@ def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
             if og_size < 1:
                 return None
     spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
-    part = _slice_outputs(layer, spans[0], config)
+    part = _slice_outputs(layer, spans[0], config, dw)
     if chunked:
         part = _slice_inputs(part, chunks[0], config)
     for width in _widths(layer.out_shape[2]):
@@ -405,7 +425,8 @@ class _Emitter:
             stored = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else \
                 graph.input_shape
             shape = map_shape(stored if name == INPUT else graph.layer(name).out_shape)
-            first_group = layer.channel_offset // cfg.pe_in + (tile.cg[0] if tile.cg else 0)
+            first_group = layer.channel_offset // cfg.pe_in + (tile.cg[0] if tile.cg else 0) \
+                + (tile.og[0] * cfg.pe_out // cfg.pe_in if dw else 0)
             loads += self._map_moves(name, shape, tile.band.in_rows, tile.band.in_cols,
                                      first_group, groups(part.in_shape[0], cfg.pe_in), in_base,
                                      part.in_shape[1:], False)
@@ -420,8 +441,9 @@ class _Emitter:
                 w_ext, _ = self.weights[tile.index]
                 p_ext, _ = self.params[tile.index]
                 size = _weight_rows(part, cfg, dw)
-                offset = 0 if dw else tile.og[0] * _weight_rows(
-                    _slice_outputs(layer, (0, 1), cfg), cfg, dw)
+                # a depthwise layer's weights: a row per input channel group
+                offset = tile.og[0] * cfg.pe_out // cfg.pe_in * cfg.macs_per_cycle if dw \
+                    else tile.og[0] * _weight_rows(_slice_outputs(layer, (0, 1), cfg), cfg, dw)
                 local = self.w_half * (cfg.weight_bytes // 2)
                 if tile.cg is None:
                     loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
