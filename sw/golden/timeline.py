@@ -91,9 +91,11 @@ def transfer(move: MoveDescriptor, start: int, memory: _Memory) -> int:
 
 @dataclass(frozen=True)
 class Timeline:
-    """Predicted counters: CYCLES, and the LAYER_CYCLES stamps in order."""
+    """Predicted counters: CYCLES, and the LAYER_CYCLES stamps in order; ``times`` holds
+    each step's (start, done) cycles (when its engine starts it and when it ends)."""
     cycles: int
     stamps: tuple
+    times: tuple = ()
 
 
 def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = False) -> Timeline:
@@ -105,6 +107,7 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
     c_done = m_done = -1        # the cycle each engine is free from
     stamps = {}
     order = []
+    times = []
     peek = 0
     for layer, desc in steps:
         if layer is None:
@@ -114,6 +117,7 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
             w = max(done + 1, m_done, c_done if desc.wait else 0)
             start = w + 2
             m_done = transfer(desc, start, memory)
+            times.append((start, m_done))
             after = m_done if desc.target == PROGRAM else start
             if desc.stamp:
                 order.append(id(desc))
@@ -127,13 +131,15 @@ def run(steps, config: AcceleratorConfig, timing: MemoryTiming, bound: bool = Fa
                 fetch = max(fetch, free) + 1
             start = max(fetch + layer_model.setup_cycles(layer, desc, config), free) + 2
             c_done = start + layer_model.compute_run(layer, desc, config, bound)
+            times.append((start, c_done))
             after = start
             if desc.stamp:
                 order.append(id(desc))
                 stamps[id(desc)] = c_done + 1
         peek = after + 2
     end = max(peek, c_done, m_done)
-    return Timeline(cycles=end + 1, stamps=tuple(stamps[key] for key in order))
+    return Timeline(cycles=end + 1, stamps=tuple(stamps[key] for key in order),
+                    times=tuple(times))
 
 
 def program_counters(program, bound: bool = False,

@@ -13,14 +13,17 @@ The plan (`stream_plan`):
   the weight memory, into groups of output channels. The band height is the one the cost model
   (`_cost`) predicts fastest among those whose buffers fit; the width the widest that fits.
 * **Buffers.** The activation memory is two halves (different banks): tile ``k`` reads its
-  input and writes its output in half ``k % 2``. Weights and parameters go to the half of their
-  memory the previous tile does not use (a tile that keeps the previous tile's weights loads
-  none).
+  input and writes its output in half ``k % 2``. Weight and parameter blocks follow one another
+  in a half of their memory, the next half when one is full (`_Halves`; a tile that keeps the
+  previous tile's weights loads none).
 * **Order** (`_order`): the loads of tile ``k`` run while tile ``k - 1`` computes; tile ``k``
   waits for them (``wait``); the stores of tile ``k - 1`` run while tile ``k`` computes. A tile
   whose input rows tile ``k - 1`` writes first waits for those stores; its weights and
   parameters (in the halves tile ``k - 1`` does not use) still load before them, while tile
   ``k - 1`` computes.
+* **Weights ahead** (`_prefetch`): a weight or parameter load then moves earlier, in pieces,
+  into the time the transfer engine idles while tiles before ``k - 1`` compute, after the last
+  tile that reads the bytes it overwrites.
 * **Program ring.** Descriptors past the program memory come in by transfers into it
   (`_ring`): at each multiple of half the program memory, a transfer refills the half that has
   run with the next ones.
@@ -31,12 +34,14 @@ output was complete in external memory.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig, MemoryTiming
 from ..errors import MappingError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
+from ..golden import timeline
 from . import bands, depthwise, layout, memmap
 from .depthwise import runs_depthwise
 from .descriptor import MOVE_TARGETS, DescriptorError, LayerDescriptor, MoveDescriptor
@@ -366,14 +371,35 @@ def _best_band(index: int, part: QLayer, spans: list, width: int, config: Accele
     return best[1] if best else None
 
 
+class _Halves:
+    """Places the weight (or parameter) blocks of successive tiles in a memory of ``size``
+    units: one after another in one half, and a block that does not fit the rest of its half at
+    the start of the other half. So a block never overlaps the one before it (each fits a
+    half), and the blocks of a half stay there until the other half fills, which lets their
+    successors load while earlier tiles run (`_prefetch`)."""
+
+    def __init__(self, size: int):
+        self.half = size // 2
+        self.base = self.next = 0
+
+    def place(self, units: int) -> int:
+        if self.next + units > self.base + self.half:
+            self.base = self.next = self.half - self.base
+        self.next += units
+        return self.next - units
+
+
 class _Emitter:
     """Builds the descriptors of the tiles in order (`_order`)."""
 
     def __init__(self, graph, config, plan_parts):
         self.graph, self.config = graph, config
         self.tensors, self.weights, self.params, self.table = plan_parts
-        self.w_half = self.p_half = 1
+        self.w_blocks = _Halves(config.weight_bytes)
+        self.p_blocks = _Halves(config.param_entries)
         self.last_weights = None
+        self.current = None     # {target: (first, stop) local byte} of the weights in use
+        self.blocks = {}        # per tile index: its `current`
 
     def tile(self, k: int, tile: Tile):
         """(loads, layer step, stores) of tile ``k``."""
@@ -437,28 +463,31 @@ class _Emitter:
         if layer.op == "conv":
             key = (tile.index, tile.og, tile.cg)
             if key != self.last_weights:
-                self.w_half, self.p_half = 1 - self.w_half, 1 - self.p_half
                 w_ext, _ = self.weights[tile.index]
                 p_ext, _ = self.params[tile.index]
                 size = _weight_rows(part, cfg, dw)
                 # a depthwise layer's weights: a row per input channel group
                 offset = tile.og[0] * cfg.pe_out // cfg.pe_in * cfg.macs_per_cycle if dw \
                     else tile.og[0] * _weight_rows(_slice_outputs(layer, (0, 1), cfg), cfg, dw)
-                local = self.w_half * (cfg.weight_bytes // 2)
+                local = self.w_blocks.place(size)
                 if tile.cg is None:
                     loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
                                                 local_addr=local, length=size, count=1))
                 else:
                     loads += _chunk_weights(layer, tile, w_ext + offset, local, cfg)
                 entries = groups(part.out_shape[0], cfg.pe_out) * cfg.pe_out
+                first_entry = self.p_blocks.place(entries)
                 loads.append(MoveDescriptor(op=0, target=PARAMS,
                                             ext_addr=p_ext + tile.og[0] * cfg.pe_out * ENTRY_BYTES,
-                                            local_addr=self.p_half * (cfg.param_entries // 2)
-                                            * ENTRY_BYTES, length=entries * ENTRY_BYTES,
-                                            count=1))
+                                            local_addr=first_entry * ENTRY_BYTES,
+                                            length=entries * ENTRY_BYTES, count=1))
                 self.last_weights = key
-            weight_addr = self.w_half * (cfg.weight_bytes // 2)
-            param_addr = self.p_half * (cfg.param_entries // 2)
+                self.current = {WEIGHTS: (local, local + size),
+                                PARAMS: (first_entry * ENTRY_BYTES,
+                                         (first_entry + entries) * ENTRY_BYTES)}
+            weight_addr = self.current[WEIGHTS][0]
+            param_addr = self.current[PARAMS][0] // ENTRY_BYTES
+            self.blocks[k] = self.current
         try:
             desc = LayerDescriptor(**layer_fields(part, dw), in_addr=addrs[0],
                                    in2_addr=addrs[1] if len(addrs) > 1 else 0, out_addr=out_addr,
@@ -549,6 +578,111 @@ def _order(tiles, emitter, overlap: bool):
     return steps, owners
 
 
+#: The smallest piece of weights worth a transfer of its own (each costs a set-up and the
+#: memory's first-word latency).
+PIECE_BYTES = 256
+#: Cycles `_prefetch` allows a piece beyond its transfer: its chunks' set-up cycles and a
+#: margin (its descriptor's fetch and checks overlap the transfer before it).
+PIECE_MARGIN = 32
+
+
+def _prefetch(steps, owners, blocks: dict, config: AcceleratorConfig, timing: MemoryTiming):
+    """The steps with weight and parameter loads moved earlier, where the transfer engine
+    idles: `_order` loads tile ``k``'s weights while tile ``k - 1`` computes, which stalls tile
+    ``k`` when they take longer. A load may run while any tile from the one after the last
+    that reads its block (``blocks``: per tile index, the local byte ranges it reads) computes;
+    weights split into pieces that fill the idle time the cycle model predicts, latest tile
+    first. Every tile waits for the transfers before it, so a piece never meets a tile that
+    reads its bytes. Returns (steps, owners)."""
+    before = timeline.run(steps, config, timing)
+    tiles = [i for i, (layer, _) in enumerate(steps) if layer is not None]
+    tile_at = {t: j for j, t in enumerate(tiles)}
+    slot_of = {}                # transfer step -> the tile computing while it may run
+    for i in range(len(steps)):
+        if steps[i][0] is None:
+            slot_of[i] = bisect.bisect(tiles, i) - 1
+    rate = 8 / timing.beat_interval
+    # per tile: cycles the engine idles between its last transfer before any that waits for
+    # the tile to end, and the tile's end
+    busy = {j: before.times[t][0] for j, t in enumerate(tiles)}
+    waits = set()
+    for i, j in slot_of.items():
+        if j >= 0 and j not in waits:
+            if steps[i][1].wait:
+                waits.add(j)
+            else:
+                busy[j] = max(busy[j], before.times[i][1])
+    idle = {j: max(0, before.times[t][1] - busy[j]) for j, t in enumerate(tiles)}
+
+    def cycles(move):       # a transfer's time on an idle memory, with a margin
+        return timeline.transfer(move, 0, timeline._Memory(timing)) + PIECE_MARGIN
+
+    extra = {}              # tile -> transfers to add while it computes
+    moved = {}              # step -> what stays of it (None: all moved)
+    for i, j in slot_of.items():
+        move = steps[i][1]
+        if move.target not in (WEIGHTS, PARAMS) or move.store or j < 1:
+            continue
+        k = j + 1               # the tile that reads it
+        first = move.local_addr
+        stop = first + (move.count - 1) * move.local_stride + move.length
+        last = next((t for t in range(k - 1, -1, -1) if move.target in blocks.get(t, {})
+                     and blocks[t][move.target][0] < stop
+                     and first < blocks[t][move.target][1]), -1)     # reads what it overwrites
+        left = move
+        for t in range(k - 2, last, -1):
+            if idle[t] <= timing.latency + PIECE_MARGIN:
+                continue
+            if left.count > 1 or left.target == PARAMS:     # whole, where it fits
+                if cycles(left) <= idle[t]:
+                    extra.setdefault(t, []).append((i, left))
+                    idle[t] -= cycles(left)
+                    left = None
+                    break
+                continue
+            unit = config.macs_per_cycle
+            size = min(left.length,
+                       int((idle[t] - timing.latency - PIECE_MARGIN) * rate) // unit * unit)
+            while size >= min(PIECE_BYTES, left.length):
+                piece = dataclasses.replace(left, length=size)
+                if cycles(piece) <= idle[t]:
+                    break
+                size -= unit * max(1, size // unit // 8)
+            if size < min(PIECE_BYTES, left.length):
+                continue
+            extra.setdefault(t, []).append((i, dataclasses.replace(left, length=size)))
+            idle[t] -= cycles(dataclasses.replace(left, length=size))
+            if size == left.length:
+                left = None
+                break
+            left = dataclasses.replace(left, ext_addr=left.ext_addr + size,
+                                       local_addr=left.local_addr + size,
+                                       length=left.length - size)
+        if left is not move:
+            moved[i] = left
+    out, own = [], []
+
+    def add(t):             # tile t's new transfers, before any that waits for it to end
+        for i, piece in extra.pop(t, []):
+            out.append((None, piece))
+            own.append(owners[i])
+
+    for i, step in enumerate(steps):
+        j = slot_of.get(i)
+        if j is not None and step[1].wait and j in extra:
+            add(j)
+        if i in moved:
+            if moved[i] is not None:
+                out.append((None, moved[i]))
+                own.append(owners[i])
+        else:
+            out.append(step)
+            own.append(owners[i])
+        if i + 1 < len(steps) and steps[i + 1][0] is not None or i + 1 == len(steps):
+            add(j if j is not None else tile_at[i])
+    return out, own
+
+
 def _ring(steps, owners, config: AcceleratorConfig, base: int):
     """The steps with program refills: at each multiple ``p >= D/2`` of half the program
     memory's ``D`` slots, a transfer brings descriptors ``p + D/2 .. p + D - 1`` into the half
@@ -607,7 +741,11 @@ def stream_plan(graph: QGraph, config: AcceleratorConfig,
     emitter = _Emitter(graph, config, (tensors, weights, params, table))
     steps, owners = _order(tiles, emitter, config.act_banks >= 2)
     program = _align(free, 8)
-    steps, owners = _ring(steps, owners, config, program)
+    # loads ahead where the model predicts them faster, program refills included
+    steps, owners = min((_ring(steps, owners, config, program),
+                         _ring(*_prefetch(steps, owners, emitter.blocks, config, timing),
+                               config, program)),
+                        key=lambda plan: timeline.run(plan[0], config, timing).cycles)
     total = program + len(steps) * SLOT_BYTES
     if total > config.ext_bytes:
         raise MappingError(f"the program needs {total} bytes of external memory, must fit its "
