@@ -19,7 +19,7 @@ The plan (`stream_plan`):
 * **Order** (`_order`): the loads of tile ``k`` run while tile ``k - 1`` computes; tile ``k``
   waits for them (``wait``); the stores of tile ``k - 1`` run while tile ``k`` computes. A tile
   whose input rows tile ``k - 1`` writes first waits for those stores; its weights and
-  parameters (in the halves tile ``k - 1`` does not use) still load before them, while tile
+  parameters (in blocks tile ``k - 1`` does not use) still load before them, while tile
   ``k - 1`` computes.
 * **Weights ahead** (`_prefetch`): a weight or parameter load then moves earlier, in pieces,
   into the time the transfer engine idles while tiles before ``k - 1`` compute, after the last
