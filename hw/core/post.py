@@ -190,8 +190,10 @@ class Pool(wiring.Component):
         prod = [Signal(PRODUCT, name=f"pprod{r}") for r in range(lanes)]  # sum * mult
         v1, v2, last2 = Signal(), Signal(), Signal()
         tag1, tag2 = Signal(self._l.tag), Signal(self._l.tag)
-        # the lane group being scaled (from first1, count1 of them) and the one in prod
-        j1, first1, count1 = (Signal(range(steps + 1), name=n) for n in ("j1", "first1", "count1"))
+        # the lane group being scaled (the j1-th of count1, group sel1: kept as a count of its
+        # own so that no adder sits before the group select and the multipliers) and the one
+        # in prod
+        j1, sel1, count1 = (Signal(range(steps + 1), name=n) for n in ("j1", "sel1", "count1"))
         j2 = Signal(range(max(2, steps)))
         p = self.i.payload
         average = averaging(self._l, self.mode)
@@ -203,10 +205,10 @@ class Pool(wiring.Component):
                          self.o.payload.tag.eq(tag2)]
             with m.If(done1):
                 m.d.sync += [v1.eq(self.i.valid & p.tag.pool_last), tag1.eq(p.tag), j1.eq(0),
-                             first1.eq(first), count1.eq(Mux(average, count, 1))]
+                             sel1.eq(first), count1.eq(Mux(average, count, 1))]
             with m.Else():
-                m.d.sync += j1.eq(j1 + 1)
-            m.d.sync += [last2.eq(done1), j2.eq(first1 + j1)]
+                m.d.sync += [j1.eq(j1 + 1), sel1.eq(sel1 + 1)]
+            m.d.sync += [last2.eq(done1), j2.eq(sel1)]
             for r, merged in enumerate(pool_merge(acc, p.y, p.tag.pool_first, average)):
                 with m.If(self.i.valid & self.i.ready):
                     m.d.sync += acc[r].eq(merged)
@@ -216,7 +218,7 @@ class Pool(wiring.Component):
             for r in range(lanes):
                 # one lane group: a constant select (a variable one costs a shifter a lane)
                 total = out1[r] if steps == 1 else out1.as_value().word_select(
-                    first1 + j1, lanes * self._l.pool_sum.width).word_select(
+                    sel1, lanes * self._l.pool_sum.width).word_select(
                     r, self._l.pool_sum.width).as_signed()
                 m.d.sync += prod[r].eq(total * self.mult)
             for r in range(po):

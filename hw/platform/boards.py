@@ -172,7 +172,7 @@ ICEBREAKER = Board(
 # ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
 # MULT18X18D), four requantizer lanes, memories sized so that the MLPerf Tiny ResNet-8 and
 # DS-CNN run on chip (64 KiB of activations, 128 KiB of weights). The clock, 25 MHz x 4 / 3
-# from the PLL, keeps a margin below what the design meets today (about 40 MHz, see
+# from the PLL, keeps a margin below what the design meets today (about 44 MHz, see
 # docs/fpga.md), the overlapped layer set-up included.
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
