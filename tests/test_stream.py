@@ -519,3 +519,4 @@ def test_a_depthwise_layer_beyond_half_the_parameters_runs_in_spans_of_channels(
              in zip(plan.steps, plan.owners) if layer is not None and owner in dw}
     assert sorted(channels for channels, _ in spans) == [32, 64]
     rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
+

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In
 from ...sw.mapping import derive
 from ...sw.config import AcceleratorConfig
 from ...sw.mapping.descriptor import LayerDescriptor, MoveDescriptor
-from ...sw.mapping.memmap import ACT, PARAMS, TABLES, WEIGHTS, memories
+from ...sw.mapping.memmap import ACT, PARAMS, TABLES, WEIGHTS, bits_for, memories
 
 ACC = signed(32)
 
@@ -24,11 +24,6 @@ def depthwise_port(config: AcceleratorConfig) -> dict:
 def depthwise_flag(block):
     """``block.dw``, or a constant 0 on a configuration without the depthwise window."""
     return block.dw if block._l.config.depthwise_kernel else Const(0, 1)
-
-
-def bits_for(n: int) -> int:
-    """Address bits for ``n`` rows."""
-    return max(1, (n - 1).bit_length())
 
 
 def descriptor_layout(kind=LayerDescriptor) -> data.StructLayout:

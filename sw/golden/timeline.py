@@ -89,6 +89,12 @@ def transfer(move: MoveDescriptor, start: int, memory: _Memory) -> int:
     return pops[-1] + 1
 
 
+def transfer_cycles(move: MoveDescriptor, timing: MemoryTiming) -> int:
+    """Cycles a transfer takes from its start to its end on a memory no transfer used just
+    before (`transfer`)."""
+    return transfer(move, 0, _Memory(timing))
+
+
 @dataclass(frozen=True)
 class Timeline:
     """Predicted counters: CYCLES, and the LAYER_CYCLES stamps in order; ``times`` holds

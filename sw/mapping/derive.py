@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
 from .descriptor import MOVE_TARGETS, OP_DW, POOL_UPSAMPLE, LayerDescriptor
-from .memmap import ACT, PARAMS, WEIGHTS, memories
+from .memmap import ACT, PARAMS, WEIGHTS, bits_for, memories
 
 
 @dataclass(frozen=True)
@@ -186,17 +186,21 @@ def limits(config: AcceleratorConfig) -> dict:
             "rys0": pad * s, "rxs0": pad * s, "rysw0": w * s * pad, "p_row": w * pad}
 
 
-def group_counts(fields: dict, config: AcceleratorConfig) -> dict:
+def group_counts(fields: dict, config: AcceleratorConfig, registers: bool = False) -> dict:
     """Input, output (weight rows) and output (activation words) channel groups, and the
     weight block's shape: ``wk_h * wk_w * cg_n`` words for each of ``w_og`` output groups (a
     depthwise layer has one word per channel group: ``1 * 1 * cg_n``, once), and what the
     geometry checks see as the input size and pool kernel (an upsampling layer's window is its
-    output map, its pool kernel 1)."""
+    output map, its pool kernel 1). With ``registers``, the counts as the sequencer's
+    registers keep them (`count_widths`)."""
     depthwise = fields["op"] == OP_DW
     up = depthwise and fields["pool"] == POOL_UPSAMPLE
     counts = {"cg_n": -(-fields["in_c"] // config.pe_in),
               "og_n": -(-fields["out_c"] // config.pe_out),
               "out_cg": -(-fields["out_c"] // config.pe_in)}
+    if registers:
+        counts = {name: counts[name] & ((1 << width) - 1)
+                  for name, width in count_widths(config).items()}
     return {**counts, "wk_h": 1 if depthwise else fields["k_h"],
             "wk_w": 1 if depthwise else fields["k_w"],
             "w_og": 1 if depthwise else counts["og_n"],
@@ -212,8 +216,7 @@ def count_widths(config: AcceleratorConfig) -> dict:
     memory's check, except an add's output groups (``og_n``), which index no parameters: the
     register keeps their low bits, and the terms they multiply take their cycles from those."""
     mems = memories(config)
-    act, params = (max(1, (mems[region].depth - 1).bit_length()) + 1
-                   for region in (ACT, PARAMS))
+    act, params = (bits_for(mems[region].depth) + 1 for region in (ACT, PARAMS))
     return {"cg_n": act, "og_n": params, "out_cg": act}
 
 
@@ -271,12 +274,7 @@ def _term_cycles(steps, values: dict) -> int:
 def cycles(fields: dict, config: AcceleratorConfig) -> int:
     """Cycles the sequencer spends on `program` for ``fields`` (its group counts as wide as
     their registers, `count_widths`)."""
-    counts = group_counts(fields, config)
-    narrowed = {name: counts[name] & ((1 << width) - 1)
-                for name, width in count_widths(config).items()}
-    values = {**fields, **counts, **narrowed, **depths(config)}
-    if fields["op"] != OP_DW:       # (a depthwise layer's weight block has one group)
-        values["w_og"] = narrowed["og_n"]
+    values = {**fields, **group_counts(fields, config, registers=True), **depths(config)}
     return _term_cycles(_steps(fields, config), values)
 
 

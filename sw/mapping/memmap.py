@@ -136,6 +136,11 @@ class MemoryShape:
             .astype(np.uint8).reshape(-1)
 
 
+def bits_for(rows: int) -> int:
+    """Address bits for ``rows`` rows."""
+    return max(1, (rows - 1).bit_length())
+
+
 def memories(config: AcceleratorConfig) -> dict:
     """The memories a configuration instantiates, by region."""
     po, pi = config.pe_out, config.pe_in

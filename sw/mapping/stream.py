@@ -259,17 +259,8 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     memories, each in the bands the cost model prefers among those that fit half the
     activation memory."""
     dw = runs_depthwise(layer, config)
-    half_act, half_w = config.act_bytes // 2, config.weight_bytes // 2
+    half_act = config.act_bytes // 2
     conv = layer.op == "conv" and not dw
-    if dw:
-        word = max(1, config.pe_in // config.pe_out)     # output groups of a word
-        unit = word * config.pe_out
-        if _weight_rows(_slice_outputs(layer, (0, word), config, dw), config, dw) > half_w or \
-                unit > config.param_entries // 2:
-            raise MappingError(f"{_where(layer)}: the weights and parameters of {unit} "
-                               "channels of a depthwise layer must fit half the weight and "
-                               "the parameter memory (AcceleratorConfig.weight_bytes, "
-                               "param_entries)")
     chunks = _chunks(layer, config) if conv else [None]
     while True:
         found = _plan(index, layer, chunks, config, timing, dw)
@@ -298,6 +289,20 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     return tiles
 
 
+def _depthwise_span(layer: QLayer, config: AcceleratorConfig) -> int:
+    """Output channel groups per span of a depthwise layer (a channel reads its own input
+    channel): as many as have their weights and parameters in half those memories;
+    `MappingError` if one group's do not. (The depthwise datapath has ``pe_out >= 2 * pe_in``,
+    so a group is whole activation words.)"""
+    per_og = _weight_rows(_slice_outputs(layer, (0, 1), config, True), config, True)
+    size = min(config.weight_bytes // 2 // per_og, config.param_entries // 2 // config.pe_out)
+    if size < 1:
+        raise MappingError(f"{_where(layer)}: the weights and parameters of {config.pe_out} "
+                           "channels of a depthwise layer must fit half the weight and the "
+                           "parameter memory (AcceleratorConfig.weight_bytes, param_entries)")
+    return min(groups(layer.out_shape[0], config.pe_out), size)
+
+
 def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
           timing: MemoryTiming, dw: bool) -> tuple | None:
     """(output channel group spans, band height, tile width) of a layer run in ``chunks`` of
@@ -306,11 +311,8 @@ def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
     og_total = groups(layer.out_shape[0], config.pe_out) if layer.op == "conv" else 1
     og_size = og_total
     chunked = len(chunks) > 1
-    if dw:      # spans of whole activation words that fit half of both memories
-        unit = max(1, config.pe_in // config.pe_out)
-        per_og = _weight_rows(_slice_outputs(layer, (0, unit), config, dw), config, dw)
-        og_size = min(og_total, config.weight_bytes // 2 // per_og * unit,
-                      config.param_entries // 2 // config.pe_out // unit * unit)
+    if dw:
+        og_size = _depthwise_span(layer, config)
     if chunks[0] is not None:
         per_og = _weight_rows(_slice_inputs(_slice_outputs(layer, (0, 1), config), chunks[0],
                                             config), config, dw)
@@ -319,8 +321,8 @@ def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
         if chunked:     # one output pixel of each group fits the partial sums
             og_size = min(og_size, config.psum_entries
                           // (layer.pool_kernel[0] * layer.pool_kernel[1]))
-            if og_size < 1:
-                return None
+    if og_size < 1:
+        return None
     spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
     part = _slice_outputs(layer, spans[0], config, dw)
     if chunked:
@@ -614,8 +616,8 @@ def _prefetch(steps, owners, blocks: dict, config: AcceleratorConfig, timing: Me
                 busy[j] = max(busy[j], before.times[i][1])
     idle = {j: max(0, before.times[t][1] - busy[j]) for j, t in enumerate(tiles)}
 
-    def cycles(move):       # a transfer's time on an idle memory, with a margin
-        return timeline.transfer(move, 0, timeline._Memory(timing)) + PIECE_MARGIN
+    def cycles(move):
+        return timeline.transfer_cycles(move, timing) + PIECE_MARGIN
 
     extra = {}              # tile -> transfers to add while it computes
     moved = {}              # step -> what stays of it (None: all moved)
@@ -643,15 +645,14 @@ def _prefetch(steps, owners, blocks: dict, config: AcceleratorConfig, timing: Me
             unit = config.macs_per_cycle
             size = min(left.length,
                        int((idle[t] - timing.latency - PIECE_MARGIN) * rate) // unit * unit)
-            while size >= min(PIECE_BYTES, left.length):
-                piece = dataclasses.replace(left, length=size)
-                if cycles(piece) <= idle[t]:
-                    break
+            while size >= min(PIECE_BYTES, left.length) and \
+                    cycles(dataclasses.replace(left, length=size)) > idle[t]:
                 size -= unit * max(1, size // unit // 8)
             if size < min(PIECE_BYTES, left.length):
                 continue
-            extra.setdefault(t, []).append((i, dataclasses.replace(left, length=size)))
-            idle[t] -= cycles(dataclasses.replace(left, length=size))
+            piece = dataclasses.replace(left, length=size)
+            extra.setdefault(t, []).append((i, piece))
+            idle[t] -= cycles(piece)
             if size == left.length:
                 left = None
                 break
