@@ -48,7 +48,8 @@ from .mapping.mapper import map_bytes
 #: memory in tiles (`STREAMED`), its layers' set-up overlapping the layer before as in the
 #: default, and its 64 parameter entries splitting layers of more than 32 channels, depthwise
 #: ones too, into spans of output channels (`ulx3s-sdram` streams every case with set-up
-#: after it).
+#: after it); and a narrow streamed one, 4 output channels a group and 8 a word, whose spans
+#: of output channels must be whole words.
 CONFIGS = {
     "default": AcceleratorConfig(),
     "small": AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1, max_width=32, max_height=32,
@@ -65,18 +66,21 @@ CONFIGS = {
     "stream": AcceleratorConfig(max_width=32, max_height=32, act_bytes=4096, act_banks=4,
                                 weight_bytes=32768, param_entries=64, program_depth=16,
                                 ext_bytes=1 << 20),
+    "narrow": AcceleratorConfig(pe_out=4, pe_in=8, max_width=32, max_height=32, act_bytes=4096,
+                                act_banks=4, weight_bytes=8192, param_entries=32,
+                                program_depth=16, ext_bytes=1 << 20),
 }
 #: Configurations whose cases are always streamed from external memory, and the memory model
 #: they are run and planned with (an odd bandwidth, so that beats and cycles do not align).
-STREAMED = {"stream": MemoryTiming(37, 3),
+STREAMED = {"stream": MemoryTiming(37, 3), "narrow": MemoryTiming(23, 5),
             # the ULX3S with its SDRAM (two banks): about its SDRAM's rate
             "ulx3s-sdram": MemoryTiming(10, 2)}
 
 
 #: What `striate fuzz` runs by default: `CONFIGS` and the boards' (the ULX3S's have four
 #: requantizer lanes).
-DEFAULT_CONFIGS = ("default", "small", "serial", "window", "stream", "icebreaker", "ulx3s",
-                   "ulx3s-sdram")
+DEFAULT_CONFIGS = ("default", "small", "serial", "window", "stream", "narrow", "icebreaker",
+                   "ulx3s", "ulx3s-sdram")
 
 
 def config_named(name: str) -> AcceleratorConfig:

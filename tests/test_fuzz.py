@@ -14,7 +14,7 @@ from striate.sw.cli import main
 # tier (`make test-all`) runs four times as many on another seed, and `make fuzz MINUTES=N`
 # the same generator on a fresh seed for as long as asked.
 TIER = {"default": 150, "small": 250, "serial": 250, "window": 150, "stream": 150,
-        "icebreaker": 250, "ulx3s": 150, "ulx3s-sdram": 100}
+        "narrow": 100, "icebreaker": 250, "ulx3s": 150, "ulx3s-sdram": 100}
 
 
 @pytest.fixture(scope="module")

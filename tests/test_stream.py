@@ -520,3 +520,24 @@ def test_a_depthwise_layer_beyond_half_the_parameters_runs_in_spans_of_channels(
     assert sorted(channels for channels, _ in spans) == [32, 64]
     rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
 
+
+def test_spans_of_output_channels_are_whole_words_where_pe_out_is_below_pe_in():
+    """With 2 output channels a group and 4 a word, a layer whose weights allow 3 groups a
+    span runs in spans of 2 (its stores and the next span start on whole words), bit-exact
+    in the predicted cycles."""
+    config = AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, act_bytes=2048, act_banks=4,
+                               weight_bytes=4096, param_entries=64, program_depth=16,
+                               ext_bytes=1 << 18, max_width=32, max_height=32,
+                               activation_tables=0, psum_entries=64)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 30, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(30, 22, 3, padding=1), nn.ReLU(), nn.Conv2d(22, 6, 1)).eval()
+    x = np.random.default_rng(3).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    program = striate.compile(net, x, config=config, timing=TIMING, streaming="always")
+    # 8 input groups x 9 taps x 8 bytes = 576 bytes a group: 3 fit half the 4 KiB
+    widths = {layer.out_shape[0] for (layer, _), owner in zip(program.stream.steps,
+                                                                program.stream.owners)
+              if layer is not None and owner == 1}
+    assert widths == {4, 2}
+    with striate.open("verilator", config, timing=TIMING) as dev:
+        rtl_cases.check_on_rtl(dev, program, program.quantize_input(x[:2]))

@@ -289,6 +289,13 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     return tiles
 
 
+def _word_groups(config: AcceleratorConfig) -> int:
+    """Output channel groups (of ``pe_out``) in one activation word: a span of a layer's
+    output channels is a multiple of them, so that its stores and the next span's start on
+    whole words."""
+    return max(1, config.pe_in // config.pe_out)
+
+
 def _depthwise_span(layer: QLayer, config: AcceleratorConfig) -> int:
     """Output channel groups per span of a depthwise layer (a channel reads its own input
     channel): as many as have their weights and parameters in half those memories;
@@ -321,6 +328,8 @@ def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
         if chunked:     # one output pixel of each group fits the partial sums
             og_size = min(og_size, config.psum_entries
                           // (layer.pool_kernel[0] * layer.pool_kernel[1]))
+    if og_size < og_total:
+        og_size -= og_size % _word_groups(config)
     if og_size < 1:
         return None
     spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
