@@ -224,6 +224,18 @@ def concat_views(graph: QGraph, config: AcceleratorConfig) -> dict:
     return views
 
 
+def add_partners(layers) -> dict:
+    """Tensor -> the tensors an add among ``layers`` reads with it: `allocate.plan` starts
+    them on words of different parity, so that the add reads both in one cycle."""
+    apart = {}
+    for layer in layers:
+        if layer.op == "add" and layer.inputs[0] != layer.inputs[1]:
+            a, b = layer.inputs
+            apart.setdefault(a, []).append(b)
+            apart.setdefault(b, []).append(a)
+    return apart
+
+
 def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, int]:
     """Tensor name -> (addr, bytes) in the activation pool, and the most bytes alive at once;
     `MappingError` if the pool cannot hold the tensors alive at once."""
@@ -233,13 +245,8 @@ def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, 
     sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
     buffers = allocate.lifetimes(graph, sizes.__getitem__)
     views = concat_views(graph, config)
-    apart = {}
-    for layer in graph.layers:
-        if layer.op == "add" and layer.inputs[0] != layer.inputs[1]:
-            a, b = layer.inputs
-            apart.setdefault(a, []).append(b)
-            apart.setdefault(b, []).append(a)
-    placed = allocate.plan(buffers, config.act_bytes, apart, config.pe_in, views)
+    placed = allocate.plan(buffers, config.act_bytes, add_partners(graph.layers),
+                           config.pe_in, views)
     roots = allocate.merge(buffers, views)
     total, step = allocate.peak(roots)
     if placed is None:

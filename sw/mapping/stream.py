@@ -4,9 +4,13 @@ tiles that transfers move through double-buffered on-chip buffers (`striate.hw.c
 The plan (`stream_plan`):
 
 * **External memory** holds the program's descriptors, the input (as the host writes it), each
-  layer's output (a concatenation's inputs inside it, as on chip), each layer's weights and
-  parameters in their on-chip order (`layout`). Nothing is reused: every layer's output is
-  still there after a run.
+  streamed layer's output (a concatenation's inputs inside it, as on chip), the network's
+  output, each layer's weights and parameters in their on-chip order (`layout`).
+* **Maps on chip** (`_segment`): the longest run of layers to the end whose tensors fit the
+  activation memory together (`_resident`, placed as on chip) keeps them there, each layer a
+  tile of its whole map (`_whole_tiles`, in spans of output channels as weights need): one
+  load brings the tensors made before the run, the network's output is stored at the end.
+  The compiler keeps that program where the cycle model predicts it faster.
 * **Tiles.** A layer is cut into bands of output rows (`bands`: each band reads its input rows
   with the halo its kernel and pooling need, padding only where the map does), cut into
   columns the same way when no band of the whole width fits, and, when its weights exceed half
@@ -29,7 +33,8 @@ The plan (`stream_plan`):
   run with the next ones.
 
 The last store of each layer is stamped: LAYER_CYCLES then holds, per layer, the cycle its
-output was complete in external memory.
+output was complete in external memory (a layer whose output stays on chip stamps its last
+tile).
 """
 
 from __future__ import annotations
@@ -42,12 +47,12 @@ from ..config import AcceleratorConfig, MemoryTiming
 from ..errors import MappingError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from ..golden import timeline
-from . import bands, depthwise, layout, memmap
+from . import allocate, bands, depthwise, layout, memmap
 from .depthwise import runs_depthwise
 from .descriptor import MOVE_TARGETS, DescriptorError, LayerDescriptor, MoveDescriptor
 from .layout import groups
-from .mapper import (_check_geometry, _check_ops, _place_tables, _where, check_slice,
-                     concat_views, layer_fields, map_bytes, spread)
+from .mapper import (_check_geometry, _check_ops, _place_tables, _where, add_partners,
+                     check_slice, concat_views, layer_fields, map_bytes, spread)
 
 ACT, WEIGHTS, PARAMS, PROGRAM = (MOVE_TARGETS[name] for name in ("act", "weights", "params",
                                                                  "program"))
@@ -85,7 +90,10 @@ class StreamPlan:
     layer) or ``(None, move)`` for a transfer; ``owners`` gives each step's graph layer index
     (-1 for a program refill). ``tensors`` maps each tensor to its external ``(addr, bytes)``;
     ``weights`` and ``params`` each layer's block (or None). ``program`` is where the
-    descriptors lie. ``stamped`` says per layer whether it has a stamp (a layer that runs)."""
+    descriptors lie. ``stamped`` says per layer whether it has a stamp (a layer that runs).
+    ``kept`` gives, per layer, the on-chip ``(addr, bytes)`` of an output that stays on chip
+    and is never stored (None: it is in external memory after a run); ``written``, of every
+    output the layers on chip write in place, the network's output too."""
     steps: tuple
     owners: tuple
     tensors: dict
@@ -98,6 +106,8 @@ class StreamPlan:
     tables: tuple
     depthwise: tuple
     timing: MemoryTiming
+    kept: tuple = ()        # per layer: on-chip (addr, bytes) of an output never stored
+    written: tuple = ()     # per layer: on-chip (addr, bytes) of an output kept there a while
 
     @property
     def descriptors(self) -> tuple:
@@ -110,6 +120,24 @@ class StreamPlan:
     def per_layer(self, counts) -> list:
         """Per-stamp ``counts`` spread over the layers (`mapper.spread`)."""
         return spread(self.stamped, counts)
+
+    def steps_before(self, layers: int) -> int:
+        """Descriptors in the program's first ``layers`` layers: through the last step they
+        own (a prefix of the program that computes and stores their outputs)."""
+        if layers >= len(self.stamped):
+            return len(self.steps)
+        return 1 + max(i for i, owner in enumerate(self.owners) if 0 <= owner < layers)
+
+    def survivors(self, count: int) -> tuple:
+        """Layers among the first ``count`` whose output can be read after a run of just
+        those: in external memory, or kept on chip and not written over by a later one."""
+        def meet(a, b):
+            return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
+        kept = self.kept or (None,) * len(self.stamped)
+        written = self.written or kept
+        return tuple(i for i in range(count) if kept[i] is None or not any(
+            self.stamped[j] and written[j] is not None and meet(kept[i], written[j])
+            for j in range(i + 1, count)))
 
     @property
     def refills(self) -> bool:
@@ -289,6 +317,57 @@ def _tiles(index: int, layer: QLayer, config: AcceleratorConfig,
     return tiles
 
 
+def _whole_tiles(index: int, layer: QLayer, config: AcceleratorConfig) -> list[Tile] | None:
+    """The tiles of a layer whose input and output stay on chip (`_resident`): its whole map,
+    in the spans of output channels and chunks of input channels that `_tiles` would cut;
+    None if no span fits, or a chunked span's sums exceed the partial-sum memory."""
+    dw = runs_depthwise(layer, config)
+    chunks = _chunks(layer, config) if layer.op == "conv" and not dw else [None]
+    spans = _spans(layer, chunks, config, dw)
+    if spans is None:
+        return None
+    _, oh, ow = layer.out_shape
+    _, ih, iw = layer.in_shape
+    tiles = []
+    for og in spans:
+        # the layer itself, reading its whole input map in place (a band might read fewer rows)
+        part = _slice_outputs(layer, og, config, dw).replace(channel_offset=0)
+        whole = bands.Band((0, oh), (0, ih), part, 0, (0, ow), (0, iw))
+        if len(chunks) == 1:
+            tiles.append(Tile(index, whole, og))
+            continue
+        cut = [dataclasses.replace(whole, layer=_slice_inputs(whole.layer, cg, config))
+               for cg in chunks]
+        if not _psum_fits(cut[0].layer, config):
+            return None
+        tiles += [Tile(index, b, og, cg, (k, len(chunks)))
+                  for k, (b, cg) in enumerate(zip(cut, chunks))]
+    return tiles
+
+
+def _resident(graph: QGraph, config: AcceleratorConfig, start: int) -> dict | None:
+    """On-chip ``(addr, bytes)`` of the tensors that layers ``start`` on read or write, when
+    they fit the activation memory (`allocate`: apart wherever alive together), those made
+    before ``start`` loaded before it; None if they do not fit, or a concatenation from
+    ``start`` on has an input made before it, or such a tensor lies in a concatenation."""
+    views = concat_views(graph, config)
+    made_before = {INPUT} | {layer.name for layer in graph.layers[:start]}
+    later = graph.layers[start:]
+    outside = {name for layer in later for name in layer.inputs} & made_before
+    if any(name in views for name in outside) or any(
+            layer.op == "concat" and made_before.intersection(layer.inputs) for layer in later):
+        return None
+    written = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
+    sizes = {INPUT: map_bytes(written, config)}
+    sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
+    keep = outside | {layer.name for layer in later}
+    buffers = [b if b.first >= start else dataclasses.replace(b, first=start - 1)
+               for b in allocate.lifetimes(graph, sizes.__getitem__) if b.name in keep]
+    placed = allocate.plan(buffers, config.act_bytes, add_partners(later), config.pe_in,
+                           {name: v for name, v in views.items() if name in keep})
+    return None if placed is None else {b.name: (b.addr, b.size) for b in placed}
+
+
 def _word_groups(config: AcceleratorConfig) -> int:
     """Output channel groups (of ``pe_out``) in one activation word: a span of a layer's
     output channels is a multiple of them, so that its stores and the next span's start on
@@ -310,14 +389,13 @@ def _depthwise_span(layer: QLayer, config: AcceleratorConfig) -> int:
     return min(groups(layer.out_shape[0], config.pe_out), size)
 
 
-def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
-          timing: MemoryTiming, dw: bool) -> tuple | None:
-    """(output channel group spans, band height, tile width) of a layer run in ``chunks`` of
-    input channel groups ([None]: not a convolution on the PE array), or None if no tile
-    fits."""
+def _spans(layer: QLayer, chunks: list, config: AcceleratorConfig, dw: bool) -> list | None:
+    """The (first, stop) output channel groups of each span of a layer run in ``chunks`` of
+    input channel groups ([None]: not a convolution on the PE array): as many groups as have
+    their weights and parameters in half those memories (and, chunked, one pixel each in the
+    partial sums), whole activation words of them; None if not one group does."""
     og_total = groups(layer.out_shape[0], config.pe_out) if layer.op == "conv" else 1
     og_size = og_total
-    chunked = len(chunks) > 1
     if dw:
         og_size = _depthwise_span(layer, config)
     if chunks[0] is not None:
@@ -325,14 +403,25 @@ def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
                                             config), config, dw)
         og_size = min(og_total, config.weight_bytes // 2 // max(1, per_og),
                       config.param_entries // 2 // config.pe_out)
-        if chunked:     # one output pixel of each group fits the partial sums
+        if len(chunks) > 1:     # one output pixel of each group fits the partial sums
             og_size = min(og_size, config.psum_entries
                           // (layer.pool_kernel[0] * layer.pool_kernel[1]))
     if og_size < og_total:
         og_size -= og_size % _word_groups(config)
     if og_size < 1:
         return None
-    spans = [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
+    return [(g, min(og_total, g + og_size)) for g in range(0, og_total, og_size)]
+
+
+def _plan(index: int, layer: QLayer, chunks: list, config: AcceleratorConfig,
+          timing: MemoryTiming, dw: bool) -> tuple | None:
+    """(output channel group spans, band height, tile width) of a layer run in ``chunks`` of
+    input channel groups ([None]: not a convolution on the PE array), or None if no tile
+    fits."""
+    spans = _spans(layer, chunks, config, dw)
+    if spans is None:
+        return None
+    chunked = len(chunks) > 1
     part = _slice_outputs(layer, spans[0], config, dw)
     if chunked:
         part = _slice_inputs(part, chunks[0], config)
@@ -403,18 +492,74 @@ class _Halves:
 class _Emitter:
     """Builds the descriptors of the tiles in order (`_order`)."""
 
-    def __init__(self, graph, config, plan_parts):
+    def __init__(self, graph, config, plan_parts, start: int | None = None,
+                 resident: dict | None = None):
         self.graph, self.config = graph, config
         self.tensors, self.weights, self.params, self.table = plan_parts
+        self.start = len(graph.layers) if start is None else start
+        self.resident = resident or {}      # tensor -> on-chip (addr, bytes), layers start on
+        self.loaded = False     # whether the tensors made before `start` are loaded
+        self.made = {layer.name: i for i, layer in enumerate(graph.layers)}
         self.w_blocks = _Halves(config.weight_bytes)
         self.p_blocks = _Halves(config.param_entries)
         self.last_weights = None
         self.current = None     # {target: (first, stop) local byte} of the weights in use
         self.blocks = {}        # per tile index: its `current`
 
-    def tile(self, k: int, tile: Tile):
-        """(loads, layer step, stores) of tile ``k``."""
+    def tile(self, k: int, tile: Tile, last: bool):
+        """(loads, layer step, stores) of tile ``k`` (``last``: of the program)."""
+        if tile.index >= self.start:
+            return self._resident_tile(k, tile, last)
         return self._tile(k, tile)
+
+    def _stored_shape(self, name: str) -> tuple:
+        graph = self.graph
+        if name != INPUT:
+            return map_shape(graph.layer(name).out_shape)
+        return map_shape(graph.consumers(INPUT)[0].in_shape if graph.input_im2col
+                         else graph.input_shape)
+
+    def _first_group(self, layer: QLayer, tile: Tile, dw: bool) -> int:
+        """The first channel group of its input a tile reads."""
+        pi = self.config.pe_in
+        return layer.channel_offset // pi + (tile.cg[0] if tile.cg else 0) \
+            + (tile.og[0] * self.config.pe_out // pi if dw else 0)
+
+    def _resident_tile(self, k: int, tile: Tile, last: bool):
+        """A tile of a layer whose inputs and output stay on chip (`_resident`): it reads and
+        writes them in place; the first such tile loads the tensors made before, the last
+        tile stores the network's output."""
+        cfg, graph = self.config, self.graph
+        layer = graph.layers[tile.index]
+        part = tile.band.layer
+        dw = runs_depthwise(layer, cfg)
+        pi = cfg.pe_in
+        loads = []
+        if not self.loaded:
+            for name in self.resident:
+                if name == INPUT or self.made[name] < self.start:
+                    c, h, w = self._stored_shape(name)
+                    loads += self._map_moves(name, (c, h, w), (0, h), (0, w), 0, groups(c, pi),
+                                             self.resident[name][0], (h, w), False)
+            if loads:       # the activation memory is free once no layer runs
+                loads[0] = dataclasses.replace(loads[0], wait=1)
+            self.loaded = True
+        inputs = [layer.inputs[0]] + ([layer.inputs[1]] if layer.op == "add" else [])
+        addrs = []
+        for name in inputs:
+            _, h, w = self._stored_shape(name)
+            addrs.append(self.resident[name][0] + self._first_group(layer, tile, dw) * h * w * pi)
+        _, oh, ow = map_shape(layer.out_shape)
+        out_addr = self.resident[layer.name][0] + tile.og[0] * cfg.pe_out // pi * oh * ow * pi
+        weight_loads, weight_addr, param_addr = self._weights(k, tile, layer, part, dw)
+        desc = self._descriptor(tile, layer, part, dw, addrs, out_addr, weight_addr, param_addr)
+        stores = []
+        if last and graph.output in self.resident:
+            c, h, w = self._stored_shape(graph.output)
+            stores = self._map_moves(graph.output, (c, h, w), (0, h), (0, w), 0, groups(c, pi),
+                                     self.resident[graph.output][0], (h, w), True)
+            stores[0] = dataclasses.replace(stores[0], wait=1)
+        return loads + weight_loads, (part, desc), stores
 
     def _map_moves(self, tensor: str, shape: tuple, rows: tuple, cols: tuple, group0: int,
                    groups_n: int, local: int, local_shape: tuple, store: bool,
@@ -459,61 +604,67 @@ class _Emitter:
         inputs = [layer.inputs[0]] + ([layer.inputs[1]] if layer.op == "add" else [])
         addrs = []
         for name in inputs:
-            stored = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else \
-                graph.input_shape
-            shape = map_shape(stored if name == INPUT else graph.layer(name).out_shape)
-            first_group = layer.channel_offset // cfg.pe_in + (tile.cg[0] if tile.cg else 0) \
-                + (tile.og[0] * cfg.pe_out // cfg.pe_in if dw else 0)
-            loads += self._map_moves(name, shape, tile.band.in_rows, tile.band.in_cols,
-                                     first_group, groups(part.in_shape[0], cfg.pe_in), in_base,
+            loads += self._map_moves(name, self._stored_shape(name), tile.band.in_rows,
+                                     tile.band.in_cols, self._first_group(layer, tile, dw),
+                                     groups(part.in_shape[0], cfg.pe_in), in_base,
                                      part.in_shape[1:], False)
             addrs.append(in_base)
             in_base += map_bytes(part.in_shape, cfg)
         out_addr = in_base
-        weight_addr = param_addr = 0
-        if layer.op == "conv":
-            key = (tile.index, tile.og, tile.cg)
-            if key != self.last_weights:
-                w_ext, _ = self.weights[tile.index]
-                p_ext, _ = self.params[tile.index]
-                size = _weight_rows(part, cfg, dw)
-                # a depthwise layer's weights: a row per input channel group
-                offset = tile.og[0] * cfg.pe_out // cfg.pe_in * cfg.macs_per_cycle if dw \
-                    else tile.og[0] * _weight_rows(_slice_outputs(layer, (0, 1), cfg), cfg, dw)
-                local = self.w_blocks.place(size)
-                if tile.cg is None:
-                    loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
-                                                local_addr=local, length=size, count=1))
-                else:
-                    loads += _chunk_weights(layer, tile, w_ext + offset, local, cfg)
-                entries = groups(part.out_shape[0], cfg.pe_out) * cfg.pe_out
-                first_entry = self.p_blocks.place(entries)
-                loads.append(MoveDescriptor(op=0, target=PARAMS,
-                                            ext_addr=p_ext + tile.og[0] * cfg.pe_out * ENTRY_BYTES,
-                                            local_addr=first_entry * ENTRY_BYTES,
-                                            length=entries * ENTRY_BYTES, count=1))
-                self.last_weights = key
-                self.current = {WEIGHTS: (local, local + size),
-                                PARAMS: (first_entry * ENTRY_BYTES,
-                                         (first_entry + entries) * ENTRY_BYTES)}
-            weight_addr = self.current[WEIGHTS][0]
-            param_addr = self.current[PARAMS][0] // ENTRY_BYTES
-            self.blocks[k] = self.current
-        try:
-            desc = LayerDescriptor(**layer_fields(part, dw), in_addr=addrs[0],
-                                   in2_addr=addrs[1] if len(addrs) > 1 else 0, out_addr=out_addr,
-                                   weight_addr=weight_addr, param_addr=param_addr,
-                                   table=self.table[tile.index], wait=1,
-                                   psum_in=tile.psum[0], psum_out=tile.psum[1])
-        except DescriptorError as exc:
-            raise MappingError(f"{_where(layer)}: {exc}") from None
+        weight_loads, weight_addr, param_addr = self._weights(k, tile, layer, part, dw)
+        desc = self._descriptor(tile, layer, part, dw, addrs, out_addr, weight_addr, param_addr)
         if tile.psum[1]:        # its sums stay in the partial-sum memory
-            return loads, (part, desc), []
+            return loads + weight_loads, (part, desc), []
         first = tile.og[0] * cfg.pe_out // cfg.pe_in
         stores = self._map_moves(layer.name, layer.out_shape, tile.band.rows, tile.band.cols,
                                  first, groups(part.out_shape[0], cfg.pe_in), out_addr,
                                  part.out_shape[1:], True, (tile.band.skip, tile.band.skip_col))
-        return loads, (part, desc), stores
+        return loads + weight_loads, (part, desc), stores
+
+    def _weights(self, k: int, tile: Tile, layer: QLayer, part: QLayer, dw: bool):
+        """(loads, weight row, parameter entry) of a tile: its weights and parameters, loaded
+        unless the tile before used the same ones."""
+        cfg = self.config
+        if layer.op != "conv":
+            return [], 0, 0
+        loads = []
+        key = (tile.index, tile.og, tile.cg)
+        if key != self.last_weights:
+            w_ext, _ = self.weights[tile.index]
+            p_ext, _ = self.params[tile.index]
+            size = _weight_rows(part, cfg, dw)
+            # a depthwise layer's weights: a row per input channel group
+            offset = tile.og[0] * cfg.pe_out // cfg.pe_in * cfg.macs_per_cycle if dw \
+                else tile.og[0] * _weight_rows(_slice_outputs(layer, (0, 1), cfg), cfg, dw)
+            local = self.w_blocks.place(size)
+            if tile.cg is None:
+                loads.append(MoveDescriptor(op=0, target=WEIGHTS, ext_addr=w_ext + offset,
+                                            local_addr=local, length=size, count=1))
+            else:
+                loads += _chunk_weights(layer, tile, w_ext + offset, local, cfg)
+            entries = groups(part.out_shape[0], cfg.pe_out) * cfg.pe_out
+            first_entry = self.p_blocks.place(entries)
+            loads.append(MoveDescriptor(op=0, target=PARAMS,
+                                        ext_addr=p_ext + tile.og[0] * cfg.pe_out * ENTRY_BYTES,
+                                        local_addr=first_entry * ENTRY_BYTES,
+                                        length=entries * ENTRY_BYTES, count=1))
+            self.last_weights = key
+            self.current = {WEIGHTS: (local, local + size),
+                            PARAMS: (first_entry * ENTRY_BYTES,
+                                     (first_entry + entries) * ENTRY_BYTES)}
+        self.blocks[k] = self.current
+        return loads, self.current[WEIGHTS][0], self.current[PARAMS][0] // ENTRY_BYTES
+
+    def _descriptor(self, tile: Tile, layer: QLayer, part: QLayer, dw: bool, addrs: list,
+                    out_addr: int, weight_addr: int, param_addr: int) -> LayerDescriptor:
+        try:
+            return LayerDescriptor(**layer_fields(part, dw), in_addr=addrs[0],
+                                   in2_addr=addrs[1] if len(addrs) > 1 else 0,
+                                   out_addr=out_addr, weight_addr=weight_addr,
+                                   param_addr=param_addr, table=self.table[tile.index], wait=1,
+                                   psum_in=tile.psum[0], psum_out=tile.psum[1])
+        except DescriptorError as exc:
+            raise MappingError(f"{_where(layer)}: {exc}") from None
 
 
 def _chunk_weights(layer: QLayer, tile: Tile, ext: int, local: int,
@@ -559,11 +710,15 @@ def _order(tiles, emitter, overlap: bool):
     pending, pending_owner = [], None
     last_of_layer = {t.index: k for k, t in enumerate(tiles)}
     for k, tile in enumerate(tiles):
-        loads, step, stores = emitter.tile(k, tile)
+        loads, step, stores = emitter.tile(k, tile, k == len(tiles) - 1)
         if last_of_layer[tile.index] == k:
-            stores = stores[:-1] + [stores[-1].__class__(**{**stores[-1].__dict__, "stamp": 1})]
-        if pending and (not overlap or any(_overlap(load, store) for load in loads
-                                           for store in pending)):
+            if stores:
+                stores = stores[:-1] + [dataclasses.replace(stores[-1], stamp=1)]
+            else:           # its output stays on chip: done when the layer is
+                step = (step[0], dataclasses.replace(step[1], stamp=1))
+        # a tile on chip may use any bank: it runs after every store before it
+        if pending and (not overlap or tile.index >= emitter.start or any(
+                _overlap(load, store) for load in loads for store in pending)):
             if overlap:     # weights and parameters: before the stores, while tile k - 1 runs
                 early = [m for m in loads if m.target != ACT]
                 loads = [m for m in loads if m.target == ACT]
@@ -744,18 +899,23 @@ def stream_plan(graph: QGraph, config: AcceleratorConfig,
         check_slice(layer, config)
     tensors, weights, params, free = _ext_layout(graph, config)
     table, tables = _place_tables(graph, config)
-    tiles = []
-    for i, layer in enumerate(graph.layers):
-        if layer.op != "concat":
-            tiles += _tiles(i, layer, config, timing)
-    emitter = _Emitter(graph, config, (tensors, weights, params, table))
-    steps, owners = _order(tiles, emitter, config.act_banks >= 2)
     program = _align(free, 8)
-    # loads ahead where the model predicts them faster, program refills included
-    steps, owners = min((_ring(steps, owners, config, program),
-                         _ring(*_prefetch(steps, owners, emitter.blocks, config, timing),
-                               config, program)),
-                        key=lambda plan: timeline.run(plan[0], config, timing).cycles)
+    streamed = [_tiles(i, layer, config, timing) if layer.op != "concat" else []
+                for i, layer in enumerate(graph.layers)]
+    start, resident = _segment(graph, config)
+    candidates = []         # (steps, owners, first layer kept on chip, its tensors)
+    for first in sorted({start, len(graph.layers)}):
+        tiles = [t for i in range(first) for t in streamed[i]]
+        tiles += [t for i in range(first, len(graph.layers)) if graph.layers[i].op != "concat"
+                  for t in _whole_tiles(i, graph.layers[i], config)]
+        kept = resident if first == start else {}
+        emitter = _Emitter(graph, config, (tensors, weights, params, table), first, kept)
+        steps, owners = _order(tiles, emitter, config.act_banks >= 2)
+        # loads ahead where the model predicts them faster, program refills included
+        for plan in (steps, owners), _prefetch(steps, owners, emitter.blocks, config, timing):
+            candidates.append((*_ring(*plan, config, program), first, kept))
+    steps, owners, start, resident = min(
+        candidates, key=lambda c: timeline.run(c[0], config, timing).cycles)
     total = program + len(steps) * SLOT_BYTES
     if total > config.ext_bytes:
         raise MappingError(f"the program needs {total} bytes of external memory, must fit its "
@@ -765,9 +925,36 @@ def stream_plan(graph: QGraph, config: AcceleratorConfig,
         raise MappingError(f"program must have at most {memmap.stamp_words(config)} layers "
                            f"(concatenations take none), one LAYER_CYCLES word each, not "
                            f"{sum(stamped)}")
+    views = concat_views(graph, config)
+
+    def stored(name):       # the network's output and the tensors inside it are stored
+        while name in views:
+            name = views[name][0]
+        return name == graph.output
+    written = tuple(resident.get(layer.name) if i >= start else None
+                    for i, layer in enumerate(graph.layers))
+    kept = tuple(None if stored(layer.name) else place
+                 for layer, place in zip(graph.layers, written))
     return StreamPlan(tuple(steps), tuple(owners), tensors, tuple(weights), tuple(params),
                       program, total, stamped, table, tables,
-                      tuple(runs_depthwise(l, config) for l in graph.layers), timing)
+                      tuple(runs_depthwise(l, config) for l in graph.layers), timing, kept,
+                      written)
+
+
+def _segment(graph: QGraph, config: AcceleratorConfig) -> tuple[int, dict]:
+    """The first layer of the longest run of layers to the end whose tensors stay on chip
+    (`_resident`; each layer's whole map a tile, `_whole_tiles`), and those tensors' places;
+    ``(len(layers), {})`` if not even the last layer's fit."""
+    n = len(graph.layers)
+    whole = n
+    while whole > 0 and (graph.layers[whole - 1].op == "concat" or _whole_tiles(
+            whole - 1, graph.layers[whole - 1], config) is not None):
+        whole -= 1
+    for start in range(whole, n):
+        resident = _resident(graph, config, start)
+        if resident is not None:
+            return start, resident
+    return n, {}
 
 
 def traffic(plan: StreamPlan, layers: int) -> list[tuple[int, int]]:

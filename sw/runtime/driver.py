@@ -288,7 +288,7 @@ class Device:
 
     def _output(self, program, i: int) -> np.ndarray:
         """Layer ``i``'s output, read back from the activation or the external memory."""
-        if program.stream is not None:
+        if program.stream is not None and program.stream.kept[i] is None:
             addr, size = image.output_ext(program, i)
             return image.decode_ext(program, i, self.read_ext(addr, size))
         addr, words = image.output_location(program, i)
@@ -302,13 +302,16 @@ class Device:
         n = len(program.layers)
         if not every_layer:
             return [(n, (n - 1,))]
-        if program.stream is not None:      # every output stays in external memory
-            return [(n, tuple(range(n)))]
-        runs, unread = [(n, survivors(program.plan, n))], set(range(n))
+        if program.stream is not None:      # outputs in external memory, or kept on chip
+            intact = program.stream.survivors
+        else:
+            def intact(count):
+                return survivors(program.plan, count)
+        runs, unread = [(n, intact(n))], set(range(n))
         unread -= set(runs[0][1])
         while unread:
             count = max(unread) + 1
-            read = tuple(i for i in survivors(program.plan, count) if i in unread)
+            read = tuple(i for i in intact(count) if i in unread)
             runs.append((count, read))
             unread -= set(read)
         return runs
@@ -328,7 +331,7 @@ class Device:
             if program.stream.refills or not self.transport.ext_backdoor:
                 addr, words = image.stream_slots(program)[0]
                 self.transport.write(addr, words)
-            count = len(program.steps)
+            count = program.stream.steps_before(layers)
         else:
             addr, words = image.input_image(program, x)
             self.transport.write(addr, words)

@@ -49,8 +49,10 @@ def input_image(program, xq: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def output_location(program, index: int) -> tuple[int, int]:
-    """``(bus address, word count)`` of layer ``index``'s output map."""
-    byte_addr, size = program.plan.act_out[index]
+    """``(bus address, word count)`` of layer ``index``'s output map (of a streamed program:
+    one it keeps on chip)."""
+    byte_addr, size = program.plan.act_out[index] if program.stream is None else \
+        program.stream.kept[index]
     addr, shape = _act(program, byte_addr)
     return addr, shape.bus_offset(size)
 
