@@ -121,6 +121,15 @@ class AcceleratorConfig:
         cycle longer (the pipeline is a cycle deeper; where nothing stalls, throughput is the
         same) and costs a register per operand or product bit; the skid buffers a window
         position, a set of sums and a pixel.
+    pixel_pairs : bool
+        A convolution with at most ``pe_out / 2`` output channels, no pooling, a column
+        stride of 1 and an even number of columns computes two neighbouring output pixels at
+        once: the upper half of the PE rows takes the next pixel's input word, read from the
+        activation memory's other RAM in the same cycle, with the lower half's weights
+        (`LayerDescriptor.pair`; the compiler duplicates them). It halves such a layer's
+        items. Needs ``pe_out >= 2 * pe_in`` (a pixel's channels in whole words of each half);
+        otherwise, or False, no layer pairs (about 4 * pe_in * 8 operand bits of registers and
+        multiplexers fewer).
     """
 
     pe_out: int = 16
@@ -146,6 +155,7 @@ class AcceleratorConfig:
     psum_entries: int | None = None
     overlap_setup: bool = True
     mac_stages: int = 0
+    pixel_pairs: bool = True
 
     def __post_init__(self):
         limits = {
@@ -218,6 +228,11 @@ class AcceleratorConfig:
     def requant_parallel(self) -> int:
         """Output channels requantized per cycle."""
         return self.requant_lanes or self.pe_out
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the hardware computes pixel pairs (``pixel_pairs``, where it applies)."""
+        return self.pixel_pairs and self.pe_out >= 2 * self.pe_in
 
     @property
     def macs_per_cycle(self) -> int:

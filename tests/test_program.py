@@ -66,16 +66,16 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     with pytest.raises(ProgramFormatError, match="is not a striate program"):
         striate.load_program(foreign)
     future = bytearray(data)
-    future[8:10] = (5).to_bytes(2, "little")
+    future[8:10] = (6).to_bytes(2, "little")
     path.write_bytes(bytes(future))
-    with pytest.raises(ProgramFormatError, match="format version must be 4, not 5"):
+    with pytest.raises(ProgramFormatError, match="format version must be 5, not 6"):
         striate.load_program(path)
     future[8:10] = (1).to_bytes(2, "little")
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 1 \(chains in two ping-pong "
                                                  r"activation banks\), which this striate no "
                                                  r"longer runs; compile the model again to write "
-                                                 r"format version 4"):
+                                                 r"format version 5"):
         striate.load_program(path)
     future[8:10] = (2).to_bytes(2, "little")
     path.write_bytes(bytes(future))
@@ -86,6 +86,11 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 3 \(layer descriptors "
                                                  r"without the partial-sum bits\)"):
+        striate.load_program(path)
+    future[8:10] = (4).to_bytes(2, "little")
+    path.write_bytes(bytes(future))
+    with pytest.raises(ProgramFormatError, match=r"is format version 4 \(layer descriptors "
+                                                 r"without the pixel pair bit\)"):
         striate.load_program(path)
     with pytest.raises(ProgramFormatError, match="cannot read program file"):
         striate.load_program(tmp_path / "missing.stp")
@@ -212,7 +217,8 @@ def test_sequencer_program_passes_every_legal_layer(seed):
         cg_n = -(-desc.in_c // config.pe_in)
         assert values["kk"] == desc.k_h * desc.k_w * cg_n
         assert values["hw_in"] == desc.in_h * desc.in_w
-        assert values["out_hw"] == desc.out_h * desc.out_w
+        # (a layer in pixel pairs counts pairs of columns in out_w)
+        assert values["out_hw"] == desc.out_h * desc.out_w * (2 if desc.pair else 1)
         assert values["step_yw"] == desc.pool_stride_h * desc.stride_h * desc.in_w
         assert values["p_row"] == desc.pad_h * desc.in_w
         # the hardware keeps these in registers only as wide as the limits (derive.limits)

@@ -78,15 +78,19 @@ class Layouts:
                                      "cols": bits_for(k), "past_row": 1,
                                      "past_col": 1}) if k else None
         controls = {"dw": self.dw} if k else {}
+        # With pixel pairs the second pixel's padding (its word is the next one, `pe.Fetch`)
+        # and operands (``x2``, for the upper half of the PE rows).
+        pair = {"pad2": 1} if config.pairs else {}
         self.window = data.StructLayout({       # window generator -> fetch
             "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,
-            "tag": self.tag, **controls})
+            "tag": self.tag, **controls, **pair})
         # fetch -> PE array; a depthwise layer's go through the depthwise window, which gives
         # each PE row operands of its own (``xr``, row-major like the weights)
         self.operands = data.StructLayout({
             "x": data.ArrayLayout(signed(8), pi), "w": data.ArrayLayout(signed(8), po * pi),
             "first": 1, "last": 1, "tag": self.tag, **controls,
-            **({"xr": data.ArrayLayout(signed(8), po * pi)} if k else {})})
+            **({"xr": data.ArrayLayout(signed(8), po * pi)} if k else {}),
+            **({"x2": data.ArrayLayout(signed(8), pi)} if config.pairs else {})})
         self.sums = data.StructLayout({         # PE array -> requantizer
             "acc": data.ArrayLayout(ACC, po), "tag": self.tag})
         self.pixels = data.StructLayout({       # requantizer -> pool -> writer

@@ -18,18 +18,23 @@ from .skid import Skid
 
 class Fetch(wiring.Component):
     """Turns window addresses into operands: reads one activation word and one weight word per
-    item; padding positions read as zero."""
+    item; padding positions read as zero. With pixel pairs (`AcceleratorConfig.pairs`) it
+    also takes ``act_data2``, the word after ``act_addr`` (in the activation memory's other
+    RAM, read in the same cycle), as ``x2``, zero where ``pad2``."""
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
         cfg = layouts.config
-        super().__init__({
+        ports = {
             "i": In(stream.Signature(layouts.window)),
             "o": Out(stream.Signature(layouts.operands)),
             "act_addr": Out(layouts.act_addr), "act_en": Out(1), "act_data": In(8 * cfg.pe_in),
             "w_addr": Out(layouts.w_addr), "w_en": Out(1),
             "w_data": In(8 * cfg.pe_out * cfg.pe_in),
-        })
+        }
+        if cfg.pairs:
+            ports["act_data2"] = In(8 * cfg.pe_in)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -56,6 +61,11 @@ class Fetch(wiring.Component):
             m.d.comb += self.o.payload.dw.eq(dw)
             with m.If(advance):
                 m.d.sync += dw.eq(self.i.payload.dw)
+        if self._l.config.pairs:
+            pad2 = Signal()
+            m.d.comb += self.o.payload.x2.eq(Mux(pad2, 0, self.act_data2))
+            with m.If(advance):
+                m.d.sync += pad2.eq(self.i.payload.pad2)
         return m
 
 
@@ -93,6 +103,8 @@ class MacArray(wiring.Component):
             "busy": Out(1),
         }
         ports.update(depthwise_port(layouts.config))
+        if layouts.config.pairs:
+            ports["pair"] = In(1)
         if layouts.config.psum_entries:
             ports.update({"start": In(1), "psum_in": In(1), "psum_out": In(1),
                           "psum_written": Out(1)})
@@ -112,25 +124,35 @@ class MacArray(wiring.Component):
         advance = ~out.valid | out.ready
         m.d.comb += [self.i.ready.eq(advance)]
         # The item as the multipliers see it: each row's operands (a depthwise layer gives
-        # each row operands of its own) and weights, from the input or with `mac_stages`
-        # registered (after the memories' read, the padding select and the depthwise select).
+        # each row operands of its own; with pixel pairs the upper half of the rows takes the
+        # second pixel's) and weights, from the input or with `mac_stages` registered (after
+        # the memories' read, the padding select and the depthwise select).
+        pairs = self._l.config.pairs
+
         def operand(payload, r, c):
-            return Mux(self.dw, payload.xr[r * pi + c], payload.x[c]) if dw else payload.x[c]
+            x = payload.x[c]
+            if pairs and r >= po // 2:
+                x = Mux(self.pair, payload.x2[c], x)
+            return Mux(self.dw, payload.xr[r * pi + c], x) if dw else x
         item = self.i
         operands = [[operand(self.i.payload, r, c) for c in range(pi)] for r in range(po)]
         weights = [self.i.payload.w[n] for n in range(po * pi)]
         if stages >= 1:
-            held = [[Signal(signed(8), name=f"x{r}_{c}", reset_less=True) for c in range(pi)]
-                    for r in range(po)] if dw else \
-                [[Signal(signed(8), name=f"x{c}", reset_less=True) for c in range(pi)]] * po
+            # one register per distinct operand: per row (depthwise), per half (pairs) or one
+            source = (lambda r: r) if dw else (lambda r: int(r >= po // 2)) if pairs else \
+                (lambda r: 0)
+            first_row = {}
+            for r in range(po):
+                first_row.setdefault(source(r), r)
+            held = {s: [Signal(signed(8), name=f"x{s}_{c}", reset_less=True)
+                        for c in range(pi)] for s in first_row}
             held_w = [Signal(signed(8), name=f"w{n}", reset_less=True) for n in range(po * pi)]
             with m.If(advance):
                 item = _Stage(m, self._l, self.i)
                 m.d.sync += [h.eq(v) for h, v in zip(held_w, weights)]
-                rows = po if dw else 1
-                m.d.sync += [held[r][c].eq(operands[r][c]) for r in range(rows)
+                m.d.sync += [held[s][c].eq(operands[r][c]) for s, r in first_row.items()
                              for c in range(pi)]
-            operands, weights = held, held_w
+            operands, weights = [held[source(r)] for r in range(po)], held_w
         pairs = [(operands[r][c], weights[r * pi + c]) for r in range(po) for c in range(pi)]
         products = self._products(m, pairs) if self._products else [a * b for a, b in pairs]
         if stages >= 2:         # the products registered before the adder trees

@@ -263,6 +263,9 @@ class Sequencer(wiring.Component):
                            fit_pk_h=Mux(up, 1, d.pool_k_h), fit_pk_w=Mux(up, 1, d.pool_k_w))
         if not cfg.pool_padding:    # nonzero pool pads fail the limit check
             sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
+        if cfg.pairs:       # columns written: a pair layer's out_w counts pairs
+            d = work.desc
+            sources.update(wr_w=Mux(d.pair, Cat(Const(0, 1), d.out_w), d.out_w))
         sources.update(self._extra_sources())
 
         def source(name):
@@ -408,9 +411,18 @@ class Sequencer(wiring.Component):
         pool_pad = Const(not cfg.pool_padding) & ((d.pool_pad_h != 0) | (d.pool_pad_w != 0))
         # partial sums: convolutions on the convolution datapath only, with the memory
         bad_psum = (d.psum_in | d.psum_out) & (Const(not cfg.psum_entries) | (d.op != OP_CONV))
+        # pixel pairs: convolutions, with the hardware for them (`AcceleratorConfig.pairs`),
+        # of at most pe_out / 2 channels, no pooling, column stride 1, out_w pairs of columns
+        bad_pair = d.pair & (Const(not cfg.pairs) | (d.op != OP_CONV))
+        pair_shape = registered(d.pair & ((d.out_c > cfg.pe_out // 2) | (d.stride_w != 1)
+                                          | (d.pool != 0) | (d.pool_k_h != 1)
+                                          | (d.pool_k_w != 1) | (d.pool_stride_h != 1)
+                                          | (d.pool_stride_w != 2)
+                                          | (d.conv_w != Cat(Const(0, 1), d.out_w))),
+                                "pair_shape")
         checks = [  # first failing check wins
             (registered(~known_op | ((d.pool > 2) & ~up) | no_avg | (is_add & (d.table != 0))
-                        | bad_psum, "bad_op"), memmap.E_OP),
+                        | bad_psum | bad_pair, "bad_op"), memmap.E_OP),
             (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
             (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
                         | (d.stride_h > cfg.max_stride)
@@ -418,7 +430,7 @@ class Sequencer(wiring.Component):
                         | (d.pool_stride_w > cfg.max_stride) | pool_pad
                         | (d.table > cfg.activation_tables) | dw_limit, "over_limit"),
              memmap.E_LIMIT),
-            (~shape_ok | dw_shape, memmap.E_SHAPE),
+            (~shape_ok | dw_shape | pair_shape, memmap.E_SHAPE),
             (registered(misaligned, "misaligned"), memmap.E_ALIGN),
             (self._failed["act"] | self._too_big["act"], memmap.E_ACT),
             ((self._failed["weight"] | self._too_big["weight"]) & convolving, memmap.E_WEIGHT),

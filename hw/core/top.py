@@ -110,6 +110,8 @@ class Accelerator(wiring.Component):
         connect(m, pool.o, writer.i)
         adder = engine("add", AddUnit(self._l)) if self.config.residual_add else None
         self._configure(m, seq, win, requant, pool, writer, adder)
+        if self.config.pairs:
+            m.d.comb += [block.pair.eq(seq.desc.pair) for block in (win, mac, writer)]
 
         # Output pixels the window generator has issued and the writer not yet written: at
         # most one per pipeline register between them (about twenty).
@@ -297,8 +299,9 @@ class Accelerator(wiring.Component):
 
     def _pool(self, m, seq, fetch, writer, adder, region, offset, host, reads):
         """The activation memory (`striate.hw.core.actpool`): the convolution datapath reads
-        one word a cycle (both parities read its row; the word's parity picks the data) and
-        writes one; an add reads a word of each parity; the host and transfers use the word
+        one word a cycle (both parities read its row; the word's parity picks the data; with
+        pixel pairs the even RAM reads the next word's row, so the other RAM's data is the
+        next word) and writes one; an add reads a word of each parity; the host and transfers use the word
         port."""
         cfg = self.config
         pool = m.submodules.act = ActPool(self._l, max(len(offset), 24))
@@ -312,6 +315,10 @@ class Accelerator(wiring.Component):
             wr_en = Mux(self._adding, adder.wr_en, wr_en)
         for k in range(2):
             addr, en = fetch.act_addr >> 1, fetch.act_en
+            if cfg.pairs and k == 0:
+                # the even one of the fetch's word and the next (a pair's second pixel): the
+                # same row for an even word, the next for an odd one
+                addr = (fetch.act_addr + 1)[:len(fetch.act_addr)] >> 1
             if adder is not None:
                 addr = Mux(self._adding, adder.ram_addr[k], addr)
                 en = Mux(self._adding, adder.ram_en[k], en)
@@ -320,6 +327,8 @@ class Accelerator(wiring.Component):
                          pool.c_waddr[k].eq(wr_addr >> 1), pool.c_wdata[k].eq(wr_data),
                          pool.c_wen[k].eq(Mux(wr_addr[0] == k, wr_en, 0))]
         m.d.comb += fetch.act_data.eq(Mux(read_odd, pool.c_rdata[1], pool.c_rdata[0]))
+        if cfg.pairs:
+            m.d.comb += fetch.act_data2.eq(Mux(read_odd, pool.c_rdata[0], pool.c_rdata[1]))
         sel = region == memmap.ACT
         m.d.comb += [pool.p_waddr.eq(offset), pool.p_wdata.eq(self.w_data),
                      pool.p_wen.eq(self.w_en & sel & host),

@@ -59,6 +59,8 @@ class WindowGen(wiring.Component):
         ports = {name: In(getattr(layouts, width)) for name, width in FIELDS.items()}
         ports.update({name: In(base_widths(layouts)[name]) for name in GROUPS})
         ports.update({name: In(layouts.derived[name]) for name in DERIVED})
+        if layouts.config.pairs:
+            ports["pair"] = In(1)
         ports.update({
             "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
             "start": In(1), "done": Out(1), "writes": Out(1),
@@ -210,13 +212,22 @@ class WindowGen(wiring.Component):
     def _emit(self, m, advance, running, og, pix, iy, ix, addr, k, wog, last_chunk,
               pool_first, pool_last):
         """Register the current item into ``o`` whenever the output is free."""
-        pad = (iy < 0) | (iy >= _s(self.in_h)) | (ix < 0) | (ix >= _s(self.in_w))
+        outside_row = (iy < 0) | (iy >= _s(self.in_h))
+        pad = outside_row | (ix < 0) | (ix >= _s(self.in_w))
         p = self.o.payload
         m.d.comb += self.writes.eq(self.o.valid & self.o.ready & p.last & p.tag.pool_last)
+        both = pad
+        if self._l.config.pairs:
+            # the second pixel of a pair reads the next column (column stride 1): the word
+            # after this one, which is kept where only this one pads
+            pad2 = Mux(self.pair, outside_row | (ix < -1) | (ix >= _s(self.in_w) - 1), pad)
+            both = pad & pad2
+            with m.If(advance):
+                m.d.sync += p.pad2.eq(pad2)
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(running & ~self.start),
-                p.act_addr.eq(Mux(pad, 0, addr)), p.pad.eq(pad),
+                p.act_addr.eq(Mux(both, 0, addr)), p.pad.eq(pad),
                 p.w_addr.eq(self.w_base + wog + k), p.first.eq(k == 0), p.last.eq(last_chunk),
                 p.tag.og.eq(og), p.tag.pix.eq(pix),
                 p.tag.pool_first.eq(pool_first), p.tag.pool_last.eq(pool_last),

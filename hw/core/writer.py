@@ -25,6 +25,12 @@ class Writer(wiring.Component):
     held in a register and the next one is accepted in its last write cycle, so pixels arriving
     at least ``pe_out / pe_in`` cycles apart never stall the pipeline.
 
+    With pixel pairs (``pair``, `AcceleratorConfig.pairs`) an item is two neighbouring pixels
+    of one row, the first in the lower half of the lanes, the second in the upper: ``tag.pix``
+    counts pairs, the first pixel's word offset is ``2 * tag.pix`` and the second's one more,
+    and each half's words are written as a pixel's (out_hw, from the sequencer, counts
+    columns, not pairs).
+
     With ``activation_tables`` each word passes a register stage before it is written, in which
     each lane reads its table memory copy (``t_addr[l]``: row ``(table - 1) * TABLE_WORDS +
     (v + 128) / 4``; ``t_data[l]``, a cycle later, holds the entry in byte ``(v + 128) % 4``);
@@ -42,6 +48,8 @@ class Writer(wiring.Component):
             "wr_en": Out(cfg.pe_in), "written": Out(1),
         }
         ports.update(depthwise_port(cfg))
+        if cfg.pairs:
+            ports["pair"] = In(1)
         if cfg.activation_tables:
             ports.update({"table": In(LayerDescriptor.bits("table")),
                           "t_addr": Out(data.ArrayLayout(layouts.t_addr, cfg.pe_in)),
@@ -58,13 +66,21 @@ class Writer(wiring.Component):
         busy = Signal()
         tag = held.tag
         sub = Signal(range(max(2, words)))
-        sub_off = Signal(self._l.act_addr)       # sub * out_hw
+        sub_off = Signal(self._l.act_addr)       # sub * out_hw (of a pair: within its half)
         ybits = held.y.as_value()
+        pixel, csub, half_end = tag.pix, sub, Const(0)
+        if self._l.config.pairs:
+            # word sub of a pair: its pixel (sub's top bit) and the word within that pixel
+            lh = (words // 2).bit_length() - 1
+            second = sub[lh] & self.pair
+            pixel = Mux(self.pair, Cat(second, tag.pix), tag.pix)
+            csub = Mux(self.pair, sub[:lh], sub)
+            half_end = self.pair & (sub == words // 2 - 1)
         if po >= pi:
             raw = [ybits.word_select(sub * pi + l, 8) for l in range(pi)]
-            channel = [(tag.og << lpo) + (sub << lpi) + l < self.out_c for l in range(pi)]
+            channel = [(tag.og << lpo) + (csub << lpi) + l < self.out_c for l in range(pi)]
             # A word past the map's last channel group is skipped, not written with zeros.
-            inside = (tag.og << lpo) + (sub << lpi) < self.out_c
+            inside = (tag.og << lpo) + (csub << lpi) < self.out_c
             enables = Mux(inside, Const((1 << pi) - 1, pi), 0)
         else:
             # Lane l of the word holds channel word_first + l; this pixel's channels go to the
@@ -89,7 +105,7 @@ class Writer(wiring.Component):
             enables = Mux(self.dw, Const((1 << pi) - 1, pi), enables)
             last = self.dw | last
         values = [Mux(c, v, 0) for c, v in zip(channel, raw)]
-        write = [self.out_base + tag.pix + sub_off, Cat(*[v[:8] for v in values]),
+        write = [self.out_base + pixel + sub_off, Cat(*[v[:8] for v in values]),
                  Mux(busy, enables, 0), busy & last]
         if self._l.config.activation_tables:
             write = self._look_up(m, raw, channel, write)
@@ -98,7 +114,7 @@ class Writer(wiring.Component):
         m.d.comb += self.i.ready.eq(~busy | last)
         with m.If(busy):
             m.d.sync += [sub.eq(Mux(last, 0, sub + 1)),
-                         sub_off.eq(Mux(last, 0, sub_off + self.out_hw))]
+                         sub_off.eq(Mux(last | half_end, 0, sub_off + self.out_hw))]
         with m.If(self.i.ready):
             m.d.sync += [busy.eq(self.i.valid), held.eq(self.i.payload)]
         return m

@@ -5,7 +5,8 @@ size program) and its run from START (`compute_run`); `program_cycles` chains th
 layer's set-up beside the layer before with `AcceleratorConfig.overlap_setup`, after it
 without. `layer_cycles` is a layer on its own, set-up first.
 
-The window generator issues one item of work per cycle (`layer_items`). Around the items each
+The window generator issues one item of work per cycle (`layer_items`; a layer in pixel pairs,
+`layout.pairs`, has one item per two output pixels). Around the items each
 layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks: ``WORDS + 3``;
 pipeline fill and drain and the done handshake: 12; `AcceleratorConfig.mac_stages` more for
 the PE array's extra register stages), the sequencer's size products
@@ -35,7 +36,7 @@ from ..config import AcceleratorConfig
 from ..mapping import derive
 from ..mapping.descriptor import OP_DW, LayerDescriptor
 from ..ir.graph import QLayer
-from ..mapping.layout import groups, writes_per_pixel
+from ..mapping.layout import groups, pairs, writes_per_pixel
 from ..mapping import depthwise
 from ..mapping.depthwise import runs_depthwise
 from ..mapping.mapper import layer_fields
@@ -85,9 +86,10 @@ def _depthwise(layer: QLayer, config: AcceleratorConfig, dw: bool | None) -> boo
     return runs_depthwise(layer, config) if dw is None else dw
 
 
-def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None) -> int:
+def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
+                pair: bool | None = None) -> int:
     """Items (cycles of PE array work) the window generator (or the depthwise walk) issues for
-    ``layer``."""
+    ``layer`` (in pixel pairs: see `_paired`)."""
     if _depthwise(layer, config, dw):
         return depthwise.items(layer, config)
     _, ch, cw = layer.conv_shape
@@ -99,6 +101,8 @@ def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None
                              layer.pool_padding[0], ch)
         cols = _window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
                              layer.pool_padding[1], cw)
+    if _paired(layer, config, False, pair):       # two neighbouring pixels an item
+        cols = [1] * (ow // 2)
     conv_pixels = sum(rows) * sum(cols)
     return groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
         chunks_per_pixel(layer, config)
@@ -193,22 +197,31 @@ def depthwise_steps(config: AcceleratorConfig) -> int:
     return max(1, config.pe_in // config.requant_parallel)
 
 
-def _sequencer_fields(layer: QLayer, dw: bool, psum: tuple) -> dict:
+def _paired(layer: QLayer, config: AcceleratorConfig, dw: bool, pair: bool | None) -> bool:
+    """Whether a layer runs in pixel pairs: ``pair`` if given (a tile of a streamed layer runs
+    as its descriptor says), else `mapper.paired`."""
+    return (pairs(layer, config) and not dw) if pair is None else bool(pair)
+
+
+def _sequencer_fields(layer: QLayer, config: AcceleratorConfig, dw: bool, psum: tuple,
+                      pair: bool | None = None) -> dict:
     """The descriptor fields the sequencer's size program takes its time from."""
-    return dict(layer_fields(layer, dw), psum_in=psum[0], psum_out=psum[1])
+    return dict(layer_fields(layer, dw, _paired(layer, config, dw, pair)), psum_in=psum[0],
+                psum_out=psum[1])
 
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False,
-                 dw: bool | None = None, psum: tuple = (0, 0)) -> int:
+                 dw: bool | None = None, psum: tuple = (0, 0), pair: bool | None = None) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
     says whether it reads its two inputs in one cycle (`parallel_add`). ``psum``: the
-    descriptor's ``(psum_in, psum_out)`` (a chunk of input channels)."""
+    descriptor's ``(psum_in, psum_out)`` (a chunk of input channels); ``pair``: see
+    `_paired`."""
     if layer.op == "concat":            # written in place by its inputs' producers
         return 0
     dw = _depthwise(layer, config, dw)
-    sequencer = derive.cycles(_sequencer_fields(layer, dw, psum), config)
+    sequencer = derive.cycles(_sequencer_fields(layer, config, dw, psum, pair), config)
     if psum[1]:     # the sums stay in the partial-sum memory: nothing after the PE array
-        return layer_items(layer, config, dw) + FRONT + sequencer + PSUM_DRAIN + \
+        return layer_items(layer, config, dw, pair) + FRONT + sequencer + PSUM_DRAIN + \
             config.mac_stages
     if layer.op == "add":
         return (add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED
@@ -222,7 +235,7 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
         return (depthwise.items(layer, config) + FIXED + config.mac_stages + DEPTHWISE_STAGES
                 + sequencer + post
                 + pool_latency(layer, config, dw) + 1 + table_latency(config))
-    return (layer_items(layer, config, dw) + FIXED + config.mac_stages + sequencer
+    return (layer_items(layer, config, dw, pair) + FIXED + config.mac_stages + sequencer
             + post_latency(config)
             + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
@@ -232,19 +245,21 @@ def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
     """Cycles from a layer's START to the cycle it is done on (``layer_done``); with
     ``bound``, an upper bound for a layer that may stall (`layer_cycles_bound`)."""
     dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
-    psum = (desc.psum_in, desc.psum_out)
-    front = FRONT + derive.cycles(_sequencer_fields(layer, dw, psum), config)
+    psum, pair = (desc.psum_in, desc.psum_out), bool(desc.pair)
+    front = FRONT + derive.cycles(_sequencer_fields(layer, config, dw, psum, pair), config)
     if bound and may_stall(layer, config, dw, desc.psum_out):
-        return layer_cycles_bound(layer, config, dw) - front
+        return layer_cycles_bound(layer, config, dw, pair) - front
     parallel = layer.op == "add" and parallel_add(desc, config)
-    return layer_cycles(layer, config, parallel, dw, psum) - front
+    return layer_cycles(layer, config, parallel, dw, psum, pair) - front
 
 
 def setup_cycles(layer, desc: LayerDescriptor, config: AcceleratorConfig) -> int:
     """Cycles from the first of a layer's descriptor fetch to the cycle its sizes are done
     (``derive_done``): a cycle per descriptor word, then the sequencer's program."""
     psum = (desc.psum_in, desc.psum_out)
-    return LayerDescriptor.WORDS + derive.cycles(_sequencer_fields(layer, desc.op == OP_DW, psum),
+    return LayerDescriptor.WORDS + derive.cycles(_sequencer_fields(layer, config,
+                                                                   desc.op == OP_DW, psum,
+                                                                   bool(desc.pair)),
                                                  config)
 
 
@@ -276,11 +291,11 @@ def program_cycles(program, bound: bool = False) -> list[int]:
 
 
 def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,
-                       dw: bool | None = None) -> int:
+                       dw: bool | None = None, pair: bool | None = None) -> int:
     """An upper bound of LAYER_CYCLES: `layer_cycles` (exact unless `may_stall`) plus, for a
     layer that may stall, each conv pixel's requantization and write as if nothing overlapped
     them. The driver's default timeout and the fuzzer's check use it."""
-    exact = layer_cycles(layer, config, dw=dw)    # an add: two cycles a word,
+    exact = layer_cycles(layer, config, dw=dw, pair=pair)    # an add: two cycles a word,
     if not may_stall(layer, config, dw):                 # the slower case
         return exact
     if _depthwise(layer, config, dw):
@@ -289,7 +304,7 @@ def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,
         post = serial_item_cycles(config) if config.serial_scale_bits else \
             depthwise_steps(config)
     else:
-        pixels = layer_items(layer, config, False) // chunks_per_pixel(layer, config)
+        pixels = layer_items(layer, config, False, pair) // chunks_per_pixel(layer, config)
         writes = writes_per_pixel(config)
         post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
     bound = exact + pixels * (post + writes)

@@ -74,7 +74,7 @@ PROGRAM = (
     Size("hw_in", "in_h", "in_w"),              # input pixels
     Size("kk", "wk_h", "wk_w"),                 # kernel positions, then
     Size("kk", "kk", "cg_n"),                   # items per conv pixel (weight words per group)
-    Size("out_hw", "out_h", "out_w"),           # output pixels (writer's group stride)
+    Size("out_hw", "out_h", "wr_w"),            # output pixels (writer's group stride)
     Size("s_w_in", "in_w", "stride_h"),         # window walk: one conv row down, in words
     Size("step_y", "pool_stride_h", "stride_h"),   # next pooling window, in input rows / columns
     Size("step_x", "pool_stride_w", "stride_w"),
@@ -132,7 +132,8 @@ RESULTS = _stored(PROGRAM)
 
 
 # Without the depthwise datapath the weight block and geometry terms read the fields
-# themselves (`group_counts` gives the same values then): no multiplexers for them.
+# themselves (`group_counts` gives the same values then): no multiplexers for them; without
+# pixel pairs (`AcceleratorConfig.pairs`) the written columns are ``out_w``.
 _PLAIN = {"wk_h": "k_h", "wk_w": "k_w", "w_og": "og_n", "fit_h": "in_h", "fit_w": "in_w",
           "fit_pk_h": "pool_k_h", "fit_pk_w": "pool_k_w"}
 
@@ -143,12 +144,15 @@ def program(config: AcceleratorConfig) -> tuple:
     steps = PROGRAM + (ADD_CHECKS if config.residual_add else ()) + (SPANS if config.ext_bytes
                                                                      else ()) \
         + (PSUM_CHECKS if config.psum_entries else ())
-    if config.depthwise_kernel:
+    names = {} if config.pairs else {"wr_w": "out_w"}
+    if not config.depthwise_kernel:
+        names.update(_PLAIN)
+    if not names:
         return steps
 
     def plain(term):
         sign, a, b = term
-        return sign, _PLAIN.get(a, a), _PLAIN.get(b, b)
+        return sign, names.get(a, a), names.get(b, b)
     return tuple(Size(step.dest, *plain((1, step.a, step.b))[1:]) if isinstance(step, Size)
                  else Check(step.error, tuple(map(plain, step.terms)), step.strict)
                  for step in steps)
@@ -207,7 +211,9 @@ def group_counts(fields: dict, config: AcceleratorConfig, registers: bool = Fals
             "fit_h": fields["out_h"] if up else fields["in_h"],
             "fit_w": fields["out_w"] if up else fields["in_w"],
             "fit_pk_h": 1 if up else fields["pool_k_h"],
-            "fit_pk_w": 1 if up else fields["pool_k_w"]}
+            "fit_pk_w": 1 if up else fields["pool_k_w"],
+            # columns written: a pair layer's ``out_w`` counts pairs
+            "wr_w": fields["out_w"] << (fields.get("pair", 0) if config.pairs else 0)}
 
 
 def count_widths(config: AcceleratorConfig) -> dict:

@@ -123,6 +123,12 @@ class LayerDescriptor(_Packed):
     pixels, the same for every chunk of one tile, so the last chunk (``psum_in`` only)
     requantizes, pools and writes the whole sums.
 
+    With ``pair`` (`AcceleratorConfig.pixel_pairs`) a convolution of at most ``pe_out / 2``
+    output channels, without pooling, at column stride 1 and with an even ``conv_w``, computes
+    output pixels ``2j`` and ``2j + 1`` of a row in one item, the upper half of the PE rows on
+    the second: its walk is that of a pooling with kernel 1 and column stride 2
+    (``pool_stride_w == 2``, ``out_w == conv_w / 2`` pairs), and it writes ``conv_w`` columns.
+
     ``wait`` holds the layer back until no transfer (`MoveDescriptor`) runs; ``stamp`` records
     the cycle counter in the next LAYER_CYCLES word when the layer is done
     (`striate.sw.mapping.memmap`).
@@ -167,6 +173,8 @@ class LayerDescriptor(_Packed):
     table: int = _bits(6)       # 0: none; t: look values up in table t - 1 as they are written
     psum_in: int = _bits(1)     # add each conv pixel's partial sums to its first item
     psum_out: int = _bits(1)    # write each conv pixel's sums to the partial-sum memory
+    pair: int = _bits(1)        # two neighbouring output pixels an item (`AcceleratorConfig
+    #                             .pixel_pairs`): out_w and pool_stride_w count pairs
 
 LayerDescriptor.WORDS = -(-LayerDescriptor.total_bits() // WORD_BITS)
 

@@ -51,13 +51,33 @@ def unpack_activation(data, shape: tuple, config: AcceleratorConfig) -> np.ndarr
                                 .reshape(g * config.pe_in, h, w)[:c])
 
 
+def doubled(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """Whether a convolution's weights and parameters fill both halves of the PE rows, the
+    upper half a copy of the lower, so that it may run in pixel pairs (`pairs`): one with at
+    most ``pe_out / 2`` output channels on hardware with ``pixel_pairs``. (A tile of it that
+    runs unpaired computes the copies too and writes none of them.)"""
+    return config.pairs and layer.op == "conv" and layer.out_shape[0] <= config.pe_out // 2
+
+
+def pairs(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """Whether a layer on the convolution datapath runs two neighbouring output pixels an item
+    (`LayerDescriptor.pair`): `doubled`, no pooling or upsampling, column stride 1 and an
+    even number of columns."""
+    _, _, conv_w = layer.conv_shape
+    return doubled(layer, config) and layer.pool == "none" and layer.upsample == (1, 1) \
+        and layer.stride[1] == 1 and conv_w % 2 == 0 and layer.out_shape[2] == conv_w
+
+
 def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
-    """A convolution layer's weights as uint8 bytes in weight memory order."""
+    """A convolution layer's weights as uint8 bytes in weight memory order (`doubled`: the
+    upper half of the rows a copy of the lower)."""
     po, pi = config.pe_out, config.pe_in
     o, c, kh, kw = layer.weight.shape
     og, g = groups(o, po), groups(c, pi)
     padded = np.zeros((og * po, g * pi, kh, kw), np.int8)
     padded[:o, :c] = layer.weight
+    if doubled(layer, config):
+        padded[po // 2:po // 2 + o, :c] = layer.weight
     blocks = padded.reshape(og, po, g, pi, kh, kw).transpose(0, 4, 5, 2, 1, 3)  # og ky kx g o i
     return np.ascontiguousarray(blocks).view(np.uint8).reshape(-1)
 
@@ -69,4 +89,7 @@ def pack_params(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
     entries[:o, 0] = layer.bias.astype(np.int32).view(np.uint32)
     entries[:o, 1] = layer.mult
     entries[:o, 2] = layer.shift
+    if doubled(layer, config):
+        half = config.pe_out // 2
+        entries[half:half + o] = entries[:o]
     return entries.reshape(-1)

@@ -34,7 +34,7 @@ from .descriptor import (OP_ADD, OP_CONV, OP_DW, POOL_CODES, POOL_UPSAMPLE, Desc
 from ..errors import MappingError, PlacementError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from . import allocate
-from .layout import groups
+from .layout import groups, pairs
 
 
 def map_bytes(shape: tuple, config: AcceleratorConfig) -> int:
@@ -77,6 +77,7 @@ class MemoryPlan:
     table: tuple = ()    # per layer: 0, or 1 + the index in ``tables`` of its table
     tables: tuple = ()   # the distinct int8 [256] tables, in table memory order
     depthwise: tuple = ()   # per layer: it runs on the depthwise datapath (`runs_depthwise`)
+    paired: tuple = ()      # per layer: it runs in pixel pairs (`layout.pairs`)
 
     def descriptors_before(self, count: int) -> int:
         """How many descriptors the first ``count`` layers have: the LAYERS value that runs
@@ -298,7 +299,8 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
     return MemoryPlan(act_in, act_out, tuple(weight), tuple(param), w_addr, p_addr, peak,
                       tuple(i in alive for i in range(len(graph.layers))), tensors, executed,
                       table, tables, tuple(runs_depthwise(layer, config)
-                                           for layer in graph.layers))
+                                           for layer in graph.layers),
+                      tuple(paired(layer, config) for layer in graph.layers))
 
 
 def _input_region(layer: QLayer, tensors: dict, config: AcceleratorConfig) -> tuple:
@@ -347,10 +349,17 @@ def pool_stride(layer: QLayer) -> tuple[int, int]:
                                              layer.pool_padding, layer.pool_kernel))
 
 
-def layer_fields(layer: QLayer, depthwise: bool = False) -> dict:
+def paired(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """Whether ``layer`` runs in pixel pairs on ``config``: `layout.pairs`, on the convolution
+    datapath."""
+    return pairs(layer, config) and not runs_depthwise(layer, config)
+
+
+def layer_fields(layer: QLayer, depthwise: bool = False, pair: bool = False) -> dict:
     """The descriptor fields of ``layer`` that do not depend on where it is placed (`describe`
     adds the bank and addresses); the cycle model reads them too. ``depthwise``: the layer
-    runs on the depthwise datapath (`runs_depthwise`)."""
+    runs on the depthwise datapath (`runs_depthwise`); ``pair``: in pixel pairs (`paired`),
+    its walk a pooling of kernel 1 and column stride 2 over half as many columns."""
     in_c, in_h, in_w = layer.in_shape
     out_c, conv_h, conv_w = layer.conv_shape
     kh, kw = layer.kernel
@@ -369,15 +378,17 @@ def layer_fields(layer: QLayer, depthwise: bool = False) -> dict:
             stride_w=1, pad_h=0, pad_w=0, act_lo=layer.lo, act_hi=layer.hi,
             pool_k_h=layer.upsample[0], pool_k_w=layer.upsample[1], pool_stride_h=1,
             pool_stride_w=1, pool_pad_h=0, pool_pad_w=0, pool_mult=0, pool_shift=0)
+    pair = bool(pair) and not depthwise
+    out_w = layer.out_shape[2] // 2 if pair else layer.out_shape[2]
     return dict(
-        op=OP_DW if depthwise else OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h, in_w=in_w, out_c=out_c,
-        conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1], out_w=layer.out_shape[2],
-        k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
+        op=OP_DW if depthwise else OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h,
+        in_w=in_w, out_c=out_c, conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1],
+        out_w=out_w, k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
         pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
         pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
-        pool_stride_h=ps_h, pool_stride_w=ps_w,
+        pool_stride_h=ps_h, pool_stride_w=2 if pair else ps_w,
         pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
-        pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift))
+        pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift), pair=int(pair))
 
 
 def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | None:
@@ -388,7 +399,8 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
     second = plan.tensors[layer.inputs[1]][0] if layer.op == "add" else 0
     try:
         return LayerDescriptor(
-            **layer_fields(layer, plan.depthwise[index]), in_addr=plan.act_in[index][0],
+            **layer_fields(layer, plan.depthwise[index], plan.paired[index]),
+            in_addr=plan.act_in[index][0],
             in2_addr=second,
             out_addr=plan.act_out[index][0],
             weight_addr=plan.weight[index][0], param_addr=plan.param[index][0],
@@ -422,12 +434,13 @@ def geometry(desc: LayerDescriptor) -> dict:
         shape = (desc.in_c, desc.in_h, desc.in_w)
         return dict(op="add", in_shape=shape, out_shape=shape, lo=desc.act_lo, hi=desc.act_hi,
                     add_mult=(desc.add_mult_a, desc.add_mult_b), add_shift=desc.add_shift)
+    pair = desc.pair and desc.op == OP_CONV     # (the mapper checks the rest of its shape)
     return dict(
         op="conv", pool=pools[desc.pool],
         in_shape=(desc.in_c, desc.in_h, desc.in_w),
-        out_shape=(desc.out_c, desc.out_h, desc.out_w),
+        out_shape=(desc.out_c, desc.out_h, 2 * desc.out_w if pair else desc.out_w),
         stride=(desc.stride_h, desc.stride_w), padding=(desc.pad_h, desc.pad_w),
         lo=desc.act_lo, hi=desc.act_hi, pool_kernel=(desc.pool_k_h, desc.pool_k_w),
-        pool_stride=(desc.pool_stride_h, desc.pool_stride_w),
+        pool_stride=(desc.pool_stride_h, 1 if pair else desc.pool_stride_w),
         pool_padding=(desc.pool_pad_h, desc.pool_pad_w), pool_mult=desc.pool_mult,
         pool_shift=desc.pool_shift)

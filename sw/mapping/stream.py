@@ -50,7 +50,7 @@ from ..golden import timeline
 from . import allocate, bands, depthwise, layout, memmap
 from .depthwise import runs_depthwise
 from .descriptor import MOVE_TARGETS, DescriptorError, LayerDescriptor, MoveDescriptor
-from .layout import groups
+from .layout import doubled, groups, pairs
 from .mapper import (_check_geometry, _check_ops, _place_tables, _where, add_partners,
                      check_slice, concat_views, layer_fields, map_bytes, spread)
 
@@ -658,7 +658,9 @@ class _Emitter:
     def _descriptor(self, tile: Tile, layer: QLayer, part: QLayer, dw: bool, addrs: list,
                     out_addr: int, weight_addr: int, param_addr: int) -> LayerDescriptor:
         try:
-            return LayerDescriptor(**layer_fields(part, dw), in_addr=addrs[0],
+            # in pairs where its layer's weights have the copy (`layout.doubled`)
+            pair = pairs(part, self.config) and doubled(layer, self.config)
+            return LayerDescriptor(**layer_fields(part, dw, pair), in_addr=addrs[0],
                                    in2_addr=addrs[1] if len(addrs) > 1 else 0,
                                    out_addr=out_addr, weight_addr=weight_addr,
                                    param_addr=param_addr, table=self.table[tile.index], wait=1,

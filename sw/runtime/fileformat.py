@@ -43,10 +43,11 @@ from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
 from ..mapping.unfold import im2col_input
 
 MAGIC = b"STRIATE\0"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 OLD_VERSIONS = {1: "chains in two ping-pong activation banks",
                 2: "layer descriptors without the wait and stamp bits",
-                3: "layer descriptors without the partial-sum bits"}
+                3: "layer descriptors without the partial-sum bits",
+                4: "layer descriptors without the pixel pair bit"}
 _HEADER = struct.Struct("<8sHHQ32s")
 # Per layer, in blob order: dtype and number of dimensions of each array.
 _ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1),

@@ -1,0 +1,128 @@
+"""Pixel pairs (`AcceleratorConfig.pixel_pairs`): a convolution of at most ``pe_out / 2``
+output channels, without pooling, at column stride 1 and with an even number of columns
+computes two neighbouring output pixels an item, the upper half of the PE rows on the
+second."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import striate
+from striate.hw.platform.boards import BOARDS
+from striate.sw.config import AcceleratorConfig
+
+import rtl_cases
+
+
+class Thin(nn.Module):
+    """Layers of a few channels on a 3 x 12 x 14 input; whether each runs in pairs, by hand
+    from the rule, is in `PAIRED`."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList([
+            nn.Conv2d(3, 6, 3, padding=1),          # 12 x 14: pairs (a pair's first and last
+            #                                         pixels pad on their own at the edges)
+            nn.Conv2d(6, 8, 1),                     # 12 x 14, 8 channels: pairs
+            nn.Conv2d(8, 5, (5, 3), padding=(0, 2)),  # 8 x 16: pairs
+            nn.Conv2d(5, 4, 3, stride=(2, 1), padding=1),  # 4 x 16, rows at stride 2: pairs
+            nn.Conv2d(4, 4, 3, padding=1),          # 4 x 16, max pooled to 4 x 8: one pixel
+            nn.Conv2d(4, 9, 3, padding=1),          # 9 channels: one pixel an item
+            nn.Conv2d(9, 3, 3, stride=(1, 2), padding=1),  # 4 x 4, column stride 2: one
+            nn.Conv2d(3, 7, (1, 2)),                # 4 x 3, odd: one
+            nn.Conv2d(7, 2, 1),                     # 4 x 3: one
+            nn.Conv2d(2, 6, (1, 2), padding=(0, 1)),  # 4 x 4: pairs
+        ])
+        self.pool = nn.MaxPool2d((1, 2))
+
+    def forward(self, x):
+        for i, conv in enumerate(self.convs):
+            x = torch.relu(conv(x))
+            if i == 4:
+                x = self.pool(x)
+        return x
+
+
+PAIRED = [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def thin():
+    torch.manual_seed(3)
+    x = np.random.default_rng(3).standard_normal((8, 3, 12, 14)).astype(np.float32)
+    return Thin().eval(), x
+
+
+def _programs(thin, config):
+    model, x = thin
+    paired = striate.compile(model, x, config=config)
+    unpaired = striate.compile(model, x, config=dataclasses.replace(config, pixel_pairs=False))
+    return paired, unpaired, paired.quantize_input(x[:3])
+
+
+@pytest.mark.parametrize("name", ["default", "ulx3s"])
+def test_thin_layers_run_in_pairs_bit_exact_in_fewer_cycles(thin, name):
+    """Every layer bit-exact and its counters as the cycle model says, with and without the
+    pairs (on the ULX3S's configuration too: registered operands and products, a requantizer
+    of four lanes); each paired layer takes fewer cycles than unpaired, the others as many."""
+    config = AcceleratorConfig() if name == "default" else BOARDS[name].config
+    paired, unpaired, xq = _programs(thin, config)
+    assert [d.pair for d in paired.descriptors] == PAIRED
+    assert not any(d.pair for d in unpaired.descriptors)
+    counters = []
+    for program in (paired, unpaired):
+        with striate.open("verilator", program.config) as dev:
+            counters.append(rtl_cases.check_on_rtl(dev, program, xq).layer_cycles)
+    for pair, a, b in zip(PAIRED, *counters):
+        assert (a < b) if pair else (a == b), (pair, a, b)
+
+
+def test_pairs_need_half_the_rows_in_whole_words():
+    """Arrays of fewer than two words of rows have no pairs; a layer then runs one pixel an
+    item, its weights and parameters not copied."""
+    narrow = AcceleratorConfig(pe_out=4, pe_in=4, ext_bytes=0)
+    assert not narrow.pairs and AcceleratorConfig().pairs
+    assert not AcceleratorConfig(pixel_pairs=False).pairs
+
+
+def test_illegal_pair_descriptors_stop_with_an_error(thin):
+    """A descriptor with ``pair`` outside the rule stops the run before the layer starts:
+    more than pe_out / 2 channels or pooling (error 4, shape), or not a convolution (error 1);
+    the program as compiled runs afterwards."""
+    from striate.sim.cocotb_run import run_job
+    from striate.sw.mapping import memmap
+    from striate.sw.mapping.descriptor import OP_DW
+    from striate.sw.runtime import image
+    program, _, xq = _programs(thin, AcceleratorConfig())
+    descs = list(program.descriptors)
+    d = descs[1]
+    assert d.pair
+
+    def changed(**fields):
+        return dataclasses.replace(d, **fields)
+    cases = [(1, changed(out_c=9), memmap.E_SHAPE), (1, changed(pool=1), memmap.E_SHAPE),
+             (1, changed(op=OP_DW), memmap.E_OP),
+             (4, dataclasses.replace(descs[4], pair=1), memmap.E_SHAPE)]      # max pooled
+    runs = []
+    for index, bad, _ in cases:
+        words = [w for i, x in enumerate(descs) for w in (bad if i == index else x).to_words()]
+        runs.append({"inputs": [(memmap.address(memmap.PROGRAM), np.array(words, np.uint32)),
+                                image.input_image(program, xq[0])],
+                     "layers": len(descs), "outputs": []})
+    good = [w for x in descs for w in x.to_words()]
+    last = len(descs) - 1
+    runs.append({"inputs": [(memmap.address(memmap.PROGRAM), np.array(good, np.uint32)),
+                            image.input_image(program, xq[0])],
+                 "layers": len(descs), "outputs": [image.output_location(program, last)]})
+    results = run_job(program.config, image.program_image(program), runs, stall_prob=0.2,
+                      seed=5)
+    for (index, _, code), res in zip(cases, results):
+        assert (res["status"], res["error"], res["layer"]) == (memmap.FAILED, code, index)
+    final = results[-1]
+    assert final["status"] == memmap.DONE
+    np.testing.assert_array_equal(
+        image.decode_output(program, last, final["outputs"][0]),
+        program.run_reference(xq[:1], return_all=True)[last][0])
