@@ -122,9 +122,9 @@ class AcceleratorConfig:
         same) and costs a register per operand or product bit; the skid buffers a window
         position, a set of sums and a pixel.
     pixel_pairs : bool
-        A convolution with at most ``pe_out / 2`` output channels, no pooling, a column
-        stride of 1 and an even number of columns computes two neighbouring output pixels at
-        once: the upper half of the PE rows takes the next pixel's input word, read from the
+        A convolution with at most ``pe_out / 2`` output channels, a column stride of 1 and
+        an even number of columns, without pooling or with a max pooling of two columns at
+        column stride 2, computes two neighbouring conv pixels at once: the upper half of the PE rows takes the next pixel's input word, read from the
         activation memory's other RAM in the same cycle, with the lower half's weights
         (`LayerDescriptor.pair`; the compiler duplicates them). It halves such a layer's
         items. Needs ``pe_out >= 2 * pe_in`` (a pixel's channels in whole words of each half);

@@ -557,6 +557,11 @@ class _Builder:
                                                   f"F.elu(x, {alpha})")]
         return choices[int(rng.integers(len(choices)))]
 
+    def side_draw(self) -> float:
+        """A uniform draw that leaves ``rng`` where it was, so that the cases a generator
+        change did not touch stay those that earlier seeds named."""
+        return np.random.default_rng(self.rng.bit_generator.state["state"]["state"]).random()
+
     def pool(self, shape):
         import torch.nn as nn
         import torch.nn.functional as F
@@ -581,6 +586,11 @@ class _Builder:
         padding = (0, 0)
         if rng.random() < 0.3 and (cfg.pool_padding or not self.legal):
             padding = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
+        if kind == "max" and min(w, cfg.max_kernel, cfg.max_stride) >= 2 \
+                and self.side_draw() < 0.5:
+            # the common window two columns wide at column stride 2, which pixel pairs pool
+            kw, padding = 2, (padding[0], 0)
+            stride = None if stride is None else (stride[0], 2)
         functional = rng.random() < 0.3
         ceil = kind == "max" and rng.random() < 0.25     # after a ReLU, as it must be
         if kind == "max":
@@ -782,6 +792,8 @@ def _signal_layer(b: _Builder, shape):
         avg = rng.random() < 0.4 and (cfg.avg_pool or not b.legal)
         pad = int(rng.integers(0, k // 2 + 1)) if cfg.pool_padding and rng.random() < 0.3 else 0
         ceil = not avg and rng.random() < 0.25          # after a ReLU, as it must be
+        if not avg and min(length, cfg.max_stride) >= 2 and b.side_draw() < 0.5:
+            k, stride, pad = 2, 2, 0        # the common window, which pixel pairs pool
         if rng.random() < 0.3:
             fn = F.avg_pool1d if avg else F.max_pool1d
             op = partial(fn, kernel_size=k, stride=stride, padding=pad,

@@ -1,7 +1,7 @@
 """Pixel pairs (`AcceleratorConfig.pixel_pairs`): a convolution of at most ``pe_out / 2``
-output channels, without pooling, at column stride 1 and with an even number of columns
-computes two neighbouring output pixels an item, the upper half of the PE rows on the
-second."""
+output channels at column stride 1 and with an even number of columns, without pooling or max
+pooled two columns at column stride 2, computes two neighbouring conv pixels an item, the
+upper half of the PE rows on the second."""
 
 import dataclasses
 
@@ -29,14 +29,15 @@ class Thin(nn.Module):
             nn.Conv2d(6, 8, 1),                     # 12 x 14, 8 channels: pairs
             nn.Conv2d(8, 5, (5, 3), padding=(0, 2)),  # 8 x 16: pairs
             nn.Conv2d(5, 4, 3, stride=(2, 1), padding=1),  # 4 x 16, rows at stride 2: pairs
-            nn.Conv2d(4, 4, 3, padding=1),          # 4 x 16, max pooled to 4 x 8: one pixel
+            nn.Conv2d(4, 4, 3, padding=1),          # 4 x 16, max pooled 2 x 2 to 2 x 8: pairs,
+            #                                         each a pooling window's two columns
             nn.Conv2d(4, 9, 3, padding=1),          # 9 channels: one pixel an item
-            nn.Conv2d(9, 3, 3, stride=(1, 2), padding=1),  # 4 x 4, column stride 2: one
-            nn.Conv2d(3, 7, (1, 2)),                # 4 x 3, odd: one
-            nn.Conv2d(7, 2, 1),                     # 4 x 3: one
-            nn.Conv2d(2, 6, (1, 2), padding=(0, 1)),  # 4 x 4: pairs
+            nn.Conv2d(9, 3, 3, stride=(1, 2), padding=1),  # 2 x 4, column stride 2: one
+            nn.Conv2d(3, 7, (1, 2)),                # 2 x 3, odd: one
+            nn.Conv2d(7, 2, 1),                     # 2 x 3: one
+            nn.Conv2d(2, 6, (1, 2), padding=(0, 1)),  # 2 x 4: pairs
         ])
-        self.pool = nn.MaxPool2d((1, 2))
+        self.pool = nn.MaxPool2d(2)
 
     def forward(self, x):
         for i, conv in enumerate(self.convs):
@@ -46,7 +47,7 @@ class Thin(nn.Module):
         return x
 
 
-PAIRED = [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]
+PAIRED = [1, 1, 1, 1, 1, 0, 0, 0, 0, 1]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,8 @@ def test_pairs_need_half_the_rows_in_whole_words():
 
 def test_illegal_pair_descriptors_stop_with_an_error(thin):
     """A descriptor with ``pair`` outside the rule stops the run before the layer starts:
-    more than pe_out / 2 channels or pooling (error 4, shape), or not a convolution (error 1);
-    the program as compiled runs afterwards."""
+    more than pe_out / 2 channels, average pooling, a window more than one pair wide (error 4,
+    shape), or not a convolution (error 1); the program as compiled runs afterwards."""
     from striate.sim.cocotb_run import run_job
     from striate.sw.mapping import memmap
     from striate.sw.mapping.descriptor import OP_DW
@@ -103,9 +104,12 @@ def test_illegal_pair_descriptors_stop_with_an_error(thin):
 
     def changed(**fields):
         return dataclasses.replace(d, **fields)
-    cases = [(1, changed(out_c=9), memmap.E_SHAPE), (1, changed(pool=1), memmap.E_SHAPE),
-             (1, changed(op=OP_DW), memmap.E_OP),
-             (4, dataclasses.replace(descs[4], pair=1), memmap.E_SHAPE)]      # max pooled
+    pooled = descs[4]
+    assert pooled.pair and pooled.pool == 1
+    cases = [(1, changed(out_c=9), memmap.E_SHAPE), (1, changed(op=OP_DW), memmap.E_OP),
+             (4, dataclasses.replace(pooled, pool=2), memmap.E_SHAPE),
+             (4, dataclasses.replace(pooled, pool_k_w=2), memmap.E_SHAPE),
+             (5, dataclasses.replace(descs[5], pair=1), memmap.E_SHAPE)]
     runs = []
     for index, bad, _ in cases:
         words = [w for i, x in enumerate(descs) for w in (bad if i == index else x).to_words()]
@@ -126,3 +130,20 @@ def test_illegal_pair_descriptors_stop_with_an_error(thin):
     np.testing.assert_array_equal(
         image.decode_output(program, last, final["outputs"][0]),
         program.run_reference(xq[:1], return_all=True)[last][0])
+
+
+@pytest.mark.parametrize("streaming", ["never", "always"])
+def test_a_pooled_pair_of_one_window_survives_save_and_load(tmp_path, streaming):
+    """A max pool over a map two columns wide has one window, whose column stride is never
+    taken: the file stores the layer with stride 1, and the loaded layer pairs as compiled."""
+    from striate.sw.runtime.fileformat import load_program
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 1), nn.MaxPool2d((1, 2), (1, 3)))
+    x = np.random.default_rng(0).standard_normal((4, 4, 6, 2)).astype(np.float32)
+    program = striate.compile(model, x, streaming=streaming)
+    assert [d.pair for _, d in program.steps if getattr(d, "pool", 0) == 1] == [1]
+    program.save(tmp_path / "p.stp")
+    loaded = load_program(tmp_path / "p.stp")
+    assert [d for _, d in loaded.steps] == [d for _, d in program.steps]
+    xq = program.quantize_input(x)
+    np.testing.assert_array_equal(loaded.run_reference(xq), program.run_reference(xq))

@@ -166,6 +166,10 @@ class Pool(wiring.Component):
     `lane_groups` names (as `Requant`, which takes as many cycles per item, so in the
     accelerator the next window never waits); its result leaves ``count - 1`` cycles after a
     maximum's would. A window that ends while the last one is still being scaled waits.
+
+    With pixel pairs (``pair``, `AcceleratorConfig.pairs`) a maximum's window is two columns
+    wide, one in each half of the lanes: lane ``r`` of the lower half leaves with the larger of
+    itself and lane ``r + pe_out / 2``.
     """
 
     def __init__(self, layouts: Layouts):
@@ -176,6 +180,8 @@ class Pool(wiring.Component):
             "lo": In(signed(8)), "hi": In(signed(8)), **POOL_PORTS,
         }
         ports.update(depthwise_port(layouts.config))
+        if layouts.config.pairs:
+            ports["pair"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -214,7 +220,12 @@ class Pool(wiring.Component):
                     m.d.sync += acc[r].eq(merged)
                     with m.If(p.tag.pool_last):
                         m.d.sync += out1[r].eq(merged)
-                m.d.sync += out2[r].eq(out1[r])
+                folded = out1[r]
+                if cfg.pairs and r < po // 2:     # a pair's two columns of a max window
+                    upper = out1[r + po // 2]
+                    folded = Mux(self.pair & (self.mode == 1) & (upper > out1[r]), upper,
+                                 out1[r])
+                m.d.sync += out2[r].eq(folded)
             for r in range(lanes):
                 # one lane group: a constant select (a variable one costs a shifter a lane)
                 total = out1[r] if steps == 1 else out1.as_value().word_select(

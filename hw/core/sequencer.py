@@ -265,7 +265,8 @@ class Sequencer(wiring.Component):
             sources.update(pool_pad_h=Const(0), pool_pad_w=Const(0))
         if cfg.pairs:       # columns written: a pair layer's out_w counts pairs
             d = work.desc
-            sources.update(wr_w=Mux(d.pair, Cat(Const(0, 1), d.out_w), d.out_w))
+            sources.update(wr_w=Mux(d.pair & (d.pool == 0), Cat(Const(0, 1), d.out_w),
+                                    d.out_w))
         sources.update(self._extra_sources())
 
         def source(name):
@@ -412,14 +413,16 @@ class Sequencer(wiring.Component):
         # partial sums: convolutions on the convolution datapath only, with the memory
         bad_psum = (d.psum_in | d.psum_out) & (Const(not cfg.psum_entries) | (d.op != OP_CONV))
         # pixel pairs: convolutions, with the hardware for them (`AcceleratorConfig.pairs`),
-        # of at most pe_out / 2 channels, no pooling, column stride 1, out_w pairs of columns
+        # of at most pe_out / 2 channels at column stride 1, walked as windows of one column at
+        # column stride 2 over an even conv_w: unpooled (out_w pairs) or max pooled (a pair a
+        # window's two columns; not with the serial requantizer)
         bad_pair = d.pair & (Const(not cfg.pairs) | (d.op != OP_CONV))
-        pair_shape = registered(d.pair & ((d.out_c > cfg.pe_out // 2) | (d.stride_w != 1)
-                                          | (d.pool != 0) | (d.pool_k_h != 1)
-                                          | (d.pool_k_w != 1) | (d.pool_stride_h != 1)
-                                          | (d.pool_stride_w != 2)
-                                          | (d.conv_w != Cat(Const(0, 1), d.out_w))),
-                                "pair_shape")
+        pooled_pair = (d.pool == 1) & Const(not cfg.serial_scale_bits)
+        pair_shape = registered(d.pair & (
+            (d.out_c > cfg.pe_out // 2) | (d.stride_w != 1) | (d.pool_k_w != 1)
+            | (d.pool_stride_w != 2) | (d.conv_w != Cat(Const(0, 1), d.out_w))
+            | ~(((d.pool == 0) & (d.pool_k_h == 1) & (d.pool_stride_h == 1)) | pooled_pair)),
+            "pair_shape")
         checks = [  # first failing check wins
             (registered(~known_op | ((d.pool > 2) & ~up) | no_avg | (is_add & (d.table != 0))
                         | bad_psum | bad_pair, "bad_op"), memmap.E_OP),

@@ -111,7 +111,12 @@ class Accelerator(wiring.Component):
         adder = engine("add", AddUnit(self._l)) if self.config.residual_add else None
         self._configure(m, seq, win, requant, pool, writer, adder)
         if self.config.pairs:
-            m.d.comb += [block.pair.eq(seq.desc.pair) for block in (win, mac, writer)]
+            d = seq.desc
+            # a pooled pair's two pixels leave the pool as one: the writer stores it as any
+            m.d.comb += [win.pair.eq(d.pair), mac.pair.eq(d.pair),
+                         writer.pair.eq(d.pair & (d.pool == 0))]
+            if pool is not requant:
+                m.d.comb += pool.pair.eq(d.pair)
 
         # Output pixels the window generator has issued and the writer not yet written: at
         # most one per pipeline register between them (about twenty).

@@ -101,8 +101,8 @@ def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None
                              layer.pool_padding[0], ch)
         cols = _window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
                              layer.pool_padding[1], cw)
-    if _paired(layer, config, False, pair):       # two neighbouring pixels an item
-        cols = [1] * (ow // 2)
+    if _paired(layer, config, False, pair):   # two neighbouring conv pixels an item
+        cols = [1] * (ow // 2 if layer.pool == "none" else ow)
     conv_pixels = sum(rows) * sum(cols)
     return groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
         chunks_per_pixel(layer, config)
@@ -161,10 +161,11 @@ def table_latency(config: AcceleratorConfig) -> int:
 
 
 def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
-              psum_out: bool = False) -> bool:
+              psum_out: bool = False, pair: bool | None = None) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles (a depthwise layer's pixels may come one a
-    cycle). A chunk that keeps its sums (``psum_out``) never stalls."""
+    cycle; a pooling window in pixel pairs, `_paired`, takes one item per row). A chunk that
+    keeps its sums (``psum_out``) never stalls."""
     if layer.op in ("add", "concat") or psum_out:
         return False
     if _depthwise(layer, config, dw):
@@ -181,8 +182,9 @@ def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
         _, oh, ow = layer.out_shape
         fewest = min(_window_spans(oh, layer.pool_kernel[0], layer.pool_stride[0],
                                    layer.pool_padding[0], ch)) * \
-            min(_window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
-                              layer.pool_padding[1], cw))
+            (1 if _paired(layer, config, False, pair) else
+             min(_window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
+                               layer.pool_padding[1], cw)))
     return fewest * chunks_per_pixel(layer, config) < writes_per_pixel(config)
 
 
@@ -247,7 +249,7 @@ def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
     dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
     psum, pair = (desc.psum_in, desc.psum_out), bool(desc.pair)
     front = FRONT + derive.cycles(_sequencer_fields(layer, config, dw, psum, pair), config)
-    if bound and may_stall(layer, config, dw, desc.psum_out):
+    if bound and may_stall(layer, config, dw, desc.psum_out, pair):
         return layer_cycles_bound(layer, config, dw, pair) - front
     parallel = layer.op == "add" and parallel_add(desc, config)
     return layer_cycles(layer, config, parallel, dw, psum, pair) - front
@@ -296,7 +298,7 @@ def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,
     layer that may stall, each conv pixel's requantization and write as if nothing overlapped
     them. The driver's default timeout and the fuzzer's check use it."""
     exact = layer_cycles(layer, config, dw=dw, pair=pair)    # an add: two cycles a word,
-    if not may_stall(layer, config, dw):                 # the slower case
+    if not may_stall(layer, config, dw, pair=pair):      # the slower case
         return exact
     if _depthwise(layer, config, dw):
         _, oh, ow = layer.out_shape

@@ -159,7 +159,8 @@ def may_stall(program) -> bool:
     """Whether some layer (or tile) of ``program`` may stall (the counters then lie between
     `program_counters` and its ``bound``)."""
     return any(layer is not None and layer_model.may_stall(layer, program.config,
-                                                           desc.op == OP_DW, desc.psum_out)
+                                                           desc.op == OP_DW, desc.psum_out,
+                                                           bool(desc.pair))
                for layer, desc in program.steps)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import AcceleratorConfig
-from .descriptor import MOVE_TARGETS, OP_DW, POOL_UPSAMPLE, LayerDescriptor
+from .descriptor import MOVE_TARGETS, OP_DW, POOL_NONE, POOL_UPSAMPLE, LayerDescriptor
 from .memmap import ACT, PARAMS, WEIGHTS, bits_for, memories
 
 
@@ -212,8 +212,9 @@ def group_counts(fields: dict, config: AcceleratorConfig, registers: bool = Fals
             "fit_w": fields["out_w"] if up else fields["in_w"],
             "fit_pk_h": 1 if up else fields["pool_k_h"],
             "fit_pk_w": 1 if up else fields["pool_k_w"],
-            # columns written: a pair layer's ``out_w`` counts pairs
-            "wr_w": fields["out_w"] << (fields.get("pair", 0) if config.pairs else 0)}
+            # columns written: an unpooled pair layer's ``out_w`` counts pairs
+            "wr_w": fields["out_w"] << (bool(config.pairs and fields.get("pair", 0)
+                                             and fields["pool"] == POOL_NONE))}
 
 
 def count_widths(config: AcceleratorConfig) -> dict:

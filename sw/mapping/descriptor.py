@@ -124,10 +124,13 @@ class LayerDescriptor(_Packed):
     requantizes, pools and writes the whole sums.
 
     With ``pair`` (`AcceleratorConfig.pixel_pairs`) a convolution of at most ``pe_out / 2``
-    output channels, without pooling, at column stride 1 and with an even ``conv_w``, computes
-    output pixels ``2j`` and ``2j + 1`` of a row in one item, the upper half of the PE rows on
-    the second: its walk is that of a pooling with kernel 1 and column stride 2
-    (``pool_stride_w == 2``, ``out_w == conv_w / 2`` pairs), and it writes ``conv_w`` columns.
+    output channels at column stride 1 and with an even ``conv_w`` computes conv pixels
+    ``2j`` and ``2j + 1`` of a row in one item, the upper half of the PE rows on the second:
+    its walk has a pooling kernel one column wide at column stride 2 (``pool_k_w == 1``,
+    ``pool_stride_w == 2``, ``out_w == conv_w / 2``). Without pooling (``pool == 0``, kernel
+    and stride 1 in rows) it writes ``conv_w`` columns; with max pooling (``pool == 1``, any
+    rows, not with the serial requantizer) a pair is one pooling window's two columns, merged
+    by the pool, and it writes ``out_w`` columns.
 
     ``wait`` holds the layer back until no transfer (`MoveDescriptor`) runs; ``stamp`` records
     the cycle counter in the next LAYER_CYCLES word when the layer is done

@@ -60,12 +60,22 @@ def doubled(layer: QLayer, config: AcceleratorConfig) -> bool:
 
 
 def pairs(layer: QLayer, config: AcceleratorConfig) -> bool:
-    """Whether a layer on the convolution datapath runs two neighbouring output pixels an item
-    (`LayerDescriptor.pair`): `doubled`, no pooling or upsampling, column stride 1 and an
-    even number of columns."""
+    """Whether a layer on the convolution datapath runs two neighbouring conv pixels an item
+    (`LayerDescriptor.pair`): `doubled`, no upsampling, column stride 1 and an even number of
+    columns; without pooling, or with max pooling two columns wide at column stride 2 without
+    column padding (a pair is then a pooling window's columns; not with the serial
+    requantizer)."""
     _, _, conv_w = layer.conv_shape
-    return doubled(layer, config) and layer.pool == "none" and layer.upsample == (1, 1) \
-        and layer.stride[1] == 1 and conv_w % 2 == 0 and layer.out_shape[2] == conv_w
+    if not doubled(layer, config) or layer.upsample != (1, 1) or layer.stride[1] != 1 \
+            or conv_w % 2:
+        return False
+    if layer.pool == "none":
+        return layer.out_shape[2] == conv_w
+    # (a stride along an axis of one window is never taken: a file stores it as 1)
+    return layer.pool == "max" and not config.serial_scale_bits \
+        and layer.pool_kernel[1] == 2 and layer.pool_padding[1] == 0 \
+        and layer.out_shape[2] == conv_w // 2 \
+        and (layer.pool_stride[1] == 2 or layer.out_shape[2] == 1)
 
 
 def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:

@@ -379,13 +379,14 @@ def layer_fields(layer: QLayer, depthwise: bool = False, pair: bool = False) -> 
             pool_k_h=layer.upsample[0], pool_k_w=layer.upsample[1], pool_stride_h=1,
             pool_stride_w=1, pool_pad_h=0, pool_pad_w=0, pool_mult=0, pool_shift=0)
     pair = bool(pair) and not depthwise
-    out_w = layer.out_shape[2] // 2 if pair else layer.out_shape[2]
+    # unpooled, out_w counts pairs; pooled, a pair is a window's two columns
+    out_w = layer.out_shape[2] // 2 if pair and layer.pool == "none" else layer.out_shape[2]
     return dict(
         op=OP_DW if depthwise else OP_CONV, pool=POOL_CODES[layer.pool], in_c=in_c, in_h=in_h,
         in_w=in_w, out_c=out_c, conv_h=conv_h, conv_w=conv_w, out_h=layer.out_shape[1],
         out_w=out_w, k_h=kh, k_w=kw, stride_h=layer.stride[0], stride_w=layer.stride[1],
         pad_h=layer.padding[0], pad_w=layer.padding[1], act_lo=layer.lo, act_hi=layer.hi,
-        pool_k_h=layer.pool_kernel[0], pool_k_w=layer.pool_kernel[1],
+        pool_k_h=layer.pool_kernel[0], pool_k_w=1 if pair else layer.pool_kernel[1],
         pool_stride_h=ps_h, pool_stride_w=2 if pair else ps_w,
         pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
         pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift), pair=int(pair))
@@ -434,13 +435,18 @@ def geometry(desc: LayerDescriptor) -> dict:
         shape = (desc.in_c, desc.in_h, desc.in_w)
         return dict(op="add", in_shape=shape, out_shape=shape, lo=desc.act_lo, hi=desc.act_hi,
                     add_mult=(desc.add_mult_a, desc.add_mult_b), add_shift=desc.add_shift)
-    pair = desc.pair and desc.op == OP_CONV     # (the mapper checks the rest of its shape)
+    # in pixel pairs (the mapper checks the rest of its shape): unpooled, out_w counts pairs;
+    # pooled, the walk's one column of a window is a pair
+    pair = desc.pair and desc.op == OP_CONV
+    pooled = pair and desc.pool != POOL_CODES["none"]
     return dict(
         op="conv", pool=pools[desc.pool],
         in_shape=(desc.in_c, desc.in_h, desc.in_w),
-        out_shape=(desc.out_c, desc.out_h, 2 * desc.out_w if pair else desc.out_w),
+        out_shape=(desc.out_c, desc.out_h, 2 * desc.out_w if pair and not pooled
+                   else desc.out_w),
         stride=(desc.stride_h, desc.stride_w), padding=(desc.pad_h, desc.pad_w),
-        lo=desc.act_lo, hi=desc.act_hi, pool_kernel=(desc.pool_k_h, desc.pool_k_w),
-        pool_stride=(desc.pool_stride_h, 1 if pair else desc.pool_stride_w),
+        lo=desc.act_lo, hi=desc.act_hi,
+        pool_kernel=(desc.pool_k_h, 2 if pooled else desc.pool_k_w),
+        pool_stride=(desc.pool_stride_h, 1 if pair and not pooled else desc.pool_stride_w),
         pool_padding=(desc.pool_pad_h, desc.pool_pad_w), pool_mult=desc.pool_mult,
         pool_shift=desc.pool_shift)
