@@ -190,10 +190,12 @@ ULX3S = Board(
 # Its 256-entry partial-sum memory (15 more DP16KD) runs layers beyond half its 128 KiB weight
 # memory (ResNet-18's 256- and 512-channel 3 x 3 convolutions) in chunks of input channels.
 # Without the overlapped layer set-up: before the register stages its router had not
-# converged with it after 270 iterations (33 minutes); not tried since.
+# converged with it after 270 iterations (33 minutes); not tried since. Without pixel pairs:
+# with them (about 700 LUTs more, 42.19 MHz on the `ulx3s` build) its router diverged (1,706
+# wires overused after 45 iterations, 33 minutes).
 ULX3S_SDRAM = replace(
     ULX3S, name="ulx3s-sdram", sdram=True, clock_mhz=25.0,
     config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256,
-                   overlap_setup=False))
+                   overlap_setup=False, pixel_pairs=False))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S, ULX3S_SDRAM)}
