@@ -237,13 +237,23 @@ def add_partners(layers) -> dict:
     return apart
 
 
+def input_written(graph: QGraph) -> tuple:
+    """The shape of the input as the host writes it: unfolded (`QGraph.input_im2col`), or
+    whole though its readers may read slices."""
+    return graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
+
+
+def tensor_bytes(graph: QGraph, config: AcceleratorConfig) -> dict:
+    """Tensor name (the input and every layer's output) -> its bytes in activation memory."""
+    sizes = {INPUT: map_bytes(input_written(graph), config)}
+    sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
+    return sizes
+
+
 def _place_activations(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, int]:
     """Tensor name -> (addr, bytes) in the activation pool, and the most bytes alive at once;
     `MappingError` if the pool cannot hold the tensors alive at once."""
-    # the input as the host writes it: unfolded, or whole though its readers may read slices
-    written = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
-    sizes = {INPUT: map_bytes(written, config)}
-    sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
+    sizes = tensor_bytes(graph, config)
     buffers = allocate.lifetimes(graph, sizes.__getitem__)
     views = concat_views(graph, config)
     placed = allocate.plan(buffers, config.act_bytes, add_partners(graph.layers),
@@ -323,14 +333,17 @@ def check_slice(layer: QLayer, config: AcceleratorConfig) -> None:
                              "slice of its input in place")
 
 
-def _intact(act_out, executed, count: int) -> tuple:
+def _intact(act_out, executed, count: int, written=None) -> tuple:
     """Layers among the first ``count`` whose (addr, bytes) output region no later layer among
-    them writes over (a concatenation writes nothing: its inputs are written into it)."""
+    them writes over (a concatenation writes nothing: its inputs are written into it). A region
+    None is not in the activation memory (intact); ``written``: the regions the layers write
+    (default ``act_out``; None: nothing)."""
     def overlaps(a, b):
         return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
-    return tuple(i for i in range(count)
-                 if not any(executed[j] and overlaps(act_out[i], act_out[j])
-                            for j in range(i + 1, count)))
+    written = act_out if written is None else written
+    return tuple(i for i in range(count) if act_out[i] is None or not any(
+        executed[j] and written[j] is not None and overlaps(act_out[i], written[j])
+        for j in range(i + 1, count)))
 
 
 def survivors(plan: MemoryPlan, count: int) -> tuple:

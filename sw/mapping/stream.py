@@ -51,8 +51,9 @@ from . import allocate, bands, depthwise, layout, memmap
 from .depthwise import runs_depthwise
 from .descriptor import MOVE_TARGETS, DescriptorError, LayerDescriptor, MoveDescriptor
 from .layout import doubled, groups, pairs
-from .mapper import (_check_geometry, _check_ops, _place_tables, _where, add_partners,
-                     check_slice, concat_views, layer_fields, map_bytes, spread)
+from .mapper import (_check_geometry, _check_ops, _intact, _place_tables, _where,
+                     add_partners, check_slice, concat_views, input_written, layer_fields,
+                     map_bytes, spread, tensor_bytes)
 
 ACT, WEIGHTS, PARAMS, PROGRAM = (MOVE_TARGETS[name] for name in ("act", "weights", "params",
                                                                  "program"))
@@ -131,13 +132,8 @@ class StreamPlan:
     def survivors(self, count: int) -> tuple:
         """Layers among the first ``count`` whose output can be read after a run of just
         those: in external memory, or kept on chip and not written over by a later one."""
-        def meet(a, b):
-            return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
         kept = self.kept or (None,) * len(self.stamped)
-        written = self.written or kept
-        return tuple(i for i in range(count) if kept[i] is None or not any(
-            self.stamped[j] and written[j] is not None and meet(kept[i], written[j])
-            for j in range(i + 1, count)))
+        return _intact(kept, self.stamped, count, self.written or kept)
 
     @property
     def refills(self) -> bool:
@@ -149,9 +145,8 @@ def _ext_layout(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, list, l
     """External addresses: tensors (concatenation inputs inside theirs), each conv layer's
     weights and parameters; returns them and the first free byte."""
     views = concat_views(graph, config)
-    written = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
     tensors, addr = {}, 0
-    for name, shape in [(INPUT, written)] + [(l.name, l.out_shape) for l in graph.layers]:
+    for name, shape in [(INPUT, input_written(graph))] + [(l.name, l.out_shape) for l in graph.layers]:
         if name in views:
             continue
         size = map_bytes(shape, config)
@@ -357,9 +352,7 @@ def _resident(graph: QGraph, config: AcceleratorConfig, start: int) -> dict | No
     if any(name in views for name in outside) or any(
             layer.op == "concat" and made_before.intersection(layer.inputs) for layer in later):
         return None
-    written = graph.consumers(INPUT)[0].in_shape if graph.input_im2col else graph.input_shape
-    sizes = {INPUT: map_bytes(written, config)}
-    sizes.update({layer.name: map_bytes(layer.out_shape, config) for layer in graph.layers})
+    sizes = tensor_bytes(graph, config)
     keep = outside | {layer.name for layer in later}
     buffers = [b if b.first >= start else dataclasses.replace(b, first=start - 1)
                for b in allocate.lifetimes(graph, sizes.__getitem__) if b.name in keep]
@@ -516,8 +509,7 @@ class _Emitter:
         graph = self.graph
         if name != INPUT:
             return map_shape(graph.layer(name).out_shape)
-        return map_shape(graph.consumers(INPUT)[0].in_shape if graph.input_im2col
-                         else graph.input_shape)
+        return map_shape(input_written(graph))
 
     def _first_group(self, layer: QLayer, tile: Tile, dw: bool) -> int:
         """The first channel group of its input a tile reads."""
