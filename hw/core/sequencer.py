@@ -418,7 +418,7 @@ class Sequencer(wiring.Component):
         # window's two columns; not with the serial requantizer)
         bad_pair = d.pair & (Const(not cfg.pairs) | (d.op != OP_CONV))
         pooled_pair = (d.pool == 1) & Const(not cfg.serial_scale_bits)
-        pair_shape = registered(d.pair & (
+        pair_shape = Const(0) if not cfg.pairs else registered(d.pair & (
             (d.out_c > cfg.pe_out // 2) | (d.stride_w != 1) | (d.pool_k_w != 1)
             | (d.pool_stride_w != 2) | (d.conv_w != Cat(Const(0, 1), d.out_w))
             | ~(((d.pool == 0) & (d.pool_k_h == 1) & (d.pool_stride_h == 1)) | pooled_pair)),
