@@ -154,3 +154,25 @@ def test_a_pooled_pair_of_one_window_survives_save_and_load(tmp_path, streaming)
     assert [d for _, d in loaded.steps] == [d for _, d in program.steps]
     xq = program.quantize_input(x)
     np.testing.assert_array_equal(loaded.run_reference(xq), program.run_reference(xq))
+
+
+@pytest.mark.parametrize("c_in,streaming", [(4, "never"), (3, "always")])
+def test_pairs_at_the_widest_map_with_the_memory_all_but_full(c_in, streaming):
+    """Paired layers, unpooled and max pooled, on maps of ``max_width`` columns (the last
+    pair's second pixel pads on its own at the right edge): on chip with the input and the
+    first layer's output filling 63 of the 64 KiB, and streamed from a host-unfolded input."""
+    config = AcceleratorConfig()
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(c_in, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 6, (3, 5), padding=(1, 2)), nn.ReLU(),
+                          nn.MaxPool2d(2)).eval()
+    x = np.random.default_rng(1).standard_normal((4, c_in, 21, config.max_width))
+    program = striate.compile(model, x.astype(np.float32), config=config, streaming=streaming)
+    from striate.sw.mapping.descriptor import OP_CONV
+    convs = [d for _, d in program.steps if d is not None and d.op == OP_CONV]
+    assert len(convs) >= 2 and all(d.pair for d in convs)
+    if streaming == "never":
+        top = max(a + s for a, s in program.plan.tensors.values())
+        assert config.act_bytes - 1024 <= top <= config.act_bytes
+    with striate.open("verilator", config) as dev:
+        rtl_cases.check_on_rtl(dev, program, program.quantize_input(x[:2].astype(np.float32)))
