@@ -176,3 +176,23 @@ def test_pairs_at_the_widest_map_with_the_memory_all_but_full(c_in, streaming):
         assert config.act_bytes - 1024 <= top <= config.act_bytes
     with striate.open("verilator", config) as dev:
         rtl_cases.check_on_rtl(dev, program, program.quantize_input(x[:2].astype(np.float32)))
+
+
+@pytest.mark.parametrize("cin,cout,pool", [(160, 8, False), (160, 6, True), (200, 4, False)])
+def test_pairs_in_chunks_of_input_channels(cin, cout, pool):
+    """A streamed paired layer too wide for half the weight memory runs in chunks of input
+    channels, each pair's sums kept in one partial-sum entry between chunks (the fuzzer's
+    `stream` configuration: 32 KiB of weights, 4 KiB of activations); its tiles of an even
+    width pair."""
+    from striate.sw import fuzz
+    config, timing = fuzz.config_named("stream"), fuzz.STREAMED["stream"]
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(),
+                          *([nn.MaxPool2d(2)] if pool else [])).eval()
+    x = np.random.default_rng(2).standard_normal((3, cin, 6, 10)).astype(np.float32)
+    program = striate.compile(model, x, config=config, timing=timing, streaming="always")
+    convs = [d for _, d in program.steps if hasattr(d, "pair")]   # not the transfers
+    assert all(d.psum_in or d.psum_out for d in convs)
+    assert sum(d.pair for d in convs) >= len(convs) // 2   # tiles of an odd width don't pair
+    with striate.open("verilator", config, timing=timing) as dev:
+        rtl_cases.check_on_rtl(dev, program, program.quantize_input(x[:1]))
