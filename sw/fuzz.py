@@ -324,6 +324,17 @@ class _Builder:
                 o = c * self.small_int(2, out_max // c)
         bias = bool(rng.random() < 0.8)
         taps = tuple((k - 1) // d + 1 for k, d in zip((kh, kw), dilation))
+        if groups == 1 and dilation == (1, 1) and mode != "same" and cfg.psum_entries \
+                and self.side_draw() < 0.5:
+            # half the time the smallest square kernel whose weights for pe_out outputs exceed
+            # half the weight memory (streamed, the layer runs in chunks of input channels),
+            # thin and at column stride 1, so that pixel pairs keep their sums between chunks
+            room = min(h + 2 * ph, w + 2 * pw) if mode != "valid" else min(h, w)
+            k = next((k for k in range(1, min(kmax, room) + 1)
+                      if map_bytes((c, k, k), cfg) * cfg.pe_out > cfg.weight_bytes // 2), None)
+            if k is not None:
+                taps = kh, kw = k, k
+                o, stride = 1 + (o - 1) % max(1, cfg.pe_out // 2), (stride[0], 1)
         conv = nn.Conv2d(c, o, taps, stride=stride if mode != "same" else 1,
                          padding=padding, bias=bias, groups=groups, dilation=dilation)
         out = self.shape_after(conv, shape)

@@ -146,7 +146,8 @@ def _ext_layout(graph: QGraph, config: AcceleratorConfig) -> tuple[dict, list, l
     weights and parameters; returns them and the first free byte."""
     views = concat_views(graph, config)
     tensors, addr = {}, 0
-    for name, shape in [(INPUT, input_written(graph))] + [(l.name, l.out_shape) for l in graph.layers]:
+    shapes = [(INPUT, input_written(graph))] + [(l.name, l.out_shape) for l in graph.layers]
+    for name, shape in shapes:
         if name in views:
             continue
         size = map_bytes(shape, config)
