@@ -113,23 +113,25 @@ def registered_inputs(design):
 
 
 def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
-            ice40: bool = False, sdram: bool = False, registered: bool = False) -> Path:
+            board: str | None = None, sdram: bool = False, registered: bool = False) -> Path:
     """Path of the Verilog for ``config`` (top module `TOP`), generating it if needed: the
     accelerator with its host bus, or with ``uart_divisor`` the accelerator behind the UART
-    bridge (ports ``rx`` and ``tx``). With ``ice40`` the weights live in iCE40 SPRAM blocks
-    and the PE array's products in SB_MAC16 blocks, as on the iCEBreaker
-    (`striate.hw.platform.boards.part_blocks`), simulated with Yosys' models of them.
+    bridge (ports ``rx`` and ``tx``). With ``board`` (a name in
+    `striate.hw.platform.boards.BOARDS`) memories and products are built as on that board's
+    part (`striate.hw.platform.boards.part_blocks`): on the iCEBreaker the weights in iCE40
+    SPRAM blocks and the products in SB_MAC16 blocks, simulated with Yosys' models of them; on
+    the ULX3S some products in logic.
     With ``sdram`` the AXI4 port is on the ULX3S's LiteDRAM core, with LiteDRAM's model of the
     chip (`striate.hw.platform.sdram.SdramAccelerator`; the host bus only, as on the board).
     With ``registered`` every input is registered (`registered_inputs`; for Verilator)."""
     folder = design_dir(config) / (f"uart-{uart_divisor}" if uart_divisor else "") / \
-        ("ice40" if ice40 else "") / ("sdram" if sdram else "") / \
+        (board or "") / ("sdram" if sdram else "") / \
         ("registered" if registered else "")
     path = folder / f"{TOP}.v"
     if not path.exists():
         from amaranth.back import verilog as amaranth_verilog
-        from ..hw.platform.boards import part_blocks
-        blocks = part_blocks("ice40") if ice40 else {}
+        from ..hw.platform.boards import BOARDS, part_blocks
+        blocks = part_blocks(BOARDS[board]) if board else {}
         core = ""
         if uart_divisor:
             from ..hw.platform.uart_top import UartAccelerator
@@ -147,7 +149,7 @@ def verilog(config: AcceleratorConfig, uart_divisor: int | None = None,
             design = registered_inputs(design)
         folder.mkdir(parents=True, exist_ok=True)
         text = amaranth_verilog.convert(design, name=TOP, emit_src=False) + core
-        if ice40:
+        if board and BOARDS[board].family == "ice40":
             text += ice40_models()
         tmp = path.with_suffix(f".{os.getpid()}.tmp")     # concurrent builds each write their own
         tmp.write_text(text)

@@ -93,10 +93,11 @@ def profile_guided() -> bool:
     return os.environ.get("STRIATE_SIM_PGO", "1") != "0" and "clang" not in _compiler()
 
 
-def build_library(config, log=None, uart_divisor=None, ice40=False) -> Path:
+def build_library(config, log=None, uart_divisor=None, board=None) -> Path:
     """Path of the compiled simulator for ``config`` (with ``uart_divisor``: the accelerator
-    behind its UART bridge, driven by `harness_uart.cpp`; with ``ice40``: the iCEBreaker's
-    SPRAM and SB_MAC16 blocks, see `build.verilog`), building it on first use.
+    behind its UART bridge, driven by `harness_uart.cpp`; with ``board``: built on that
+    board's part blocks, such as the iCEBreaker's SPRAM and SB_MAC16, see `build.verilog`),
+    building it on first use.
 
     The bus harness's build is profile-guided (`profile_guided`): built instrumented, trained
     on a few digits images of LeNet compiled for ``config`` in a process of its own, then
@@ -104,12 +105,12 @@ def build_library(config, log=None, uart_divisor=None, ice40=False) -> Path:
     not fit is built without a profile. The results never depend on it, only the speed."""
     pgo = profile_guided() and not uart_divisor
     folder = build.design_dir(config) / ((f"uart-{uart_divisor}-fast" if uart_divisor else "fast")
-                                         + ("-ice40" if ice40 else "") + ("-pgo" if pgo else "")
+                                         + (f"-{board}" if board else "") + ("-pgo" if pgo else "")
                                          + f"-{build_key()}")
     lib = folder / LIBRARY
     if lib.exists():
         return lib
-    source = build.verilog(config, uart_divisor, ice40, registered=True)
+    source = build.verilog(config, uart_divisor, board, registered=True)
     if log:
         log(f"building the Verilator model in {folder} (once per configuration"
             f"{'; built, trained and built again with the profile' if pgo else ''}) ...")
@@ -119,7 +120,7 @@ def build_library(config, log=None, uart_divisor=None, ice40=False) -> Path:
     harness = HARNESS.with_name("harness_uart.cpp") if uart_divisor else HARNESS
     if pgo:
         _compile(config, source, harness, tmp, ["-fprofile-generate", "-fprofile-update=single"])
-        _train(config, tmp / LIBRARY, ice40)
+        _train(config, tmp / LIBRARY, board)
         _compile(config, source, harness, tmp, ["-fprofile-use", "-fprofile-correction",
                                                 "-Wno-missing-profile"])
     else:
@@ -155,16 +156,17 @@ def _compile(config, source: Path, harness: Path, tmp: Path, extra: list) -> Non
           "-pthread"], tmp, "linking")
 
 
-def _train(config, library: Path, ice40: bool) -> None:
+def _train(config, library: Path, board: str | None) -> None:
     """Run the instrumented ``library`` on a few images in a process of its own, which
     writes the profile when it exits."""
     code = ("import sys, json; from striate.sim.fastsim import profile_workload; "
-            "profile_workload(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == '1')")
+            "profile_workload(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] or None)")
     _run([sys.executable, "-c", code, json.dumps(config.to_dict()), str(library),
-          "1" if ice40 else "0"], library.parent, "training the simulator's profile")
+          board or ""], library.parent, "training the simulator's profile")
 
 
-def profile_workload(config: dict, library: str, ice40: bool = False, images: int = 8) -> None:
+def profile_workload(config: dict, library: str, board: str | None = None,
+                     images: int = 8) -> None:
     """`_train`'s workload: LeNet on digits test images, compiled for ``config`` and run on
     the simulator ``library``; nothing if LeNet does not fit ``config``."""
     from ..sw.compiler import compile as compile_model
@@ -179,7 +181,7 @@ def profile_workload(config: dict, library: str, ice40: bool = False, images: in
     except StriateError:            # LeNet does not fit: no profile
         return
     x = program.quantize_input(digits("test")[0][:images])
-    transport = VerilatorTransport(config, ice40=ice40, library=Path(library))
+    transport = VerilatorTransport(config, board=board, library=Path(library))
     with Device(transport, config, "profile run") as device:
         device.run(program, x)
 
@@ -228,13 +230,14 @@ _BUS_SIGNATURES = {
 
 
 class VerilatorTransport(Transport):
-    """Bus access to a Verilated accelerator in this process."""
+    """Bus access to a Verilated accelerator in this process (with ``board``, built on that
+    board's part blocks, `build.verilog`)."""
 
     ext_backdoor = True
 
-    def __init__(self, config, log=None, ice40=False, timing: Timing = Timing(),
+    def __init__(self, config, log=None, board=None, timing: Timing = Timing(),
                  library: Path | None = None):
-        self._model = CModel(library or build_library(config, log, ice40=ice40), "sim",
+        self._model = CModel(library or build_library(config, log, board=board), "sim",
                              _BUS_SIGNATURES, timing.latency, timing.bytes_per_cycle)
         self._ext = config.ext_bytes
 

@@ -243,16 +243,16 @@ BOARD_MODELS = ("resnet8", "ds-cnn")
 
 def board_models(names=BOARD_MODELS, log=print) -> dict:
     """Each of ``names`` (`REFERENCE_MODELS`, random weights) compiled for each ULX3S
-    configuration and run once on the fast backend: the cycle counters, every layer compared
-    with the golden model, and the inferences per second at the board's clock. Where a
+    configuration and run once on the board's design on the fast backend
+    (`striate.sw.fuzz.open_model`): the cycle counters, every layer compared with the golden
+    model, and the inferences per second at the board's clock. Where a
     network does not fit on chip the ``ulx3s-sdram`` build streams it, timed with the fuzzer's
     model of its SDRAM (`striate.sw.fuzz.STREAMED`); a configuration that refuses a network
     records why."""
     import numpy as np
     from .compiler import compile as compile_model
     from .errors import StriateError
-    from .fuzz import STREAMED
-    from .runtime.driver import open as open_device
+    from .fuzz import STREAMED, open_model
     from ..hw.platform.boards import BOARDS
     results = {}
     for board in (BOARDS["ulx3s"], BOARDS["ulx3s-sdram"]):
@@ -267,7 +267,7 @@ def board_models(names=BOARD_MODELS, log=print) -> dict:
                 log(f"{name:<8} on {board.name:<12} refused: {exc}")
                 continue
             xq = program.quantize_input(x[:1])
-            with open_device("verilator", config, timing=timing, instances=1) as dev:
+            with open_model(board.name) as dev:     # the board's design, its part's blocks
                 got = dev.run(program, xq, return_all=True)
                 stats = dev.last_run
             want = program.run_reference(xq, return_all=True)

@@ -98,15 +98,17 @@ def config_named(name: str) -> AcceleratorConfig:
 
 def open_model(name: str):
     """A Verilator model of configuration ``name`` with the memory model it is planned for
-    (`STREAMED`); a board's on its part's blocks (the iCEBreaker's weights in SPRAM and
-    products on SB_MAC16, Yosys' models of them)."""
+    (`STREAMED`); a board's on its part's blocks, as its bitstream has them (the iCEBreaker's
+    weights in SPRAM and products on SB_MAC16, Yosys' models of them; the ULX3S's products in
+    logic beyond its MULT18X18D)."""
     from .runtime.driver import Device, open as open_device
-    from ..hw.platform.boards import BOARDS
+    from ..hw.platform.boards import BOARDS, part_blocks
     board = BOARDS.get(name)
-    if board is not None and board.family == "ice40":
+    if board is not None and part_blocks(board):
         from ..sim.fastsim import VerilatorTransport
-        return Device(VerilatorTransport(board.config, ice40=True), board.config,
-                      f"{name} on iCE40 block models")
+        return Device(VerilatorTransport(board.config, board=name,
+                                         timing=STREAMED.get(name, MemoryTiming())),
+                      board.config, f"{name} on its part's blocks")
     return open_device("verilator", config_named(name), timing=STREAMED.get(name))
 
 

@@ -14,6 +14,7 @@ from striate.sw.golden import cycles
 from striate.sw.ir.graph import QGraph, QLayer
 from striate.sw.ir.kernels import out_size
 from striate.sw.mapping import memmap
+from striate.sw.fuzz import open_model
 from striate.sw.mapping.descriptor import OP_CONV, OP_DW
 from striate.sw.runtime import image
 from striate.sw.runtime.program import Program
@@ -85,7 +86,10 @@ def test_random_depthwise_chains_bit_exact_on_verilator(device, seed):
 @pytest.mark.parametrize("config", [WIDE_WINDOW, SERIAL, BOARDS["ulx3s"].config],
                          ids=["wide-window", "serial", "ulx3s"])
 def test_other_windows_and_requantizers(config):
-    with striate.open("verilator", config) as dev:
+    """Depthwise chains on other windows and requantizers; the ULX3S's on its board's design
+    (`striate.sw.fuzz.open_model`)."""
+    with (open_model("ulx3s") if config == BOARDS["ulx3s"].config
+          else striate.open("verilator", config)) as dev:
         for seed in range(3):
             program, rng = depthwise_chain(100 + seed, config, layers=3)
             assert all(program.plan.depthwise)

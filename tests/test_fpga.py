@@ -1,7 +1,7 @@
-"""Board tops: clock settings, report parsing, the iCE40 SB_MAC16's two products against Verilog's
-multiplication, the iCEBreaker's SPRAM and DSP blocks running the whole LeNet in simulation, and
-(slow tier) every board's bitstream; CI builds the iCEBreaker's and the ULX3S-with-SDRAM's with
-`make bitstream` (`.ci/run`)."""
+"""Board tops: clock settings, report parsing, the iCE40 SB_MAC16's two products and the
+ULX3S's products in logic against Verilog's multiplication, the iCEBreaker's SPRAM and DSP
+blocks running the whole LeNet in simulation, and (slow tier) every board's bitstream; CI
+builds the iCEBreaker's and the ULX3S-with-SDRAM's with `make bitstream` (`.ci/run`)."""
 
 import json
 import subprocess
@@ -14,8 +14,10 @@ import striate
 from striate.hw.platform import bitstream
 from striate.hw.platform.boards import BOARDS, ICEBREAKER, ULX3S, ecp5_pll, ice40_pll
 from striate.hw.platform.ice40dsp import ice40_products
+from striate.hw.platform.logicmul import logic_products
 from striate.sim.build import ice40_models
 from striate.sim.fastsim import VerilatorTransport
+from striate.sw.golden import timeline
 from striate.sw.golden.cycles import may_stall, program_cycles
 from striate.sw.mapping import memmap
 from striate.sw.mapping.descriptor import POOL_AVG, POOL_MAX
@@ -45,7 +47,7 @@ module tb;
   wire signed [15:0] p0, p1, p2;
   reg clk = 0;
   integer i, checked = 0, wrong = 0;
-  products dut(.clk(clk), .rst(1'b0), .a0(a0), .b0(b0), .a1(a1), .b1(b1), .a2(a2), .b2(b2),
+  products dut(CLOCK.a0(a0), .b0(b0), .a1(a1), .b1(b1), .a2(a2), .b2(b2),
                .p0(p0), .p1(p1), .p2(p2));
   initial begin
     for (i = 0; i < 65536; i = i + 1) begin
@@ -61,9 +63,12 @@ endmodule
 """
 
 
-def test_sb_mac16_blocks_give_both_signed_products_for_every_operand_pair(tmp_path):
-    """`ice40_products` on Yosys' model of the SB_MAC16 (three products: two blocks, the second
-    half used) equals Verilog's signed multiplication for all 65,536 int8 operand pairs."""
+@pytest.mark.parametrize("part", ["ice40", "logic"])
+def test_part_products_equal_signed_multiplication_for_every_operand_pair(tmp_path, part):
+    """The PE array's products as a board's part makes them equal Verilog's signed
+    multiplication for all 65,536 int8 operand pairs, each of three products: `ice40_products`
+    on Yosys' model of the SB_MAC16 (two blocks, the second half used), and `logic_products`
+    (the ULX3S's products beyond its MULT18X18D; the first inferred, the last two in logic)."""
     from amaranth.back import verilog
     from amaranth.hdl import Module, signed
     from amaranth.lib import wiring
@@ -77,12 +82,13 @@ def test_sb_mac16_blocks_give_both_signed_products_for_every_operand_pair(tmp_pa
         def elaborate(self, platform):
             m = Module()
             pairs = [(getattr(self, f"a{n}"), getattr(self, f"b{n}")) for n in range(3)]
-            m.d.comb += [getattr(self, f"p{n}").eq(p)
-                         for n, p in enumerate(ice40_products(m, pairs))]
+            products = ice40_products if part == "ice40" else logic_products(2)
+            m.d.comb += [getattr(self, f"p{n}").eq(p) for n, p in enumerate(products(m, pairs))]
             return m
     source = tmp_path / "products.v"
     source.write_text(verilog.convert(Products(), name="products", emit_src=False)
-                      + ice40_models(["SB_MAC16"]) + PRODUCTS_TB)
+                      + (ice40_models(["SB_MAC16"]) if part == "ice40" else "")
+                      + PRODUCTS_TB.replace("CLOCK", ".clk(clk), .rst(1'b0), " * (part == "ice40")))
     subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "tb"), "-s", "tb", str(source)],
                    check=True)
     run = subprocess.run(["vvp", "-n", str(tmp_path / "tb")], capture_output=True, text=True,
@@ -152,7 +158,8 @@ def test_icebreaker_design_runs_lenet_bit_exact_on_its_spram_and_dsp_blocks(iceb
     descriptor stops with error 1, the sequencer having no check of a pair's shape here)."""
     config = ICEBREAKER.config
     xq = icebreaker_program.quantize_input(digits_test[0][:6])
-    with Device(VerilatorTransport(config, ice40=True), config, "iCE40 block models") as device:
+    with Device(VerilatorTransport(config, board="icebreaker"), config,
+                "iCE40 block models") as device:
         outs = device.run(icebreaker_program, xq, return_all=True)
         stats = device.last_run
         d0 = icebreaker_program.descriptors[0]
@@ -191,16 +198,23 @@ def _hardware_error(device, descriptor) -> int:
 
 def test_ulx3s_configuration_runs_lenet_bit_exact_in_the_modelled_cycles(lenet, calibration,
                                                                          digits_test):
-    config = ULX3S.config
-    program = striate.compile(lenet, calibration, config)
+    """LeNet on the ULX3S's design as its bitstream has it (128 MACs, the last 64 products in
+    logic), every layer bit-exact, its counters the cycle model's (exactly where a layer
+    cannot stall; the first, whose pixel pairs take 7 items of work each and the four
+    requantizer lanes 8 cycles, within its bound)."""
+    from striate.sw.fuzz import open_model
+    program = striate.compile(lenet, calibration, ULX3S.config)
     xq = program.quantize_input(digits_test[0][:20])
-    with striate.open("verilator", config) as device:
+    with open_model("ulx3s") as device:
         outs = device.run(program, xq, return_all=True)
         stats = device.last_run
     golden = program.run_reference(xq, return_all=True)
     for got, want in zip(outs, golden):
         assert np.array_equal(got, want.reshape(got.shape))
-    assert list(stats.layer_cycles) == program_cycles(program)
+    assert not timeline.mismatch(program, stats.layer_cycles, stats.cycles)
+    stalls = [may_stall(layer, ULX3S.config) for layer in program.layers]
+    assert stalls == [True, False, False, False]
+    assert list(stats.layer_cycles)[1:] == program_cycles(program)[1:]
 
 
 
@@ -213,15 +227,17 @@ def test_bitstream_meets_timing(board, tmp_path):
     assert report["luts"] <= report["available"]["luts"]
     assert report["macs_per_cycle"] == BOARDS[board].config.macs_per_cycle
     # the PE array's products on DSP blocks: two per iCE40 SB_MAC16, one per ECP5 MULT18X18D
+    # but for those the board builds in logic
     per_block = 2 if board == "icebreaker" else 1
-    assert report["dsps"] >= report["macs_per_cycle"] // per_block
+    assert report["dsps"] >= (report["macs_per_cycle"] - BOARDS[board].logic_products) // per_block
 
 
-@pytest.mark.parametrize("name, at_least", [("resnet8", 0.9), ("ds-cnn", 0.85)])
+@pytest.mark.parametrize("name, at_least", [("resnet8", 0.9), ("ds-cnn", 0.75)])
 def test_ulx3s_runs_the_mlperf_tiny_convnets_on_chip(name, at_least):
     """The ULX3S's memories hold the MLPerf Tiny ResNet-8 and DS-CNN (random weights) whole:
-    no streaming, and the array busy most of the cycles the cycle model predicts (the bench
-    and the fuzzer check those cycles against the RTL)."""
+    no streaming, and its 128-MAC array busy most of the cycles the cycle model predicts (the
+    bench and the fuzzer check those cycles against the RTL). DS-CNN's depthwise layers take
+    one pixel's word a cycle on 3 of the 8 row groups, at 28 %, so it is busy 76.9 %."""
     from striate.sw.bench import reference_graph
     program = striate.compile(*reference_graph(name), ULX3S.config)
     assert program.stream is None

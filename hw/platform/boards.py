@@ -19,6 +19,7 @@ from ...sw.config import AcceleratorConfig
 from ..core.dma import AXI_PORTS
 from . import sdram
 from .ice40dsp import ice40_products
+from .logicmul import logic_products
 from .spram import Ice40Spram
 from .uart_top import UartAccelerator
 
@@ -37,6 +38,7 @@ class Board:
     clock_mhz: float
     family: str                    # "ice40" or "ecp5"
     sdram: bool = False            # its SDRAM behind LiteDRAM is the external memory
+    logic_products: int = 0        # the PE array's last products in logic (`logic_products`)
 
     def make_platform(self):
         import importlib
@@ -130,7 +132,7 @@ class BoardTop(Elaboratable):
         m = Module()
         clock_mhz = self._clock(m, platform)
         divisor = round(clock_mhz * 1e6 / self.baud)
-        accel = UartAccelerator(self.board.config, divisor, **part_blocks(self.board.family))
+        accel = UartAccelerator(self.board.config, divisor, **part_blocks(self.board))
         # Yosys reads the accelerator as Verilog: this Yosys build's logic mapping (ABC9)
         # fails an internal assertion on Amaranth's RTLIL of the requantizer (ECP5).
         platform.add_file(f"{ACCEL}.v", verilog.convert(accel, name=ACCEL, emit_src=False))
@@ -148,10 +150,13 @@ class BoardTop(Elaboratable):
         return m
 
 
-def part_blocks(family: str) -> dict:
-    """The `Accelerator` arguments that put its memories and multipliers on a part's own
-    blocks: on the iCE40, the weights in SPRAM and two products per SB_MAC16."""
-    return {"weight_ram": Ice40Spram, "products": ice40_products} if family == "ice40" else {}
+def part_blocks(board: Board) -> dict:
+    """The `Accelerator` arguments that put its memories and multipliers on ``board``'s part:
+    on the iCE40, the weights in SPRAM and two products per SB_MAC16; on the ECP5, the
+    products beyond its MULT18X18D in logic where ``board.logic_products`` says so."""
+    if board.family == "ice40":
+        return {"weight_ram": Ice40Spram, "products": ice40_products}
+    return {"products": logic_products(board.logic_products)} if board.logic_products else {}
 
 
 # iCE40 UP5K (5,280 LUTs, 8 SB_MAC16, 30 SB_RAM40_4K, 4 SB_SPRAM256KA): 8 MACs on 4 of the 8
@@ -169,20 +174,23 @@ ICEBREAKER = Board(
                              residual_add=False, activation_tables=0, ext_bytes=0,
                              act_banks=1, overlap_setup=False))
 
-# ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): the default 16 x 4 array (64 MACs on
-# MULT18X18D), four requantizer lanes, memories sized so that the MLPerf Tiny ResNet-8 and
-# DS-CNN run on chip (64 KiB of activations, 128 KiB of weights). The clock, 25 MHz x 4 / 3
-# from the PLL, keeps a margin below what the design meets today (about 44 MHz, see
-# docs/fpga.md), the overlapped layer set-up included.
+# ECP5-85F (84K LUTs, 156 MULT18X18D, 208 DP16KD): a 32 x 4 array, 128 MACs. 64 products
+# on MULT18X18D and the last 64 in logic (`logic_products`): the requantizer's, average pool's
+# and add unit's multipliers take 41 blocks, and with 112 products on blocks (153 of 156) the
+# router still had 12,107 wires overused after 12 iterations (26 minutes; stopped). Four
+# requantizer lanes, memories sized so that the MLPerf Tiny ResNet-8 and DS-CNN run on chip
+# (64 KiB of activations, 128 KiB of weights). The clock, 25 MHz x 5 / 4 from the PLL, is
+# below what the design meets (docs/fpga.md), the overlapped layer set-up included.
 ULX3S = Board(
     name="ulx3s", platform="ULX3S_85F_Platform", module="ulx3s", family="ecp5",
-    clock_mhz=100 / 3,
-    config=AcceleratorConfig(requant_lanes=4, max_width=64, max_height=64, act_bytes=65536,
-                             weight_bytes=128 * 1024, param_entries=1024, program_depth=16,
-                             ext_bytes=0, act_banks=1, mac_stages=2))
+    clock_mhz=31.25, logic_products=64,
+    config=AcceleratorConfig(pe_out=32, requant_lanes=4, max_width=64, max_height=64,
+                             act_bytes=65536, weight_bytes=128 * 1024, param_entries=1024,
+                             program_depth=16, ext_bytes=0, act_banks=1, mac_stages=2))
 
 # The ULX3S with its 32 MB SDRAM behind LiteDRAM as external memory (networks larger than the
-# chip stream from it), two activation banks (the fewest that let transfers overlap layers).
+# chip stream from it), the default 16 x 4 array (64 MACs, all on MULT18X18D), two activation
+# banks (the fewest that let transfers overlap layers).
 # It meets 25 MHz since average pooling scales four lanes a cycle, which left the MULT18X18D
 # blocks two-thirds used instead of all but three (docs/memory.md, "The ULX3S's SDRAM"); it
 # stays at the board's oscillator clock, the one the SDRAM controller's timing is set up and
@@ -194,8 +202,8 @@ ULX3S = Board(
 # with them (about 700 LUTs more, 42.19 MHz on the `ulx3s` build) its router diverged (1,706
 # wires overused after 45 iterations, 33 minutes).
 ULX3S_SDRAM = replace(
-    ULX3S, name="ulx3s-sdram", sdram=True, clock_mhz=25.0,
-    config=replace(ULX3S.config, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256,
+    ULX3S, name="ulx3s-sdram", sdram=True, clock_mhz=25.0, logic_products=0,
+    config=replace(ULX3S.config, pe_out=16, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256,
                    overlap_setup=False, pixel_pairs=False))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S, ULX3S_SDRAM)}
