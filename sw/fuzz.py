@@ -268,6 +268,12 @@ class _Builder:
             return lo
         return int(min(hi, np.floor(np.exp(self.rng.uniform(np.log(lo), np.log(hi + 1))))))
 
+    def channels(self, groups: int, cap: int) -> int:
+        """Most channels a layer draws: ``groups`` groups of ``pe_out``, at most ``cap`` (to
+        keep simulations short) unless that leaves fewer than two whole groups, so that arrays
+        of 32 rows (the ULX3S's) also see layers of several channel groups."""
+        return max(1, min(groups * self.cfg.pe_out, max(cap, 2 * self.cfg.pe_out)))
+
     def add(self, op, text):
         self.ops.append(op)
         self.recipe.append(text)
@@ -317,7 +323,7 @@ class _Builder:
             padding = mode
             if mode == "valid" and (kh > h or kw > w):
                 return None
-        out_max = max(1, min(4 * cfg.pe_out, 48))
+        out_max = self.channels(4, 48)
         o = self.small_int(1, out_max)
         groups = self.groups(c)
         if groups > 1:          # depthwise (groups = c) or grouped, with a channel multiplier
@@ -367,7 +373,7 @@ class _Builder:
         kh, kw = self.small_int(1, 3), self.small_int(1, 3)
         stride = self.small_int(1, 2)
         m = self.small_int(1, 3) if rng.random() < 0.4 else 1
-        out = self.small_int(1, min(4 * self.cfg.pe_out, 48))
+        out = self.small_int(1, self.channels(4, 48))
         dw = nn.Conv2d(c, c * m, (kh, kw), stride, (kh // 2, kw // 2), groups=c,
                        bias=bool(rng.random() < 0.5))
         mid = self.shape_after(dw, shape)
@@ -438,7 +444,7 @@ class _Builder:
         c, h, w = shape
         rng = self.rng
         stride = int(rng.choice([1, 1, 2])) if min(h, w) > 1 else 1
-        out = c if rng.random() < 0.5 else self.small_int(1, max(1, min(4 * self.cfg.pe_out, 48)))
+        out = c if rng.random() < 0.5 else self.small_int(1, self.channels(4, 48))
         main, out_shape, macs = self.branch(shape, stride, out, int(rng.integers(1, 3)))
         kind = "identity" if (stride, out) == (1, c) and rng.random() < 0.7 else \
             self.pick(["projection", "branch"])
@@ -478,7 +484,7 @@ class _Builder:
                 kind = "branch"
             if kind == "input" and stride != 1:
                 kind = "branch"
-            width = self.small_int(1, max(1, min(3 * self.cfg.pe_out, 40)))
+            width = self.small_int(1, self.channels(3, 40))
             module = None
             if kind in ("branch", "nested"):
                 convs = 1 if self.cfg.program_depth < 16 else int(rng.integers(1, 3))
@@ -719,7 +725,7 @@ class _Builder:
                 self.add(*self.pick([(nn.Dropout1d(0.2), "nn.Dropout1d(0.2)"),
                                      (nn.Dropout(0.5), "nn.Dropout(0.5)"),
                                      (nn.Identity(), "nn.Identity()")]))
-            out = self.small_int(1, max(1, min(4 * self.cfg.pe_out, 64)))
+            out = self.small_int(1, self.channels(4, 64))
             linear = nn.Linear(features, out, bias=bool(self.rng.random() < 0.85))
             with torch.no_grad():
                 linear.weight.mul_(float(10 ** self.rng.uniform(-2, 2)))
@@ -772,7 +778,7 @@ def _signal_layer(b: _Builder, shape):
                   p=[0.42, 0.14, 0.19, 0.05, 0.08, 0.07, 0.05])
     if kind in ("residual", "concat"):
         k = int(rng.choice([k for k in (1, 3, 5) if k <= min(cfg.max_kernel, length + 2)]))
-        out = b.small_int(1, max(1, min(2 * cfg.pe_out, 32)))
+        out = b.small_int(1, b.channels(2, 32))
         first = nn.Conv1d(c, out if kind == "concat" else c, k, padding=k // 2)
         second = nn.Conv1d(c, out, 1) if kind == "concat" else nn.Identity()
         new = (2 * out, length) if kind == "concat" else shape
@@ -824,7 +830,7 @@ def _signal_layer(b: _Builder, shape):
             padding = k // 2
         if padding == "valid" and k > length:
             return None
-        out = b.small_int(1, max(1, min(4 * cfg.pe_out, 48)))
+        out = b.small_int(1, b.channels(4, 48))
         groups = b.groups(c)
         if groups > 1:
             out = groups * b.small_int(1, max(1, 48 // groups))

@@ -27,4 +27,5 @@ def test_bench_writes_its_table(tmp_path, lenet, calibration):
     assert all(row["bit_exact_layers"] == row["layers"] for row in boards.values())
     # 89.5 % on the ULX3S's 128 MACs: its 1 x 1 shortcut convolutions wait for the four
     # requantizer lanes (8 cycles a pixel of 32 channels, 4 items of work)
-    assert not boards["resnet8@ulx3s"]["streamed"] and boards["resnet8@ulx3s"]["utilization"] > .85
+    resnet8 = boards["resnet8@ulx3s"]
+    assert not resnet8["streamed"] and resnet8["utilization"] > .85

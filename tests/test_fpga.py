@@ -16,12 +16,11 @@ from striate.hw.platform.boards import BOARDS, ICEBREAKER, ULX3S, ecp5_pll, ice4
 from striate.hw.platform.ice40dsp import ice40_products
 from striate.hw.platform.logicmul import logic_products
 from striate.sim.build import ice40_models
-from striate.sim.fastsim import VerilatorTransport
+from striate.sw.fuzz import open_model
 from striate.sw.golden import timeline
 from striate.sw.golden.cycles import may_stall, program_cycles
 from striate.sw.mapping import memmap
 from striate.sw.mapping.descriptor import POOL_AVG, POOL_MAX
-from striate.sw.runtime.driver import Device
 
 
 @pytest.mark.parametrize("target", [24.0, 30.0, 48.0])
@@ -158,8 +157,7 @@ def test_icebreaker_design_runs_lenet_bit_exact_on_its_spram_and_dsp_blocks(iceb
     descriptor stops with error 1, the sequencer having no check of a pair's shape here)."""
     config = ICEBREAKER.config
     xq = icebreaker_program.quantize_input(digits_test[0][:6])
-    with Device(VerilatorTransport(config, board="icebreaker"), config,
-                "iCE40 block models") as device:
+    with open_model("icebreaker") as device:
         outs = device.run(icebreaker_program, xq, return_all=True)
         stats = device.last_run
         d0 = icebreaker_program.descriptors[0]
@@ -202,7 +200,6 @@ def test_ulx3s_configuration_runs_lenet_bit_exact_in_the_modelled_cycles(lenet, 
     logic), every layer bit-exact, its counters the cycle model's (exactly where a layer
     cannot stall; the first, whose pixel pairs take 7 items of work each and the four
     requantizer lanes 8 cycles, within its bound)."""
-    from striate.sw.fuzz import open_model
     program = striate.compile(lenet, calibration, ULX3S.config)
     xq = program.quantize_input(digits_test[0][:20])
     with open_model("ulx3s") as device:
@@ -229,7 +226,8 @@ def test_bitstream_meets_timing(board, tmp_path):
     # the PE array's products on DSP blocks: two per iCE40 SB_MAC16, one per ECP5 MULT18X18D
     # but for those the board builds in logic
     per_block = 2 if board == "icebreaker" else 1
-    assert report["dsps"] >= (report["macs_per_cycle"] - BOARDS[board].logic_products) // per_block
+    on_blocks = report["macs_per_cycle"] - BOARDS[board].logic_products
+    assert report["dsps"] >= on_blocks // per_block
 
 
 @pytest.mark.parametrize("name, at_least", [("resnet8", 0.9), ("ds-cnn", 0.75)])

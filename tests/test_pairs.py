@@ -91,7 +91,8 @@ def test_thin_layers_run_in_pairs_bit_exact_in_fewer_cycles(thin, name):
     low = high = measured[1] if name == "default" else None
     if name != "default":
         model = list(zip(cycles.program_cycles(unpaired), cycles.program_cycles(paired),
-                         cycles.program_cycles(paired, True), unpaired.layers, PAIRED[32]))
+                         cycles.program_cycles(paired, True), unpaired.layers,
+                         PAIRED[config.pe_out]))
         low = [max(u, cycles.layer_items(layer, config, False, False)
                    // cycles.chunks_per_pixel(layer, config) * cycles.requant_steps(config))
                if pair else p for u, p, _, layer, pair in model]
