@@ -114,13 +114,14 @@ class AcceleratorConfig:
     mac_stages : int
         Register stages added to the PE array and the add unit for clock speed (0 to 2): 1
         registers their operands (after the memories' read, the padding select and the
-        depthwise select) and puts skid buffers on the fetch's input and on the array's and a
-        parallel requantizer's outputs, so that a stall reaches the array, the fetch, the
-        memories' read enables, the window generator and the requantizer from a register; 2
-        registers their products too, before the adder trees. Each stage makes every layer one
-        cycle longer (the pipeline is a cycle deeper; where nothing stalls, throughput is the
-        same) and costs a register per operand or product bit; the skid buffers a window
-        position, a set of sums and a pixel.
+        depthwise select) and puts skid buffers on the fetch's input and output and on the
+        array's and a parallel requantizer's outputs, so that a stall reaches the array, the
+        fetch, the memories' read enables, the window generator and the requantizer from a
+        register; 2 registers their products too, before the adder trees. Each stage makes
+        every layer one cycle longer (the pipeline is a cycle deeper; where nothing stalls,
+        throughput is the same) and costs a register per operand or product bit; the skid
+        buffers (no cycle of their own) a window position, an item's operands and weights, a
+        set of sums and a pixel.
     pixel_pairs : bool
         A convolution with at most ``pe_out / 2`` output channels, a column stride of 1 and
         an even number of columns, without pooling or with a max pooling of two columns at

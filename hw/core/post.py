@@ -160,7 +160,9 @@ class Pool(wiring.Component):
 
     ``mode`` 0 passes items through (each is its own window), 1 keeps the maximum, 2 sums and
     requantizes the sum with ``mult`` / ``shift`` (``1 / (kh * kw)`` folded in), clamped to
-    ``[lo, hi]``. Three stages: merge, multiply, shift and clamp.
+    ``[lo, hi]``. Three stages: merge, multiply, shift and clamp. ``mult``, ``shift``, ``lo``
+    and ``hi`` are registered on the way in, so they must be set a cycle before the first
+    pixel arrives and held while a layer's pixels pass (the descriptor's fields are).
 
     An average is scaled on ``requant_parallel`` multipliers, one lane group a cycle, the groups
     `lane_groups` names (as `Requant`, which takes as many cycles per item, so in the
@@ -203,6 +205,12 @@ class Pool(wiring.Component):
         j2 = Signal(range(max(2, steps)))
         p = self.i.payload
         average = averaging(self._l, self.mode)
+        # The descriptor's scale and bounds, copied beside the multipliers and the shifters: a
+        # layer's pixels reach them cycles after its descriptor does, and the paths from the
+        # sequencer's register into the rounding shift were the design's longest.
+        mult, shift = Signal.like(self.mult), Signal.like(self.shift)
+        lo, hi = Signal.like(self.lo), Signal.like(self.hi)
+        m.d.sync += [mult.eq(self.mult), shift.eq(self.shift), lo.eq(self.lo), hi.eq(self.hi)]
         done1 = ~v1 | (j1 == count1 - 1)        # out1 is free after this cycle
         m.d.comb += self.i.ready.eq(advance & done1)
         first, count = lane_groups(self._l, p.tag.og, depthwise_flag(self))
@@ -231,9 +239,9 @@ class Pool(wiring.Component):
                 total = out1[r] if steps == 1 else out1.as_value().word_select(
                     sel1, lanes * self._l.pool_sum.width).word_select(
                     r, self._l.pool_sum.width).as_signed()
-                m.d.sync += prod[r].eq(total * self.mult)
+                m.d.sync += prod[r].eq(total * mult)
             for r in range(po):
-                avg = round_clamp(prod[r % lanes], self.shift, self.lo, self.hi)
+                avg = round_clamp(prod[r % lanes], shift, lo, hi)
                 with m.If(v2 & (~average | (j2 == r // lanes))):
                     m.d.sync += self.o.payload.y[r].eq(Mux(average, avg, out2[r]))
         return m

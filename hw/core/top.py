@@ -77,22 +77,25 @@ class Accelerator(wiring.Component):
         mac = engine("mac", MacArray(self._l, self._products))
         writer = engine("writer", Writer(self._l))
         self._depthwise = Const(0)
-        feed = fetch.i
+        feed, fetched = fetch.i, fetch.o
         if self.config.mac_stages:
             # The array's stall reaches the window generator's and the walk's counters from a
-            # register.
+            # register, and the fetch and the memories' read enables from another.
             skid = engine("fetch_skid", Skid(self._l.window))
             connect(m, skid.o, fetch.i)
             feed = skid.i
+            skid = engine("operand_skid", Skid(self._l.operands))
+            connect(m, fetch.o, skid.i)
+            fetched = skid.o
         if self.config.depthwise_kernel:
             walk = engine("dwwalk", DwWalk(self._l))
             window = engine("dwwindow", DwWindow(self._l))
             self._depthwise = seq.desc.op == OP_DW
-            self._route(m, win, walk, feed, fetch, window, mac)
+            self._route(m, win, walk, feed, fetched, window, mac)
             self._configure_walk(m, seq, walk)
         else:
             connect(m, win.o, feed)
-            connect(m, fetch.o, mac.i)
+            connect(m, fetched, mac.i)
         if self.config.serial_scale_bits:
             requant = pool = engine("post", SerialPost(self._l))
             connect(m, mac.o, requant.i)
@@ -162,10 +165,11 @@ class Accelerator(wiring.Component):
             port, inner = getattr(self, "axi_" + name), getattr(dma, "axi_" + name)
             m.d.comb += (port.eq(inner) if direction is Out else inner.eq(port))
 
-    def _route(self, m, win, walk, feed, fetch, window, mac):
+    def _route(self, m, win, walk, feed, fetched, window, mac):
         """The datapath of the layer running: window generator -> fetch -> PE array, or for a
         depthwise layer depthwise walk -> fetch -> depthwise window -> PE array (fixed while
-        a layer runs). ``feed`` is the stream into the fetch (its input or a skid buffer's)."""
+        a layer runs). ``feed`` is the stream into the fetch and ``fetched`` the one out of it
+        (the fetch's own or skid buffers')."""
         dw = self._depthwise
 
         def pick(a, b):
@@ -174,10 +178,10 @@ class Accelerator(wiring.Component):
             feed.valid.eq(Mux(dw, walk.o.valid, win.o.valid)), feed.payload.eq(
                 pick(walk.o, win.o)),
             win.o.ready.eq(feed.ready & ~dw), walk.o.ready.eq(feed.ready & dw),
-            window.i.valid.eq(fetch.o.valid & dw), window.i.payload.eq(fetch.o.payload),
-            mac.i.valid.eq(Mux(dw, window.o.valid, fetch.o.valid)),
-            mac.i.payload.eq(pick(window.o, fetch.o)),
-            fetch.o.ready.eq(Mux(dw, window.i.ready, mac.i.ready)),
+            window.i.valid.eq(fetched.valid & dw), window.i.payload.eq(fetched.payload),
+            mac.i.valid.eq(Mux(dw, window.o.valid, fetched.valid)),
+            mac.i.payload.eq(pick(window.o, fetched)),
+            fetched.ready.eq(Mux(dw, window.i.ready, mac.i.ready)),
             window.o.ready.eq(mac.i.ready & dw)]
 
     def _configure_walk(self, m, seq, walk):
