@@ -223,23 +223,34 @@ class Pool(wiring.Component):
             with m.Else():
                 m.d.sync += [j1.eq(j1 + 1), sel1.eq(sel1 + 1)]
             m.d.sync += [last2.eq(done1), j2.eq(sel1)]
-            for r, merged in enumerate(pool_merge(acc, p.y, p.tag.pool_first, average)):
+            merged = Signal.like(out1)
+            m.d.comb += [merged[r].eq(v) for r, v in
+                         enumerate(pool_merge(acc, p.y, p.tag.pool_first, average))]
+            for r in range(po):
                 with m.If(self.i.valid & self.i.ready):
-                    m.d.sync += acc[r].eq(merged)
+                    m.d.sync += acc[r].eq(merged[r])
                     with m.If(p.tag.pool_last):
-                        m.d.sync += out1[r].eq(merged)
+                        m.d.sync += out1[r].eq(merged[r])
                 folded = out1[r]
                 if cfg.pairs and r < po // 2:     # a pair's two columns of a max window
                     upper = out1[r + po // 2]
                     folded = Mux(self.pair & (self.mode == 1) & (upper > out1[r]), upper,
                                  out1[r])
                 m.d.sync += out2[r].eq(folded)
+            if steps == 1:
+                scaled = out1
+            else:
+                # out1's lane group sel1, selected a cycle ahead into a register of its own so
+                # that the multipliers take a register (the select was the longest path): the
+                # window's first group as the window arrives, then each next one
+                group = lanes * self._l.pool_sum.width
+                scaled = Signal(data.ArrayLayout(self._l.pool_sum, lanes))
+                with m.If(done1):
+                    m.d.sync += scaled.eq(merged.as_value().word_select(first, group))
+                with m.Else():
+                    m.d.sync += scaled.eq(out1.as_value().word_select(sel1 + 1, group))
             for r in range(lanes):
-                # one lane group: a constant select (a variable one costs a shifter a lane)
-                total = out1[r] if steps == 1 else out1.as_value().word_select(
-                    sel1, lanes * self._l.pool_sum.width).word_select(
-                    r, self._l.pool_sum.width).as_signed()
-                m.d.sync += prod[r].eq(total * mult)
+                m.d.sync += prod[r].eq(scaled[r] * mult)
             for r in range(po):
                 avg = round_clamp(prod[r % lanes], shift, lo, hi)
                 with m.If(v2 & (~average | (j2 == r // lanes))):

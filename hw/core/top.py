@@ -110,7 +110,14 @@ class Accelerator(wiring.Component):
                 connect(m, skid.o, pool.i)
             else:
                 connect(m, requant.o, pool.i)
-        connect(m, pool.o, writer.i)
+        if self.config.mac_stages and pool is not requant:
+            # The writer's stall, decoded from the descriptor, reaches the pool's wide window
+            # registers from a register.
+            skid = engine("pool_skid", Skid(self._l.pixels))
+            connect(m, pool.o, skid.i)
+            connect(m, skid.o, writer.i)
+        else:
+            connect(m, pool.o, writer.i)
         adder = engine("add", AddUnit(self._l)) if self.config.residual_add else None
         self._configure(m, seq, win, requant, pool, writer, adder)
         if self.config.pairs:
