@@ -108,25 +108,26 @@ class AcceleratorConfig:
         the ECP5). After a layer that runs longer than the next one's set-up
         (``LayerDescriptor.WORDS`` cycles plus `striate.sw.mapping.derive.cycles`) the next
         starts 2 cycles after it ends instead of ``LayerDescriptor.WORDS + 3`` plus those.
-        False: set-up follows the layer (the boards' configurations, `striate.hw.platform
-        .boards`: no room for the copy on the UP5K, and placement on the ECP5 missed its
-        clock with it).
+        False: set-up follows the layer (the ``icebreaker`` and ``ulx3s-sdram`` boards'
+        configurations, `striate.hw.platform.boards`: no room for the copy on the UP5K, and
+        the SDRAM design's router did not converge with it before the register stages).
     mac_stages : int
         Register stages added to the PE array and the add unit for clock speed (0 to 2): 1
         registers their operands (after the memories' read, the padding select and the
         depthwise select) and puts skid buffers on the fetch's input and output and on the
-        array's and a parallel requantizer's outputs, so that a stall reaches the array, the
-        fetch, the memories' read enables, the window generator and the requantizer from a
-        register; 2 registers their products too, before the adder trees. Each stage makes
-        every layer one cycle longer (the pipeline is a cycle deeper; where nothing stalls,
-        throughput is the same) and costs a register per operand or product bit; the skid
-        buffers (no cycle of their own) a window position, an item's operands and weights, a
-        set of sums and a pixel.
+        array's, a parallel requantizer's and the pool's (or `SerialPost`'s) outputs, so that a
+        stall reaches the array, the fetch, the memories' read enables, the window generator,
+        the requantizer and the pool from a register; 2 registers their products too, before
+        the adder trees. Each stage makes every layer one cycle longer (the pipeline is a
+        cycle deeper; where nothing stalls, throughput is the same) and costs a register per
+        operand or product bit; the skid buffers (no cycle of their own) a window position, an
+        item's operands and weights, a set of sums and a pixel.
     pixel_pairs : bool
         A convolution with at most ``pe_out / 2`` output channels, a column stride of 1 and
         an even number of columns, without pooling or with a max pooling of two columns at
-        column stride 2, computes two neighbouring conv pixels at once: the upper half of the PE rows takes the next pixel's input word, read from the
-        activation memory's other RAM in the same cycle, with the lower half's weights
+        column stride 2, computes two neighbouring conv pixels at once: the upper half of the
+        PE rows takes the next pixel's input word, read from the activation memory's other RAM
+        in the same cycle, with the lower half's weights
         (`LayerDescriptor.pair`; the compiler duplicates them). It halves such a layer's
         items. Needs ``pe_out >= 2 * pe_in`` (a pixel's channels in whole words of each half);
         otherwise, or False, no layer pairs (about 4 * pe_in * 8 operand bits of registers and

@@ -96,6 +96,15 @@ class Accelerator(wiring.Component):
         else:
             connect(m, win.o, feed)
             connect(m, fetched, mac.i)
+
+        def link(name, source, sink):
+            """``source``'s pixels into ``sink``, with `mac_stages` through a skid buffer: the
+            sink's stall then reaches the source's registers from a register."""
+            if self.config.mac_stages:
+                skid = engine(name, Skid(self._l.pixels))
+                connect(m, source, skid.i)
+                source = skid.o
+            connect(m, source, sink)
         if self.config.serial_scale_bits:
             requant = pool = engine("post", SerialPost(self._l))
             connect(m, mac.o, requant.i)
@@ -103,21 +112,10 @@ class Accelerator(wiring.Component):
             requant = engine("requant", Requant(self._l))
             pool = engine("pool", Pool(self._l))
             connect(m, mac.o, requant.i)
-            if self.config.mac_stages:
-                # The writer's stall reaches the requantizer from a register.
-                skid = engine("requant_skid", Skid(self._l.pixels))
-                connect(m, requant.o, skid.i)
-                connect(m, skid.o, pool.i)
-            else:
-                connect(m, requant.o, pool.i)
-        if self.config.mac_stages and pool is not requant:
-            # The writer's stall, decoded from the descriptor, reaches the pool's wide window
-            # registers from a register.
-            skid = engine("pool_skid", Skid(self._l.pixels))
-            connect(m, pool.o, skid.i)
-            connect(m, skid.o, writer.i)
-        else:
-            connect(m, pool.o, writer.i)
+            link("requant_skid", requant.o, pool.i)
+        # The writer's stall, decoded from the descriptor, reaches the pool's wide window
+        # registers (or the serial post-processing's) from a register.
+        link("pool_skid", pool.o, writer.i)
         adder = engine("add", AddUnit(self._l)) if self.config.residual_add else None
         self._configure(m, seq, win, requant, pool, writer, adder)
         if self.config.pairs:
