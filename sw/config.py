@@ -122,6 +122,21 @@ class AcceleratorConfig:
         cycle deeper; where nothing stalls, throughput is the same) and costs a register per
         operand or product bit; the skid buffers (no cycle of their own) a window position, an
         item's operands and weights, a set of sums and a pixel.
+    round_stages : int
+        Register stages in the rounding shift and clamp of the parallel requantizer, the
+        average pool and the add unit (`striate.hw.core.scale.round_clamp`), for clock speed
+        (0 to 2): 1 registers its 16-bit window of the product after the coarse shift, 2 also
+        the finely shifted value before the rounding add and the clamp. Every stage makes a
+        convolution or depthwise layer two cycles longer (the requantizer and the pool each a
+        cycle deeper; with ``serial_scale_bits`` they take their three rounding cycles anyway
+        and do not change) and an add one, and costs 21 (1) or 10 (2) flip-flops a lane.
+    split_products : bool
+        The parallel requantizer's and average pool's multipliers (a biased 33-bit sum, or a
+        pool sum, times the 31-bit multiplier) as partial products of at most 17 x 17 bits
+        (one MULT18X18D each on the ECP5), registered beside their blocks and summed in the
+        next cycle, for clock speed: a convolution or depthwise layer two cycles longer and
+        about 130 flip-flops a lane. Needs the parallel requantizer (no
+        ``serial_scale_bits``).
     pixel_pairs : bool
         A convolution with at most ``pe_out / 2`` output channels, a column stride of 1 and
         an even number of columns, without pooling or with a max pooling of two columns at
@@ -157,6 +172,8 @@ class AcceleratorConfig:
     psum_entries: int | None = None
     overlap_setup: bool = True
     mac_stages: int = 0
+    round_stages: int = 0
+    split_products: bool = False
     pixel_pairs: bool = True
 
     def __post_init__(self):
@@ -168,7 +185,7 @@ class AcceleratorConfig:
             "requant_lanes": (1, 256), "serial_scale_bits": (1, 31),
             "activation_tables": (0, 63), "depthwise_kernel": (0, 15),
             "ext_bytes": (0, 1 << 32), "act_banks": (1, 64),
-            "psum_entries": (0, 1 << 16), "mac_stages": (0, 2),
+            "psum_entries": (0, 1 << 16), "mac_stages": (0, 2), "round_stages": (0, 2),
         }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -189,6 +206,10 @@ class AcceleratorConfig:
                                                or self.requant_lanes & (self.requant_lanes - 1)):
             raise ConfigError(f"AcceleratorConfig.requant_lanes must be a power of two dividing "
                               f"pe_out ({self.pe_out}), not {self.requant_lanes}")
+        if self.split_products and self.serial_scale_bits:
+            raise ConfigError("AcceleratorConfig.split_products splits the parallel "
+                              "requantizer's multipliers; a configuration with "
+                              "serial_scale_bits has none")
         if self.ext_bytes is None:
             object.__setattr__(self, "ext_bytes", DEFAULT_EXT_BYTES if self.pe_in >= 4 and
                                self.pe_out * self.pe_in >= 8 else 0)

@@ -43,7 +43,9 @@ from .mapping.mapper import map_bytes
 #: fit on chip streams), a small one with a one-lane requantizer, a serial-requantizer one with
 #: every option and the PE array's operands and products registered, one with a 4 x 4
 #: depthwise window, a two-lane requantizer and its PE array's operands registered
-#: (`AcceleratorConfig.mac_stages`; these three without external memory),
+#: (`AcceleratorConfig.mac_stages`; these three without external memory; the last two with
+#: the rounding shifts' register stages, `AcceleratorConfig.round_stages`, as the narrow one,
+#: and the last with `AcceleratorConfig.split_products`),
 #: and the default array with small on-chip memories whose every case streams from external
 #: memory in tiles (`STREAMED`), its layers' set-up overlapping the layer before as in the
 #: default, and its 64 parameter entries splitting layers of more than 32 channels, depthwise
@@ -58,17 +60,17 @@ CONFIGS = {
     "serial": AcceleratorConfig(pe_out=2, pe_in=4, requant_lanes=1, serial_scale_bits=4,
                                 max_width=24, max_height=20, max_kernel=5, max_stride=3,
                                 act_bytes=8192, weight_bytes=32768, param_entries=128,
-                                program_depth=8, ext_bytes=0, mac_stages=2),
+                                program_depth=8, ext_bytes=0, mac_stages=2, round_stages=2),
     "window": AcceleratorConfig(requant_lanes=2, depthwise_kernel=4, max_width=32,
                                 max_height=32, act_bytes=16384, weight_bytes=65536,
                                 param_entries=1024, program_depth=16, ext_bytes=0,
-                                mac_stages=1),
+                                mac_stages=1, round_stages=1, split_products=True),
     "stream": AcceleratorConfig(max_width=32, max_height=32, act_bytes=4096, act_banks=4,
                                 weight_bytes=32768, param_entries=64, program_depth=16,
                                 ext_bytes=1 << 20),
     "narrow": AcceleratorConfig(pe_out=4, pe_in=8, max_width=32, max_height=32, act_bytes=4096,
                                 act_banks=4, weight_bytes=8192, param_entries=32,
-                                program_depth=16, ext_bytes=1 << 20),
+                                program_depth=16, ext_bytes=1 << 20, round_stages=1),
 }
 #: Configurations whose cases are always streamed from external memory, and the memory model
 #: they are run and planned with (an odd bandwidth, so that beats and cycles do not align).

@@ -218,9 +218,52 @@ def test_round_clamp_matches_the_contract():
     assert got == want
 
 
+@pytest.mark.parametrize("stages", [1, 2])
+def test_staged_round_clamp_is_round_clamp_later(stages):
+    """With `AcceleratorConfig.round_stages` registers the same results, ``stages`` cycles
+    later, under an enable that drops at random (values stay in the stages meanwhile)."""
+    rng = random.Random(stages)
+    product, shift, enable = Signal(scale.PRODUCT), Signal(6), Signal()
+    lo, hi = Signal(signed(8)), Signal(signed(8))
+    m = Module()
+    y = Signal(signed(8))
+    with m.If(enable):
+        m.d.sync += y.eq(scale.staged_round_clamp(m, product, shift, lo, hi, stages, "t"))
+    cases = [(rng.randrange(-(1 << 63), 1 << 63) >> rng.randrange(64),
+              rng.randrange(numerics.SHIFT_MIN, numerics.SHIFT_MAX + 1)) for _ in range(400)]
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(lo, -128)
+        ctx.set(hi, 127)
+        n = 0
+        while len(got) < len(cases):
+            on = rng.random() < 0.7
+            if on:
+                if n < len(cases):
+                    ctx.set(product, cases[n][0])
+                    ctx.set(shift, cases[n][1])
+                n += 1
+            ctx.set(enable, on)
+            await ctx.tick()
+            if on and n > stages:
+                got.append(ctx.get(y))
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [min(127, max(-128, (p + (1 << (s - 1))) >> s)) for p, s in cases]
+
+
 @pytest.mark.parametrize("config", CONFIGS + [AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1),
-                                    AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=2)]
-                         + SERIAL, ids=IDS + ["4x2-lanes1", "4x2-lanes2"] + SERIAL_IDS)
+                                    AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=2),
+                                    AcceleratorConfig(pe_out=4, pe_in=2, round_stages=1),
+                                    AcceleratorConfig(pe_out=4, pe_in=2, split_products=True),
+                                    AcceleratorConfig(pe_out=8, pe_in=2, requant_lanes=2,
+                                                      round_stages=2, split_products=True)]
+                         + SERIAL, ids=IDS + ["4x2-lanes1", "4x2-lanes2", "4x2-round1",
+                                              "4x2-split", "8x2-lanes2-round2-split"]
+                         + SERIAL_IDS)
 def test_requant_matches_the_contract(config):
     rng = np.random.default_rng(2)
     po, lanes = config.pe_out, config.requant_parallel
@@ -268,6 +311,10 @@ POOL_CASES = [pytest.param(mode, config, dw, id=f"{mode}-{name}")
                   (CONFIGS[0], "4x2", False), (CONFIGS[2], "1x1", False),
                   (AcceleratorConfig(pe_out=4, pe_in=2, requant_lanes=1), "4x2-lanes1", False),
                   (AcceleratorConfig(pe_out=8, pe_in=2, requant_lanes=2), "8x2-lanes2", False),
+                  (AcceleratorConfig(pe_out=4, pe_in=2, round_stages=1), "4x2-round1", False),
+                  (AcceleratorConfig(pe_out=4, pe_in=2, split_products=True), "4x2-split", False),
+                  (AcceleratorConfig(pe_out=8, pe_in=2, requant_lanes=2, round_stages=2,
+                                     split_products=True), "8x2-lanes2-round2-split", False),
                   (DEPTHWISE, "4x2-lanes1-dwconfig", False), (DEPTHWISE, "4x2-lanes1-dwpixel", True),
                   (SERIAL[0], "4x2-serial", False), (SERIAL[2], "2x4-serial31", False),
                   (NO_AVG, "4x2-serial-no-avg", False))
@@ -494,13 +541,13 @@ def test_writer_stores_the_bank_layout(config, slot):
     sim.run()
 
 
-@pytest.mark.parametrize("stages", [0, 1, 2])
+@pytest.mark.parametrize("stages, rounding", [(0, 0), (1, 0), (2, 0), (0, 1), (2, 2)])
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_add_lanes_match_the_contract(config, stages):
+def test_add_lanes_match_the_contract(config, stages, rounding):
     """The add's lanes against `numerics.add`: random words, multipliers over the whole 16-bit
     range and shifts over the whole range, extremes included, with random stalls, with and
-    without the register stages of `AcceleratorConfig.mac_stages`."""
-    config = replace(config, mac_stages=stages)
+    without the register stages of `AcceleratorConfig.mac_stages` and ``round_stages``."""
+    config = replace(config, mac_stages=stages, round_stages=rounding)
     rng = np.random.default_rng(5)
     dut = AddLanes(Layouts(config))
     lanes = config.pe_in

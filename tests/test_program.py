@@ -178,6 +178,11 @@ def test_config_validation_and_peak():
     with pytest.raises(ConfigError, match=re.escape(
             "AcceleratorConfig.mac_stages must be an integer in [0, 2], not 3")):
         striate.AcceleratorConfig(mac_stages=3)
+    with pytest.raises(ConfigError, match=re.escape(
+            "AcceleratorConfig.round_stages must be an integer in [0, 2], not -1")):
+        striate.AcceleratorConfig(round_stages=-1)
+    with pytest.raises(ConfigError, match="split_products splits the parallel requantizer's"):
+        striate.AcceleratorConfig(pe_out=2, serial_scale_bits=4, split_products=True)
     with pytest.raises(ConfigError, match="pe_out must be a power of two, not 12"):
         striate.AcceleratorConfig(pe_out=12)
     with pytest.raises(ConfigError, match=re.escape(

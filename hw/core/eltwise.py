@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...sw.ir.numerics import ADD_MULT_BITS, ADD_SHIFT_BITS
 from .layouts import Layouts
-from .scale import round_clamp
+from .scale import staged_round_clamp
 
 
 def add_params() -> dict:
@@ -28,13 +28,15 @@ def add_params() -> dict:
 
 
 class AddLanes(wiring.Component):
-    """Two pipeline stages: the lanes' sums of products, then rounded, shifted and clamped;
-    before them, as in the PE array, `AcceleratorConfig.mac_stages` register stages for clock
-    speed: 1 registers the operands, 2 the products too."""
+    """Two pipeline stages: the lanes' sums of products, then rounded, shifted and clamped
+    (in ``1 + round_stages``, `AcceleratorConfig.round_stages`); before them, as in the PE
+    array, `AcceleratorConfig.mac_stages` register stages for clock speed: 1 registers the
+    operands, 2 the products too."""
 
     def __init__(self, layouts: Layouts):
         lanes = layouts.config.pe_in
         self._stages = layouts.config.mac_stages
+        self._round_stages = layouts.config.round_stages
         self._word = data.ArrayLayout(signed(8), lanes)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"a": self._word, "b": self._word}))),
@@ -74,13 +76,18 @@ class AddLanes(wiring.Component):
         v1 = Signal()
         # int8 times an unsigned 16-bit multiplier: 25 bits; the sum of two: 26
         total = [Signal(signed(8 + ADD_MULT_BITS + 2), name=f"add_sum{r}") for r in range(lanes)]
-        m.d.comb += [self.i.ready.eq(advance), self.busy.eq(busy | v1)]
+        late = [Signal(name=f"add_round_valid{k}") for k in range(self._round_stages)]
+        for v in [v1] + late:
+            busy = busy | v
+        m.d.comb += [self.i.ready.eq(advance), self.busy.eq(busy)]
         with m.If(advance):
-            m.d.sync += [v1.eq(valid), self.o.valid.eq(v1)]
+            m.d.sync += [v1.eq(valid)] + [h.eq(v) for h, v in zip(late, [v1] + late)]
+            m.d.sync += self.o.valid.eq(late[-1] if late else v1)
             for r in range(lanes):
                 m.d.sync += [total[r].eq(products[r] + products[lanes + r]),
-                             self.o.payload.y[r].eq(round_clamp(total[r], self.shift, self.lo,
-                                                                self.hi))]
+                             self.o.payload.y[r].eq(staged_round_clamp(
+                                 m, total[r], self.shift, self.lo, self.hi, self._round_stages,
+                                 f"add_round{r}"))]
         return m
 
 

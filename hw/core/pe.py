@@ -162,9 +162,12 @@ class MacArray(wiring.Component):
                 item = _Stage(m, self._l, item)
                 m.d.sync += [h.eq(p) for h, p in zip(held, products)]
             products = held
-        a_valid, a_first, a_last = Signal(), Signal(), Signal()
-        a_tag = Signal(self._l.tag)
-        psum = [Signal(ACC, name=f"psum{r}") for r in range(po)]
+        # Only valid bits are reset (the reset reaches fewer registers: on the ECP5 its
+        # fan-out was the longest path)
+        a_valid = Signal()
+        a_first, a_last = Signal(reset_less=True), Signal(reset_less=True)
+        a_tag = Signal(self._l.tag, reset_less=True)
+        psum = [Signal(ACC, name=f"psum{r}", reset_less=True) for r in range(po)]
         # The accumulators are the output: the array stalls while its output waits, so they
         # hold the finished sums until they are taken.
         acc = [out.payload.acc[r] for r in range(po)]

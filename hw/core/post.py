@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from ...sw.mapping.memmap import PARAM_ENTRY_WORDS
 from ...sw.ir.numerics import MULT_BITS, SHIFT_BITS
 from .layouts import ACC, Layouts, depthwise_flag, depthwise_port
-from .scale import BIASED, PRODUCT, SerialScale, round_clamp
+from .scale import BIASED, PRODUCT, SerialScale, split_product, staged_round_clamp
 
 # One parameter entry (`striate.sw.mapping.layout`): four 32-bit words, of which the multiplier and
 # shift words use their low `numerics.MULT_BITS` and `numerics.SHIFT_BITS`.
@@ -80,8 +80,9 @@ class Requant(wiring.Component):
     """``y = clamp(round_shift((acc + bias) * mult, shift), lo, hi)`` per output channel.
 
     ``requant_parallel`` (R) channels per cycle: each item is split into ``pe_out / R`` lane
-    groups that flow through four stages (parameter read, bias add, multiply, shift and clamp)
-    and are assembled into the output pixel. Group ``j`` of channel group ``og`` reads parameter memory
+    groups that flow through four stages (parameter read, bias add, multiply, shift and clamp;
+    the multiply in two with ``split_products``, the last in ``1 + round_stages``) and are
+    assembled into the output pixel. Group ``j`` of channel group ``og`` reads parameter memory
     row ``p_base + og * pe_out / R + j`` (`striate.sw.mapping.layout.pack_params`). With R < pe_out an
     accepted item waits in a holding register, so items arriving at least ``pe_out / R``
     cycles apart never stall the PE array.
@@ -103,20 +104,27 @@ class Requant(wiring.Component):
         jr = Signal(range(max(2, steps)))      # lane groups done of this item
         j = Signal(range(max(2, steps)))       # the lane group being read
         # Stage registers (valid, tag, lane group, last group) after the parameter read (1),
-        # the bias add (x) and the multiply (2); the shift and clamp feed the output register.
-        stages = {name: (Signal(name=f"v{name}"), Signal(self._l.tag, name=f"tag{name}"),
-                         Signal.like(j, name=f"j{name}"), Signal(name=f"last{name}"))
-                  for name in ("1", "x", "2")}
-        acc1 = [Signal(ACC, name=f"acc1_{r}") for r in range(lanes)]
-        x = [Signal(BIASED, name=f"x{r}") for r in range(lanes)]
-        mult_x = [Signal(MULT_BITS, name=f"mult{r}") for r in range(lanes)]
-        shift_x = [Signal(SHIFT_BITS, name=f"shiftx{r}") for r in range(lanes)]
-        prod = [Signal(PRODUCT, name=f"prod{r}") for r in range(lanes)]
-        shift2 = [Signal(SHIFT_BITS, name=f"shift{r}") for r in range(lanes)]
+        # the bias add (x), the multiply (2; with `split_products` its partial products, then
+        # their sum, p) and the rounding shift's `round_stages` (r0, r1); the shift and clamp
+        # feed the output register.
+        names = ("1", "x", "2") + ("p",) * cfg.split_products + \
+            tuple(f"r{k}" for k in range(cfg.round_stages))
+        # (only the valid bits are reset, as in the PE array)
+        stages = {name: (Signal(name=f"v{name}"),
+                         Signal(self._l.tag, name=f"tag{name}", reset_less=True),
+                         Signal.like(j, name=f"j{name}", reset_less=True),
+                         Signal(name=f"last{name}", reset_less=True))
+                  for name in names}
+        acc1 = [Signal(ACC, name=f"acc1_{r}", reset_less=True) for r in range(lanes)]
+        x = [Signal(BIASED, name=f"x{r}", reset_less=True) for r in range(lanes)]
+        mult_x = [Signal(MULT_BITS, name=f"mult{r}", reset_less=True) for r in range(lanes)]
+        shift_x = [Signal(SHIFT_BITS, name=f"shiftx{r}", reset_less=True) for r in range(lanes)]
+        prod = [Signal(PRODUCT, name=f"prod{r}", reset_less=True) for r in range(lanes)]
+        shift2 = [Signal(SHIFT_BITS, name=f"shift{r}", reset_less=True) for r in range(lanes)]
         if steps == 1:          # one lane group: straight from the input
             valid0, tag0, acc_bits = self.i.valid, self.i.payload.tag, self.i.payload.acc.as_value()
         else:                   # several: work from a holding register
-            held = Signal.like(self.i.payload)
+            held = Signal.like(self.i.payload, reset_less=True)
             valid0, tag0, acc_bits = Signal(), held.tag, held.acc.as_value()
         first_j, count = lane_groups(self._l, tag0.og, depthwise_flag(self))
         group = param_group(self._l, tag0.og, depthwise_flag(self))
@@ -130,13 +138,13 @@ class Requant(wiring.Component):
                 m.d.sync += [valid0.eq(self.i.valid), held.eq(self.i.payload)]
         m.d.comb += [self.p_en.eq(advance),
                      self.p_addr.eq(self.p_base + (group << steps.bit_length() - 1) + j)]
-        v2, tag2, j2, last2 = stages["2"]
+        vn, tagn, jn, lastn = stages[names[-1]]      # the values the output register takes
         with m.If(advance):
             previous = (valid0, tag0, j, last)
             for stage in stages.values():
                 m.d.sync += [reg.eq(value) for reg, value in zip(stage, previous)]
                 previous = stage
-            m.d.sync += [self.o.valid.eq(v2 & last2), self.o.payload.tag.eq(tag2)]
+            m.d.sync += [self.o.valid.eq(vn & lastn), self.o.payload.tag.eq(tagn)]
             with m.If(valid0):
                 m.d.sync += jr.eq(Mux(last, 0, jr + 1))
             for r in range(lanes):
@@ -147,10 +155,18 @@ class Requant(wiring.Component):
                 m.d.sync += [acc1[r].eq(word.as_signed()),
                              x[r].eq(acc1[r] + p.bias), mult_x[r].eq(p.mult),
                              shift_x[r].eq(p.shift),
-                             prod[r].eq(x[r] * mult_x[r]), shift2[r].eq(shift_x[r])]
-                y = round_clamp(prod[r], shift2[r], self.lo, self.hi)
+                             shift2[r].eq(shift_x[r])]
+                shift = shift2[r]
+                if cfg.split_products:
+                    m.d.sync += prod[r].eq(split_product(m, x[r], mult_x[r], f"part{r}"))
+                    shift = Signal.like(shift2[r], name=f"shiftp{r}", reset_less=True)
+                    m.d.sync += shift.eq(shift2[r])
+                else:
+                    m.d.sync += prod[r].eq(x[r] * mult_x[r])
+                y = staged_round_clamp(m, prod[r], shift, self.lo, self.hi,
+                                       cfg.round_stages, f"round{r}")
                 for group in range(steps):
-                    with m.If(v2 & (j2 == group)):
+                    with m.If(vn & (jn == group)):
                         m.d.sync += self.o.payload.y[group * lanes + r].eq(y)
         return m
 
@@ -160,7 +176,8 @@ class Pool(wiring.Component):
 
     ``mode`` 0 passes items through (each is its own window), 1 keeps the maximum, 2 sums and
     requantizes the sum with ``mult`` / ``shift`` (``1 / (kh * kw)`` folded in), clamped to
-    ``[lo, hi]``. Three stages: merge, multiply, shift and clamp. ``mult``, ``shift``, ``lo``
+    ``[lo, hi]``. Three stages: merge, multiply (two with ``split_products``), shift and clamp
+    (in ``1 + round_stages``); a maximum's pixel is kept beside them. ``mult``, ``shift``, ``lo``
     and ``hi`` are registered on the way in, so they must be set a cycle before the first
     pixel arrives and held while a layer's pixels pass (the descriptor's fields are).
 
@@ -192,17 +209,19 @@ class Pool(wiring.Component):
         po, lanes = cfg.pe_out, cfg.requant_parallel
         steps = po // lanes
         advance = ~self.o.valid | self.o.ready
-        acc = [Signal(self._l.pool_sum, name=f"pacc{r}") for r in range(po)]
-        out1 = Signal(data.ArrayLayout(self._l.pool_sum, po))   # the window's result
-        out2 = [Signal(signed(8), name=f"pmax{r}") for r in range(po)]
-        prod = [Signal(PRODUCT, name=f"pprod{r}") for r in range(lanes)]  # sum * mult
-        v1, v2, last2 = Signal(), Signal(), Signal()
-        tag1, tag2 = Signal(self._l.tag), Signal(self._l.tag)
+        # (only the valid bits are reset, as in the PE array)
+        acc = [Signal(self._l.pool_sum, name=f"pacc{r}", reset_less=True) for r in range(po)]
+        out1 = Signal(data.ArrayLayout(self._l.pool_sum, po), reset_less=True)  # the result
+        out2 = [Signal(signed(8), name=f"pmax{r}", reset_less=True) for r in range(po)]
+        prod = [Signal(PRODUCT, name=f"pprod{r}", reset_less=True)           # sum * mult
+                for r in range(lanes)]
+        v1, v2, last2 = Signal(), Signal(), Signal(reset_less=True)
+        tag1, tag2 = Signal(self._l.tag, reset_less=True), Signal(self._l.tag, reset_less=True)
         # the lane group being scaled (the j1-th of count1, group sel1: kept as a count of its
         # own so that no adder sits before the group select and the multipliers) and the one
         # in prod
         j1, sel1, count1 = (Signal(range(steps + 1), name=n) for n in ("j1", "sel1", "count1"))
-        j2 = Signal(range(max(2, steps)))
+        j2 = Signal(range(max(2, steps)), reset_less=True)
         p = self.i.payload
         average = averaging(self._l, self.mode)
         # The descriptor's scale and bounds, copied beside the multipliers and the shifters: a
@@ -215,8 +234,7 @@ class Pool(wiring.Component):
         m.d.comb += self.i.ready.eq(advance & done1)
         first, count = lane_groups(self._l, p.tag.og, depthwise_flag(self))
         with m.If(advance):
-            m.d.sync += [v2.eq(v1), tag2.eq(tag1), self.o.valid.eq(v2 & last2),
-                         self.o.payload.tag.eq(tag2)]
+            m.d.sync += [v2.eq(v1), tag2.eq(tag1)]
             with m.If(done1):
                 m.d.sync += [v1.eq(self.i.valid & p.tag.pool_last), tag1.eq(p.tag), j1.eq(0),
                              sel1.eq(first), count1.eq(Mux(average, count, 1))]
@@ -244,17 +262,32 @@ class Pool(wiring.Component):
                 # that the multipliers take a register (the select was the longest path): the
                 # window's first group as the window arrives, then each next one
                 group = lanes * self._l.pool_sum.width
-                scaled = Signal(data.ArrayLayout(self._l.pool_sum, lanes))
+                scaled = Signal(data.ArrayLayout(self._l.pool_sum, lanes), reset_less=True)
                 with m.If(done1):
                     m.d.sync += scaled.eq(merged.as_value().word_select(first, group))
                 with m.Else():
                     m.d.sync += scaled.eq(out1.as_value().word_select(sel1 + 1, group))
             for r in range(lanes):
-                m.d.sync += prod[r].eq(scaled[r] * mult)
+                m.d.sync += prod[r].eq(split_product(m, scaled[r], mult, f"ppart{r}")
+                                       if cfg.split_products else scaled[r] * mult)
+            avg = [staged_round_clamp(m, prod[r], shift, lo, hi, cfg.round_stages,
+                                      f"pround{r}") for r in range(lanes)]
+            late = (v2, tag2, last2, j2, out2)      # beside the product's sum and rounding
+            for k in range(cfg.split_products + cfg.round_stages):
+                held = (Signal(name=f"pv_r{k}"),
+                        Signal(self._l.tag, name=f"ptag_r{k}", reset_less=True),
+                        Signal(name=f"plast_r{k}", reset_less=True),
+                        Signal.like(j2, name=f"pj_r{k}", reset_less=True),
+                        [Signal(signed(8), name=f"pmax_r{k}_{r}", reset_less=True)
+                         for r in range(po)])
+                m.d.sync += [h.eq(v) for h, v in zip(held[:4] + tuple(held[4]),
+                                                     late[:4] + tuple(late[4]))]
+                late = held
+            vn, tagn, lastn, jn, outn = late
+            m.d.sync += [self.o.valid.eq(vn & lastn), self.o.payload.tag.eq(tagn)]
             for r in range(po):
-                avg = round_clamp(prod[r % lanes], shift, lo, hi)
-                with m.If(v2 & (~average | (j2 == r // lanes))):
-                    m.d.sync += self.o.payload.y[r].eq(Mux(average, avg, out2[r]))
+                with m.If(vn & (~average | (jn == r // lanes))):
+                    m.d.sync += self.o.payload.y[r].eq(Mux(average, avg[r % lanes], outn[r]))
         return m
 
 

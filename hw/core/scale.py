@@ -46,6 +46,45 @@ def round_clamp(product, shift, lo, hi):
     return fine_clamp(*coarse_shift(product, shift), lo, hi)
 
 
+PART = 17      # partial product operand bits: unsigned 17 (or the top, signed) fits 18 x 18
+
+
+def split_product(m, a, b, name: str):
+    """``a * b`` (``a`` signed, ``b`` unsigned) one cycle later, for
+    `AcceleratorConfig.split_products`: the products of their `PART`-bit slices (one
+    MULT18X18D each on the ECP5; ``a``'s top slice signed) registered in ``m``'s sync domain,
+    and the expression summing them. The caller calls it under its pipeline's enable."""
+    total = 0
+    for i in range(0, len(a), PART):
+        a_part = a[i:i + PART].as_signed() if i + PART >= len(a) else a[i:i + PART]
+        for k in range(0, len(b), PART):
+            product = a_part * b[k:k + PART]
+            part = Signal(product.shape(), name=f"{name}_{i}_{k}", reset_less=True)
+            m.d.sync += part.eq(product)
+            total = total + (part << (i + k))
+    return total
+
+
+def staged_round_clamp(m, product, shift, lo, hi, stages: int, name: str):
+    """`round_clamp` with ``stages`` (`AcceleratorConfig.round_stages`, 0 to 2) registers in
+    ``m``'s sync domain: after `coarse_shift`, then after `fine_shift`. The caller calls it
+    under its pipeline's enable, and ``lo`` and ``hi`` must hold while a value is inside."""
+    window, fits, sign, fine = coarse_shift(product, shift)
+    if stages >= 1:
+        held = (Signal(WINDOW, name=f"{name}_window", reset_less=True),
+                Signal(name=f"{name}_fits", reset_less=True),
+                Signal(name=f"{name}_sign", reset_less=True),
+                Signal(3, name=f"{name}_fine", reset_less=True))
+        m.d.sync += [h.eq(v) for h, v in zip(held, (window, fits, sign, fine))]
+        window, fits, sign, fine = held
+    q = fine_shift(window, fits, sign, fine)
+    if stages >= 2:
+        held = Signal(signed(10), name=f"{name}_q", reset_less=True)
+        m.d.sync += held.eq(q)
+        q = held
+    return round_half(q, lo, hi)
+
+
 def coarse_shift(product, shift):
     """The first half of `round_clamp`: (16-bit window, its bits above are sign bits, sign,
     fine shift)."""

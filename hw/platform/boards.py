@@ -186,7 +186,8 @@ ULX3S = Board(
     clock_mhz=40.0, logic_products=64,
     config=AcceleratorConfig(pe_out=32, requant_lanes=4, max_width=64, max_height=64,
                              act_bytes=65536, weight_bytes=128 * 1024, param_entries=1024,
-                             program_depth=16, ext_bytes=0, act_banks=1, mac_stages=2))
+                             program_depth=16, ext_bytes=0, act_banks=1, mac_stages=2,
+                             round_stages=2, split_products=True))
 
 # The ULX3S with its 32 MB SDRAM behind LiteDRAM as external memory (networks larger than the
 # chip stream from it), the default 16 x 4 array (64 MACs, all on MULT18X18D), two activation
@@ -204,6 +205,7 @@ ULX3S = Board(
 ULX3S_SDRAM = replace(
     ULX3S, name="ulx3s-sdram", sdram=True, clock_mhz=25.0, logic_products=0,
     config=replace(ULX3S.config, pe_out=16, ext_bytes=sdram.SIZE, act_banks=2, psum_entries=256,
-                   overlap_setup=False, pixel_pairs=False))
+                   overlap_setup=False, pixel_pairs=False, round_stages=0,
+                   split_products=False))
 
 BOARDS = {board.name: board for board in (ICEBREAKER, ULX3S, ULX3S_SDRAM)}

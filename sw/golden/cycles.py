@@ -12,7 +12,8 @@ pipeline fill and drain and the done handshake: 12; `AcceleratorConfig.mac_stage
 the PE array's extra register stages), the sequencer's size products
 (`striate.sw.mapping.derive.cycles`, about 150), the requantizer's extra latency (`post_latency`: with
 ``requant_steps`` > 1 lane groups that many cycles; with a serial requantizer its time per pixel
-beyond the parallel pipeline's), an average pool's scaling in lane groups (`pool_latency`),
+beyond the parallel pipeline's), the scaling's register stages (`scale_latency`), an average
+pool's scaling in lane groups (`pool_latency`),
 ``writes_per_pixel`` cycles to store the last output pixel and,
 with activation tables, a cycle for the writer's lookup (`table_latency`).
 A chunk of input channels that keeps its sums in the partial-sum memory (``psum_out``)
@@ -26,8 +27,8 @@ the model does not count, and it is a lower bound (`layer_cycles_bound` gives an
 
 An add reads, sums and writes one word per cycle when its inputs lie in different RAMs of the
 activation memory (`parallel_add`), else one word per two cycles, plus ``ADD_FIXED``,
-``mac_stages`` (the add unit takes the PE array's register stages) and the sequencer's
-program: exact.
+``mac_stages`` (the add unit takes the PE array's register stages), ``round_stages`` and the
+sequencer's program: exact.
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ def post_latency(config: AcceleratorConfig) -> int:
     return steps if steps > 1 else 0
 
 
+def scale_latency(config: AcceleratorConfig) -> int:
+    """Cycles the scaling's register stages (``split_products`` and ``round_stages``) add to
+    a convolution or depthwise layer: each is a cycle in the parallel requantizer and one in
+    the pool. The serial requantizer's rounding takes its three cycles either way."""
+    if config.serial_scale_bits:
+        return 0
+    return 2 * (config.split_products + config.round_stages)
+
+
 def pool_latency(layer: QLayer, config: AcceleratorConfig, dw: bool = False) -> int:
     """Cycles an average pool adds after the last item: the parallel `striate.hw.core.post.Pool`
     scales ``requant_parallel`` channels a cycle, over the lane groups the requantizer took
@@ -227,7 +237,7 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
             config.mac_stages
     if layer.op == "add":
         return (add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED
-                + config.mac_stages + sequencer)
+                + config.mac_stages + config.round_stages + sequencer)
     if dw:      # the window's two stages; one write per pixel
         # a requantizer of several lane groups holds each pixel a cycle first, then takes
         # the pixel's groups
@@ -235,10 +245,10 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
         post = post_latency(config) if config.serial_scale_bits else \
             depthwise_steps(config) * held
         return (depthwise.items(layer, config) + FIXED + config.mac_stages + DEPTHWISE_STAGES
-                + sequencer + post
+                + sequencer + post + scale_latency(config)
                 + pool_latency(layer, config, dw) + 1 + table_latency(config))
     return (layer_items(layer, config, dw, pair) + FIXED + config.mac_stages + sequencer
-            + post_latency(config)
+            + post_latency(config) + scale_latency(config)
             + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
 
