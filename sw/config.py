@@ -129,7 +129,8 @@ class AcceleratorConfig:
         the finely shifted value before the rounding add and the clamp. Every stage makes a
         convolution or depthwise layer two cycles longer (the requantizer and the pool each a
         cycle deeper; with ``serial_scale_bits`` they take their three rounding cycles anyway
-        and do not change) and an add one, and costs 21 (1) or 10 (2) flip-flops a lane.
+        and do not change) and an add one, and costs 21 (1) or 10 (2) flip-flops a lane, and
+        in the pool a pixel's ``8 * pe_out`` and its tag (the maximum kept beside the stage).
     split_products : bool
         The parallel requantizer's and average pool's multipliers (a biased 33-bit sum, or a
         pool sum, times the 31-bit multiplier) as partial products of at most 17 x 17 bits
