@@ -381,8 +381,12 @@ def first_word_group(og, config):
 
 
 def window_reference(g):
-    """The window generator's item sequence, as a plain Python loop nest."""
+    """The window generator's item sequence, as a plain Python loop nest. With ``merge``
+    (merged lanes) odd kernel columns skip the last channel group, whose items at even columns
+    also read the next column (its padding ``pad2``), and each item says whether it merges."""
     items = []
+    merge = g.get("merge", 0)
+    kk = g["k_h"] * (g["k_w"] * g["cg_n"] - (g["k_w"] // 2 if merge else 0))
     for og in range(g["og_n"]):
         for py in range(g["out_h"]):
             for px in range(g["out_w"]):
@@ -394,33 +398,44 @@ def window_reference(g):
                         k = 0
                         for ky in range(g["k_h"]):
                             for kx in range(g["k_w"]):
-                                for cg in range(g["cg_n"]):
+                                odd = merge and kx % 2
+                                for cg in range(g["cg_n"] - odd):
                                     iy = cy * g["s_h"] + ky - g["p_h"]
                                     ix = cx * g["s_w"] + kx - g["p_w"]
                                     pad = not (0 <= iy < g["in_h"] and 0 <= ix < g["in_w"])
-                                    addr = 0 if pad else g["in_base"] + cg * g["in_h"] * \
+                                    merged = bool(merge) and cg == g["cg_n"] - 1
+                                    pad2 = not (0 <= iy < g["in_h"] and 0 <= ix + 1 < g["in_w"])
+                                    hole = pad and (pad2 or not merged)
+                                    addr = 0 if hole else g["in_base"] + cg * g["in_h"] * \
                                         g["in_w"] + iy * g["in_w"] + ix
-                                    last = k == g["k_h"] * g["k_w"] * g["cg_n"] - 1
+                                    last = k == kk - 1
                                     pix = first_word_group(og, g["config"]) * g["out_h"] * \
                                         g["out_w"] + py * g["out_w"] + px
-                                    items.append((addr, pad, og * g["kk"] + k, k == 0, last, og,
-                                                  pix, (cy, cx) == (cys[0], cxs[0]),
-                                                  (cy, cx) == (cys[-1], cxs[-1])))
+                                    item = (addr, pad, og * g["kk"] + k, k == 0, last, og,
+                                            pix, (cy, cx) == (cys[0], cxs[0]),
+                                            (cy, cx) == (cys[-1], cxs[-1]))
+                                    if g["config"].pairs:
+                                        item += (merged, pad2 if merged else pad)
+                                    items.append(item)
                                     k += 1
     return items
 
 
-@pytest.mark.parametrize("seed", range(18))
+@pytest.mark.parametrize("seed", range(30))
 def test_window_generator_walks_the_loop_nest(seed):
-    """Seeds from 12 on: configurations without pool padding (pooling windows start inside
-    the conv map)."""
+    """Seeds 12 to 17: configurations without pool padding (pooling windows start inside the
+    conv map); from 18 on, merged lanes on a configuration with pixel pairs (one to three
+    channel groups, kernels up to 5 columns)."""
     rng = np.random.default_rng(seed)
     config = CONFIGS[seed % len(CONFIGS)]
-    if seed >= 12:
+    if 12 <= seed < 18:
         config = replace(config, pool_padding=False)
+    merge = int(seed >= 18)
+    if merge:
+        config = replace(CONFIGS[0], pool_padding=bool(seed % 2))     # 4 x 2: pairs
     dut = WindowGen(Layouts(config))
     in_h, in_w = int(rng.integers(2, 7)), int(rng.integers(2, 7))
-    k_h, k_w = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    k_h, k_w = int(rng.integers(1, 4)), int(rng.integers(1, 6 if merge else 4))
     p_h, p_w = int(rng.integers(0, k_h)), int(rng.integers(0, k_w))
     s_h, s_w = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     conv_h, conv_w = out_size(in_h, k_h, s_h, p_h), out_size(in_w, k_w, s_w, p_w)
@@ -429,12 +444,16 @@ def test_window_generator_walks_the_loop_nest(seed):
     if not config.pool_padding:
         pp_h = pp_w = 0
     ps_h, ps_w = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-    g = dict(cg_n=int(rng.integers(1, 3)), in_h=in_h, in_w=in_w, k_h=k_h, k_w=k_w, s_h=s_h,
-             s_w=s_w, p_h=p_h, p_w=p_w, conv_h=conv_h, conv_w=conv_w, pk_h=pk_h, pk_w=pk_w,
+    g = dict(cg_n=int(rng.integers(1, 4 if merge else 3)), in_h=in_h, in_w=in_w, k_h=k_h,
+             k_w=k_w, s_h=s_h, s_w=s_w, p_h=p_h, p_w=p_w, conv_h=conv_h, conv_w=conv_w,
+             pk_h=pk_h, pk_w=pk_w,
              ps_h=ps_h, ps_w=ps_w, pp_h=pp_h, pp_w=pp_w, og_n=int(rng.integers(1, 3)),
              out_h=out_size(conv_h, pk_h, ps_h, pp_h), out_w=out_size(conv_w, pk_w, ps_w, pp_w),
              in_base=5)
-    g["kk"], g["hw_in"] = k_h * k_w * g["cg_n"], in_h * in_w
+    g["kk"] = k_h * (k_w * g["cg_n"] - (k_w // 2 if merge else 0))
+    g["hw_in"] = in_h * in_w
+    if config.pairs:
+        g["merge"] = merge
     g.update(s_w_in=s_h * in_w, step_y=ps_h * s_h, step_x=ps_w * s_w, step_yw=ps_h * s_h * in_w,
              rys0=pp_h * s_h, rxs0=pp_w * s_w, rysw0=pp_h * s_h * in_w, p_row=p_h * in_w,
              out_hw=g["out_h"] * g["out_w"])
@@ -457,7 +476,8 @@ def test_window_generator_walks_the_loop_nest(seed):
             if valid and ready:
                 t = p.tag
                 got.append((p.act_addr, p.pad, p.w_addr, p.first, p.last, t.og, t.pix,
-                            t.pool_first, t.pool_last))
+                            t.pool_first, t.pool_last)
+                           + ((p.merge, p.pad2) if config.pairs else ()))
         ctx.set(dut.o.ready, 1)
         for _ in range(3):
             await ctx.tick()

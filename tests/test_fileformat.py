@@ -322,7 +322,7 @@ CASES = {
     "descriptor bits": ("lenet", table_bits, r"layer 'features\.0': arrays must have the "
                                              r"fields .*'table'"),
     "descriptor spare bits": ("lenet", spare_bits, r"layer 'features\.0': descriptor must be "
-                                                   r"375 bits of fields with the rest of its "
+                                                   r"376 bits of fields with the rest of its "
                                                    r"last word 0"),
     "array missing": ("lenet", delitem("layers", 0, "arrays", "shift"),
                       r"layer 'features\.0': arrays must have the fields"),

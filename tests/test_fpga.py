@@ -154,7 +154,8 @@ def test_icebreaker_design_runs_lenet_bit_exact_on_its_spram_and_dsp_blocks(iceb
     """The board's accelerator, its weights in SB_SPRAM256KA blocks and its products two to an
     SB_MAC16 (Yosys' models of them), equals the golden model on every layer, and refuses what
     its configuration leaves out (average pooling, pool padding, pixel pairs: a pair
-    descriptor stops with error 1, the sequencer having no check of a pair's shape here)."""
+    descriptor stops with error 1, the sequencer having no check of a pair's shape here, and
+    so does one with merged lanes, which need the pairs' second word)."""
     config = ICEBREAKER.config
     xq = icebreaker_program.quantize_input(digits_test[0][:6])
     with open_model("icebreaker") as device:
@@ -164,9 +165,10 @@ def test_icebreaker_design_runs_lenet_bit_exact_on_its_spram_and_dsp_blocks(iceb
         assert d0.pool == POOL_MAX and d0.pool_pad_h == 0 and d0.in_h <= config.max_height
         errors = [_hardware_error(device, bad) for bad in (
             replace(d0, pool=POOL_AVG), replace(d0, pool_pad_h=1),
-            replace(d0, in_h=config.max_height + 1), replace(d0, pair=1))]
+            replace(d0, in_h=config.max_height + 1), replace(d0, pair=1),
+            replace(d0, merge=1))]
     assert not config.pairs
-    assert errors == [memmap.E_OP, memmap.E_LIMIT, memmap.E_LIMIT, memmap.E_OP]
+    assert errors == [memmap.E_OP, memmap.E_LIMIT, memmap.E_LIMIT, memmap.E_OP, memmap.E_OP]
     golden = icebreaker_program.run_reference(xq, return_all=True)
     for got, want in zip(outs, golden):
         assert np.array_equal(got, want.reshape(got.shape))

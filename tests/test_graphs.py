@@ -315,7 +315,8 @@ def test_ds_cnn_runs_bit_exact_on_the_rtl(device):
 def test_lenet5_runs_bit_exact_on_the_rtl(device):
     """LeNet-5's shapes on 32 x 32: every layer bit-exact and the cycle model exact. Its first
     layers have fewer output channels (6) than PE rows (16): the first runs in pixel pairs
-    (each item the two columns of a 2 x 2 pooling window), 72 % of the array busy."""
+    (each item the two columns of a 2 x 2 pooling window); the second reads its 6 input
+    channels with merged lanes (40 items a pixel instead of 50); 81 % of the array busy."""
     torch.manual_seed(0)
     model = reference.lenet5()
     x = np.random.default_rng(0).standard_normal((16, 1, 32, 32)).astype(np.float32)
@@ -323,8 +324,9 @@ def test_lenet5_runs_bit_exact_on_the_rtl(device):
     assert [l.out_shape[0] for l in program.layers] == [6, 16, 120, 84, 10]
     stats = rtl_cases.check_on_rtl(device, program, program.quantize_input(x[:2]))
     assert [d.pair for _, d in program.steps] == [1, 0, 0, 0, 0]
-    assert stats.layer_cycles == (2946, 5019, 819, 199, 40)
-    assert round(stats.utilization["network"], 3) == 0.721
+    assert [d.merge for _, d in program.steps] == [0, 1, 0, 0, 0]
+    assert stats.layer_cycles == (2946, 4019, 819, 199, 40)
+    assert round(stats.utilization["network"], 3) == 0.811
 
 
 def test_autoencoder_runs_bit_exact_on_the_rtl(device):

@@ -66,16 +66,16 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     with pytest.raises(ProgramFormatError, match="is not a striate program"):
         striate.load_program(foreign)
     future = bytearray(data)
-    future[8:10] = (6).to_bytes(2, "little")
+    future[8:10] = (7).to_bytes(2, "little")
     path.write_bytes(bytes(future))
-    with pytest.raises(ProgramFormatError, match="format version must be 5, not 6"):
+    with pytest.raises(ProgramFormatError, match="format version must be 6, not 7"):
         striate.load_program(path)
     future[8:10] = (1).to_bytes(2, "little")
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 1 \(chains in two ping-pong "
                                                  r"activation banks\), which this striate no "
                                                  r"longer runs; compile the model again to write "
-                                                 r"format version 5"):
+                                                 r"format version 6"):
         striate.load_program(path)
     future[8:10] = (2).to_bytes(2, "little")
     path.write_bytes(bytes(future))
@@ -91,6 +91,11 @@ def test_foreign_and_future_files_are_refused(saved, tmp_path):
     path.write_bytes(bytes(future))
     with pytest.raises(ProgramFormatError, match=r"is format version 4 \(layer descriptors "
                                                  r"without the pixel pair bit\)"):
+        striate.load_program(path)
+    future[8:10] = (5).to_bytes(2, "little")
+    path.write_bytes(bytes(future))
+    with pytest.raises(ProgramFormatError, match=r"is format version 5 \(layer descriptors "
+                                                 r"without the merged-lane bit\)"):
         striate.load_program(path)
     with pytest.raises(ProgramFormatError, match="cannot read program file"):
         striate.load_program(tmp_path / "missing.stp")
@@ -220,7 +225,8 @@ def test_sequencer_program_passes_every_legal_layer(seed):
         values, failed = derive.run(fields, config)
         assert failed == set(), desc
         cg_n = -(-desc.in_c // config.pe_in)
-        assert values["kk"] == desc.k_h * desc.k_w * cg_n
+        # (with merged lanes odd kernel columns skip the last channel group)
+        assert values["kk"] == desc.k_h * (desc.k_w * cg_n - desc.merge * (desc.k_w // 2))
         assert values["hw_in"] == desc.in_h * desc.in_w
         # (a layer in pixel pairs counts pairs of columns in out_w)
         assert values["out_hw"] == desc.out_h * desc.out_w * (2 if desc.pair else 1)

@@ -79,8 +79,10 @@ class Layouts:
                                      "past_col": 1}) if k else None
         controls = {"dw": self.dw} if k else {}
         # With pixel pairs the second pixel's padding (its word is the next one, `pe.Fetch`)
-        # and operands (``x2``, for the upper half of the PE rows).
-        pair = {"pad2": 1} if config.pairs else {}
+        # and operands (``x2``, for the upper half of the PE rows); ``merge``: an item of a
+        # layer with merged lanes (`LayerDescriptor.merge`) whose upper lanes are the next
+        # word's lower ones.
+        pair = {"pad2": 1, "merge": 1} if config.pairs else {}
         self.window = data.StructLayout({       # window generator -> fetch
             "act_addr": self.act_addr, "pad": 1, "w_addr": self.w_addr, "first": 1, "last": 1,
             "tag": self.tag, **controls, **pair})

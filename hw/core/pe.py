@@ -20,7 +20,9 @@ class Fetch(wiring.Component):
     """Turns window addresses into operands: reads one activation word and one weight word per
     item; padding positions read as zero. With pixel pairs (`AcceleratorConfig.pairs`) it
     also takes ``act_data2``, the word after ``act_addr`` (in the activation memory's other
-    RAM, read in the same cycle), as ``x2``, zero where ``pad2``."""
+    RAM, read in the same cycle), as ``x2``, zero where ``pad2``; an item with ``merge``
+    (`LayerDescriptor.merge`) gives the lower half of ``x2``'s lanes as the upper half of
+    ``x``'s."""
 
     def __init__(self, layouts: Layouts):
         self._l = layouts
@@ -44,11 +46,21 @@ class Fetch(wiring.Component):
         tag = Signal(self._l.tag)
         controls = self._l.config.depthwise_kernel    # the depthwise window's, passed on
         dw = Signal(self._l.dw) if controls else None
+        x = Mux(pad, 0, self.act_data)
+        if self._l.config.pairs:
+            pad2, merge = Signal(), Signal()
+            x2 = Mux(pad2, 0, self.act_data2)
+            m.d.comb += self.o.payload.x2.eq(x2)
+            with m.If(advance):
+                m.d.sync += [pad2.eq(self.i.payload.pad2), merge.eq(self.i.payload.merge)]
+            # a merged item: the upper half of the lanes takes the next word's lower half
+            half = 4 * self._l.config.pe_in
+            x = Mux(merge, Cat(x[:half], x2[:half]), x)
         m.d.comb += [
             self.i.ready.eq(advance),
             self.act_addr.eq(self.i.payload.act_addr), self.act_en.eq(advance),
             self.w_addr.eq(self.i.payload.w_addr), self.w_en.eq(advance),
-            self.o.payload.x.eq(Mux(pad, 0, self.act_data)),
+            self.o.payload.x.eq(x),
             self.o.payload.w.eq(self.w_data),
             self.o.payload.first.eq(first), self.o.payload.last.eq(last),
             self.o.payload.tag.eq(tag),
@@ -61,11 +73,6 @@ class Fetch(wiring.Component):
             m.d.comb += self.o.payload.dw.eq(dw)
             with m.If(advance):
                 m.d.sync += dw.eq(self.i.payload.dw)
-        if self._l.config.pairs:
-            pad2 = Signal()
-            m.d.comb += self.o.payload.x2.eq(Mux(pad2, 0, self.act_data2))
-            with m.If(advance):
-                m.d.sync += pad2.eq(self.i.payload.pad2)
         return m
 
 

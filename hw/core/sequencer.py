@@ -267,6 +267,11 @@ class Sequencer(wiring.Component):
             d = work.desc
             sources.update(wr_w=Mux(d.pair & (d.pool == 0), Cat(Const(0, 1), d.out_w),
                                     d.out_w))
+            # merged lanes: `derive.MERGE_PRELUDE` and the kernel terms it feeds
+            wk_w = sources["wk_w"] if cfg.depthwise_kernel else d.k_w
+            sources.update(kw_skip=Mux(d.merge, d.k_w[1:], 0),
+                           kk_w=Mux(d.merge, work.kw_items, wk_w),
+                           kk_g=Mux(d.merge, 1, work.cg_n))
         sources.update(self._extra_sources())
 
         def source(name):
@@ -316,7 +321,7 @@ class Sequencer(wiring.Component):
             m.d.sync += [flag.eq(0) for flag in self._failed.values()]
             for k, strobe in enumerate(starts):
                 with m.If(strobe):
-                    m.d.sync += number(firsts[k])
+                    m.d.sync += number(self._first_term(firsts[k]) if k == 0 else firsts[k])
         with m.Elif(loading):
             value = Array(a_srcs)[a_code]
             m.d.sync += [loading.eq(0), a.eq(Mux(negative, -value, value)),
@@ -355,6 +360,18 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.d.sync += [a.eq(a << 1), b.eq(b >> 1)]
         return start, done
+
+    def _first_term(self, first):
+        """The term the layer program starts at: with pixel pairs, after `derive.MERGE_PRELUDE`
+        unless the descriptor has ``merge``. The strobe comes as its last word arrives from
+        the program memory (`_fetch`), so the bit is taken from there."""
+        if not self._l.config.pairs:
+            return first
+        words = LayerDescriptor.WORDS
+        offset = descriptor_layout()["merge"].offset - 32 * (words - 1)
+        assert offset >= 0, "the merge bit must lie in the descriptor's last word"
+        skip = sum(len(step.terms) for step in derive.MERGE_PRELUDE)
+        return Mux(self.prog_data[offset], first, first + skip)
 
     @staticmethod
     def _psum_terms() -> list:
@@ -417,6 +434,8 @@ class Sequencer(wiring.Component):
         # column stride 2 over an even conv_w: unpooled (out_w pairs) or max pooled (a pair a
         # window's two columns; not with the serial requantizer)
         bad_pair = d.pair & (Const(not cfg.pairs) | (d.op != OP_CONV))
+        # merged lanes: convolutions not in pairs, with the hardware for pairs
+        bad_merge = d.merge & (Const(not cfg.pairs) | (d.op != OP_CONV) | d.pair)
         pooled_pair = (d.pool == 1) & Const(not cfg.serial_scale_bits)
         pair_shape = Const(0) if not cfg.pairs else registered(d.pair & (
             (d.out_c > cfg.pe_out // 2) | (d.stride_w != 1) | (d.pool_k_w != 1)
@@ -425,7 +444,7 @@ class Sequencer(wiring.Component):
             "pair_shape")
         checks = [  # first failing check wins
             (registered(~known_op | ((d.pool > 2) & ~up) | no_avg | (is_add & (d.table != 0))
-                        | bad_psum | bad_pair, "bad_op"), memmap.E_OP),
+                        | bad_psum | bad_pair | bad_merge, "bad_op"), memmap.E_OP),
             (registered(reduce(operator.or_, [z == 0 for z in zero]), "zero"), memmap.E_ZERO),
             (registered((d.in_w > cfg.max_width) | (d.in_h > cfg.max_height)
                         | (d.stride_h > cfg.max_stride)

@@ -121,7 +121,7 @@ class Accelerator(wiring.Component):
         if self.config.pairs:
             d = seq.desc
             # a pooled pair's two pixels leave the pool as one: the writer stores it as any
-            m.d.comb += [win.pair.eq(d.pair), mac.pair.eq(d.pair),
+            m.d.comb += [win.pair.eq(d.pair), win.merge.eq(d.merge), mac.pair.eq(d.pair),
                          writer.pair.eq(d.pair & (d.pool == 0))]
             if pool is not requant:
                 m.d.comb += pool.pair.eq(d.pair)

@@ -6,7 +6,9 @@ conv pixels ``(cy, cx)`` of its pooling window that lie inside the conv map, ker
 ``(cy*s - p + ky, cx*s - p + kx)`` of group ``g`` (``pad`` when that lies outside the map, which
 reads as zero) and the weight word ``[og][ky][kx][g]``. The whole map sits in the activation
 bank, so windows are read from it directly, one word per cycle, instead of through line buffers
-that would duplicate rows the bank already holds.
+that would duplicate rows the bank already holds. With merged lanes (``merge``,
+`striate.sw.mapping.descriptor.LayerDescriptor.merge`) odd ``kx`` skip the last group ``g``,
+whose items at even ``kx`` also read the next column's word (``merge`` and ``pad2`` in the item).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class WindowGen(wiring.Component):
         ports.update({name: In(base_widths(layouts)[name]) for name in GROUPS})
         ports.update({name: In(layouts.derived[name]) for name in DERIVED})
         if layouts.config.pairs:
-            ports["pair"] = In(1)
+            ports.update(pair=In(1), merge=In(1))
         ports.update({
             "in_base": In(layouts.act_addr), "w_base": In(layouts.w_addr),
             "start": In(1), "done": Out(1), "writes": Out(1),
@@ -116,8 +118,15 @@ class WindowGen(wiring.Component):
         iy = cys + _s(ky) - _s(self.p_h)
         ix = cxs + _s(kx) - _s(self.p_w)
         addr = self.in_base + goff + (rowbase + _s(kyw) + ix).as_unsigned()
+        # Merged lanes (`LayerDescriptor.merge`): the last channel group is read at even
+        # kernel columns only, each item taking that column's word and the next one's
+        # (``solo``: a layer of one group then steps two columns an item).
+        merge = self.merge if self._l.config.pairs else Const(0)
+        solo = merge & (self.cg_n == 1)
+        skips = merge & ~solo       # odd kernel columns skip the last group
+        merged = merge & ~kx[0] & g_last
         self._emit(m, advance, running, og, pix, iy, ix, addr, k, wog, last_chunk,
-                   (cy == cy_lo) & (cx == cx_lo), pool_last)
+                   (cy == cy_lo) & (cx == cx_lo), pool_last, merged)
 
         # Next pooled pixel and its window.
         n_ry, n_rx = Signal.like(ry, name="n_ry"), Signal.like(rx, name="n_rx")
@@ -149,10 +158,17 @@ class WindowGen(wiring.Component):
             """``counter`` moves on by one."""
             m.d.sync += [counter.eq(counter + 1), flag.eq(counter + 2 == limit)]
 
+        def first_group(odd):
+            """``g`` restarts at 0 in a kernel column that skips the last group if ``odd``."""
+            m.d.sync += [g.eq(0), g_last.eq(Mux(odd, self.cg_n == 2, self.cg_n == 1))]
+
+        def first_column():
+            m.d.sync += [kx.eq(0), kx_last.eq(Mux(solo, self.k_w <= 2, self.k_w == 1))]
+
         def restart_kernel():
             m.d.sync += [k.eq(0), kyw.eq(0), goff.eq(0)]
-            first(g, g_last, self.cg_n)
-            first(kx, kx_last, self.k_w)
+            first_group(0)
+            first_column()
             first(ky, ky_last, self.k_h)
 
         cfg = self._l.config
@@ -173,15 +189,18 @@ class WindowGen(wiring.Component):
             with m.If(~last_chunk):
                 m.d.sync += k.eq(k + 1)
                 with m.If(~g_last):
-                    step(g, g_last, self.cg_n)
-                    m.d.sync += goff.eq(goff + self.hw_in)
+                    m.d.sync += [g.eq(g + 1), goff.eq(goff + self.hw_in),
+                                 g_last.eq(g + 2 + (skips & kx[0]) == self.cg_n)]
                 with m.Elif(~kx_last):
-                    first(g, g_last, self.cg_n)
-                    step(kx, kx_last, self.k_w)
+                    first_group(skips & ~kx[0])
+                    with m.If(solo):
+                        m.d.sync += [kx.eq(kx + 2), kx_last.eq(kx + 4 >= self.k_w)]
+                    with m.Else():
+                        step(kx, kx_last, self.k_w)
                     m.d.sync += goff.eq(0)
                 with m.Else():
-                    first(g, g_last, self.cg_n)
-                    first(kx, kx_last, self.k_w)
+                    first_group(0)
+                    first_column()
                     step(ky, ky_last, self.k_h)
                     m.d.sync += [goff.eq(0), kyw.eq(kyw + self.in_w)]
             with m.Else():
@@ -210,20 +229,23 @@ class WindowGen(wiring.Component):
         return m
 
     def _emit(self, m, advance, running, og, pix, iy, ix, addr, k, wog, last_chunk,
-              pool_first, pool_last):
-        """Register the current item into ``o`` whenever the output is free."""
+              pool_first, pool_last, merged):
+        """Register the current item into ``o`` whenever the output is free (``merged``: it
+        also takes the next word's lower lanes)."""
         outside_row = (iy < 0) | (iy >= _s(self.in_h))
         pad = outside_row | (ix < 0) | (ix >= _s(self.in_w))
         p = self.o.payload
         m.d.comb += self.writes.eq(self.o.valid & self.o.ready & p.last & p.tag.pool_last)
         both = pad
         if self._l.config.pairs:
-            # the second pixel of a pair reads the next column (column stride 1): the word
-            # after this one, which is kept where only this one pads
-            pad2 = Mux(self.pair, outside_row | (ix < -1) | (ix >= _s(self.in_w) - 1), pad)
+            # the second pixel of a pair, or a merged item's next kernel column, reads the
+            # next column (column stride 1): the word after this one, which is kept where
+            # only this one pads
+            pad2 = Mux(self.pair | merged, outside_row | (ix < -1) | (ix >= _s(self.in_w) - 1),
+                       pad)
             both = pad & pad2
             with m.If(advance):
-                m.d.sync += p.pad2.eq(pad2)
+                m.d.sync += [p.pad2.eq(pad2), p.merge.eq(merged)]
         with m.If(advance):
             m.d.sync += [
                 self.o.valid.eq(running & ~self.start),

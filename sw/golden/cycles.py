@@ -6,7 +6,8 @@ layer's set-up beside the layer before with `AcceleratorConfig.overlap_setup`, a
 without. `layer_cycles` is a layer on its own, set-up first.
 
 The window generator issues one item of work per cycle (`layer_items`; a layer in pixel pairs,
-`layout.pairs`, has one item per two output pixels). Around the items each
+`layout.pairs`, has one item per two output pixels; one with merged lanes, `layout.merges`,
+a channel group less at each odd kernel column). Around the items each
 layer spends ``LayerDescriptor.WORDS + 15`` cycles (descriptor fetch and checks: ``WORDS + 3``;
 pipeline fill and drain and the done handshake: 12; `AcceleratorConfig.mac_stages` more for
 the PE array's extra register stages), the sequencer's size products
@@ -40,7 +41,7 @@ from ..ir.graph import QLayer
 from ..mapping.layout import groups, pairs, writes_per_pixel
 from ..mapping import depthwise
 from ..mapping.depthwise import runs_depthwise
-from ..mapping.mapper import layer_fields
+from ..mapping.mapper import layer_fields, merged
 from ..ir.numerics import MULT_BITS
 
 FIXED = LayerDescriptor.WORDS + 15
@@ -63,10 +64,13 @@ def _window_spans(out: int, kernel: int, stride: int, pad: int, size: int) -> li
     return spans
 
 
-def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig) -> int:
-    """Items per conv pixel: kernel positions times input channel groups."""
+def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig,
+                     merge: bool | None = None) -> int:
+    """Items per conv pixel: kernel positions times input channel groups, less a group at each
+    odd kernel column with merged lanes (see `_merged`)."""
     kh, kw = layer.kernel
-    return kh * kw * groups(layer.in_shape[0], config.pe_in)
+    skip = kw // 2 if _merged(layer, config, False, merge) else 0
+    return kh * (kw * groups(layer.in_shape[0], config.pe_in) - skip)
 
 
 def add_words(layer: QLayer, config: AcceleratorConfig) -> int:
@@ -88,9 +92,9 @@ def _depthwise(layer: QLayer, config: AcceleratorConfig, dw: bool | None) -> boo
 
 
 def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
-                pair: bool | None = None) -> int:
+                pair: bool | None = None, merge: bool | None = None) -> int:
     """Items (cycles of PE array work) the window generator (or the depthwise walk) issues for
-    ``layer`` (in pixel pairs: see `_paired`)."""
+    ``layer`` (in pixel pairs: see `_paired`; with merged lanes: `_merged`)."""
     if _depthwise(layer, config, dw):
         return depthwise.items(layer, config)
     _, ch, cw = layer.conv_shape
@@ -106,7 +110,7 @@ def layer_items(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None
         cols = [1] * (ow // 2 if layer.pool == "none" else ow)
     conv_pixels = sum(rows) * sum(cols)
     return groups(layer.out_shape[0], config.pe_out) * conv_pixels * \
-        chunks_per_pixel(layer, config)
+        chunks_per_pixel(layer, config, merge)
 
 
 def requant_steps(config: AcceleratorConfig) -> int:
@@ -171,7 +175,8 @@ def table_latency(config: AcceleratorConfig) -> int:
 
 
 def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
-              psum_out: bool = False, pair: bool | None = None) -> bool:
+              psum_out: bool = False, pair: bool | None = None,
+              merge: bool | None = None) -> bool:
     """True when a conv pixel takes fewer items than the requantizer needs cycles, or an output
     pixel fewer items than the writer needs cycles (a depthwise layer's pixels may come one a
     cycle; a pooling window in pixel pairs, `_paired`, takes one item per row). A chunk that
@@ -180,9 +185,10 @@ def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
         return False
     if _depthwise(layer, config, dw):
         return bool(config.serial_scale_bits) or depthwise_steps(config) > 1
-    if chunks_per_pixel(layer, config) < requant_steps(config):
+    chunks = chunks_per_pixel(layer, config, merge)
+    if chunks < requant_steps(config):
         return True
-    if config.serial_scale_bits and (layer.pool == "avg" or chunks_per_pixel(layer, config)
+    if config.serial_scale_bits and (layer.pool == "avg" or chunks
                                      < serial_item_cycles(config)):
         return True
     if layer.pool == "none":
@@ -195,7 +201,7 @@ def may_stall(layer: QLayer, config: AcceleratorConfig, dw: bool | None = None,
             (1 if _paired(layer, config, False, pair) else
              min(_window_spans(ow, layer.pool_kernel[1], layer.pool_stride[1],
                                layer.pool_padding[1], cw)))
-    return fewest * chunks_per_pixel(layer, config) < writes_per_pixel(config)
+    return fewest * chunks < writes_per_pixel(config)
 
 
 def ideal_cycles(layer: QLayer, config: AcceleratorConfig) -> float:
@@ -215,25 +221,33 @@ def _paired(layer: QLayer, config: AcceleratorConfig, dw: bool, pair: bool | Non
     return (pairs(layer, config) and not dw) if pair is None else bool(pair)
 
 
+def _merged(layer: QLayer, config: AcceleratorConfig, dw: bool, merge: bool | None) -> bool:
+    """Whether a layer reads its last channel group with merged lanes: ``merge`` if given (a
+    descriptor's), else `mapper.merged` (a program on chip)."""
+    return (merged(layer, config) and not dw) if merge is None else bool(merge)
+
+
 def _sequencer_fields(layer: QLayer, config: AcceleratorConfig, dw: bool, psum: tuple,
-                      pair: bool | None = None) -> dict:
+                      pair: bool | None = None, merge: bool | None = None) -> dict:
     """The descriptor fields the sequencer's size program takes its time from."""
-    return dict(layer_fields(layer, dw, _paired(layer, config, dw, pair)), psum_in=psum[0],
-                psum_out=psum[1])
+    return dict(layer_fields(layer, dw, _paired(layer, config, dw, pair),
+                             _merged(layer, config, dw, merge)),
+                psum_in=psum[0], psum_out=psum[1])
 
 
 def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = False,
-                 dw: bool | None = None, psum: tuple = (0, 0), pair: bool | None = None) -> int:
+                 dw: bool | None = None, psum: tuple = (0, 0), pair: bool | None = None,
+                 merge: bool | None = None) -> int:
     """Predicted LAYER_CYCLES counter value (exact unless `may_stall`). For an add, ``parallel``
     says whether it reads its two inputs in one cycle (`parallel_add`). ``psum``: the
     descriptor's ``(psum_in, psum_out)`` (a chunk of input channels); ``pair``: see
-    `_paired`."""
+    `_paired`; ``merge``: `_merged`."""
     if layer.op == "concat":            # written in place by its inputs' producers
         return 0
     dw = _depthwise(layer, config, dw)
-    sequencer = derive.cycles(_sequencer_fields(layer, config, dw, psum, pair), config)
+    sequencer = derive.cycles(_sequencer_fields(layer, config, dw, psum, pair, merge), config)
     if psum[1]:     # the sums stay in the partial-sum memory: nothing after the PE array
-        return layer_items(layer, config, dw, pair) + FRONT + sequencer + PSUM_DRAIN + \
+        return layer_items(layer, config, dw, pair, merge) + FRONT + sequencer + PSUM_DRAIN + \
             config.mac_stages
     if layer.op == "add":
         return (add_words(layer, config) * (1 if parallel else 2) + ADD_FIXED
@@ -247,7 +261,7 @@ def layer_cycles(layer: QLayer, config: AcceleratorConfig, parallel: bool = Fals
         return (depthwise.items(layer, config) + FIXED + config.mac_stages + DEPTHWISE_STAGES
                 + sequencer + post + scale_latency(config)
                 + pool_latency(layer, config, dw) + 1 + table_latency(config))
-    return (layer_items(layer, config, dw, pair) + FIXED + config.mac_stages + sequencer
+    return (layer_items(layer, config, dw, pair, merge) + FIXED + config.mac_stages + sequencer
             + post_latency(config) + scale_latency(config)
             + pool_latency(layer, config) + writes_per_pixel(config) + table_latency(config))
 
@@ -257,12 +271,13 @@ def compute_run(layer, desc: LayerDescriptor, config: AcceleratorConfig,
     """Cycles from a layer's START to the cycle it is done on (``layer_done``); with
     ``bound``, an upper bound for a layer that may stall (`layer_cycles_bound`)."""
     dw = desc.op == OP_DW       # (a band may fit the depthwise window where its layer does not)
-    psum, pair = (desc.psum_in, desc.psum_out), bool(desc.pair)
-    front = FRONT + derive.cycles(_sequencer_fields(layer, config, dw, psum, pair), config)
-    if bound and may_stall(layer, config, dw, desc.psum_out, pair):
-        return layer_cycles_bound(layer, config, dw, pair) - front
+    psum, pair, merge = (desc.psum_in, desc.psum_out), bool(desc.pair), bool(desc.merge)
+    front = FRONT + derive.cycles(_sequencer_fields(layer, config, dw, psum, pair, merge),
+                                  config)
+    if bound and may_stall(layer, config, dw, desc.psum_out, pair, merge):
+        return layer_cycles_bound(layer, config, dw, pair, merge) - front
     parallel = layer.op == "add" and parallel_add(desc, config)
-    return layer_cycles(layer, config, parallel, dw, psum, pair) - front
+    return layer_cycles(layer, config, parallel, dw, psum, pair, merge) - front
 
 
 def setup_cycles(layer, desc: LayerDescriptor, config: AcceleratorConfig) -> int:
@@ -271,7 +286,8 @@ def setup_cycles(layer, desc: LayerDescriptor, config: AcceleratorConfig) -> int
     psum = (desc.psum_in, desc.psum_out)
     return LayerDescriptor.WORDS + derive.cycles(_sequencer_fields(layer, config,
                                                                    desc.op == OP_DW, psum,
-                                                                   bool(desc.pair)),
+                                                                   bool(desc.pair),
+                                                                   bool(desc.merge)),
                                                  config)
 
 
@@ -303,12 +319,13 @@ def program_cycles(program, bound: bool = False) -> list[int]:
 
 
 def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,
-                       dw: bool | None = None, pair: bool | None = None) -> int:
+                       dw: bool | None = None, pair: bool | None = None,
+                       merge: bool | None = None) -> int:
     """An upper bound of LAYER_CYCLES: `layer_cycles` (exact unless `may_stall`) plus, for a
     layer that may stall, each conv pixel's requantization and write as if nothing overlapped
     them. The driver's default timeout and the fuzzer's check use it."""
-    exact = layer_cycles(layer, config, dw=dw, pair=pair)    # an add: two cycles a word,
-    if not may_stall(layer, config, dw, pair=pair):      # the slower case
+    exact = layer_cycles(layer, config, dw=dw, pair=pair, merge=merge)  # an add: two cycles
+    if not may_stall(layer, config, dw, pair=pair, merge=merge):    # a word, the slower case
         return exact
     if _depthwise(layer, config, dw):
         _, oh, ow = layer.out_shape
@@ -316,7 +333,8 @@ def layer_cycles_bound(layer: QLayer, config: AcceleratorConfig,
         post = serial_item_cycles(config) if config.serial_scale_bits else \
             depthwise_steps(config)
     else:
-        pixels = layer_items(layer, config, False, pair) // chunks_per_pixel(layer, config)
+        pixels = layer_items(layer, config, False, pair, merge) // \
+            chunks_per_pixel(layer, config, merge)
         writes = writes_per_pixel(config)
         post = serial_item_cycles(config) if config.serial_scale_bits else requant_steps(config)
     bound = exact + pixels * (post + writes)

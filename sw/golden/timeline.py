@@ -160,7 +160,7 @@ def may_stall(program) -> bool:
     `program_counters` and its ``bound``)."""
     return any(layer is not None and layer_model.may_stall(layer, program.config,
                                                            desc.op == OP_DW, desc.psum_out,
-                                                           bool(desc.pair))
+                                                           bool(desc.pair), bool(desc.merge))
                for layer, desc in program.steps)
 
 

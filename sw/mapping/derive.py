@@ -72,8 +72,8 @@ def _fits(n, k, s, p, size, extra=()):
 
 PROGRAM = (
     Size("hw_in", "in_h", "in_w"),              # input pixels
-    Size("kk", "wk_h", "wk_w"),                 # kernel positions, then
-    Size("kk", "kk", "cg_n"),                   # items per conv pixel (weight words per group)
+    Size("kk", "wk_h", "kk_w"),                 # kernel rows times items per row (`kk_w`),
+    Size("kk", "kk", "kk_g"),                   # items per conv pixel (weight words per group)
     Size("out_hw", "out_h", "wr_w"),            # output pixels (writer's group stride)
     Size("s_w_in", "in_w", "stride_h"),         # window walk: one conv row down, in words
     Size("step_y", "pool_stride_h", "stride_h"),   # next pooling window, in input rows / columns
@@ -136,6 +136,16 @@ RESULTS = _stored(PROGRAM)
 # pixel pairs (`AcceleratorConfig.pairs`) the written columns are ``out_w``.
 _PLAIN = {"wk_h": "k_h", "wk_w": "k_w", "w_og": "og_n", "fit_h": "in_h", "fit_w": "in_w",
           "fit_pk_h": "pool_k_h", "fit_pk_w": "pool_k_w"}
+# Items per kernel row and the groups they multiply: ``wk_w`` and ``cg_n``, or for a layer
+# with merged lanes (`LayerDescriptor.merge`, with pixel pairs only) a group less at each odd
+# kernel column, ``wk_w * cg_n - k_w // 2`` (`MERGE_PRELUDE`), and 1. Without pairs the
+# kernel terms read ``wk_w`` and ``cg_n`` themselves.
+_UNMERGED = {"kk_w": "wk_w", "kk_g": "cg_n"}
+# Run first, and only for a descriptor with ``merge`` (the sequencer starts after it
+# otherwise, so other layers take the cycles they took before merged lanes existed). Its first
+# term reads the descriptor only: the channel group counts are registered from it a cycle
+# after the program starts (`striate.hw.core.sequencer`).
+MERGE_PRELUDE = (Sum("kw_items", ((-1, "kw_skip", 1), (1, "wk_w", "cg_n"))),)
 
 
 def program(config: AcceleratorConfig) -> tuple:
@@ -144,9 +154,12 @@ def program(config: AcceleratorConfig) -> tuple:
     steps = PROGRAM + (ADD_CHECKS if config.residual_add else ()) + (SPANS if config.ext_bytes
                                                                      else ()) \
         + (PSUM_CHECKS if config.psum_entries else ())
-    names = {} if config.pairs else {"wr_w": "out_w"}
+    names = {} if config.pairs else {"wr_w": "out_w", **_UNMERGED}
+    if config.pairs:
+        steps = MERGE_PRELUDE + steps
     if not config.depthwise_kernel:
         names.update(_PLAIN)
+        names = {a: _PLAIN.get(b, b) for a, b in names.items()}
     if not names:
         return steps
 
@@ -154,6 +167,7 @@ def program(config: AcceleratorConfig) -> tuple:
         sign, a, b = term
         return sign, names.get(a, a), names.get(b, b)
     return tuple(Size(step.dest, *plain((1, step.a, step.b))[1:]) if isinstance(step, Size)
+                 else Sum(step.dest, tuple(map(plain, step.terms))) if isinstance(step, Sum)
                  else Check(step.error, tuple(map(plain, step.terms)), step.strict)
                  for step in steps)
 
@@ -176,6 +190,8 @@ def uses_psum(fields: dict) -> bool:
 def _steps(fields: dict, config: AcceleratorConfig) -> tuple:
     """The steps the sequencer runs for descriptor ``fields``."""
     steps = program(config)
+    if config.pairs and not fields.get("merge", 0):
+        steps = steps[len(MERGE_PRELUDE):]
     if config.psum_entries and not uses_psum(fields):
         steps = steps[:-len(PSUM_CHECKS)]
     return steps
@@ -207,6 +223,7 @@ def group_counts(fields: dict, config: AcceleratorConfig, registers: bool = Fals
                   for name, width in count_widths(config).items()}
     return {**counts, "wk_h": 1 if depthwise else fields["k_h"],
             "wk_w": 1 if depthwise else fields["k_w"],
+            **_kernel_row(fields, counts["cg_n"], 1 if depthwise else fields["k_w"]),
             "w_og": 1 if depthwise else counts["og_n"],
             "fit_h": fields["out_h"] if up else fields["in_h"],
             "fit_w": fields["out_w"] if up else fields["in_w"],
@@ -215,6 +232,15 @@ def group_counts(fields: dict, config: AcceleratorConfig, registers: bool = Fals
             # columns written: an unpooled pair layer's ``out_w`` counts pairs
             "wr_w": fields["out_w"] << (bool(config.pairs and fields.get("pair", 0)
                                              and fields["pool"] == POOL_NONE))}
+
+
+def _kernel_row(fields: dict, cg_n: int, wk_w: int) -> dict:
+    """``kw_skip`` (`MERGE_PRELUDE`), and the items per kernel row and the groups they
+    multiply as the kernel terms take them (`_UNMERGED`)."""
+    if not fields.get("merge", 0):
+        return {"kw_skip": 0, "kk_w": wk_w, "kk_g": cg_n}
+    skip = fields["k_w"] >> 1
+    return {"kw_skip": skip, "kk_w": wk_w * cg_n - skip, "kk_g": 1}
 
 
 def count_widths(config: AcceleratorConfig) -> dict:

@@ -132,6 +132,13 @@ class LayerDescriptor(_Packed):
     rows, not with the serial requantizer) a pair is one pooling window's two columns, merged
     by the pool, and it writes ``out_w`` columns.
 
+    With ``merge`` (hardware with pixel pairs; a convolution without ``pair``) a convolution
+    whose last input channel group holds at most ``pe_in / 2`` channels reads that group at
+    even kernel columns ``kx`` only, each item taking the lower half of the lanes of column
+    ``kx``'s word and of column ``kx + 1``'s (the next word, in the other RAM; zero where it
+    pads or ``kx + 1 == k_w``). Its items per conv pixel are ``k_h * (k_w * groups - k_w //
+    2)``, and its weights follow that order (`layout.pack_weights`).
+
     ``wait`` holds the layer back until no transfer (`MoveDescriptor`) runs; ``stamp`` records
     the cycle counter in the next LAYER_CYCLES word when the layer is done
     (`striate.sw.mapping.memmap`).
@@ -178,6 +185,8 @@ class LayerDescriptor(_Packed):
     psum_out: int = _bits(1)    # write each conv pixel's sums to the partial-sum memory
     pair: int = _bits(1)        # two neighbouring output pixels an item (`AcceleratorConfig
     #                             .pixel_pairs`): out_w and pool_stride_w count pairs
+    merge: int = _bits(1)       # the last input channel group's lanes merged across kernel
+    #                             column pairs (`AcceleratorConfig.pixel_pairs`)
 
 LayerDescriptor.WORDS = -(-LayerDescriptor.total_bits() // WORD_BITS)
 

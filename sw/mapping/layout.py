@@ -8,7 +8,9 @@ All words are little-endian byte vectors; lane ``i`` of a word is byte ``i``.
 * Weight word (``pe_out * pe_in`` bytes): byte ``o * pe_in + i`` is
   ``W[og*pe_out + o, g*pe_in + i, ky, kx]`` (0 outside the layer). A layer's words run
   ``[og][ky][kx][g]``, the order the window generator consumes them. A layer on the depthwise
-  datapath has one word per channel group instead (`depthwise.pack_weights`).
+  datapath has one word per channel group instead (`depthwise.pack_weights`). A layer with
+  merged lanes (`merges`) has no word of its last group at odd ``kx``: lanes ``pe_in / 2`` on
+  of the last group's word at even ``kx`` hold the lower lanes of column ``kx + 1``'s.
 * Parameter entry (four 32-bit words): bias (int32), multiplier (uint32), shift (uint32), 0. A
   parameter memory row holds ``pe_out`` entries, one output channel group; entries past ``O``
   are 0.
@@ -78,9 +80,30 @@ def pairs(layer: QLayer, config: AcceleratorConfig) -> bool:
         and (layer.pool_stride[1] == 2 or layer.out_shape[2] == 1)
 
 
-def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
+def merges(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """Whether a convolution on the convolution datapath may read its last input channel group
+    with merged lanes (`LayerDescriptor.merge`): on hardware with pixel pairs, a layer not in
+    pairs (`pairs`) and without upsampling, of a kernel at least two columns wide, whose last
+    input channel group holds at most ``pe_in / 2`` channels."""
+    if not config.pairs or layer.op != "conv" or pairs(layer, config) \
+            or layer.upsample != (1, 1):
+        return False
+    rest = layer.in_shape[0] % config.pe_in
+    return layer.kernel[1] >= 2 and 0 < rest <= config.pe_in // 2
+
+
+def weight_words(layer: QLayer, config: AcceleratorConfig, merge: bool = False) -> int:
+    """Weight words of a convolution on the convolution datapath: per output channel group,
+    kernel positions times input channel groups (``merge``: less one at each odd kernel
+    column)."""
+    o, c, kh, kw = layer.weight.shape
+    per_row = kw * groups(c, config.pe_in) - (kw // 2 if merge else 0)
+    return groups(o, config.pe_out) * kh * per_row
+
+
+def pack_weights(layer: QLayer, config: AcceleratorConfig, merge: bool = False) -> np.ndarray:
     """A convolution layer's weights as uint8 bytes in weight memory order (`doubled`: the
-    upper half of the rows a copy of the lower)."""
+    upper half of the rows a copy of the lower; ``merge``: with merged lanes, `merges`)."""
     po, pi = config.pe_out, config.pe_in
     o, c, kh, kw = layer.weight.shape
     og, g = groups(o, po), groups(c, pi)
@@ -89,6 +112,17 @@ def pack_weights(layer: QLayer, config: AcceleratorConfig) -> np.ndarray:
     if doubled(layer, config):
         padded[po // 2:po // 2 + o, :c] = layer.weight
     blocks = padded.reshape(og, po, g, pi, kh, kw).transpose(0, 4, 5, 2, 1, 3)  # og ky kx g o i
+    if merge:
+        half, columns = pi // 2, []
+        for kx in range(kw):
+            if kx % 2:          # its last group went with column kx - 1
+                columns.append(blocks[:, :, kx, :g - 1])
+                continue
+            column = blocks[:, :, kx].copy()
+            if kx + 1 < kw:
+                column[:, :, g - 1, :, half:] = blocks[:, :, kx + 1, g - 1, :, :half]
+            columns.append(column)
+        blocks = np.concatenate(columns, axis=2)    # og ky (kx g) o i
     return np.ascontiguousarray(blocks).view(np.uint8).reshape(-1)
 
 

@@ -34,7 +34,7 @@ from .descriptor import (OP_ADD, OP_CONV, OP_DW, POOL_CODES, POOL_UPSAMPLE, Desc
 from ..errors import MappingError, PlacementError
 from ..ir.graph import INPUT, QGraph, QLayer, map_shape
 from . import allocate
-from .layout import groups, pairs
+from .layout import groups, merges, pairs, weight_words
 
 
 def map_bytes(shape: tuple, config: AcceleratorConfig) -> int:
@@ -49,10 +49,9 @@ def weight_bytes(layer: QLayer, config: AcceleratorConfig) -> int:
     channel group for a layer on the depthwise datapath."""
     if layer.op != "conv":
         return 0
-    o, c, kh, kw = layer.weight.shape
     if runs_depthwise(layer, config):
-        return groups(c, config.pe_in) * config.macs_per_cycle
-    return groups(o, config.pe_out) * groups(c, config.pe_in) * config.macs_per_cycle * kh * kw
+        return groups(layer.weight.shape[1], config.pe_in) * config.macs_per_cycle
+    return weight_words(layer, config, merged(layer, config)) * config.macs_per_cycle
 
 
 def param_entries(layer: QLayer, config: AcceleratorConfig) -> int:
@@ -78,6 +77,7 @@ class MemoryPlan:
     tables: tuple = ()   # the distinct int8 [256] tables, in table memory order
     depthwise: tuple = ()   # per layer: it runs on the depthwise datapath (`runs_depthwise`)
     paired: tuple = ()      # per layer: it runs in pixel pairs (`layout.pairs`)
+    merged: tuple = ()      # per layer: it reads its last channel group merged (`merged`)
 
     def descriptors_before(self, count: int) -> int:
         """How many descriptors the first ``count`` layers have: the LAYERS value that runs
@@ -310,7 +310,8 @@ def plan_memory(graph: QGraph, config: AcceleratorConfig) -> MemoryPlan:
                       tuple(i in alive for i in range(len(graph.layers))), tensors, executed,
                       table, tables, tuple(runs_depthwise(layer, config)
                                            for layer in graph.layers),
-                      tuple(paired(layer, config) for layer in graph.layers))
+                      tuple(paired(layer, config) for layer in graph.layers),
+                      tuple(merged(layer, config) for layer in graph.layers))
 
 
 def _input_region(layer: QLayer, tensors: dict, config: AcceleratorConfig) -> tuple:
@@ -368,11 +369,20 @@ def paired(layer: QLayer, config: AcceleratorConfig) -> bool:
     return pairs(layer, config) and not runs_depthwise(layer, config)
 
 
-def layer_fields(layer: QLayer, depthwise: bool = False, pair: bool = False) -> dict:
+def merged(layer: QLayer, config: AcceleratorConfig) -> bool:
+    """Whether ``layer`` of a program on chip reads its last input channel group with merged
+    lanes on ``config``: `layout.merges`, on the convolution datapath. (A streamed program
+    does not merge: its chunks of input channels gather weights in the plain order.)"""
+    return merges(layer, config) and not runs_depthwise(layer, config)
+
+
+def layer_fields(layer: QLayer, depthwise: bool = False, pair: bool = False,
+                 merge: bool = False) -> dict:
     """The descriptor fields of ``layer`` that do not depend on where it is placed (`describe`
     adds the bank and addresses); the cycle model reads them too. ``depthwise``: the layer
     runs on the depthwise datapath (`runs_depthwise`); ``pair``: in pixel pairs (`paired`),
-    its walk a pooling of kernel 1 and column stride 2 over half as many columns."""
+    its walk a pooling of kernel 1 and column stride 2 over half as many columns; ``merge``:
+    with merged lanes (`merged`)."""
     in_c, in_h, in_w = layer.in_shape
     out_c, conv_h, conv_w = layer.conv_shape
     kh, kw = layer.kernel
@@ -402,7 +412,8 @@ def layer_fields(layer: QLayer, depthwise: bool = False, pair: bool = False) -> 
         pool_k_h=layer.pool_kernel[0], pool_k_w=1 if pair else layer.pool_kernel[1],
         pool_stride_h=ps_h, pool_stride_w=2 if pair else ps_w,
         pool_pad_h=layer.pool_padding[0], pool_pad_w=layer.pool_padding[1],
-        pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift), pair=int(pair))
+        pool_mult=int(layer.pool_mult), pool_shift=int(layer.pool_shift), pair=int(pair),
+        merge=int(bool(merge) and not depthwise))
 
 
 def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | None:
@@ -413,7 +424,8 @@ def describe(layer: QLayer, index: int, plan: MemoryPlan) -> LayerDescriptor | N
     second = plan.tensors[layer.inputs[1]][0] if layer.op == "add" else 0
     try:
         return LayerDescriptor(
-            **layer_fields(layer, plan.depthwise[index], plan.paired[index]),
+            **layer_fields(layer, plan.depthwise[index], plan.paired[index],
+                           plan.merged[index]),
             in_addr=plan.act_in[index][0],
             in2_addr=second,
             out_addr=plan.act_out[index][0],

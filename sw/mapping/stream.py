@@ -267,7 +267,8 @@ def _cost(tiles: list, config: AcceleratorConfig, timing: MemoryTiming, dw: bool
     compute, moved = [], []
     for tile in tiles:
         layer = tile.band.layer
-        compute.append(layer_model.layer_cycles(layer, config, dw=dw, psum=tile.psum))
+        compute.append(layer_model.layer_cycles(layer, config, dw=dw, psum=tile.psum,
+                                                merge=False))
         moved.append(timing.latency + (_buffers(layer, config)
                                        + _weight_rows(layer, config, dw)) /
                      timing.bytes_per_cycle)

@@ -1,4 +1,4 @@
-"""The program file format (``.stp``), version 3.
+"""The program file format (``.stp``), version 6.
 
 Layout: 8-byte magic ``b"STRIATE\\0"``, format version (uint16 LE), reserved uint16 (0), payload
 length (uint64 LE), SHA-256 of the payload (32 bytes), then the payload: a uint32 LE length, a
@@ -43,11 +43,12 @@ from ..ir.passes import IDENTITY_MULT, IDENTITY_SHIFT
 from ..mapping.unfold import im2col_input
 
 MAGIC = b"STRIATE\0"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 OLD_VERSIONS = {1: "chains in two ping-pong activation banks",
                 2: "layer descriptors without the wait and stamp bits",
                 3: "layer descriptors without the partial-sum bits",
-                4: "layer descriptors without the pixel pair bit"}
+                4: "layer descriptors without the pixel pair bit",
+                5: "layer descriptors without the merged-lane bit"}
 _HEADER = struct.Struct("<8sHHQ32s")
 # Per layer, in blob order: dtype and number of dimensions of each array.
 _ARRAYS = {"weight": ("<i1", 4), "bias": ("<i4", 1), "mult": ("<i4", 1), "shift": ("<u1", 1),

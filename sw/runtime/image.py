@@ -24,9 +24,10 @@ def program_image(program) -> list[tuple[int, np.ndarray]]:
         blocks.append((memmap.address(memmap.PARAMS,
                                       plan.param[i][0] * memmap.PARAM_ENTRY_WORDS),
                        layout.pack_params(layer, cfg)))
-        pack = depthwise.pack_weights if plan.depthwise[i] else layout.pack_weights
+        packed = depthwise.pack_weights(layer, cfg) if plan.depthwise[i] else \
+            layout.pack_weights(layer, cfg, plan.merged[i])
         blocks.append((memmap.address(memmap.WEIGHTS, weights.bus_offset(plan.weight[i][0])),
-                       weights.to_bus(pack(layer, cfg))))
+                       weights.to_bus(packed)))
     for slot, table in enumerate(plan.tables):
         blocks.append((memmap.address(memmap.TABLES, slot * memmap.TABLE_WORDS),
                        np.ascontiguousarray(table).view("<u4").astype(np.uint32)))
