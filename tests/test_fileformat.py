@@ -292,6 +292,10 @@ CASES = {
     "address moved": ("lenet", lambda h, b: desc(h, 2, in_addr=64),
                       r"layer 'classifier\.2': descriptor field in_addr must be \d+ as the "
                       r"mapper places the layer, not 64"),
+    # merged lanes on a layer whose 16 input channels fill their words: the mapper merges none
+    "merge set": ("lenet", lambda h, b: desc(h, 1, merge=1),
+                  r"layer 'features\.4': descriptor field merge must be 0 as the mapper places "
+                  r"the layer, not 1"),
     # JSON types and structure
     "no layers key": ("lenet", delitem("layers"), r"header must have the fields"),
     "extra key": ("lenet", setitem("extra", 1), r"header must have the fields .* not \["),

@@ -38,7 +38,7 @@ from ..config import AcceleratorConfig
 from ..mapping import derive
 from ..mapping.descriptor import OP_DW, LayerDescriptor
 from ..ir.graph import QLayer
-from ..mapping.layout import groups, pairs, writes_per_pixel
+from ..mapping.layout import groups, kernel_items, pairs, writes_per_pixel
 from ..mapping import depthwise
 from ..mapping.depthwise import runs_depthwise
 from ..mapping.mapper import layer_fields, merged
@@ -68,9 +68,7 @@ def chunks_per_pixel(layer: QLayer, config: AcceleratorConfig,
                      merge: bool | None = None) -> int:
     """Items per conv pixel: kernel positions times input channel groups, less a group at each
     odd kernel column with merged lanes (see `_merged`)."""
-    kh, kw = layer.kernel
-    skip = kw // 2 if _merged(layer, config, False, merge) else 0
-    return kh * (kw * groups(layer.in_shape[0], config.pe_in) - skip)
+    return kernel_items(layer, config, _merged(layer, config, False, merge))
 
 
 def add_words(layer: QLayer, config: AcceleratorConfig) -> int:

@@ -92,13 +92,18 @@ def merges(layer: QLayer, config: AcceleratorConfig) -> bool:
     return layer.kernel[1] >= 2 and 0 < rest <= config.pe_in // 2
 
 
+def kernel_items(layer: QLayer, config: AcceleratorConfig, merge: bool = False) -> int:
+    """Items (weight words) a convolution on the convolution datapath takes per conv pixel and
+    output channel group: kernel positions times input channel groups, less one at each odd
+    kernel column with merged lanes (``merge``, `merges`)."""
+    kh, kw = layer.kernel
+    return kh * (kw * groups(layer.in_shape[0], config.pe_in) - (kw // 2 if merge else 0))
+
+
 def weight_words(layer: QLayer, config: AcceleratorConfig, merge: bool = False) -> int:
-    """Weight words of a convolution on the convolution datapath: per output channel group,
-    kernel positions times input channel groups (``merge``: less one at each odd kernel
-    column)."""
-    o, c, kh, kw = layer.weight.shape
-    per_row = kw * groups(c, config.pe_in) - (kw // 2 if merge else 0)
-    return groups(o, config.pe_out) * kh * per_row
+    """Weight words of a convolution on the convolution datapath (`kernel_items` for each
+    output channel group)."""
+    return groups(layer.out_shape[0], config.pe_out) * kernel_items(layer, config, merge)
 
 
 def pack_weights(layer: QLayer, config: AcceleratorConfig, merge: bool = False) -> np.ndarray:
